@@ -1,14 +1,13 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Forwards Memfault chunks that devices publish over AWS IoT Core MQTT to the Memfault chunks
+//! API, from an AWS Lambda function invoked by an IoT topic rule or an SQS queue.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod config;
+pub mod event;
+pub mod handler;
+pub mod memfault;
+pub mod observability;
+pub mod retry;
+pub mod routing;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use config::Config;
+pub use handler::{Forwarder, Response};

@@ -1,0 +1,414 @@
+//! Configuration from environment variables, validated once at init.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::Uri;
+use thiserror::Error;
+
+use crate::retry::RetryPolicy;
+use crate::routing::{DeviceSerial, ProjectKey, TopicPattern, redact};
+
+pub const DEFAULT_CHUNKS_URL: &str = "https://chunks.memfault.com";
+pub const DEFAULT_METRICS_NAMESPACE: &str = "MemfaultChunkProxy";
+
+/// A configuration variable with a value that cannot work. The message names the variable and
+/// the problem; the value is quoted unless the variable holds a secret.
+#[derive(Debug, Error)]
+#[error("invalid configuration: {variable}={shown}: {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    shown: String,
+    problem: String,
+}
+
+/// Where chunks are posted: `{scheme}://{authority}{path_prefix}/api/v0/chunks/{serial}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunksUrl {
+    scheme: String,
+    authority: String,
+    path_prefix: String,
+}
+
+impl ChunksUrl {
+    pub fn for_device(&self, serial: &DeviceSerial) -> String {
+        format!(
+            "{}://{}{}/api/v0/chunks/{}",
+            self.scheme, self.authority, self.path_prefix, serial
+        )
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.scheme == "https"
+    }
+}
+
+impl fmt::Display for ChunksUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}://{}{}",
+            self.scheme, self.authority, self.path_prefix
+        )
+    }
+}
+
+impl FromStr for ChunksUrl {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let uri: Uri = text
+            .parse()
+            .map_err(|error| format!("not a URL: {error}"))?;
+        let scheme = match uri.scheme_str() {
+            Some(scheme @ ("https" | "http")) => scheme.to_owned(),
+            Some(other) => return Err(format!("scheme {other:?} is not http or https")),
+            None => return Err("needs a scheme, e.g. https://chunks.memfault.com".into()),
+        };
+        let authority = uri.authority().ok_or("has no host")?;
+        if authority.as_str().contains('@') {
+            return Err("must not carry credentials".into());
+        }
+        if authority.host().is_empty() {
+            return Err("has no host".into());
+        }
+        if uri.query().is_some() || text.contains('#') {
+            return Err("must not have a query or fragment".into());
+        }
+        Ok(Self {
+            scheme,
+            authority: authority.as_str().to_owned(),
+            path_prefix: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub chunks_url: ChunksUrl,
+    pub project_key: Option<ProjectKey>,
+    pub topic_pattern: TopicPattern,
+    pub retry: RetryPolicy,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Uploads stop this long before the invocation deadline, so the function always answers.
+    pub deadline_margin: Duration,
+    /// `None` turns CloudWatch embedded metrics off.
+    pub metrics_namespace: Option<String>,
+    pub batch_max_chunks: usize,
+    pub upload_concurrency: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            chunks_url: DEFAULT_CHUNKS_URL
+                .parse()
+                .expect("the default URL is valid"),
+            project_key: None,
+            topic_pattern: TopicPattern::default(),
+            retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            deadline_margin: Duration::from_millis(500),
+            metrics_namespace: Some(DEFAULT_METRICS_NAMESPACE.to_owned()),
+            batch_max_chunks: 500,
+            upload_concurrency: 8,
+        }
+    }
+}
+
+/// Reads one variable through `lookup`, so that tests need not touch the process environment.
+struct Reader<F> {
+    lookup: F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<F> {
+    fn parsed<T, E: fmt::Display>(
+        &self,
+        variable: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(text) = (self.lookup)(variable) else {
+            return Ok(None);
+        };
+        parse(&text).map(Some).map_err(|problem| ConfigError {
+            variable,
+            shown: format!("{text:?}"),
+            problem: problem.to_string(),
+        })
+    }
+
+    fn number(
+        &self,
+        variable: &'static str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Option<u64>, ConfigError> {
+        self.parsed(variable, |text| {
+            let number: u64 = text
+                .trim()
+                .parse()
+                .map_err(|_| "is not a whole number".to_owned())?;
+            if range.contains(&number) {
+                Ok(number)
+            } else {
+                Err(format!(
+                    "must be between {} and {}",
+                    range.start(),
+                    range.end()
+                ))
+            }
+        })
+    }
+
+    fn millis(
+        &self,
+        variable: &'static str,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Option<Duration>, ConfigError> {
+        Ok(self.number(variable, range)?.map(Duration::from_millis))
+    }
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Reader { lookup };
+        let defaults = Self::default();
+
+        let project_key = match (env.lookup)("MEMFAULT_PROJECT_KEY") {
+            // Templates pass an unset parameter through as an empty string.
+            None => None,
+            Some(text) if text.is_empty() => None,
+            Some(text) => Some(text.parse::<ProjectKey>().map_err(|problem| ConfigError {
+                variable: "MEMFAULT_PROJECT_KEY",
+                shown: redact(&text),
+                problem: problem.to_string(),
+            })?),
+        };
+
+        let retry = RetryPolicy {
+            max_attempts: env
+                .number("MEMFAULT_MAX_ATTEMPTS", 1..=20)?
+                .map_or(defaults.retry.max_attempts, |n| n as u32),
+            base_delay: env
+                .millis("MEMFAULT_RETRY_BASE_DELAY_MS", 1..=60_000)?
+                .unwrap_or(defaults.retry.base_delay),
+            max_delay: env
+                .millis("MEMFAULT_RETRY_MAX_DELAY_MS", 1..=300_000)?
+                .unwrap_or(defaults.retry.max_delay),
+        };
+        if retry.max_delay < retry.base_delay {
+            return Err(ConfigError {
+                variable: "MEMFAULT_RETRY_MAX_DELAY_MS",
+                shown: retry.max_delay.as_millis().to_string(),
+                problem: format!(
+                    "must not be below MEMFAULT_RETRY_BASE_DELAY_MS ({})",
+                    retry.base_delay.as_millis()
+                ),
+            });
+        }
+
+        let metrics_namespace = match (env.lookup)("MEMFAULT_METRICS_NAMESPACE") {
+            None => defaults.metrics_namespace,
+            Some(text) if text.is_empty() => None,
+            Some(text) => Some(
+                env.parsed("MEMFAULT_METRICS_NAMESPACE", |_| check_namespace(&text))?
+                    .unwrap_or_default(),
+            ),
+        };
+
+        Ok(Self {
+            chunks_url: env
+                .parsed("MEMFAULT_CHUNKS_URL", str::parse)?
+                .unwrap_or(defaults.chunks_url),
+            project_key,
+            topic_pattern: env
+                .parsed("MEMFAULT_TOPIC_PATTERN", str::parse)?
+                .unwrap_or(defaults.topic_pattern),
+            retry,
+            connect_timeout: env
+                .millis("MEMFAULT_CONNECT_TIMEOUT_MS", 1..=60_000)?
+                .unwrap_or(defaults.connect_timeout),
+            request_timeout: env
+                .millis("MEMFAULT_REQUEST_TIMEOUT_MS", 1..=900_000)?
+                .unwrap_or(defaults.request_timeout),
+            deadline_margin: env
+                .millis("MEMFAULT_DEADLINE_MARGIN_MS", 0..=60_000)?
+                .unwrap_or(defaults.deadline_margin),
+            metrics_namespace,
+            batch_max_chunks: env
+                .number("MEMFAULT_BATCH_MAX_CHUNKS", 1..=10_000)?
+                .map_or(defaults.batch_max_chunks, |n| n as usize),
+            upload_concurrency: env
+                .number("MEMFAULT_UPLOAD_CONCURRENCY", 1..=256)?
+                .map_or(defaults.upload_concurrency, |n| n as usize),
+        })
+    }
+}
+
+/// CloudWatch namespaces: 1 to 255 characters, letters, digits and `. - _ / # :` (and no leading colon).
+fn check_namespace(text: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_/#: ".contains(c);
+    if text.len() > 255 || text.starts_with(':') || !text.chars().all(allowed) {
+        return Err(
+            "must be 1-255 characters of letters, digits, spaces and . - _ / # : (not starting with ':')"
+                .into(),
+        );
+    }
+    Ok(text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        })
+    }
+
+    #[test]
+    fn defaults_point_at_memfault() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.chunks_url.to_string(), "https://chunks.memfault.com");
+        assert!(config.chunks_url.is_https());
+        assert_eq!(config.project_key, None);
+        assert_eq!(config.topic_pattern, TopicPattern::default());
+        assert_eq!(config.retry.max_attempts, 4);
+        assert_eq!(
+            config.metrics_namespace.as_deref(),
+            Some("MemfaultChunkProxy")
+        );
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let config = config(&[
+            ("MEMFAULT_CHUNKS_URL", "http://127.0.0.1:8080/proxy/"),
+            ("MEMFAULT_PROJECT_KEY", "abcdEFGH1234"),
+            ("MEMFAULT_TOPIC_PATTERN", "fleet/{device_serial}/chunk"),
+            ("MEMFAULT_MAX_ATTEMPTS", "7"),
+            ("MEMFAULT_RETRY_BASE_DELAY_MS", "50"),
+            ("MEMFAULT_RETRY_MAX_DELAY_MS", "900"),
+            ("MEMFAULT_CONNECT_TIMEOUT_MS", "300"),
+            ("MEMFAULT_REQUEST_TIMEOUT_MS", "4000"),
+            ("MEMFAULT_DEADLINE_MARGIN_MS", "250"),
+            ("MEMFAULT_METRICS_NAMESPACE", "Fleet/Chunks"),
+            ("MEMFAULT_BATCH_MAX_CHUNKS", "100"),
+            ("MEMFAULT_UPLOAD_CONCURRENCY", "3"),
+        ])
+        .unwrap();
+        let serial: DeviceSerial = "D1".parse().unwrap();
+        assert_eq!(
+            config.chunks_url.for_device(&serial),
+            "http://127.0.0.1:8080/proxy/api/v0/chunks/D1"
+        );
+        assert_eq!(config.project_key.unwrap().expose(), "abcdEFGH1234");
+        assert_eq!(
+            config.topic_pattern.to_string(),
+            "fleet/{device_serial}/chunk"
+        );
+        assert_eq!(config.retry.max_attempts, 7);
+        assert_eq!(config.retry.base_delay, Duration::from_millis(50));
+        assert_eq!(config.retry.max_delay, Duration::from_millis(900));
+        assert_eq!(config.connect_timeout, Duration::from_millis(300));
+        assert_eq!(config.request_timeout, Duration::from_millis(4000));
+        assert_eq!(config.deadline_margin, Duration::from_millis(250));
+        assert_eq!(config.metrics_namespace.as_deref(), Some("Fleet/Chunks"));
+        assert_eq!(config.batch_max_chunks, 100);
+        assert_eq!(config.upload_concurrency, 3);
+    }
+
+    #[test]
+    fn empty_optional_values_mean_unset() {
+        let config = config(&[
+            ("MEMFAULT_PROJECT_KEY", ""),
+            ("MEMFAULT_METRICS_NAMESPACE", ""),
+        ])
+        .unwrap();
+        assert_eq!(config.project_key, None);
+        assert_eq!(config.metrics_namespace, None);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_problem() {
+        for (variable, value, problem) in [
+            (
+                "MEMFAULT_CHUNKS_URL",
+                "ftp://x",
+                "scheme \"ftp\" is not http or https",
+            ),
+            (
+                "MEMFAULT_CHUNKS_URL",
+                "chunks.memfault.com",
+                "needs a scheme",
+            ),
+            (
+                "MEMFAULT_CHUNKS_URL",
+                "https://u:p@host",
+                "must not carry credentials",
+            ),
+            (
+                "MEMFAULT_CHUNKS_URL",
+                "https://host/?a=b",
+                "must not have a query",
+            ),
+            (
+                "MEMFAULT_TOPIC_PATTERN",
+                "prod/+/chunk",
+                "has no {device_serial} level",
+            ),
+            ("MEMFAULT_MAX_ATTEMPTS", "0", "must be between 1 and 20"),
+            ("MEMFAULT_MAX_ATTEMPTS", "three", "is not a whole number"),
+            ("MEMFAULT_REQUEST_TIMEOUT_MS", "-5", "is not a whole number"),
+            (
+                "MEMFAULT_UPLOAD_CONCURRENCY",
+                "0",
+                "must be between 1 and 256",
+            ),
+            (
+                "MEMFAULT_METRICS_NAMESPACE",
+                ":bad",
+                "must be 1-255 characters",
+            ),
+        ] {
+            let error = config(&[(variable, value)]).unwrap_err();
+            assert_eq!(error.variable, variable);
+            let message = error.to_string();
+            assert!(
+                message.starts_with(&format!("invalid configuration: {variable}=")),
+                "{message}"
+            );
+            assert!(message.contains(problem), "{variable}={value}: {message}");
+        }
+    }
+
+    #[test]
+    fn retry_ceiling_below_base_is_refused() {
+        let error = config(&[
+            ("MEMFAULT_RETRY_BASE_DELAY_MS", "500"),
+            ("MEMFAULT_RETRY_MAX_DELAY_MS", "100"),
+        ])
+        .unwrap_err();
+        assert_eq!(error.variable, "MEMFAULT_RETRY_MAX_DELAY_MS");
+    }
+
+    #[test]
+    fn a_bad_project_key_is_reported_without_the_key() {
+        let error = config(&[("MEMFAULT_PROJECT_KEY", "secretkey with space")]).unwrap_err();
+        let message = error.to_string();
+        assert_eq!(error.variable, "MEMFAULT_PROJECT_KEY");
+        assert!(
+            message.contains("secr…") && !message.contains("secretkey"),
+            "{message}"
+        );
+        assert!(message.contains("contains ' '"), "{message}");
+    }
+}

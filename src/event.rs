@@ -1,0 +1,283 @@
+//! Event parsing: the JSON an IoT topic rule sends, and the envelopes it can arrive in.
+//!
+//! The rule `SELECT encode(*, 'base64') AS data, topic() AS topic FROM ...` produces
+//! `{"data": "<base64>", "topic": "..."}`; a rule may add `device_serial` and `project_key`.
+//! The same object arrives as an SQS message body in queued mode, and as the `requestPayload` of
+//! a Lambda on-failure destination record when failed chunks are replayed.
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use bytes::Bytes;
+use serde_json::Value;
+use thiserror::Error;
+
+/// AWS IoT Core refuses MQTT messages larger than 128 KiB, so no genuine chunk is larger.
+pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
+
+/// Base64 text for `MAX_PAYLOAD_BYTES`, checked before decoding so a huge string costs nothing.
+const MAX_ENCODED_LEN: usize = MAX_PAYLOAD_BYTES.div_ceil(3) * 4;
+
+/// IoT's `encode(*, 'base64')` pads; tools that build test events by hand often do not.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// One chunk as published by a device, with the identity claims that came with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkMessage {
+    pub topic: String,
+    pub payload: Bytes,
+    pub device_serial: Option<String>,
+    pub project_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum EventError {
+    #[error("event is not a JSON object")]
+    NotAnObject,
+    #[error("event has no {0:?} field; the rule must select it (see README: rule SQL)")]
+    MissingField(&'static str),
+    #[error("event field {0:?} must be a string")]
+    NotAString(&'static str),
+    #[error("event field {0:?} is empty")]
+    EmptyField(&'static str),
+    #[error("event field \"data\" is not valid base64: {0}")]
+    BadBase64(String),
+    #[error("chunk payload is empty")]
+    EmptyPayload,
+    #[error(
+        "chunk payload is larger than AWS IoT's {MAX_PAYLOAD_BYTES}-byte message limit ({0} bytes of base64)"
+    )]
+    PayloadTooLarge(usize),
+    #[error("SQS message body is not JSON: {0}")]
+    BodyNotJson(String),
+}
+
+impl EventError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::BadBase64(_) => "InvalidBase64",
+            Self::EmptyPayload => "EmptyPayload",
+            Self::PayloadTooLarge(_) => "PayloadTooLarge",
+            Self::NotAnObject
+            | Self::MissingField(_)
+            | Self::NotAString(_)
+            | Self::EmptyField(_)
+            | Self::BodyNotJson(_) => "InvalidEvent",
+        }
+    }
+}
+
+fn required_string<'v>(event: &'v Value, field: &'static str) -> Result<&'v str, EventError> {
+    match event.get(field) {
+        None | Some(Value::Null) => Err(EventError::MissingField(field)),
+        Some(Value::String(text)) => Ok(text),
+        Some(_) => Err(EventError::NotAString(field)),
+    }
+}
+
+/// An absent or null optional field means "not given"; an empty one is a rule bug worth refusing.
+fn optional_string(event: &Value, field: &'static str) -> Result<Option<String>, EventError> {
+    match event.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) if text.is_empty() => Err(EventError::EmptyField(field)),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(_) => Err(EventError::NotAString(field)),
+    }
+}
+
+/// An on-failure destination record carries the original event as `requestPayload`.
+fn unwrap_failure_record(event: &Value) -> &Value {
+    event.get("requestPayload").unwrap_or(event)
+}
+
+/// Parses one IoT rule event, or an on-failure destination record wrapping one.
+pub fn parse_rule_event(event: &Value) -> Result<ChunkMessage, EventError> {
+    let event = unwrap_failure_record(event);
+    if !event.is_object() {
+        return Err(EventError::NotAnObject);
+    }
+    let topic = required_string(event, "topic")?;
+    if topic.is_empty() {
+        return Err(EventError::EmptyField("topic"));
+    }
+    let data = required_string(event, "data")?;
+    if data.len() > MAX_ENCODED_LEN {
+        return Err(EventError::PayloadTooLarge(data.len()));
+    }
+    let payload = BASE64
+        .decode(data)
+        .map_err(|error| EventError::BadBase64(error.to_string()))?;
+    if payload.is_empty() {
+        return Err(EventError::EmptyPayload);
+    }
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(EventError::PayloadTooLarge(data.len()));
+    }
+    Ok(ChunkMessage {
+        topic: topic.to_owned(),
+        payload: Bytes::from(payload),
+        device_serial: optional_string(event, "device_serial")?,
+        project_key: optional_string(event, "project_key")?,
+    })
+}
+
+/// Parses the body of an SQS message: an IoT rule event or an on-failure record, as JSON text.
+pub fn parse_queue_body(body: Option<&str>) -> Result<ChunkMessage, EventError> {
+    let body = body.ok_or(EventError::MissingField("body"))?;
+    let value: Value =
+        serde_json::from_str(body).map_err(|error| EventError::BodyNotJson(error.to_string()))?;
+    parse_rule_event(&value)
+}
+
+/// How an invocation's payload is to be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventShape {
+    /// An IoT rule event, or an on-failure record, invoking the function directly.
+    Direct,
+    /// An SQS batch from an event source mapping.
+    QueueBatch,
+}
+
+pub fn shape_of(event: &Value) -> EventShape {
+    let from_sqs = event
+        .get("Records")
+        .and_then(Value::as_array)
+        .is_some_and(|records| {
+            records
+                .iter()
+                .all(|record| record.get("eventSource").and_then(Value::as_str) == Some("aws:sqs"))
+        });
+    if from_sqs {
+        EventShape::QueueBatch
+    } else {
+        EventShape::Direct
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const TOPIC: &str = "prod/board/SERIAL/memfault/KEY/chunk";
+
+    #[test]
+    fn decodes_the_rule_event() {
+        let message = parse_rule_event(&json!({"data": "AQIDBA==", "topic": TOPIC})).unwrap();
+        assert_eq!(&message.payload[..], &[1, 2, 3, 4]);
+        assert_eq!(message.topic, TOPIC);
+        assert_eq!(message.device_serial, None);
+        assert_eq!(message.project_key, None);
+    }
+
+    #[test]
+    fn unpadded_base64_is_accepted() {
+        let message = parse_rule_event(&json!({"data": "AQIDBA", "topic": TOPIC})).unwrap();
+        assert_eq!(&message.payload[..], &[1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn explicit_identity_fields_are_read() {
+        let event =
+            json!({"data": "AQ==", "topic": TOPIC, "device_serial": "D1", "project_key": "K"});
+        let message = parse_rule_event(&event).unwrap();
+        assert_eq!(message.device_serial.as_deref(), Some("D1"));
+        assert_eq!(message.project_key.as_deref(), Some("K"));
+        let event = json!({"data": "AQ==", "topic": TOPIC, "device_serial": null});
+        assert_eq!(parse_rule_event(&event).unwrap().device_serial, None);
+    }
+
+    #[test]
+    fn malformed_events_are_refused_by_field() {
+        for (event, expected) in [
+            (json!("a string"), EventError::NotAnObject),
+            (json!({"topic": TOPIC}), EventError::MissingField("data")),
+            (json!({"data": "AQ=="}), EventError::MissingField("topic")),
+            (
+                json!({"data": 5, "topic": TOPIC}),
+                EventError::NotAString("data"),
+            ),
+            (
+                json!({"data": "AQ==", "topic": ["x"]}),
+                EventError::NotAString("topic"),
+            ),
+            (
+                json!({"data": "AQ==", "topic": ""}),
+                EventError::EmptyField("topic"),
+            ),
+            (
+                json!({"data": "", "topic": TOPIC}),
+                EventError::EmptyPayload,
+            ),
+            (
+                json!({"data": "AQ==", "topic": TOPIC, "device_serial": 7}),
+                EventError::NotAString("device_serial"),
+            ),
+            (
+                json!({"data": "AQ==", "topic": TOPIC, "project_key": ""}),
+                EventError::EmptyField("project_key"),
+            ),
+        ] {
+            assert_eq!(parse_rule_event(&event).unwrap_err(), expected, "{event}");
+        }
+    }
+
+    #[test]
+    fn bad_base64_is_refused() {
+        for data in ["not base64!", "AQID*A==", "A"] {
+            let error = parse_rule_event(&json!({"data": data, "topic": TOPIC})).unwrap_err();
+            assert_eq!(error.kind(), "InvalidBase64", "{data}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_iot_size_limit_is_enforced_exactly() {
+        let largest = BASE64.encode(vec![0xA5; MAX_PAYLOAD_BYTES]);
+        let message = parse_rule_event(&json!({"data": largest, "topic": TOPIC})).unwrap();
+        assert_eq!(message.payload.len(), MAX_PAYLOAD_BYTES);
+
+        let too_large = BASE64.encode(vec![0xA5; MAX_PAYLOAD_BYTES + 1]);
+        let error = parse_rule_event(&json!({"data": too_large, "topic": TOPIC})).unwrap_err();
+        assert_eq!(error.kind(), "PayloadTooLarge");
+    }
+
+    #[test]
+    fn failure_destination_records_are_unwrapped() {
+        let record = json!({
+            "version": "1.0",
+            "requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 3},
+            "requestPayload": {"data": "AQID", "topic": TOPIC},
+            "responsePayload": {"errorType": "Retryable.UpstreamUnavailable"}
+        });
+        let message = parse_rule_event(&record).unwrap();
+        assert_eq!(&message.payload[..], &[1, 2, 3]);
+    }
+
+    #[test]
+    fn queue_bodies_are_parsed_as_json() {
+        let body = json!({"data": "AQID", "topic": TOPIC}).to_string();
+        assert_eq!(parse_queue_body(Some(&body)).unwrap().payload.len(), 3);
+        assert_eq!(
+            parse_queue_body(None).unwrap_err(),
+            EventError::MissingField("body")
+        );
+        assert_eq!(
+            parse_queue_body(Some("AQID")).unwrap_err().kind(),
+            "InvalidEvent"
+        );
+    }
+
+    #[test]
+    fn sqs_batches_are_told_apart_from_direct_events() {
+        let batch = json!({"Records": [{"eventSource": "aws:sqs", "body": "{}"}]});
+        assert_eq!(shape_of(&batch), EventShape::QueueBatch);
+        assert_eq!(
+            shape_of(&json!({"data": "AQ==", "topic": TOPIC})),
+            EventShape::Direct
+        );
+        let other = json!({"Records": [{"eventSource": "aws:s3"}]});
+        assert_eq!(shape_of(&other), EventShape::Direct);
+    }
+}

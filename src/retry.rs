@@ -1,0 +1,139 @@
+//! Retry timing: exponential backoff with full jitter, and the server's `Retry-After`.
+
+use std::time::{Duration, SystemTime};
+
+use http::StatusCode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts per upload, the first one included.
+    pub max_attempts: u32,
+    /// The backoff ceiling before the first retry; it doubles for each later retry.
+    pub base_delay: Duration,
+    /// No backoff waits longer than this, whatever the attempt number.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The backoff ceiling after `failed_attempts` failures (1 for the first retry).
+    pub fn ceiling(&self, failed_attempts: u32) -> Duration {
+        let doublings = failed_attempts.saturating_sub(1).min(31);
+        self.base_delay
+            .saturating_mul(1 << doublings)
+            .min(self.max_delay)
+    }
+
+    /// "Full jitter": a uniform draw below the ceiling, so that devices that failed together do
+    /// not retry together. `unit` is a draw from [0, 1). A server's `Retry-After` is a floor.
+    pub fn delay(
+        &self,
+        failed_attempts: u32,
+        unit: f64,
+        retry_after: Option<Duration>,
+    ) -> Duration {
+        let jittered = self.ceiling(failed_attempts).mul_f64(unit.clamp(0.0, 1.0));
+        retry_after.map_or(jittered, |floor| floor.max(jittered))
+    }
+}
+
+/// Which answers are worth another attempt. Memfault documents 429, 503 and 529 as "retry after
+/// Retry-After"; other 5xx are treated alike since they are the server's fault, and 408 means the
+/// server gave up waiting for us. All other statuses say the request itself is wrong.
+pub fn is_retryable_status(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error()
+}
+
+/// `Retry-After` as delta-seconds or as an HTTP date (RFC 9110 §10.2.3); a date in the past
+/// means "now". Anything unparseable is ignored rather than trusted.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1_000),
+        }
+    }
+
+    #[test]
+    fn ceiling_doubles_then_caps() {
+        let ceilings: Vec<u128> = (1..=6).map(|n| policy().ceiling(n).as_millis()).collect();
+        assert_eq!(ceilings, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(policy().ceiling(u32::MAX), Duration::from_millis(1_000));
+    }
+
+    #[test]
+    fn jitter_spans_zero_to_the_ceiling() {
+        assert_eq!(policy().delay(3, 0.0, None), Duration::ZERO);
+        assert_eq!(policy().delay(3, 0.5, None), Duration::from_millis(200));
+        assert!(policy().delay(3, 0.999_999, None) < Duration::from_millis(400));
+        assert_eq!(policy().delay(3, 7.0, None), Duration::from_millis(400));
+    }
+
+    #[test]
+    fn retry_after_is_a_floor() {
+        let floor = Duration::from_secs(2);
+        assert_eq!(policy().delay(1, 0.9, Some(floor)), floor);
+        let small_floor = Duration::from_millis(10);
+        assert_eq!(
+            policy().delay(4, 0.5, Some(small_floor)),
+            Duration::from_millis(400)
+        );
+    }
+
+    #[test]
+    fn retry_after_in_seconds_and_as_a_date() {
+        let now = httpdate::parse_http_date("Wed, 25 Nov 2026 12:00:00 GMT").unwrap();
+        assert_eq!(parse_retry_after("3", now), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 25 Nov 2026 12:00:07 GMT", now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 25 Nov 2026 11:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("-1", now), None);
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn which_statuses_are_retried() {
+        for code in [429, 408, 500, 502, 503, 504, 529] {
+            assert!(
+                is_retryable_status(StatusCode::from_u16(code).unwrap()),
+                "{code}"
+            );
+        }
+        for code in [301, 400, 401, 403, 404, 411, 413, 415, 422] {
+            assert!(
+                !is_retryable_status(StatusCode::from_u16(code).unwrap()),
+                "{code}"
+            );
+        }
+    }
+}
