@@ -1,0 +1,169 @@
+//! Shared test scaffolding: configuration for a loopback upstream, invocation helpers, the
+//! sample events, and a TCP relay that sees what an HTTP mock cannot (connections).
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lambda_runtime::{Context, LambdaEvent};
+use memfault_chunk_proxy::handler::ForwardError;
+use memfault_chunk_proxy::retry::RetryPolicy;
+use memfault_chunk_proxy::{Config, Forwarder, Response};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const SAMPLE_KEY: &str = "YOUR_PROJECT_KEY";
+
+/// A configuration for a loopback upstream, with retry waits short enough for tests.
+pub fn config_for(base_url: &str) -> Config {
+    Config {
+        chunks_url: base_url.parse().expect("test URL"),
+        retry: RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(20),
+        },
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(5),
+        deadline_margin: Duration::from_millis(200),
+        metrics_namespace: None,
+        ..Config::default()
+    }
+}
+
+pub fn forwarder(config: Config) -> Forwarder {
+    Forwarder::new(config).expect("client builds")
+}
+
+/// Invokes the handler as the runtime would, with `budget` until the invocation deadline.
+pub async fn invoke(
+    forwarder: &Forwarder,
+    payload: Value,
+    budget: Duration,
+) -> Result<Response, ForwardError> {
+    let mut context = Context::default();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    context.deadline = (now + budget).as_millis() as u64;
+    forwarder.handle(LambdaEvent::new(payload, context)).await
+}
+
+pub fn sample_event(relative: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("events")
+        .join(relative);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The chunk bytes a sample event carries.
+pub fn sample_payload(relative: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let event = sample_event(relative);
+    let data = event["data"].as_str().expect("sample has data");
+    base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .unwrap()
+}
+
+/// A TCP relay in front of an HTTP mock. It counts the connections the client opens and how
+/// many are open at once, and can turn every open connection stale: the next request written
+/// to one is answered with a TCP reset, as a connection dropped while a Lambda container was
+/// frozen would be.
+pub struct Relay {
+    address: SocketAddr,
+    stats: Arc<RelayStats>,
+}
+
+#[derive(Default)]
+struct RelayStats {
+    opened: AtomicUsize,
+    open_now: AtomicUsize,
+    most_open: AtomicUsize,
+    generation: AtomicUsize,
+}
+
+impl Relay {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let stats = Arc::new(RelayStats::default());
+        let accepting = Arc::clone(&stats);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let stats = Arc::clone(&accepting);
+                tokio::spawn(relay_connection(client, upstream, stats));
+            }
+        });
+        Self { address, stats }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn connections_opened(&self) -> usize {
+        self.stats.opened.load(Ordering::SeqCst)
+    }
+
+    pub fn most_open_at_once(&self) -> usize {
+        self.stats.most_open.load(Ordering::SeqCst)
+    }
+
+    pub fn make_open_connections_stale(&self) {
+        self.stats.generation.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+async fn relay_connection(client: TcpStream, upstream: SocketAddr, stats: Arc<RelayStats>) {
+    let born_in = stats.generation.load(Ordering::SeqCst);
+    stats.opened.fetch_add(1, Ordering::SeqCst);
+    let open = stats.open_now.fetch_add(1, Ordering::SeqCst) + 1;
+    stats.most_open.fetch_max(open, Ordering::SeqCst);
+    // Closing with a zero linger sends RST instead of FIN.
+    client.set_zero_linger().unwrap();
+    if let Ok(server) = TcpStream::connect(upstream).await {
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        let to_server = async {
+            let mut buffer = vec![0; 16 * 1024];
+            loop {
+                let read = client_read.read(&mut buffer).await.unwrap_or(0);
+                let stale = stats.generation.load(Ordering::SeqCst) != born_in;
+                if read == 0 || stale {
+                    return;
+                }
+                if server_write.write_all(&buffer[..read]).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let to_client = tokio::io::copy(&mut server_read, &mut client_write);
+        tokio::select! {
+            () = to_server => {}
+            _ = to_client => {}
+        }
+    }
+    stats.open_now.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// A server that accepts connections, reads the request, then resets the connection.
+pub async fn resetting_server() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            socket.set_zero_linger().unwrap();
+            let mut buffer = [0; 1024];
+            let _ = socket.read(&mut buffer).await;
+            drop(socket);
+        }
+    });
+    (uri, accepted)
+}
