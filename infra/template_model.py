@@ -1,0 +1,117 @@
+"""template.yaml as CloudFormation would see it for one set of parameter values.
+
+A small evaluator for the tests: it decodes the YAML with cfn-lint's decoder, then
+evaluates Conditions, drops resources and outputs whose Condition is false, resolves
+Fn::If, Ref to parameters (Number parameters become ints), Ref AWS::NoValue and the
+parameter parts of Fn::Sub (a Sub becomes its string, with "${!x}" unescaped to "${x}").
+References to resources and pseudo parameters are left as they are ({"Ref": ...},
+{"Fn::GetAtt": [...]}, "${AWS::Region}" inside a Sub's string).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from cfnlint.decode import cfn_yaml
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "template.yaml"
+
+_NO_VALUE = object()
+_SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+
+
+def load_raw(path: Path = TEMPLATE) -> dict[str, Any]:
+    return json.loads(json.dumps(cfn_yaml.load(str(path))))
+
+
+class Rendered:
+    def __init__(self, raw: dict[str, Any], **overrides: str) -> None:
+        self.raw = raw
+        parameters = raw["Parameters"]
+        unknown = set(overrides) - set(parameters)
+        if unknown:
+            raise KeyError(f"unknown parameters {sorted(unknown)}")
+        self.parameters: dict[str, Any] = {}
+        for name, spec in parameters.items():
+            value = str(overrides.get(name, spec.get("Default", "")))
+            allowed = spec.get("AllowedValues")
+            if allowed is not None and value not in [str(a) for a in allowed]:
+                raise ValueError(f"{name}={value!r} not in {allowed}")
+            self.parameters[name] = int(value) if spec["Type"] == "Number" else value
+        self._condition_specs = raw.get("Conditions", {})
+        self.conditions = {name: self._condition(name) for name in self._condition_specs}
+        self.resources = self._kept(raw["Resources"])
+        self.outputs = self._kept(raw.get("Outputs", {}))
+
+    def _kept(self, section: dict[str, Any]) -> dict[str, Any]:
+        kept = {}
+        for name, body in section.items():
+            condition = body.get("Condition")
+            if condition is None or self.conditions[condition]:
+                kept[name] = self.resolve(body)
+        return kept
+
+    def _condition(self, name: str) -> bool:
+        return self._evaluate(self._condition_specs[name])
+
+    def _evaluate(self, node: Any) -> Any:
+        if isinstance(node, dict) and len(node) == 1:
+            (key, arg), = node.items()
+            if key == "Condition":
+                return self._condition(arg)
+            if key == "Fn::Equals":
+                left, right = (self._evaluate(a) for a in arg)
+                return str(left) == str(right)
+            if key == "Fn::Not":
+                return not self._evaluate(arg[0])
+            if key == "Fn::And":
+                return all(self._evaluate(a) for a in arg)
+            if key == "Fn::Or":
+                return any(self._evaluate(a) for a in arg)
+            if key == "Ref":
+                return self.parameters[arg]
+        return node
+
+    def resolve(self, node: Any) -> Any:
+        if isinstance(node, list):
+            items = [self.resolve(item) for item in node]
+            return [item for item in items if item is not _NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            (key, arg), = node.items()
+            if key == "Fn::If":
+                condition, when_true, when_false = arg
+                return self.resolve(when_true if self.conditions[condition] else when_false)
+            if key == "Ref":
+                if arg == "AWS::NoValue":
+                    return _NO_VALUE
+                if arg in self.parameters:
+                    return self.parameters[arg]
+                return node
+            if key == "Fn::Sub":
+                return self._sub(arg)
+        resolved = {key: self.resolve(value) for key, value in node.items()}
+        return {key: value for key, value in resolved.items() if value is not _NO_VALUE}
+
+    def _sub(self, arg: Any) -> Any:
+        text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], arg[1])
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in variables:
+                return str(self.resolve(variables[name]))
+            if name in self.parameters:
+                return str(self.parameters[name])
+            return match.group(0)
+
+        # Left in place: pseudo parameters and resource attributes, e.g. "${AWS::Region}".
+        return _SUB_VARIABLE.sub(replace, text)
+
+    def of_type(self, resource_type: str) -> dict[str, Any]:
+        return {k: v for k, v in self.resources.items() if v["Type"] == resource_type}

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Offline checks of template.yaml; fails if any of them fails:
+#   - cfn-lint, with warnings and informational findings counted as failures, on the
+#     template as written (all Conditions) and with the parameters of each variant;
+#   - the SAM transform, run offline as CloudFormation runs it at deploy time, and
+#     cfn-lint on the plain CloudFormation it produces;
+#   - sam validate --lint;
+#   - checkov on the template, on the variants (checkov only evaluates Conditions with
+#     the parameters' defaults) and on the transformed templates;
+#   - pytest infra/ (assertions on the template's contents).
+# Works from any directory. Sets up .venv at the repository root from
+# infra/requirements.txt when it is missing or the requirements changed (needs PyPI
+# then); uses no other network. Needs python3 (3.11); PYTHON=... picks another.
+set -euo pipefail
+
+repo_root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+python="${PYTHON:-python3}"
+venv="$repo_root/.venv"
+stamp="$venv/.infra-requirements.sha256"
+wanted="$("$python" -c 'import hashlib, sys
+h = hashlib.sha256()
+for name in sys.argv[1:]:
+    with open(name, "rb") as f:
+        h.update(f.read())
+print(h.hexdigest())' infra/requirements.txt infra/constraints.txt)"
+
+if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]]; then
+  echo "==> Setting up $venv from infra/requirements.txt ($("$python" --version))"
+  "$python" -m venv --clear "$venv"
+  "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --quiet \
+    -r infra/requirements.txt
+  printf '%s\n' "$wanted" >"$stamp"
+fi
+
+export PATH="$venv/bin:$PATH"
+export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
+export SAM_CLI_TELEMETRY=0
+export CKV_SKIP_PACKAGE_UPDATE_CHECK=true
+export PYTHONDONTWRITEBYTECODE=1
+
+work="$(mktemp -d)"
+trap 'rm -rf -- "$work"' EXIT
+
+# Parameter sets beyond the defaults (Direct mode, topic rule, no device policy).
+queued=(Mode=Queued DeviceSerialFromClientId=true CreateDevicePolicy=true
+  ReplayFailedChunks=true MemfaultProjectKey=example-project-key)
+own_rule=(CreateTopicRule=false)
+own_rule_queued=(CreateTopicRule=false Mode=Queued)
+
+cfn_lint=(cfn-lint --include-checks I --non-zero-exit-code informational
+  --regions us-east-1 us-west-2 eu-west-1 eu-central-1 ap-northeast-1)
+
+passed=0
+failed=()
+step() {
+  local name="$1"
+  shift
+  printf '\n==> %s\n$ %s\n' "$name" "$*"
+  if "$@"; then
+    printf -- '--> ok: %s\n' "$name"
+    passed=$((passed + 1))
+  else
+    printf -- '--> FAILED: %s\n' "$name"
+    failed+=("$name")
+  fi
+}
+
+checkov_report_ok() {
+  # checkov exits 0 on files it cannot parse: require every file to be parsed and checked.
+  python - "$1" "${@:2}" <<'EOF'
+import json, sys
+report = json.load(open(sys.argv[1]))
+summary = report["summary"]
+checked = {r["file_path"].rsplit("/", 1)[-1]
+           for kind in ("passed_checks", "failed_checks", "skipped_checks")
+           for r in report["results"][kind]}
+missing = [f for f in sys.argv[2:] if f.rsplit("/", 1)[-1] not in checked]
+problems = []
+if summary["parsing_errors"]:
+    problems.append(f"parsing errors: {report['results']['parsing_errors']}")
+if summary["failed"]:
+    problems.append(f"{summary['failed']} failed checks")
+if missing:
+    problems.append(f"no checks ran on {missing}")
+print(f"checkov summary: {summary}")
+for p in problems:
+    print(f"checkov: {p}")
+sys.exit(1 if problems else 0)
+EOF
+}
+
+run_checkov() {
+  local args=() status=0
+  for f in "$@"; do args+=(-f "$f"); done
+  checkov --framework cloudformation --skip-download --compact "${args[@]}" \
+    -o cli -o json --output-file-path "console,$work/checkov.json" || status=$?
+  checkov_report_ok "$work/checkov.json" "$@" || status=1
+  return "$status"
+}
+
+render_variants() {
+  python infra/render_template.py "$work/direct.cfn.json" --sam-transform &&
+    python infra/render_template.py "$work/queued.sam.json" "${queued[@]}" &&
+    python infra/render_template.py "$work/queued.cfn.json" --sam-transform "${queued[@]}" &&
+    python infra/render_template.py "$work/own-rule.cfn.json" --sam-transform "${own_rule_queued[@]}"
+}
+
+echo "==> Tools: $(cfn-lint --version), $(sam --version), checkov $(checkov --version), $(python -m pytest --version 2>&1)"
+
+step "cfn-lint template.yaml (all conditions)" "${cfn_lint[@]}" -- template.yaml
+step "cfn-lint template.yaml (${queued[*]})" "${cfn_lint[@]}" --parameters "${queued[@]}" -- template.yaml
+step "cfn-lint template.yaml (${own_rule[*]})" "${cfn_lint[@]}" --parameters "${own_rule[@]}" -- template.yaml
+step "cfn-lint template.yaml (${own_rule_queued[*]})" "${cfn_lint[@]}" --parameters "${own_rule_queued[@]}" -- template.yaml
+
+step "SAM transform, offline, of each variant" render_variants
+step "cfn-lint transformed templates" "${cfn_lint[@]}" -- "$work"/*.cfn.json
+
+step "sam validate --lint" sam validate --lint --template-file template.yaml
+
+step "checkov" run_checkov template.yaml "$work/queued.sam.json" "$work/direct.cfn.json" "$work/queued.cfn.json"
+
+step "pytest infra" python -m pytest -p no:cacheprovider infra
+
+echo
+if ((${#failed[@]})); then
+  printf 'Failed: %s\n' "${failed[@]}"
+fi
+echo "infra-validate: $passed passed, ${#failed[@]} failed"
+((${#failed[@]} == 0))
