@@ -30,12 +30,7 @@ fn failed(result: Result<Response, ForwardError>) -> ForwardError {
 }
 
 async fn accepting_server() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(202))
-        .mount(&server)
-        .await;
-    server
+    server_answering(ResponseTemplate::new(202)).await
 }
 
 #[tokio::test]
@@ -226,17 +221,8 @@ async fn configured_key_replaces_a_topic_without_one() {
 
 #[tokio::test]
 async fn server_error_then_success_is_delivered_on_the_second_attempt() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(202))
-        .mount(&server)
-        .await;
+    let server =
+        server_answering_once_then(ResponseTemplate::new(500), ResponseTemplate::new(202)).await;
     let forwarder = forwarder(config_for(&server.uri()));
 
     let result = invoke(&forwarder, sample_event("heartbeat.json"), BUDGET).await;
@@ -248,11 +234,8 @@ async fn server_error_then_success_is_delivered_on_the_second_attempt() {
 #[tokio::test]
 async fn unavailable_forever_stops_after_the_configured_attempts() {
     for status in [503, 529, 502] {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(status).set_body_string("try later"))
-            .mount(&server)
-            .await;
+        let server =
+            server_answering(ResponseTemplate::new(status).set_body_string("try later")).await;
         let mut config = config_for(&server.uri());
         config.retry.max_attempts = 4;
         let forwarder = forwarder(config);
@@ -273,17 +256,11 @@ async fn unavailable_forever_stops_after_the_configured_attempts() {
 
 #[tokio::test]
 async fn rate_limit_waits_for_retry_after() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "1"))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(202))
-        .mount(&server)
-        .await;
+    let server = server_answering_once_then(
+        ResponseTemplate::new(429).insert_header("Retry-After", "1"),
+        ResponseTemplate::new(202),
+    )
+    .await;
     let forwarder = forwarder(config_for(&server.uri()));
     let started = Instant::now();
 
@@ -302,11 +279,8 @@ async fn rate_limit_waits_for_retry_after() {
 
 #[tokio::test]
 async fn retry_after_past_the_deadline_fails_at_once_for_lambda_to_retry_later() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "120"))
-        .mount(&server)
-        .await;
+    let server =
+        server_answering(ResponseTemplate::new(429).insert_header("Retry-After", "120")).await;
     let forwarder = forwarder(config_for(&server.uri()));
     let started = Instant::now();
 
@@ -327,11 +301,7 @@ async fn client_errors_are_not_retried_and_say_what_memfault_answered() {
         (413, "", "chunk too large"),
         (415, "", "unsupported Content-Type"),
     ] {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(status).set_body_string(body))
-            .mount(&server)
-            .await;
+        let server = server_answering(ResponseTemplate::new(status).set_body_string(body)).await;
         let forwarder = forwarder(config_for(&server.uri()));
 
         let error = failed(invoke(&forwarder, sample_event("heartbeat.json"), BUDGET).await);
@@ -379,11 +349,8 @@ async fn nothing_listening_is_a_retryable_connect_failure() {
 
 #[tokio::test]
 async fn a_hanging_upstream_cannot_make_the_function_miss_its_deadline() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(202).set_delay(Duration::from_secs(60)))
-        .mount(&server)
-        .await;
+    let server =
+        server_answering(ResponseTemplate::new(202).set_delay(Duration::from_secs(60))).await;
     let mut config = config_for(&server.uri());
     config.request_timeout = Duration::from_secs(30);
     config.deadline_margin = Duration::from_millis(300);
@@ -407,17 +374,11 @@ async fn a_hanging_upstream_cannot_make_the_function_miss_its_deadline() {
 
 #[tokio::test]
 async fn per_request_timeout_leaves_room_for_another_attempt() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(202).set_delay(Duration::from_secs(60)))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(202))
-        .mount(&server)
-        .await;
+    let server = server_answering_once_then(
+        ResponseTemplate::new(202).set_delay(Duration::from_secs(60)),
+        ResponseTemplate::new(202),
+    )
+    .await;
     let mut config = config_for(&server.uri());
     config.request_timeout = Duration::from_millis(300);
     let forwarder = forwarder(config);

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use memfault_chunk_proxy::Response;
 use serde_json::{Value, json};
 use support::*;
-use wiremock::matchers::{method, path, path_regex};
+use wiremock::matchers::{path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const BUDGET: Duration = Duration::from_secs(20);
@@ -97,11 +97,7 @@ fn chunk(device: usize, index: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn one_multipart_request_per_device_with_its_chunks_in_order() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(202))
-        .mount(&server)
-        .await;
+    let server = server_answering(ResponseTemplate::new(202)).await;
     let forwarder = forwarder(config_for(&server.uri()));
     // Five devices, two projects, chunks interleaved the way a busy queue delivers them.
     let mut records = Vec::new();
@@ -141,11 +137,7 @@ async fn one_multipart_request_per_device_with_its_chunks_in_order() {
 
 #[tokio::test]
 async fn a_device_with_one_chunk_gets_a_plain_request() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(202))
-        .mount(&server)
-        .await;
+    let server = server_answering(ResponseTemplate::new(202)).await;
     let forwarder = forwarder(config_for(&server.uri()));
 
     let response = run_batch(&forwarder, sample_event("sqs-batch.json")).await;
@@ -240,11 +232,7 @@ async fn batch_item_failures_name_exactly_the_undelivered_messages() {
 
 #[tokio::test]
 async fn a_failed_request_holds_back_the_rest_of_that_devices_chunks() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&server)
-        .await;
+    let server = server_answering(ResponseTemplate::new(503)).await;
     let mut config = config_for(&server.uri());
     config.batch_max_chunks = 2;
     config.retry.max_attempts = 1;
@@ -261,11 +249,8 @@ async fn a_failed_request_holds_back_the_rest_of_that_devices_chunks() {
 
 #[tokio::test]
 async fn large_groups_are_split_and_sent_one_after_another() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(202).set_delay(Duration::from_millis(50)))
-        .mount(&server)
-        .await;
+    let server =
+        server_answering(ResponseTemplate::new(202).set_delay(Duration::from_millis(50))).await;
     let relay = Relay::start(*server.address()).await;
     let mut config = config_for(&relay.uri());
     config.batch_max_chunks = 4;
@@ -300,11 +285,8 @@ async fn large_groups_are_split_and_sent_one_after_another() {
 
 #[tokio::test]
 async fn concurrent_uploads_stay_within_the_bound() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(202).set_delay(Duration::from_millis(100)))
-        .mount(&server)
-        .await;
+    let server =
+        server_answering(ResponseTemplate::new(202).set_delay(Duration::from_millis(100))).await;
     let relay = Relay::start(*server.address()).await;
     let mut config = config_for(&relay.uri());
     config.upload_concurrency = 3;

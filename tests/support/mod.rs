@@ -15,6 +15,8 @@ use memfault_chunk_proxy::{Config, Forwarder, Response};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 pub const SAMPLE_KEY: &str = "YOUR_PROJECT_KEY";
 
@@ -166,4 +168,29 @@ pub async fn resetting_server() -> (String, Arc<AtomicUsize>) {
         }
     });
     (uri, accepted)
+}
+
+/// A mock Memfault that gives every POST the same answer.
+pub async fn server_answering(answer: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(answer)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// A mock Memfault that answers the first POST with `first` and every later one with `then`.
+pub async fn server_answering_once_then(
+    first: ResponseTemplate,
+    then: ResponseTemplate,
+) -> MockServer {
+    let server = server_answering(then).await;
+    Mock::given(method("POST"))
+        .respond_with(first)
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    server
 }
