@@ -119,7 +119,8 @@ step "cfn-lint transformed templates" "${cfn_lint[@]}" -- "$work"/*.cfn.json
 
 step "sam validate --lint" sam validate --lint --template-file template.yaml
 
-step "checkov" run_checkov template.yaml "$work/queued.sam.json" "$work/direct.cfn.json" "$work/queued.cfn.json"
+step "checkov" run_checkov template.yaml "$work/queued.sam.json" \
+  "$work/direct.cfn.json" "$work/queued.cfn.json" "$work/own-rule.cfn.json"
 
 step "pytest infra" python -m pytest -p no:cacheprovider infra
 
