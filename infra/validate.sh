@@ -16,27 +16,11 @@ set -euo pipefail
 repo_root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
-python="${PYTHON:-python3}"
-venv="$repo_root/.venv"
-stamp="$venv/.infra-requirements.sha256"
-wanted="$("$python" -c 'import hashlib, sys
-h = hashlib.sha256()
-for name in sys.argv[1:]:
-    with open(name, "rb") as f:
-        h.update(f.read())
-print(h.hexdigest())' infra/requirements.txt infra/constraints.txt)"
+# shellcheck source=infra/venv.sh
+source infra/venv.sh
+infra_venv
 
-if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]]; then
-  echo "==> Setting up $venv from infra/requirements.txt ($("$python" --version))"
-  "$python" -m venv --clear "$venv"
-  "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --quiet \
-    -r infra/requirements.txt
-  printf '%s\n' "$wanted" >"$stamp"
-fi
-
-export PATH="$venv/bin:$PATH"
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
-export SAM_CLI_TELEMETRY=0
 export CKV_SKIP_PACKAGE_UPDATE_CHECK=true
 export PYTHONDONTWRITEBYTECODE=1
 
