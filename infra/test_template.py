@@ -7,6 +7,7 @@ parameters, Fn::Sub), so both modes and every optional part are checked.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,19 @@ def test_environment_wired_from_parameters(raw, direct):
     assert all(str(value) for value in rendered.values())
 
 
+def test_parameter_ranges_match_the_function(raw):
+    """The function refuses values outside these ranges at init (src/config.rs)."""
+    ranges = {"MaxAttempts": (1, 20), "BatchMaxChunks": (1, 10000), "UploadConcurrency": (1, 256)}
+    for name, (low, high) in ranges.items():
+        spec = raw["Parameters"][name]
+        assert (spec["MinValue"], spec["MaxValue"]) == (low, high), name
+    namespace = raw["Parameters"]["MetricsNamespace"]["AllowedPattern"]
+    for ok in ("MemfaultChunkProxy", "Fleet/Chunks", ""):
+        assert re.fullmatch(namespace, ok), ok
+    for bad in (":Chunks", "a" * 256, "semi;colon"):
+        assert not re.fullmatch(namespace, bad), bad
+
+
 def test_project_key_only_set_when_given(raw, direct):
     spec = raw["Parameters"]["MemfaultProjectKey"]
     assert spec["NoEcho"] is True
@@ -264,8 +278,6 @@ def test_rule_sql_with_client_id_as_device_serial(raw):
 
 def test_topic_filter_cannot_break_out_of_sql_quotes(raw):
     pattern = raw["Parameters"]["TopicFilter"]["AllowedPattern"]
-    import re
-
     assert re.fullmatch(pattern, "prod/+/+/memfault/#")
     assert not re.fullmatch(pattern, "x' OR 1=1 --")
 
