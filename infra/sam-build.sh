@@ -4,8 +4,9 @@
 # (infra/install-cargo-lambda.sh: the SAM CLI and zig in .venv, cargo-lambda, the Rust
 # target).
 #
-# ARCHITECTURE=x86_64 builds for x86_64 (default arm64, the template's default); deploy
-# with the same Architecture parameter. Other arguments go to `sam build`.
+# ARCHITECTURE=x86_64 (or ARCH=x86_64) builds for x86_64 instead of the Architecture in
+# samconfig.toml (arm64); deploy with the same Architecture parameter. Other arguments
+# go to `sam build`.
 set -euo pipefail
 
 repo_root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +19,10 @@ source infra/venv.sh
 infra_venv
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
-architecture="${ARCHITECTURE:-${ARCH:-arm64}}"
-echo "\$ sam build --parameter-overrides Architecture=$architecture $*"
-time sam build --parameter-overrides "Architecture=$architecture" "$@"
+args=()
+architecture="${ARCHITECTURE:-${ARCH:-}}"
+if [[ -n "$architecture" ]]; then
+  args+=(--parameter-overrides "Architecture=$architecture")
+fi
+echo "\$ sam build ${args[*]} $*"
+time sam build "${args[@]}" "$@"
