@@ -56,14 +56,14 @@ invoke: cargo-lambda ## Send $(EVENT) to the running `make watch` emulator
 
 .PHONY: lambda-build
 lambda-build: cargo-lambda ## cargo lambda build --release for $(ARCH)
-	cargo lambda build --release --$(ARCH)
+	CARGO_ZIGBUILD_PYTHON_PATH=$(CURDIR)/.venv/bin/python3 cargo lambda build --release --$(ARCH)
 
 .PHONY: sam-build
 sam-build: ## sam build (rust-cargolambda) into .aws-sam/
 	bash infra/sam-build.sh
 
 .PHONY: deploy
-deploy: sam-build ## sam deploy with samconfig.toml (first time: sam deploy --guided)
+deploy: sam-build ## sam deploy with samconfig.toml (first time: .venv/bin/sam deploy --guided)
 	.venv/bin/sam deploy
 
 .PHONY: deploy-cargo-lambda
