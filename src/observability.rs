@@ -104,8 +104,7 @@ pub fn emf_documents(
                     {"Name": "BytesForwarded", "Unit": "Bytes"},
                     {"Name": "UpstreamRequests", "Unit": "Count"},
                     {"Name": "Refusals", "Unit": "Count"},
-                    {"Name": "Retries", "Unit": "Count"},
-                    {"Name": "UpstreamLatency", "Unit": "Milliseconds"}
+                    {"Name": "Retries", "Unit": "Count"}
                 ]
             }]
         },
@@ -116,8 +115,12 @@ pub fn emf_documents(
         "Refusals": metrics.refusals,
         "Retries": metrics.retries,
     });
+    // Declared only when there are values: a declared metric with no member is an invalid document.
     if !metrics.upstream_latency_ms.is_empty() {
         totals["UpstreamLatency"] = json!(metrics.upstream_latency_ms);
+        if let Some(declared) = totals["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array_mut() {
+            declared.push(json!({"Name": "UpstreamLatency", "Unit": "Milliseconds"}));
+        }
     }
     let mut documents = vec![totals];
     for (class, count) in &metrics.failures_by_class {
@@ -176,7 +179,9 @@ mod tests {
         let declared = &totals["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(declared["Namespace"], "Ns");
         assert_eq!(totals["_aws"]["Timestamp"], 1_700_000_000_000u64);
-        for metric in declared["Metrics"].as_array().unwrap() {
+        let metrics_declared = declared["Metrics"].as_array().unwrap();
+        assert_eq!(metrics_declared.len(), 6);
+        for metric in metrics_declared {
             let name = metric["Name"].as_str().unwrap();
             assert!(!totals[name].is_null(), "{name} is declared but missing");
         }
@@ -194,6 +199,8 @@ mod tests {
         let documents = emf_documents("Ns", "Direct", &metrics, 0);
         assert_eq!(documents.len(), 3);
         assert!(documents[0].get("UpstreamLatency").is_none());
+        let declared = documents[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"].to_string();
+        assert!(!declared.contains("UpstreamLatency"), "{declared}");
         assert_eq!(documents[1]["FailureClass"], "ServerError");
         assert_eq!(documents[1]["UpstreamFailures"], 2);
         assert_eq!(documents[2]["FailureClass"], "Timeout");
