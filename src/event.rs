@@ -52,6 +52,8 @@ pub enum EventError {
     PayloadTooLarge(usize),
     #[error("SQS message body is not JSON: {0}")]
     BodyNotJson(String),
+    #[error("event has SQS records but is not a valid SQS batch: {0}")]
+    NotAnSqsBatch(String),
 }
 
 impl EventError {
@@ -64,7 +66,8 @@ impl EventError {
             | Self::MissingField(_)
             | Self::NotAString(_)
             | Self::EmptyField(_)
-            | Self::BodyNotJson(_) => "InvalidEvent",
+            | Self::BodyNotJson(_)
+            | Self::NotAnSqsBatch(_) => "InvalidEvent",
         }
     }
 }

@@ -13,7 +13,9 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::event::{EventError, EventShape, parse_queue_body, parse_rule_event, shape_of};
+use crate::event::{
+    ChunkMessage, EventError, EventShape, parse_queue_body, parse_rule_event, shape_of,
+};
 use crate::memfault::{ClientInitError, Delivery, MemfaultClient, Upload, UploadError};
 use crate::observability::{InvocationMetrics, emit_metrics};
 use crate::routing::{Claims, Route, RouteError, resolve};
@@ -109,13 +111,18 @@ impl Forwarder {
                 .map(Response::Delivered),
             EventShape::QueueBatch => {
                 let batch: SqsEvent = serde_json::from_value(event.payload)
-                    .map_err(|error| EventError::BodyNotJson(error.to_string()))?;
+                    .map_err(|error| EventError::NotAnSqsBatch(error.to_string()))?;
                 Ok(Response::Batch(self.forward_batch(batch, deadline).await?))
             }
         }
     }
 
-    fn route(&self, claims: Claims<'_>) -> Result<Route, RouteError> {
+    fn route(&self, message: &ChunkMessage) -> Result<Route, RouteError> {
+        let claims = Claims {
+            topic: &message.topic,
+            device_serial: message.device_serial.as_deref(),
+            project_key: message.project_key.as_deref(),
+        };
         resolve(
             &self.config.topic_pattern,
             self.config.project_key.as_ref(),
@@ -148,11 +155,7 @@ impl Forwarder {
         };
         let message = parse_rule_event(event).map_err(|error| refused(metrics, error.into()))?;
         let route = self
-            .route(Claims {
-                topic: &message.topic,
-                device_serial: message.device_serial.as_deref(),
-                project_key: message.project_key.as_deref(),
-            })
+            .route(&message)
             .map_err(|error| refused(metrics, error.into()))?;
         let bytes = message.payload.len();
         let upload = Upload::Single(message.payload);
@@ -190,11 +193,7 @@ impl Forwarder {
             let routed = parse_queue_body(body.as_deref())
                 .map_err(ForwardError::from)
                 .and_then(|message| {
-                    let route = self.route(Claims {
-                        topic: &message.topic,
-                        device_serial: message.device_serial.as_deref(),
-                        project_key: message.project_key.as_deref(),
-                    })?;
+                    let route = self.route(&message)?;
                     Ok((route, message.payload))
                 });
             match routed {

@@ -346,3 +346,16 @@ async fn a_record_without_message_id_fails_the_batch_before_any_request() {
     assert!(error.to_string().contains("messageId"), "{error}");
     assert!(server.received_requests().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_malformed_sqs_batch_is_refused_whole() {
+    let server = MockServer::start().await;
+    let forwarder = forwarder(config_for(&server.uri()));
+    let event = json!({"Records": [{"eventSource": "aws:sqs", "messageId": 5, "body": "{}"}]});
+
+    let error = invoke(&forwarder, event, BUDGET).await.unwrap_err();
+
+    assert_eq!(error.error_type(), "Permanent.InvalidEvent");
+    assert!(error.to_string().contains("not a valid SQS batch"), "{error}");
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
