@@ -110,9 +110,14 @@ impl Forwarder {
                 .await
                 .map(Response::Delivered),
             EventShape::QueueBatch => {
-                let batch: SqsEvent = serde_json::from_value(event.payload)
-                    .map_err(|error| EventError::NotAnSqsBatch(error.to_string()))?;
-                Ok(Response::Batch(self.forward_batch(batch, deadline).await?))
+                let outcome = match serde_json::from_value::<SqsEvent>(event.payload) {
+                    Ok(batch) => self.forward_batch(batch, deadline).await,
+                    Err(error) => Err(EventError::NotAnSqsBatch(error.to_string()).into()),
+                };
+                if let Err(error) = &outcome {
+                    tracing::warn!(outcome = "refused", error_type = %error.error_type(), error = %error, "SQS batch refused whole");
+                }
+                outcome.map(Response::Batch)
             }
         }
     }
