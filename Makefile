@@ -39,7 +39,7 @@ build: ## Release build of the Lambda binary for this machine
 	$(CARGO) build --locked --release
 
 .PHONY: bench
-bench: build ## Benchmark the release binary through a mock Lambda Runtime API
+bench: ## Benchmark the release binary (built into target/bench-release) through a mock Lambda Runtime API
 	$(CARGO) bench --locked --bench runtime_api
 
 .PHONY: cargo-lambda
