@@ -76,12 +76,21 @@ pub struct Forwarder {
     client: MemfaultClient,
 }
 
+/// Epoch milliseconds of 2001-09-09: no real invocation deadline is older.
+const EARLIEST_EPOCH_DEADLINE_MS: u64 = 1_000_000_000_000;
+
 /// Lambda gives the deadline as wall-clock milliseconds; timers want a monotonic instant.
-pub fn deadline_instant(deadline_epoch_ms: u64) -> Instant {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let remaining = Duration::from_millis(deadline_epoch_ms).saturating_sub(now);
+/// `cargo lambda watch` sends its timeout instead (600000): a value too small to be a wall-clock
+/// time is read as milliseconds from now, so the emulator does not make every upload time out.
+pub fn deadline_instant(deadline_ms: u64) -> Instant {
+    let remaining = if deadline_ms < EARLIEST_EPOCH_DEADLINE_MS {
+        Duration::from_millis(deadline_ms)
+    } else {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Duration::from_millis(deadline_ms).saturating_sub(now)
+    };
     Instant::now() + remaining
 }
 
@@ -333,5 +342,38 @@ fn record_upload(
                 "chunks not delivered"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remaining(deadline_ms: u64) -> Duration {
+        deadline_instant(deadline_ms).saturating_duration_since(Instant::now())
+    }
+
+    #[test]
+    fn wall_clock_deadlines_become_the_time_left() {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let left = remaining(now_ms + 3_000);
+        assert!(
+            left > Duration::from_millis(2_900) && left <= Duration::from_millis(3_000),
+            "{left:?}"
+        );
+        assert_eq!(remaining(now_ms - 1_000), Duration::ZERO);
+    }
+
+    #[test]
+    fn an_emulators_timeout_is_read_as_time_from_now() {
+        let left = remaining(600_000);
+        assert!(
+            left > Duration::from_secs(599) && left <= Duration::from_secs(600),
+            "{left:?}"
+        );
+        assert_eq!(remaining(0), Duration::ZERO);
     }
 }
