@@ -31,9 +31,12 @@ pub fn init_logging() {
         .with_target(false)
         .without_time();
     if json {
+        // Flat lines query well in CloudWatch Logs Insights; the current span carries the
+        // runtime's requestId, which ties every line to its invocation.
         builder
             .json()
-            .with_current_span(false)
+            .flatten_event(true)
+            .with_current_span(true)
             .with_span_list(false)
             .init();
     } else {
