@@ -1,0 +1,161 @@
+//! The built binary as Lambda runs it: init from the environment, the Runtime API loop, logs.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use support::*;
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_memfault-chunk-proxy");
+const NEXT: &str = "/2018-06-01/runtime/invocation/next";
+
+fn lambda_command(runtime_api: &MockServer) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", runtime_api.address().to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", "memfault-chunk-proxy")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "test")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/test")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// A Runtime API that hands out `event` once, then keeps the next long poll waiting.
+async fn runtime_api_serving(event: serde_json::Value) -> MockServer {
+    let server = MockServer::start().await;
+    let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(30);
+    Mock::given(method("GET"))
+        .and(path(NEXT))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("Lambda-Runtime-Aws-Request-Id", "request-1")
+                .insert_header(
+                    "Lambda-Runtime-Deadline-Ms",
+                    deadline.as_millis().to_string(),
+                )
+                .insert_header(
+                    "Lambda-Runtime-Invoked-Function-Arn",
+                    "arn:aws:lambda:eu-west-1:123456789012:function:memfault-chunk-proxy",
+                )
+                .set_body_json(event),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(NEXT))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3600)))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(
+            "^/2018-06-01/runtime/invocation/request-1/(response|error)$",
+        ))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Waits until the function has posted its answer for request-1, and returns path and body.
+async fn answer(runtime_api: &MockServer) -> (String, serde_json::Value) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        let requests = runtime_api.received_requests().await.unwrap();
+        if let Some(posted) = requests
+            .iter()
+            .find(|request| request.method.as_str() == "POST")
+        {
+            let body = serde_json::from_slice(&posted.body).unwrap();
+            return (posted.url.path().to_owned(), body);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the function posted no answer");
+}
+
+#[tokio::test]
+async fn serves_an_invocation_through_the_runtime_api_without_leaking_the_key() {
+    let memfault = server_answering(ResponseTemplate::new(202)).await;
+    let runtime_api = runtime_api_serving(sample_event("heartbeat.json")).await;
+    let mut child = lambda_command(&runtime_api)
+        .env("MEMFAULT_CHUNKS_URL", memfault.uri())
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        // The most verbose level, at which the runtime would print raw events.
+        .env("AWS_LAMBDA_LOG_LEVEL", "TRACE")
+        .spawn()
+        .unwrap();
+
+    let (path, body) = answer(&runtime_api).await;
+    child.kill().unwrap();
+    let output = child.wait_with_output().unwrap();
+
+    assert_eq!(path, "/2018-06-01/runtime/invocation/request-1/response");
+    assert_eq!(body["status"], 202);
+    assert_eq!(memfault.received_requests().await.unwrap().len(), 1);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let outcome = stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["outcome"] == "delivered")
+        .unwrap_or_else(|| panic!("no outcome line in:\n{stdout}"));
+    assert_eq!(outcome["device_serial"], "TESTSERIAL");
+    assert_eq!(outcome["bytes"], 87);
+    assert_eq!(outcome["span"]["requestId"], "request-1");
+    let everything = stdout + &String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !everything.contains(SAMPLE_KEY),
+        "the project key leaked:\n{everything}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_chunk_is_reported_to_lambda_with_its_error_type() {
+    let memfault = server_answering(ResponseTemplate::new(403)).await;
+    let runtime_api = runtime_api_serving(sample_event("heartbeat.json")).await;
+    let mut child = lambda_command(&runtime_api)
+        .env("MEMFAULT_CHUNKS_URL", memfault.uri())
+        .spawn()
+        .unwrap();
+
+    let (path, body) = answer(&runtime_api).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    assert_eq!(path, "/2018-06-01/runtime/invocation/request-1/error");
+    assert_eq!(body["errorType"], "Permanent.UpstreamRejected");
+    assert!(
+        body["errorMessage"].as_str().unwrap().contains("HTTP 403"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_configuration_stops_init_and_names_the_variable() {
+    let runtime_api = MockServer::start().await;
+    let output = lambda_command(&runtime_api)
+        .env("MEMFAULT_TOPIC_PATTERN", "prod/+/memfault/#")
+        .output()
+        .unwrap();
+
+    assert!(!output.status.success());
+    let printed = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+    assert!(
+        printed.contains("invalid configuration: MEMFAULT_TOPIC_PATTERN"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("has no {device_serial} level"),
+        "{printed}"
+    );
+    assert!(runtime_api.received_requests().await.unwrap().is_empty());
+}
