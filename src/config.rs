@@ -212,14 +212,13 @@ impl Config {
             });
         }
 
-        let metrics_namespace = match (env.lookup)("MEMFAULT_METRICS_NAMESPACE") {
-            None => defaults.metrics_namespace,
-            Some(text) if text.is_empty() => None,
-            Some(text) => Some(
-                env.parsed("MEMFAULT_METRICS_NAMESPACE", |_| check_namespace(&text))?
-                    .unwrap_or_default(),
-            ),
-        };
+        // Unset keeps the default namespace; set but empty turns metrics off.
+        let metrics_namespace = env
+            .parsed("MEMFAULT_METRICS_NAMESPACE", |text| match text {
+                "" => Ok(None),
+                name => check_namespace(name).map(Some),
+            })?
+            .unwrap_or(defaults.metrics_namespace);
 
         Ok(Self {
             chunks_url: env
