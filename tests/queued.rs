@@ -356,6 +356,9 @@ async fn a_malformed_sqs_batch_is_refused_whole() {
     let error = invoke(&forwarder, event, BUDGET).await.unwrap_err();
 
     assert_eq!(error.error_type(), "Permanent.InvalidEvent");
-    assert!(error.to_string().contains("not a valid SQS batch"), "{error}");
+    assert!(
+        error.to_string().contains("not a valid SQS batch"),
+        "{error}"
+    );
     assert!(server.received_requests().await.unwrap().is_empty());
 }
