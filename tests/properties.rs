@@ -1,0 +1,73 @@
+//! Properties over arbitrary input: parsing and routing never panic, and whatever they accept
+//! cannot change the request's path or headers.
+
+use http::{HeaderValue, Uri};
+use memfault_chunk_proxy::config::ChunksUrl;
+use memfault_chunk_proxy::event::parse_rule_event;
+use memfault_chunk_proxy::routing::{Claims, TopicPattern, resolve};
+use proptest::prelude::*;
+use serde_json::json;
+
+/// Topic levels: valid serials, the default pattern's literals, and levels mixing in the
+/// characters that matter (separators, wildcards, dots, percent signs, white space, control
+/// characters, non-ASCII), so that both acceptance and refusal are exercised.
+fn level() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => proptest::string::string_regex("[A-Za-z0-9_-]{1,10}").unwrap(),
+        1 => Just("prod".to_owned()),
+        1 => Just("memfault".to_owned()),
+        1 => Just("chunk".to_owned()),
+        3 => proptest::string::string_regex("[A-Za-z0-9_\\-./%+# \t\r\n\u{0}é{}?]{0,12}").unwrap(),
+    ]
+}
+
+fn topic() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::collection::vec(level(), 0..8).prop_map(|levels| levels.join("/")),
+        (level(), level(), level())
+            .prop_map(|(board, serial, key)| format!("prod/{board}/{serial}/memfault/{key}/chunk")),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn accepted_routes_only_ever_name_the_device_in_the_path(
+        topic in topic(),
+        explicit_serial in proptest::option::of(level()),
+        explicit_key in proptest::option::of(level()),
+        pattern_choice in 0usize..3,
+    ) {
+        let pattern: TopicPattern = [
+            "prod/+/{device_serial}/memfault/{project_key}/chunk",
+            "{project_key}/{device_serial}/#",
+            "+/{device_serial}",
+        ][pattern_choice].parse().unwrap();
+        let claims = Claims {
+            topic: &topic,
+            device_serial: explicit_serial.as_deref(),
+            project_key: explicit_key.as_deref(),
+        };
+        if let Ok(route) = resolve(&pattern, None, claims) {
+            let base: ChunksUrl = "https://chunks.memfault.com".parse().unwrap();
+            let uri: Uri = base.for_device(&route.device_serial).parse().unwrap();
+            prop_assert_eq!(uri.host(), Some("chunks.memfault.com"));
+            prop_assert_eq!(uri.query(), None);
+            let serial = uri.path().strip_prefix("/api/v0/chunks/").unwrap();
+            prop_assert_eq!(serial, route.device_serial.as_str());
+            prop_assert!(!serial.is_empty() && serial.len() <= 128);
+            prop_assert!(serial.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+            let key = HeaderValue::from_str(route.project_key.expose()).unwrap();
+            prop_assert!(key.as_bytes().iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'));
+        }
+    }
+
+    #[test]
+    fn event_parsing_never_panics(data in ".{0,64}", topic in topic(), serial in proptest::option::of(".{0,8}")) {
+        let event = json!({"data": data, "topic": topic, "device_serial": serial});
+        if let Ok(message) = parse_rule_event(&event) {
+            prop_assert!(!message.payload.is_empty());
+        }
+    }
+}
