@@ -82,7 +82,7 @@ const EARLIEST_EPOCH_DEADLINE_MS: u64 = 1_000_000_000_000;
 /// Lambda gives the deadline as wall-clock milliseconds; timers want a monotonic instant.
 /// `cargo lambda watch` sends its timeout instead (600000): a value too small to be a wall-clock
 /// time is read as milliseconds from now, so the emulator does not make every upload time out.
-pub fn deadline_instant(deadline_ms: u64) -> Instant {
+fn deadline_instant(deadline_ms: u64) -> Instant {
     let remaining = if deadline_ms < EARLIEST_EPOCH_DEADLINE_MS {
         Duration::from_millis(deadline_ms)
     } else {
@@ -145,7 +145,7 @@ impl Forwarder {
     }
 
     /// One chunk from an IoT rule (or a replayed failure record): delivered, or an error.
-    pub async fn forward_direct(
+    async fn forward_direct(
         &self,
         event: &Value,
         deadline: Instant,
@@ -185,7 +185,7 @@ impl Forwarder {
     }
 
     /// An SQS batch: every message is delivered or named in `batchItemFailures`, nothing else.
-    pub async fn forward_batch(
+    async fn forward_batch(
         &self,
         batch: SqsEvent,
         deadline: Instant,

@@ -85,7 +85,7 @@ impl Upload {
 }
 
 /// Encodes chunks as a `multipart/mixed` body; returns the body and its `Content-Type`.
-pub fn encode_multipart(parts: &[Bytes], boundary: &str) -> (Bytes, String) {
+fn encode_multipart(parts: &[Bytes], boundary: &str) -> (Bytes, String) {
     const PART_HEADERS: &str = "\r\nContent-Type: application/octet-stream\r\nContent-Length: ";
     let framing = parts.len() * (boundary.len() + PART_HEADERS.len() + 32) + boundary.len() + 8;
     let mut body = BytesMut::with_capacity(framing + parts.iter().map(Bytes::len).sum::<usize>());
