@@ -173,27 +173,21 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Reply {
         Err(error) => return reply(StatusCode::BAD_REQUEST, error.to_string()),
     };
     let arrived = Instant::now();
-    let report = if route == "init/error" {
-        Report::InitError { body }
-    } else if let Some(id) = route
+    let invocation = route
         .strip_prefix("invocation/")
-        .and_then(|rest| rest.strip_suffix("/response"))
-    {
-        Report::Response {
+        .and_then(|rest| rest.rsplit_once('/'));
+    let report = match (route.as_str(), invocation) {
+        ("init/error", _) => Report::InitError { body },
+        (_, Some((id, "response"))) => Report::Response {
             request_id: id.to_owned(),
             body,
             arrived,
-        }
-    } else if let Some(id) = route
-        .strip_prefix("invocation/")
-        .and_then(|rest| rest.strip_suffix("/error"))
-    {
-        Report::Error {
+        },
+        (_, Some((id, "error"))) => Report::Error {
             request_id: id.to_owned(),
             body,
-        }
-    } else {
-        return reply(StatusCode::NOT_FOUND, "no such runtime API path");
+        },
+        _ => return reply(StatusCode::NOT_FOUND, "no such runtime API path"),
     };
     // The bench may already have moved on (a killed scenario); nothing is lost then.
     let _ = shared.reports.send(report);
