@@ -15,7 +15,7 @@ use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use memfault_chunk_proxy::observability::init_logging;
 use memfault_chunk_proxy::routing::redact;
 use memfault_chunk_proxy::{Config, Forwarder};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -82,7 +82,7 @@ async fn main() -> ExitCode {
             Some(key) => text.replace(PLACEHOLDER_KEY, key),
             None => text,
         };
-        let payload: Value = match serde_json::from_str(&text) {
+        let payload = match RawValue::from_string(text) {
             Ok(payload) => payload,
             Err(error) => {
                 eprintln!("{file}: not JSON: {error}");

@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::Uri;
 use thiserror::Error;
 
+use crate::failure_queue::FailureQueueConfig;
 use crate::retry::RetryPolicy;
 use crate::routing::{DeviceSerial, ProjectKey, TopicPattern, redact};
 
@@ -97,6 +98,9 @@ pub struct Config {
     pub metrics_namespace: Option<String>,
     pub batch_max_chunks: usize,
     pub upload_concurrency: usize,
+    /// Where stream records that can never be delivered are sent; `None` leaves them in the
+    /// stream, reported as failures.
+    pub failure_queue: Option<FailureQueueConfig>,
 }
 
 impl Default for Config {
@@ -114,6 +118,7 @@ impl Default for Config {
             metrics_namespace: Some(DEFAULT_METRICS_NAMESPACE.to_owned()),
             batch_max_chunks: 500,
             upload_concurrency: 8,
+            failure_queue: None,
         }
     }
 }
@@ -212,6 +217,15 @@ impl Config {
             });
         }
 
+        let failure_queue = env
+            .parsed("MEMFAULT_FAILURE_QUEUE_URL", |text| match text {
+                "" => Ok(None),
+                url => url.parse().map(Some),
+            })?
+            .flatten()
+            .map(|url| failure_queue_identity(&env, url))
+            .transpose()?;
+
         // Unset keeps the default namespace; set but empty turns metrics off.
         let metrics_namespace = env
             .parsed("MEMFAULT_METRICS_NAMESPACE", |text| match text {
@@ -245,8 +259,40 @@ impl Config {
             upload_concurrency: env
                 .number("MEMFAULT_UPLOAD_CONCURRENCY", 1..=256)?
                 .map_or(defaults.upload_concurrency, |n| n as usize),
+            failure_queue,
         })
     }
+}
+
+/// The region and credentials the failure queue's requests are signed with: Lambda sets them in
+/// the environment of every function.
+fn failure_queue_identity<F: Fn(&str) -> Option<String>>(
+    env: &Reader<F>,
+    url: crate::failure_queue::QueueUrl,
+) -> Result<FailureQueueConfig, ConfigError> {
+    let required = |variable: &'static str| {
+        (env.lookup)(variable)
+            .filter(|value| !value.is_empty())
+            .ok_or_else(|| ConfigError {
+                variable,
+                shown: "(unset)".into(),
+                problem:
+                    "is needed to sign requests to MEMFAULT_FAILURE_QUEUE_URL (Lambda sets it)"
+                        .into(),
+            })
+    };
+    let credentials = aws_credential_types::Credentials::new(
+        required("AWS_ACCESS_KEY_ID")?,
+        required("AWS_SECRET_ACCESS_KEY")?,
+        (env.lookup)("AWS_SESSION_TOKEN").filter(|token| !token.is_empty()),
+        None,
+        "environment",
+    );
+    Ok(FailureQueueConfig {
+        url,
+        region: required("AWS_REGION")?,
+        credentials,
+    })
 }
 
 /// CloudWatch namespaces: 1 to 255 characters, letters, digits and `. - _ / # :` (and no leading colon).

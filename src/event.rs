@@ -2,8 +2,9 @@
 //!
 //! The rule `SELECT encode(*, 'base64') AS data, topic() AS topic FROM ...` produces
 //! `{"data": "<base64>", "topic": "..."}`; a rule may add `device_serial` and `project_key`.
-//! The same object arrives as an SQS message body in queued mode, and as the `requestPayload` of
-//! a Lambda on-failure destination record when failed chunks are replayed.
+//! The same object arrives as an SQS message body in queued mode, as a Kinesis record's data in
+//! stream mode, and as the `requestPayload` of a failure record when failed chunks are replayed.
+//! How an invocation's envelope is recognised is `source`'s concern.
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -50,10 +51,17 @@ pub enum EventError {
         "chunk payload is larger than AWS IoT's {MAX_PAYLOAD_BYTES}-byte message limit ({0} bytes of base64)"
     )]
     PayloadTooLarge(usize),
-    #[error("SQS message body is not JSON: {0}")]
-    BodyNotJson(String),
-    #[error("event has SQS records but is not a valid SQS batch: {0}")]
-    NotAnSqsBatch(String),
+    #[error("{what} is not JSON: {reason}")]
+    NotJson { what: &'static str, reason: String },
+    #[error("{what} cannot be read: {reason}")]
+    Unreadable { what: &'static str, reason: String },
+    #[error(
+        "a record of the {source_name} batch has no usable {field}, so its failure could not be reported: the whole batch is refused"
+    )]
+    Unidentifiable {
+        source_name: &'static str,
+        field: &'static str,
+    },
 }
 
 impl EventError {
@@ -66,8 +74,9 @@ impl EventError {
             | Self::MissingField(_)
             | Self::NotAString(_)
             | Self::EmptyField(_)
-            | Self::BodyNotJson(_)
-            | Self::NotAnSqsBatch(_) => "InvalidEvent",
+            | Self::NotJson { .. }
+            | Self::Unreadable { .. }
+            | Self::Unidentifiable { .. } => "InvalidEvent",
         }
     }
 }
@@ -126,37 +135,14 @@ pub fn parse_rule_event(event: &Value) -> Result<ChunkMessage, EventError> {
     })
 }
 
-/// Parses the body of an SQS message: an IoT rule event or an on-failure record, as JSON text.
-pub fn parse_queue_body(body: Option<&str>) -> Result<ChunkMessage, EventError> {
-    let body = body.ok_or(EventError::MissingField("body"))?;
-    let value: Value =
-        serde_json::from_str(body).map_err(|error| EventError::BodyNotJson(error.to_string()))?;
+/// Parses an IoT rule event (or a failure record) given as JSON text: an SQS message body, a
+/// Kinesis record's data. `what` names it in the refusal.
+pub fn parse_rule_json(text: &[u8], what: &'static str) -> Result<ChunkMessage, EventError> {
+    let value: Value = serde_json::from_slice(text).map_err(|error| EventError::NotJson {
+        what,
+        reason: error.to_string(),
+    })?;
     parse_rule_event(&value)
-}
-
-/// How an invocation's payload is to be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventShape {
-    /// An IoT rule event, or an on-failure record, invoking the function directly.
-    Direct,
-    /// An SQS batch from an event source mapping.
-    QueueBatch,
-}
-
-pub fn shape_of(event: &Value) -> EventShape {
-    let from_sqs = event
-        .get("Records")
-        .and_then(Value::as_array)
-        .is_some_and(|records| {
-            records
-                .iter()
-                .all(|record| record.get("eventSource").and_then(Value::as_str) == Some("aws:sqs"))
-        });
-    if from_sqs {
-        EventShape::QueueBatch
-    } else {
-        EventShape::Direct
-    }
 }
 
 #[cfg(test)]
@@ -259,28 +245,22 @@ mod tests {
     }
 
     #[test]
-    fn queue_bodies_are_parsed_as_json() {
+    fn rule_json_is_parsed_from_text() {
         let body = json!({"data": "AQID", "topic": TOPIC}).to_string();
-        assert_eq!(parse_queue_body(Some(&body)).unwrap().payload.len(), 3);
         assert_eq!(
-            parse_queue_body(None).unwrap_err(),
-            EventError::MissingField("body")
+            parse_rule_json(body.as_bytes(), "SQS message body")
+                .unwrap()
+                .payload
+                .len(),
+            3
         );
-        assert_eq!(
-            parse_queue_body(Some("AQID")).unwrap_err().kind(),
-            "InvalidEvent"
+        let error = parse_rule_json(b"AQID", "Kinesis record data").unwrap_err();
+        assert_eq!(error.kind(), "InvalidEvent");
+        assert!(
+            error
+                .to_string()
+                .starts_with("Kinesis record data is not JSON"),
+            "{error}"
         );
-    }
-
-    #[test]
-    fn sqs_batches_are_told_apart_from_direct_events() {
-        let batch = json!({"Records": [{"eventSource": "aws:sqs", "body": "{}"}]});
-        assert_eq!(shape_of(&batch), EventShape::QueueBatch);
-        assert_eq!(
-            shape_of(&json!({"data": "AQ==", "topic": TOPIC})),
-            EventShape::Direct
-        );
-        let other = json!({"Records": [{"eventSource": "aws:s3"}]});
-        assert_eq!(shape_of(&other), EventShape::Direct);
     }
 }

@@ -1,25 +1,23 @@
-//! The Lambda handler: direct IoT rule events, and SQS batches in queued mode.
+//! The Lambda handler: recognises the event's envelope and hands it to its source adapter.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use bytes::Bytes;
-use futures_util::StreamExt as _;
+use aws_lambda_events::event::sqs::SqsBatchResponse;
+use aws_lambda_events::event::streams::KinesisEventResponse;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::event::{
-    ChunkMessage, EventError, EventShape, parse_queue_body, parse_rule_event, shape_of,
-};
-use crate::memfault::{ClientInitError, Delivery, MemfaultClient, Upload, UploadError};
-use crate::observability::{InvocationMetrics, emit_metrics};
+use crate::delivery::{self, Limits, Outcome, Routed};
+use crate::event::{ChunkMessage, EventError};
+use crate::failure_queue::FailureQueue;
+use crate::memfault::{ClientInitError, MemfaultClient, UploadError};
+use crate::observability::InvocationMetrics;
 use crate::routing::{Claims, Route, RouteError, resolve};
-
+use crate::source::{self, Envelope};
 #[derive(Debug, Error)]
 pub enum ForwardError {
     #[error("refused: {0}")]
@@ -67,13 +65,15 @@ pub struct Delivered {
 #[serde(untagged)]
 pub enum Response {
     Delivered(Delivered),
-    Batch(SqsBatchResponse),
+    Sqs(SqsBatchResponse),
+    Kinesis(KinesisEventResponse),
 }
 
-/// Holds what lives from one invocation to the next: the configuration and the HTTP client.
+/// Holds what lives from one invocation to the next: the configuration and the HTTP clients.
 pub struct Forwarder {
     config: Config,
     client: MemfaultClient,
+    failure_queue: Option<FailureQueue>,
 }
 
 /// Epoch milliseconds of 2001-09-09: no real invocation deadline is older.
@@ -94,41 +94,69 @@ fn deadline_instant(deadline_ms: u64) -> Instant {
     Instant::now() + remaining
 }
 
-/// The outcome of one device's share of a batch.
-#[derive(Default)]
-struct DeviceOutcome {
-    undelivered: Vec<String>,
-    metrics: InvocationMetrics,
-}
-
 impl Forwarder {
     pub fn new(config: Config) -> Result<Self, ClientInitError> {
         let client = MemfaultClient::new(&config)?;
-        Ok(Self { config, client })
+        let failure_queue = config
+            .failure_queue
+            .clone()
+            .map(|queue| FailureQueue::new(queue, client.http().clone(), config.request_timeout));
+        Ok(Self {
+            config,
+            client,
+            failure_queue,
+        })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    pub async fn handle(&self, event: LambdaEvent<Value>) -> Result<Response, ForwardError> {
+    pub(crate) fn failure_queue(&self) -> Option<&FailureQueue> {
+        self.failure_queue.as_ref()
+    }
+
+    /// The payload stays JSON text until its envelope is known: events the runtime could not
+    /// parse into a value (nesting deeper than serde_json's limit, a lone surrogate escape, a
+    /// number out of range) are refused here like any other bad event, and a batch's records
+    /// are read one at a time.
+    pub async fn handle(
+        &self,
+        event: LambdaEvent<Box<RawValue>>,
+    ) -> Result<Response, ForwardError> {
         let deadline = deadline_instant(event.context.deadline);
-        match shape_of(&event.payload) {
-            EventShape::Direct => self
-                .forward_direct(&event.payload, deadline)
+        let payload = event.payload.get();
+        match source::envelope(payload) {
+            Envelope::Direct => source::direct::forward(self, payload, deadline)
                 .await
                 .map(Response::Delivered),
-            EventShape::QueueBatch => {
-                let outcome = match serde_json::from_value::<SqsEvent>(event.payload) {
-                    Ok(batch) => self.forward_batch(batch, deadline).await,
-                    Err(error) => Err(EventError::NotAnSqsBatch(error.to_string()).into()),
-                };
-                if let Err(error) = &outcome {
-                    tracing::warn!(outcome = "refused", error_type = %error.error_type(), error = %error, "SQS batch refused whole");
-                }
-                outcome.map(Response::Batch)
+            Envelope::Sqs(records) => source::sqs::forward(self, records, deadline)
+                .await
+                .map(Response::Sqs),
+            Envelope::Kinesis(records) => {
+                source::kinesis::forward(self, records, deadline, &event.context)
+                    .await
+                    .map(Response::Kinesis)
+            }
+            Envelope::KinesisFailureRecord(batch) => {
+                source::kinesis::forward_failure_record(self, &batch, deadline, &event.context)
+                    .await
+                    .map(Response::Kinesis)
             }
         }
+    }
+
+    /// Validates a parsed message and decides where it goes.
+    pub(crate) fn routed(
+        &self,
+        message: Result<ChunkMessage, EventError>,
+    ) -> Result<Routed, ForwardError> {
+        let message = message?;
+        let route = self.route(&message)?;
+        Ok(Routed {
+            route,
+            payload: message.payload,
+        })
     }
 
     fn route(&self, message: &ChunkMessage) -> Result<Route, RouteError> {
@@ -144,205 +172,62 @@ impl Forwarder {
         )
     }
 
-    /// One chunk from an IoT rule (or a replayed failure record): delivered, or an error.
-    async fn forward_direct(
+    pub(crate) async fn deliver(
         &self,
-        event: &Value,
-        deadline: Instant,
-    ) -> Result<Delivered, ForwardError> {
-        let mut metrics = InvocationMetrics::default();
-        let outcome = self.forward_one(event, deadline, &mut metrics).await;
-        emit_metrics(self.config.metrics_namespace.as_deref(), "Direct", &metrics);
-        outcome
-    }
-
-    async fn forward_one(
-        &self,
-        event: &Value,
+        items: Vec<Result<Routed, ForwardError>>,
         deadline: Instant,
         metrics: &mut InvocationMetrics,
-    ) -> Result<Delivered, ForwardError> {
-        let refused = |metrics: &mut InvocationMetrics, error: ForwardError| {
-            metrics.refusals += 1;
-            tracing::warn!(outcome = "refused", error_type = %error.error_type(), error = %error, "chunk refused");
-            error
+    ) -> Vec<Outcome> {
+        let limits = Limits {
+            batch_max_chunks: self.config.batch_max_chunks,
+            upload_concurrency: self.config.upload_concurrency,
         };
-        let message = parse_rule_event(event).map_err(|error| refused(metrics, error.into()))?;
-        let route = self
-            .route(&message)
-            .map_err(|error| refused(metrics, error.into()))?;
-        let bytes = message.payload.len();
-        let upload = Upload::Single(message.payload);
-        let result = self.client.upload(&route, &upload, deadline).await;
-        record_upload(metrics, &route, &upload, &result);
-        let delivery = result?;
-        Ok(Delivered {
-            device_serial: route.device_serial.to_string(),
-            bytes,
-            status: delivery.status.as_u16(),
-            attempts: delivery.attempts,
-        })
-    }
-
-    /// An SQS batch: every message is delivered or named in `batchItemFailures`, nothing else.
-    async fn forward_batch(
-        &self,
-        batch: SqsEvent,
-        deadline: Instant,
-    ) -> Result<SqsBatchResponse, ForwardError> {
-        // Failures are reported by message ID. A record without one could be neither reported
-        // nor safely deleted, so such a batch fails whole, before anything is sent.
-        let mut records = Vec::with_capacity(batch.records.len());
-        for record in batch.records {
-            match record.message_id {
-                Some(id) if !id.is_empty() => records.push((id, record.body)),
-                _ => return Err(EventError::MissingField("messageId").into()),
-            }
-        }
-        let mut metrics = InvocationMetrics::default();
-        let mut response = SqsBatchResponse::default();
-        // BTreeMap keeps devices apart; each Vec keeps one device's chunks in arrival order.
-        let mut by_route: BTreeMap<Route, Vec<(String, Bytes)>> = BTreeMap::new();
-        for (message_id, body) in records {
-            let routed = parse_queue_body(body.as_deref())
-                .map_err(ForwardError::from)
-                .and_then(|message| {
-                    let route = self.route(&message)?;
-                    Ok((route, message.payload))
-                });
-            match routed {
-                Ok((route, payload)) => {
-                    by_route
-                        .entry(route)
-                        .or_default()
-                        .push((message_id, payload));
-                }
-                Err(error) => {
-                    metrics.refusals += 1;
-                    tracing::warn!(
-                        outcome = "refused",
-                        message_id = %message_id,
-                        error_type = %error.error_type(),
-                        error = %error,
-                        "queued chunk refused"
-                    );
-                    response.add_failure(message_id);
-                }
-            }
-        }
-
-        let outcomes: Vec<DeviceOutcome> = futures_util::stream::iter(by_route)
-            .map(|(route, chunks)| self.forward_device(route, chunks, deadline))
-            .buffer_unordered(self.config.upload_concurrency)
-            .collect()
-            .await;
-        for outcome in outcomes {
-            for message_id in outcome.undelivered {
-                response.add_failure(message_id);
-            }
-            merge(&mut metrics, outcome.metrics);
-        }
-        tracing::info!(
-            outcome = "batch",
-            chunks_forwarded = metrics.chunks_forwarded,
-            bytes = metrics.bytes_forwarded,
-            upstream_requests = metrics.upstream_requests,
-            refused = metrics.refusals,
-            undelivered = response.batch_item_failures.len(),
-            "batch processed"
-        );
-        emit_metrics(self.config.metrics_namespace.as_deref(), "Queued", &metrics);
-        Ok(response)
-    }
-
-    /// Posts one device's chunks in order, in as few requests as the batch limit allows. Its
-    /// requests go one after another, never side by side, as Memfault asks. Once one fails, the
-    /// chunks after it are not sent: Memfault reassembles multi-chunk messages in order.
-    async fn forward_device(
-        &self,
-        route: Route,
-        chunks: Vec<(String, Bytes)>,
-        deadline: Instant,
-    ) -> DeviceOutcome {
-        let mut outcome = DeviceOutcome::default();
-        let mut pending = chunks.into_iter().peekable();
-        while pending.peek().is_some() {
-            let (ids, parts): (Vec<String>, Vec<Bytes>) =
-                pending.by_ref().take(self.config.batch_max_chunks).unzip();
-            let upload = match <[Bytes; 1]>::try_from(parts) {
-                Ok([single]) => Upload::Single(single),
-                Err(parts) => Upload::Multipart(parts),
-            };
-            let result = self.client.upload(&route, &upload, deadline).await;
-            record_upload(&mut outcome.metrics, &route, &upload, &result);
-            if result.is_err() {
-                outcome.undelivered.extend(ids);
-                outcome.undelivered.extend(pending.map(|(id, _)| id));
-                break;
-            }
-        }
-        outcome
+        delivery::deliver(&self.client, limits, items, deadline, metrics).await
     }
 }
 
-fn merge(total: &mut InvocationMetrics, part: InvocationMetrics) {
-    total.chunks_forwarded += part.chunks_forwarded;
-    total.bytes_forwarded += part.bytes_forwarded;
-    total.upstream_requests += part.upstream_requests;
-    total.refusals += part.refusals;
-    total.retries += part.retries;
-    total.upstream_latency_ms.extend(part.upstream_latency_ms);
-    for (class, count) in part.failures_by_class {
-        *total.failures_by_class.entry(class).or_default() += count;
-    }
-}
-
-/// The one log line and the metrics for one upload, whatever became of it.
-fn record_upload(
+/// The log line and the count for one refused item; `item_id` names it within its batch.
+pub(crate) fn note_refusal(
     metrics: &mut InvocationMetrics,
-    route: &Route,
-    upload: &Upload,
-    result: &Result<Delivery, UploadError>,
+    item_id: Option<&str>,
+    error: &ForwardError,
 ) {
-    let attempts = match result {
-        Ok(delivery) => delivery.attempts,
-        Err(error) => error.attempts(),
-    };
-    metrics.upstream_requests += u64::from(attempts);
-    metrics.retries += u64::from(attempts.saturating_sub(1));
-    match result {
-        Ok(delivery) => {
-            metrics.chunks_forwarded += upload.chunk_count() as u64;
-            metrics.bytes_forwarded += upload.payload_bytes() as u64;
-            metrics.record_latency(delivery.upstream);
-            tracing::info!(
-                outcome = "delivered",
-                device_serial = %route.device_serial,
-                project_key = %route.project_key,
-                chunks = upload.chunk_count(),
-                bytes = upload.payload_bytes(),
-                status = delivery.status.as_u16(),
-                attempts,
-                upstream_ms = delivery.upstream.as_millis() as u64,
-                "chunks delivered to Memfault"
-            );
-        }
-        Err(error) => {
-            metrics.record_failure(error.class());
-            tracing::error!(
-                outcome = if error.is_retryable() { "upstream_unavailable" } else { "upstream_rejected" },
-                device_serial = %route.device_serial,
-                project_key = %route.project_key,
-                chunks = upload.chunk_count(),
-                bytes = upload.payload_bytes(),
-                status = error.status().map(|status| status.as_u16()),
-                attempts,
-                failure_class = error.class(),
-                error = %error,
-                "chunks not delivered"
-            );
-        }
-    }
+    metrics.refusals += 1;
+    tracing::warn!(
+        outcome = "refused",
+        item_id,
+        error_type = %error.error_type(),
+        error = %error,
+        "chunk refused"
+    );
+}
+
+/// A batch that cannot be answered item by item fails whole, before anything is sent.
+pub(crate) fn refuse_batch(source_name: &'static str, field: &'static str) -> ForwardError {
+    let error = ForwardError::from(EventError::Unidentifiable { source_name, field });
+    tracing::warn!(
+        outcome = "refused",
+        source = source_name,
+        error_type = %error.error_type(),
+        error = %error,
+        "batch refused whole"
+    );
+    error
+}
+
+/// The one summary line of a batch.
+pub(crate) fn log_batch(metrics: &InvocationMetrics, source_name: &str) {
+    tracing::info!(
+        outcome = "batch",
+        source = source_name,
+        chunks_forwarded = metrics.chunks_forwarded,
+        bytes = metrics.bytes_forwarded,
+        upstream_requests = metrics.upstream_requests,
+        refused = metrics.refusals,
+        quarantined = metrics.chunks_quarantined,
+        undelivered = metrics.chunks_undelivered,
+        "batch processed"
+    );
 }
 
 #[cfg(test)]

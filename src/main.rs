@@ -3,7 +3,7 @@ use std::sync::Arc;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use memfault_chunk_proxy::observability::init_logging;
 use memfault_chunk_proxy::{Config, Forwarder};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 // One thread is plenty: the work is waiting on the network, and Lambda hands out one event at a time.
 #[tokio::main(flavor = "current_thread")]
@@ -19,7 +19,7 @@ async fn main() -> Result<(), Error> {
             return Err(error);
         }
     };
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| {
         let forwarder = Arc::clone(&forwarder);
         async move { forwarder.handle(event).await }
     }))

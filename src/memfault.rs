@@ -8,14 +8,12 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use http::{HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::config::{ChunksUrl, Config};
+pub use crate::http_client::ClientInitError;
+use crate::http_client::{self, HttpClient, error_chain};
 use crate::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
 use crate::routing::Route;
 
@@ -24,22 +22,6 @@ const PROJECT_KEY_HEADER: &str = "Memfault-Project-Key";
 /// Enough of an error body to say what Memfault objected to; the rest is drained, not kept.
 const ERROR_BODY_SHOWN: usize = 300;
 const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
-/// Idle connections are closed before common load balancer idle timeouts (60 s) would close them
-/// under us. A container frozen between invocations can still come back to a dead connection:
-/// `MemfaultClient::upload` retries that case at once on a fresh one.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
-
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-#[derive(Debug, Error)]
-pub enum ClientInitError {
-    #[error(
-        "cannot load trusted CA certificates for {url} (set SSL_CERT_FILE to a PEM bundle): {source}"
-    )]
-    TrustStore { url: String, source: std::io::Error },
-    #[error("cannot set up TLS: {0}")]
-    Tls(#[from] rustls::Error),
-}
 
 /// What one request carries: a single chunk, or several chunks of one device in order.
 #[derive(Debug, Clone)]
@@ -209,7 +191,7 @@ impl fmt::Display for GiveUpReason {
     }
 }
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum UploadError {
     #[error("Memfault refused the upload after {attempts} attempt(s): {failure}")]
     Rejected { failure: Failure, attempts: u32 },
@@ -282,35 +264,7 @@ pub struct MemfaultClient {
 
 impl MemfaultClient {
     pub fn new(config: &Config) -> Result<Self, ClientInitError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?;
-        // Only an https upstream needs the CA store; reading it costs a few milliseconds of init.
-        let tls = if config.chunks_url.is_https() {
-            tls.with_native_roots()
-                .map_err(|source| ClientInitError::TrustStore {
-                    url: config.chunks_url.to_string(),
-                    source,
-                })?
-        } else {
-            tls.with_root_certificates(rustls::RootCertStore::empty())
-        }
-        .with_no_client_auth();
-
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(config.connect_timeout));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(tcp);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(config.upload_concurrency)
-            .build(connector);
+        let http = http_client::build(config)?;
         Ok(Self {
             http,
             chunks_url: Arc::new(config.chunks_url.clone()),
@@ -318,6 +272,11 @@ impl MemfaultClient {
             request_timeout: config.request_timeout,
             deadline_margin: config.deadline_margin,
         })
+    }
+
+    /// The shared connection pool, for the function's other HTTP destinations.
+    pub fn http(&self) -> &HttpClient {
+        &self.http
     }
 
     /// Posts `upload` for `route` until Memfault accepts it, refuses it, the attempts run out,
@@ -458,18 +417,6 @@ impl MemfaultClient {
             .await
             .unwrap_or(Err(Failure::Timeout(timeout)))
     }
-}
-
-/// hyper's errors say little at the top ("client error (Connect)"); the cause is further down.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn shown_body(body: &[u8]) -> String {

@@ -75,6 +75,10 @@ pub struct InvocationMetrics {
     pub retries: u64,
     pub upstream_latency_ms: Vec<f64>,
     pub failures_by_class: BTreeMap<&'static str, u64>,
+    /// Chunks left to a retry by the event source: batch item failures, or a failed invocation.
+    pub chunks_undelivered: u64,
+    /// Stream records written to the failure queue as undeliverable.
+    pub chunks_quarantined: u64,
 }
 
 impl InvocationMetrics {
@@ -85,6 +89,20 @@ impl InvocationMetrics {
 
     pub fn record_failure(&mut self, class: &'static str) {
         *self.failures_by_class.entry(class).or_default() += 1;
+    }
+
+    pub fn merge(&mut self, part: InvocationMetrics) {
+        self.chunks_forwarded += part.chunks_forwarded;
+        self.bytes_forwarded += part.bytes_forwarded;
+        self.upstream_requests += part.upstream_requests;
+        self.refusals += part.refusals;
+        self.retries += part.retries;
+        self.chunks_undelivered += part.chunks_undelivered;
+        self.chunks_quarantined += part.chunks_quarantined;
+        self.upstream_latency_ms.extend(part.upstream_latency_ms);
+        for (class, count) in part.failures_by_class {
+            *self.failures_by_class.entry(class).or_default() += count;
+        }
     }
 }
 
@@ -107,7 +125,9 @@ pub fn emf_documents(
                     {"Name": "BytesForwarded", "Unit": "Bytes"},
                     {"Name": "UpstreamRequests", "Unit": "Count"},
                     {"Name": "Refusals", "Unit": "Count"},
-                    {"Name": "Retries", "Unit": "Count"}
+                    {"Name": "Retries", "Unit": "Count"},
+                    {"Name": "ChunksUndelivered", "Unit": "Count"},
+                    {"Name": "ChunksQuarantined", "Unit": "Count"}
                 ]
             }]
         },
@@ -117,6 +137,8 @@ pub fn emf_documents(
         "UpstreamRequests": metrics.upstream_requests,
         "Refusals": metrics.refusals,
         "Retries": metrics.retries,
+        "ChunksUndelivered": metrics.chunks_undelivered,
+        "ChunksQuarantined": metrics.chunks_quarantined,
     });
     // Declared only when there are values: a declared metric with no member is an invalid document.
     if !metrics.upstream_latency_ms.is_empty() {
@@ -183,7 +205,7 @@ mod tests {
         assert_eq!(declared["Namespace"], "Ns");
         assert_eq!(totals["_aws"]["Timestamp"], 1_700_000_000_000u64);
         let metrics_declared = declared["Metrics"].as_array().unwrap();
-        assert_eq!(metrics_declared.len(), 6);
+        assert_eq!(metrics_declared.len(), 8);
         for metric in metrics_declared {
             let name = metric["Name"].as_str().unwrap();
             assert!(!totals[name].is_null(), "{name} is declared but missing");

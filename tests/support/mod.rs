@@ -50,6 +50,7 @@ pub async fn invoke(
     let mut context = Context::default();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     context.deadline = (now + budget).as_millis() as u64;
+    let payload = serde_json::value::to_raw_value(&payload).expect("a JSON value is JSON text");
     forwarder.handle(LambdaEvent::new(payload, context)).await
 }
 

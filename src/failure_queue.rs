@@ -1,0 +1,236 @@
+//! The failure queue as a place the function writes to: undeliverable stream records are sent
+//! there with their data, so that one poison record never stalls its shard.
+//!
+//! A Kinesis shard is processed strictly in order, so a record that fails every time would hold
+//! up every device behind it until the event source mapping discards it. Lambda's own on-failure
+//! destinations for streams either carry no data (SQS, SNS) or act only once retries are spent.
+//! Records that retrying cannot help (malformed, refused by validation, refused by Memfault with
+//! a 4xx) are therefore sent here by the function itself, as `SendMessage` calls signed with the
+//! execution role's credentials, in the same record format as Lambda's on-failure destination
+//! records, so that the failure queue's replay mapping replays them like any other.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, USER_AGENT};
+use http::{Request, Uri};
+use http_body_util::{BodyExt as _, Full, Limited};
+use serde_json::json;
+use thiserror::Error;
+use tokio::time::Instant;
+
+use crate::http_client::{HttpClient, error_chain};
+use crate::memfault::USER_AGENT_VALUE;
+
+const SQS_TARGET: &str = "AmazonSQS.SendMessage";
+const SQS_CONTENT_TYPE: &str = "application/x-amz-json-1.0";
+/// SQS refuses larger messages; an IoT message (at most 128 KiB) always fits, with room for
+/// the base64 growth and the record around it.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+const ERROR_BODY_LIMIT: usize = 16 * 1024;
+const ERROR_BODY_SHOWN: usize = 200;
+
+/// `MEMFAULT_FAILURE_QUEUE_URL`: an SQS queue URL such as
+/// `https://sqs.eu-west-1.amazonaws.com/123456789012/memfault-failures`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueUrl {
+    url: String,
+    /// Where the JSON protocol's requests go: the queue URL's scheme and authority.
+    endpoint: String,
+}
+
+impl FromStr for QueueUrl {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let uri: Uri = text
+            .parse()
+            .map_err(|error| format!("not a URL: {error}"))?;
+        let scheme = match uri.scheme_str() {
+            Some(scheme @ ("https" | "http")) => scheme,
+            _ => return Err("must be an http(s) SQS queue URL".into()),
+        };
+        let authority = uri.authority().ok_or("has no host")?;
+        if authority.as_str().contains('@') || uri.query().is_some() || text.contains('#') {
+            return Err("must be a plain queue URL, without credentials, query or fragment".into());
+        }
+        if uri.path().trim_matches('/').split('/').count() != 2 {
+            return Err("must end in /<account id>/<queue name>".into());
+        }
+        Ok(Self {
+            url: text.to_owned(),
+            endpoint: format!("{scheme}://{authority}/"),
+        })
+    }
+}
+
+impl fmt::Display for QueueUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// Where and as whom the function sends undeliverable records.
+#[derive(Debug, Clone)]
+pub struct FailureQueueConfig {
+    pub url: QueueUrl,
+    /// The signing region: Lambda's `AWS_REGION`.
+    pub region: String,
+    /// The execution role's credentials, which Lambda puts in the environment. Their `Debug`
+    /// shows no secret.
+    pub credentials: Credentials,
+}
+
+#[derive(Debug, Error)]
+pub enum QuarantineError {
+    #[error("the failure record is {0} bytes, more than SQS accepts ({MAX_MESSAGE_BYTES})")]
+    TooLarge(usize),
+    #[error("cannot sign the request to the failure queue: {0}")]
+    Signing(String),
+    #[error("could not reach the failure queue: {0}")]
+    Connection(String),
+    #[error("the failure queue did not answer within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    #[error("no time left before the invocation deadline to write to the failure queue")]
+    NoTimeLeft,
+    #[error("the failure queue refused the record: HTTP {status}: {body}")]
+    Refused { status: u16, body: String },
+}
+
+/// Sends failure records to the queue. Shares the function's HTTP client and its connections.
+pub struct FailureQueue {
+    config: FailureQueueConfig,
+    http: HttpClient,
+    request_timeout: Duration,
+}
+
+impl FailureQueue {
+    pub fn new(config: FailureQueueConfig, http: HttpClient, request_timeout: Duration) -> Self {
+        Self {
+            config,
+            http,
+            request_timeout,
+        }
+    }
+
+    pub fn url(&self) -> &QueueUrl {
+        &self.config.url
+    }
+
+    /// Sends one message; `Ok` once SQS has stored it.
+    pub async fn send(&self, message: &str, deadline: Instant) -> Result<(), QuarantineError> {
+        if message.len() > MAX_MESSAGE_BYTES {
+            return Err(QuarantineError::TooLarge(message.len()));
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(QuarantineError::NoTimeLeft);
+        }
+        let body = Bytes::from(
+            json!({"QueueUrl": self.config.url.url, "MessageBody": message}).to_string(),
+        );
+        let request = self.signed_request(body)?;
+        let timeout = self.request_timeout.min(remaining);
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|error| QuarantineError::Connection(error_chain(&error)))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), ERROR_BODY_LIMIT)
+                .collect()
+                .await
+                .map(|collected| collected.to_bytes())
+                .unwrap_or_default();
+            if status.is_success() {
+                Ok(())
+            } else {
+                let text = String::from_utf8_lossy(&body);
+                Err(QuarantineError::Refused {
+                    status: status.as_u16(),
+                    body: text
+                        .chars()
+                        .take(ERROR_BODY_SHOWN)
+                        .map(|c| if c.is_control() { ' ' } else { c })
+                        .collect(),
+                })
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(QuarantineError::Timeout(timeout)))
+    }
+
+    fn signed_request(&self, body: Bytes) -> Result<Request<Full<Bytes>>, QuarantineError> {
+        let signing_error = |error: &dyn fmt::Display| QuarantineError::Signing(error.to_string());
+        let identity = self.config.credentials.clone().into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&self.config.region)
+            .name("sqs")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|error| signing_error(&error))?
+            .into();
+        let headers = [
+            (CONTENT_TYPE.as_str(), SQS_CONTENT_TYPE),
+            ("x-amz-target", SQS_TARGET),
+        ];
+        let signable = SignableRequest::new(
+            "POST",
+            self.config.url.endpoint.as_str(),
+            headers.into_iter(),
+            SignableBody::Bytes(&body),
+        )
+        .map_err(|error| signing_error(&error))?;
+        let (instructions, _signature) = sign(signable, &params)
+            .map_err(|error| signing_error(&error))?
+            .into_parts();
+        let mut request = Request::post(&self.config.url.endpoint)
+            .header(CONTENT_TYPE, SQS_CONTENT_TYPE)
+            .header("x-amz-target", SQS_TARGET)
+            .header(USER_AGENT, USER_AGENT_VALUE)
+            .body(Full::new(body))
+            .map_err(|error| signing_error(&error))?;
+        instructions.apply_to_request_http1x(&mut request);
+        Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_urls_give_the_json_protocol_endpoint() {
+        let url: QueueUrl = "https://sqs.eu-west-1.amazonaws.com/123456789012/failures"
+            .parse()
+            .unwrap();
+        assert_eq!(url.endpoint, "https://sqs.eu-west-1.amazonaws.com/");
+        assert_eq!(
+            url.to_string(),
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/failures"
+        );
+    }
+
+    #[test]
+    fn anything_but_a_plain_queue_url_is_refused() {
+        for (text, problem) in [
+            ("sqs.eu-west-1.amazonaws.com/1/q", "not a URL"),
+            ("ftp://host/1/q", "http(s)"),
+            ("https://host/q", "/<account id>/<queue name>"),
+            ("https://host/1/q/extra", "/<account id>/<queue name>"),
+            ("https://user:pw@host/1/q", "without credentials"),
+            ("https://host/1/q?x=1", "without credentials"),
+        ] {
+            let error = text.parse::<QueueUrl>().unwrap_err();
+            assert!(error.contains(problem), "{text}: {error}");
+        }
+    }
+}

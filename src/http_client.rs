@@ -1,0 +1,82 @@
+//! The one HTTP client of the function, built at init and shared by the Memfault client and the
+//! failure queue, so that consecutive requests reuse keep-alive connections instead of paying a
+//! TCP and TLS handshake each.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use thiserror::Error;
+
+use crate::config::Config;
+
+/// Idle connections are closed before common load balancer idle timeouts (60 s) would close them
+/// under us. A container frozen between invocations can still come back to a dead connection:
+/// `MemfaultClient::upload` retries that case at once on a fresh one.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+#[derive(Debug, Error)]
+pub enum ClientInitError {
+    #[error(
+        "cannot load trusted CA certificates for {url} (set SSL_CERT_FILE to a PEM bundle): {source}"
+    )]
+    TrustStore { url: String, source: std::io::Error },
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+pub fn build(config: &Config) -> Result<HttpClient, ClientInitError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?;
+    // Only an https upstream needs the CA store; reading it costs a few milliseconds of init.
+    let https_url = std::iter::once(config.chunks_url.to_string())
+        .chain(
+            config
+                .failure_queue
+                .as_ref()
+                .map(|queue| queue.url.to_string()),
+        )
+        .find(|url| url.starts_with("https:"));
+    let tls = match https_url {
+        Some(url) => tls
+            .with_native_roots()
+            .map_err(|source| ClientInitError::TrustStore { url, source })?,
+        None => tls.with_root_certificates(rustls::RootCertStore::empty()),
+    }
+    .with_no_client_auth();
+
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(config.connect_timeout));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(config.upload_concurrency)
+        .build(connector))
+}
+
+/// hyper's errors say little at the top ("client error (Connect)"); the cause is further down.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
