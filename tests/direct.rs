@@ -430,3 +430,71 @@ async fn a_connection_that_went_stale_between_invocations_does_not_lose_the_chun
     assert_eq!(relay.connections_opened(), 2);
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn events_serde_json_cannot_turn_into_a_value_are_refused_as_invalid_events() {
+    let server = accepting_server().await;
+    let forwarder = forwarder(config_for(&server.uri()));
+    let topic = "prod/b/TESTSERIAL/memfault/Key/chunk";
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let hostile = [
+        format!(r#"{{"data": "AQ==", "topic": "{topic}", "extra": {deep}}}"#),
+        format!(r#"{{"data": "AQ==", "topic": "{topic}\ud800"}}"#),
+        format!(r#"{{"data": "AQ==", "topic": "{topic}", "n": 1e400}}"#),
+        deep,
+    ];
+
+    for text in hostile {
+        let payload = serde_json::value::RawValue::from_string(text.clone()).unwrap();
+        let mut context = lambda_runtime::Context::default();
+        context.deadline = 600_000;
+        let result = forwarder
+            .handle(lambda_runtime::LambdaEvent::new(payload, context))
+            .await;
+        let error = failed(result);
+        assert_eq!(
+            error.error_type(),
+            "Permanent.InvalidEvent",
+            "{text:.60}: {error}"
+        );
+        assert!(
+            error.to_string().contains("event cannot be read"),
+            "{error}"
+        );
+    }
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_event_is_a_batch_only_when_it_really_is_one() {
+    let server = accepting_server().await;
+    let forwarder = forwarder(config_for(&server.uri()));
+    let mut event = sample_event("heartbeat.json");
+    event["Records"] = json!([]);
+
+    let answer = delivered(invoke(&forwarder, event, BUDGET).await);
+    assert_eq!(answer.device_serial, "TESTSERIAL");
+
+    let error = failed(invoke(&forwarder, json!({"Records": []}), BUDGET).await);
+    assert_eq!(error.error_type(), "Permanent.InvalidEvent");
+    assert!(error.to_string().contains("no \"topic\" field"), "{error}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn with_basic_ingest_a_topic_outside_the_pattern_is_refused_by_the_function() {
+    // Basic Ingest bypasses the rule's FROM filter: whatever a device publishes under
+    // $aws/rules/<rule>/ reaches the function, with the prefix stripped from topic().
+    let server = accepting_server().await;
+    let forwarder = forwarder(config_for(&server.uri()));
+    for topic in [
+        "prod/board/TESTSERIAL/telemetry/KEY/chunk",
+        "anything/else",
+        "prod/board/TESTSERIAL/memfault/KEY/chunk/extra",
+    ] {
+        let event = json!({"data": "CAKnAg==", "topic": topic});
+        let error = failed(invoke(&forwarder, event, BUDGET).await);
+        assert_eq!(error.error_type(), "Permanent.TopicMismatch", "{topic}");
+    }
+    assert!(server.received_requests().await.unwrap().is_empty());
+}

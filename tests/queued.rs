@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
-use base64::Engine as _;
 use memfault_chunk_proxy::Response;
 use serde_json::{Value, json};
 use support::*;
 use wiremock::matchers::{path, path_regex};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const BUDGET: Duration = Duration::from_secs(20);
 
@@ -25,13 +24,6 @@ fn record(message_id: &str, body: &Value) -> Value {
         "eventSource": "aws:sqs",
         "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:ingest",
         "awsRegion": "eu-west-1"
-    })
-}
-
-fn chunk_event(serial: &str, key: &str, chunk: &[u8]) -> Value {
-    json!({
-        "data": base64::engine::general_purpose::STANDARD.encode(chunk),
-        "topic": format!("prod/board/{serial}/memfault/{key}/chunk"),
     })
 }
 
@@ -54,45 +46,6 @@ fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
         .collect();
     ids.sort();
     ids
-}
-
-/// Splits a `multipart/mixed` request with multer, an independent parser, into its parts.
-async fn multipart_parts(request: &Request) -> Vec<Vec<u8>> {
-    let content_type: mime::Mime = request.headers["content-type"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(content_type.essence_str(), "multipart/mixed");
-    let boundary = content_type
-        .get_param(mime::BOUNDARY)
-        .expect("multipart boundary");
-    let body = bytes::Bytes::from(request.body.clone());
-    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
-    let mut multipart = multer::Multipart::new(stream, boundary.as_str());
-    let mut parts = Vec::new();
-    while let Some(field) = multipart.next_field().await.unwrap() {
-        assert_eq!(
-            field.content_type().map(|m| m.essence_str()),
-            Some("application/octet-stream")
-        );
-        let declared: usize = field.headers()["content-length"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let bytes = field.bytes().await.unwrap().to_vec();
-        assert_eq!(declared, bytes.len());
-        parts.push(bytes);
-    }
-    parts
-}
-
-fn chunk(device: usize, index: usize) -> Vec<u8> {
-    // Distinct, binary, and with CR LF inside to make sure framing does not depend on content.
-    let mut bytes = vec![0x80, device as u8, index as u8, b'\r', b'\n', b'-', b'-'];
-    bytes.extend(std::iter::repeat_n(0xA5, index % 5));
-    bytes
 }
 
 #[tokio::test]

@@ -13,9 +13,9 @@
 //! `payload`) is read here too, so that a batch the mapping gave up on replays through the same
 //! code.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use aws_lambda_events::event::kinesis::KinesisEventRecord;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use base64::Engine as _;
 use futures_util::StreamExt as _;
@@ -47,6 +47,40 @@ fn sequence_order(a: &str, b: &str) -> Ordering {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
+/// The parts of a Kinesis record the function uses, read leniently on purpose: a field it does
+/// not use (a timestamp's precision, an encryption type added later) must not make a record
+/// unreadable, and so undeliverable. (`aws_lambda_events`' record type checks every field.)
+#[derive(Deserialize)]
+struct KinesisRecord<'a> {
+    #[serde(borrow)]
+    kinesis: KinesisData<'a>,
+    #[serde(rename = "eventSourceARN", borrow, default)]
+    event_source_arn: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct KinesisData<'a> {
+    #[serde(rename = "sequenceNumber")]
+    sequence_number: String,
+    #[serde(borrow)]
+    data: Cow<'a, str>,
+    #[serde(rename = "partitionKey", borrow, default)]
+    partition_key: Option<Cow<'a, str>>,
+    #[serde(rename = "approximateArrivalTimestamp", borrow, default)]
+    approximate_arrival_timestamp: Option<&'a RawValue>,
+}
+
+impl KinesisData<'_> {
+    fn decoded(&self) -> Result<Vec<u8>, EventError> {
+        base64::engine::general_purpose::STANDARD
+            .decode(self.data.as_bytes())
+            .map_err(|error| EventError::Unreadable {
+                what: "Kinesis record data",
+                reason: format!("not base64: {error}"),
+            })
+    }
+}
+
 /// Enough of a record to report it, for a record that cannot be read as a whole.
 #[derive(Deserialize)]
 struct RecordHead {
@@ -73,9 +107,12 @@ pub async fn forward(
 ) -> Result<KinesisEventResponse, ForwardError> {
     let mut entries = Vec::with_capacity(records.len());
     for raw in records {
-        let (sequence_number, item) = match serde_json::from_str::<KinesisEventRecord>(raw.get()) {
+        let (sequence_number, item) = match serde_json::from_str::<KinesisRecord<'_>>(raw.get()) {
             Ok(record) => {
-                let message = parse_rule_json(&record.kinesis.data, "Kinesis record data");
+                let message = record
+                    .kinesis
+                    .decoded()
+                    .and_then(|data| parse_rule_json(&data, "Kinesis record data"));
                 (record.kinesis.sequence_number, forwarder.routed(message))
             }
             Err(error) => {
@@ -228,28 +265,28 @@ fn outcome_error(outcome: &Outcome) -> (String, String) {
 /// is not a JSON object is kept as the record's base64 `data` instead, for inspection.
 fn failure_record(record: &StreamRecord<'_>, outcome: &Outcome, context: &Context) -> String {
     let (error_type, error_message) = outcome_error(outcome);
-    let parsed = serde_json::from_str::<KinesisEventRecord>(record.raw.get()).ok();
+    let parsed = serde_json::from_str::<KinesisRecord<'_>>(record.raw.get()).ok();
     let mut origin = json!({ "sequenceNumber": record.sequence_number });
     let mut payload = None;
     if let Some(parsed) = &parsed {
         origin["partitionKey"] = json!(parsed.kinesis.partition_key);
         origin["eventSourceARN"] = json!(parsed.event_source_arn);
-        origin["approximateArrivalTimestamp"] = json!(
-            parsed
-                .kinesis
-                .approximate_arrival_timestamp
-                .0
-                .timestamp_millis() as f64
-                / 1e3
-        );
-        match serde_json::from_slice::<Value>(&parsed.kinesis.data) {
-            Ok(event) if event.is_object() => payload = Some(event),
-            _ => {
-                origin["data"] =
-                    json!(base64::engine::general_purpose::STANDARD.encode(&*parsed.kinesis.data))
-            }
+        origin["approximateArrivalTimestamp"] = parsed
+            .kinesis
+            .approximate_arrival_timestamp
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or(Value::Null);
+        let event = parsed
+            .kinesis
+            .decoded()
+            .ok()
+            .and_then(|data| serde_json::from_slice::<Value>(&data).ok());
+        match event {
+            Some(event) if event.is_object() => payload = Some(event),
+            _ => origin["data"] = json!(parsed.kinesis.data),
         }
     } else {
+        // Not even readable as a Kinesis record: keep it whole, as text, for inspection.
         origin["record"] = json!(record.raw.get());
     }
     let mut document = json!({

@@ -8,15 +8,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine as _;
 use lambda_runtime::{Context, LambdaEvent};
 use memfault_chunk_proxy::handler::ForwardError;
 use memfault_chunk_proxy::retry::RetryPolicy;
 use memfault_chunk_proxy::{Config, Forwarder, Response};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 pub const SAMPLE_KEY: &str = "YOUR_PROJECT_KEY";
 
@@ -70,6 +71,54 @@ pub fn sample_payload(relative: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(data)
         .unwrap()
+}
+
+/// The rule's event for one chunk on the default topic layout.
+pub fn chunk_event(serial: &str, key: &str, chunk: &[u8]) -> Value {
+    json!({
+        "data": base64::engine::general_purpose::STANDARD.encode(chunk),
+        "topic": format!("prod/board/{serial}/memfault/{key}/chunk"),
+    })
+}
+
+/// Distinct, binary chunks with CR LF and dashes inside, so that multipart framing cannot
+/// depend on content.
+pub fn chunk(device: usize, index: usize) -> Vec<u8> {
+    let mut bytes = vec![0x80, device as u8, index as u8, b'\r', b'\n', b'-', b'-'];
+    bytes.extend(std::iter::repeat_n(0xA5, index % 5));
+    bytes
+}
+
+/// Splits a `multipart/mixed` request with multer, an independent parser, into its parts.
+pub async fn multipart_parts(request: &Request) -> Vec<Vec<u8>> {
+    let content_type: mime::Mime = request.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(content_type.essence_str(), "multipart/mixed");
+    let boundary = content_type
+        .get_param(mime::BOUNDARY)
+        .expect("multipart boundary");
+    let body = bytes::Bytes::from(request.body.clone());
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
+    let mut multipart = multer::Multipart::new(stream, boundary.as_str());
+    let mut parts = Vec::new();
+    while let Some(field) = multipart.next_field().await.unwrap() {
+        assert_eq!(
+            field.content_type().map(|m| m.essence_str()),
+            Some("application/octet-stream")
+        );
+        let declared: usize = field.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let bytes = field.bytes().await.unwrap().to_vec();
+        assert_eq!(declared, bytes.len());
+        parts.push(bytes);
+    }
+    parts
 }
 
 /// A TCP relay in front of an HTTP mock. It counts the connections the client opens and how
