@@ -34,7 +34,7 @@ use serde_json::Value;
 
 use crate::function::Function;
 use crate::machine::{IdleStates, Machine};
-use crate::report::{FleetRun, Results};
+use crate::report::{FleetRun, LargeBatch, Results, StreamRun};
 use crate::runtime_api::{Completed, RuntimeApi};
 use crate::upstream::Upstream;
 use crate::workload::Heartbeat;
@@ -44,6 +44,20 @@ const WARM_UP: usize = 50;
 const WARM_INVOCATIONS: usize = 1_000;
 const CONNECTION_INVOCATIONS: usize = 100;
 const QUEUED_BATCH_SIZES: [usize; 2] = [100, 1_000];
+const STREAM_BATCH_SIZE: usize = 1_000;
+/// The function's default `MEMFAULT_UPLOAD_CONCURRENCY`, which the bench leaves unset.
+const UPLOAD_CONCURRENCY: usize = 8;
+/// Upstream round trips the stream runs simulate: a Memfault answer from the Lambda region, and
+/// loopback speed.
+const STREAM_ROUND_TRIPS: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(1)];
+const STREAM_BATCHES: usize = 4;
+const STREAM_DEVICES_PER_BATCH: usize = 100;
+const STREAM_CHUNKS_PER_DEVICE: usize = 5;
+/// A batch close to Lambda's 6 MB limit for a synchronous invocation's payload.
+const LARGE_BATCH_DEVICES: usize = 100;
+const LARGE_BATCH_CHUNKS_PER_DEVICE: usize = 10;
+const LARGE_BATCH_CHUNK_BYTES: usize = 3_000;
+const LAMBDA_SYNC_PAYLOAD_LIMIT: usize = 6 * 1024 * 1024;
 
 fn main() {
     let binary = function::release_binary();
@@ -125,6 +139,31 @@ async fn run(function_binary: &function::Binary, idle_states: String) -> Results
         );
     }
 
+    progress(&format!(
+        "fleet, stream mode, batches of {STREAM_BATCH_SIZE}"
+    ));
+    fleet.push(
+        deliver_fleet(
+            binary,
+            upstream_delay,
+            format!("Stream, Kinesis batches of {STREAM_BATCH_SIZE}"),
+            workload::kinesis_batches(&fleet_events, STREAM_BATCH_SIZE),
+            expect_no_batch_failures,
+        )
+        .await,
+    );
+
+    let mut stream = Vec::new();
+    for round_trip in STREAM_ROUND_TRIPS {
+        progress(&format!(
+            "stream batches, {} ms upstream",
+            round_trip.as_millis()
+        ));
+        stream.push(stream_round_trips(binary, round_trip).await);
+    }
+    progress("stream mode, one batch near 6 MB");
+    let large_batch = large_batch(binary).await;
+
     Results {
         machine,
         idle_states,
@@ -140,6 +179,8 @@ async fn run(function_binary: &function::Binary, idle_states: String) -> Results
         connection_invocations: CONNECTION_INVOCATIONS,
         upstream_delay,
         fleet,
+        stream,
+        large_batch,
     }
 }
 
@@ -317,5 +358,79 @@ async fn deliver_fleet(
         upstream: seen,
         wall,
         peak_rss_kib,
+    }
+}
+
+/// Kinesis batches of `STREAM_DEVICES_PER_BATCH` devices with `STREAM_CHUNKS_PER_DEVICE` chunks
+/// each, through one instance, against an upstream answering after `round_trip`. The ideal
+/// invocation takes ceil(devices / upload concurrency) round trips: one multipart request per
+/// device, `UPLOAD_CONCURRENCY` devices at a time.
+async fn stream_round_trips(binary: &Path, round_trip: Duration) -> StreamRun {
+    let upstream = Upstream::start(round_trip).await;
+    let url = upstream.base_url();
+    let mut instance = Instance::start(binary, function::ChunksUrl::Loopback(&url)).await;
+    let mut invocations = Vec::with_capacity(STREAM_BATCHES);
+    for batch in 0..STREAM_BATCHES {
+        let events = workload::interleaved_events(
+            STREAM_DEVICES_PER_BATCH,
+            STREAM_CHUNKS_PER_DEVICE,
+            workload::CHUNK_BYTES,
+            batch as u64,
+        );
+        let [event] = <[Bytes; 1]>::try_from(workload::kinesis_batches(&events, events.len()))
+            .expect("one batch");
+        let completed = instance.invoke(event).await;
+        expect_no_batch_failures(&completed.body);
+        invocations.push(completed.latency);
+    }
+    let seen = upstream.seen();
+    let chunks_per_batch = STREAM_DEVICES_PER_BATCH * STREAM_CHUNKS_PER_DEVICE;
+    assert_eq!(
+        seen.chunks,
+        (STREAM_BATCHES * chunks_per_batch) as u64,
+        "stream batches: chunks went missing"
+    );
+    StreamRun {
+        round_trip,
+        devices_per_batch: STREAM_DEVICES_PER_BATCH,
+        chunks_per_batch,
+        concurrency: UPLOAD_CONCURRENCY,
+        invocations,
+        upstream: seen,
+    }
+}
+
+/// One Kinesis batch of about 6 MB through a fresh instance, for its peak memory.
+async fn large_batch(binary: &Path) -> LargeBatch {
+    let events = workload::interleaved_events(
+        LARGE_BATCH_DEVICES,
+        LARGE_BATCH_CHUNKS_PER_DEVICE,
+        LARGE_BATCH_CHUNK_BYTES,
+        7,
+    );
+    let [event] = <[Bytes; 1]>::try_from(workload::kinesis_batches(&events, events.len()))
+        .expect("one batch");
+    assert!(
+        event.len() <= LAMBDA_SYNC_PAYLOAD_LIMIT,
+        "the large batch ({} bytes) is over Lambda's payload limit",
+        event.len()
+    );
+    let upstream = Upstream::start(Duration::from_millis(1)).await;
+    let url = upstream.base_url();
+    let mut instance = Instance::start(binary, function::ChunksUrl::Loopback(&url)).await;
+    let event_bytes = event.len();
+    let completed = instance.invoke(event).await;
+    expect_no_batch_failures(&completed.body);
+    assert_eq!(
+        upstream.seen().chunks,
+        events.len() as u64,
+        "large batch: chunks went missing"
+    );
+    LargeBatch {
+        event_bytes,
+        records: events.len(),
+        chunk_bytes: LARGE_BATCH_CHUNK_BYTES,
+        latency: completed.latency,
+        peak_rss_kib: instance.function.peak_rss_kib(),
     }
 }

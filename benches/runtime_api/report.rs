@@ -13,6 +13,8 @@ const OVERHEAD_TARGET: Duration = Duration::from_micros(100);
 const RSS_TARGET_KIB: u64 = 8 * 1024;
 const BINARY_TARGET_BYTES: u64 = 4 * 1024 * 1024;
 const CONNECTIONS_TARGET: u64 = 1;
+/// A 6 MB batch in a function configured with 128 MB.
+const LARGE_BATCH_RSS_TARGET_KIB: u64 = 48 * 1024;
 
 /// One delivery of the whole fleet's chunks, in one mode.
 pub struct FleetRun {
@@ -20,6 +22,43 @@ pub struct FleetRun {
     pub invocations: usize,
     pub upstream: Seen,
     pub wall: Duration,
+    pub peak_rss_kib: u64,
+}
+
+/// Kinesis batches through one instance against an upstream with a simulated round trip.
+pub struct StreamRun {
+    pub round_trip: Duration,
+    pub devices_per_batch: usize,
+    pub chunks_per_batch: usize,
+    pub concurrency: usize,
+    /// One per batch: from handing the event over to the answer.
+    pub invocations: Vec<Duration>,
+    pub upstream: Seen,
+}
+
+impl StreamRun {
+    /// One multipart request per device, `concurrency` devices at a time.
+    pub fn ideal(&self) -> Duration {
+        self.round_trip * self.devices_per_batch.div_ceil(self.concurrency) as u32
+    }
+
+    fn mean_invocation(&self) -> Duration {
+        self.invocations.iter().sum::<Duration>() / self.invocations.len().max(1) as u32
+    }
+
+    /// Chunks delivered per second of invocation time: what a GB-second buys.
+    fn chunks_per_invocation_second(&self) -> f64 {
+        let busy: Duration = self.invocations.iter().sum();
+        (self.chunks_per_batch * self.invocations.len()) as f64 / busy.as_secs_f64()
+    }
+}
+
+/// One Kinesis batch near Lambda's payload limit, through a fresh instance.
+pub struct LargeBatch {
+    pub event_bytes: usize,
+    pub records: usize,
+    pub chunk_bytes: usize,
+    pub latency: Duration,
     pub peak_rss_kib: u64,
 }
 
@@ -38,6 +77,8 @@ pub struct Results {
     pub connection_invocations: usize,
     pub upstream_delay: Duration,
     pub fleet: Vec<FleetRun>,
+    pub stream: Vec<StreamRun>,
+    pub large_batch: LargeBatch,
 }
 
 /// Nearest-rank percentile of unsorted samples.
@@ -116,6 +157,7 @@ impl Results {
         )?;
         self.summary_table(out)?;
         self.fleet_table(out)?;
+        self.stream_table(out)?;
         writeln!(
             out,
             "\nBench time: {:.1} s (excluding the builds).",
@@ -250,6 +292,47 @@ impl Results {
             out,
             "- Upstream delay set by `BENCH_UPSTREAM_DELAY_MS`; measured mean time to answer: {} (from the request's arrival to the answer).",
             ms(busy / u32::try_from(requests.max(1)).unwrap_or(u32::MAX), 3)
+        )
+    }
+
+    fn stream_table(&self, out: &mut String) -> fmt::Result {
+        writeln!(out, "\n## Stream mode\n")?;
+        writeln!(
+            out,
+            "| Kinesis batches | Upstream round trip | Invocation time, mean (max) | Ideal: ceil(devices / concurrency) round trips | Chunks per invocation-second | Upstream connections | Target: one per upload slot | |"
+        )?;
+        writeln!(out, "|---|---|---|---|---|---|---|---|")?;
+        for run in &self.stream {
+            writeln!(
+                out,
+                "| {} × {} chunks from {} devices | {} | {} ({}) | {} ({} × {}) | {} | {} | {} | {} |",
+                run.invocations.len(),
+                run.chunks_per_batch,
+                run.devices_per_batch,
+                ms(run.round_trip, 0),
+                ms(run.mean_invocation(), 1),
+                ms(max(&run.invocations), 1),
+                ms(run.ideal(), 0),
+                run.devices_per_batch.div_ceil(run.concurrency),
+                ms(run.round_trip, 0),
+                grouped(run.chunks_per_invocation_second() as u64),
+                run.upstream.connections,
+                run.concurrency,
+                verdict(run.upstream.connections == run.concurrency as u64)
+            )?;
+        }
+        let large = &self.large_batch;
+        writeln!(
+            out,
+            "\n| Measurement | Measured | Target | |\n|---|---|---|---|\n| Peak RSS (VmHWM), one Kinesis batch of {} ({} records of {}-byte chunks), fresh instance | {} ({} KiB), invocation {} | ≤ {} | {} |",
+            mib(large.event_bytes as u64),
+            grouped(large.records as u64),
+            large.chunk_bytes,
+            mib(large.peak_rss_kib * 1024),
+            grouped(large.peak_rss_kib),
+            ms(large.latency, 1),
+            mib(LARGE_BATCH_RSS_TARGET_KIB * 1024),
+            verdict(large.peak_rss_kib <= LARGE_BATCH_RSS_TARGET_KIB)
         )
     }
 }

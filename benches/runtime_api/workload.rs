@@ -42,19 +42,29 @@ impl Heartbeat {
     }
 }
 
-/// `DEVICES` devices publishing `CHUNKS_PER_DEVICE` chunks each, interleaved in an order shuffled
-/// with a fixed seed. Each device's own chunks stay in order, as a device publishes them.
+/// `DEVICES` devices publishing `CHUNKS_PER_DEVICE` chunks of `CHUNK_BYTES` each.
 pub fn fleet_events() -> Vec<String> {
-    let mut rng = fastrand::Rng::with_seed(SEED);
-    let mut arrivals: Vec<usize> = (0..DEVICES)
-        .flat_map(|device| std::iter::repeat_n(device, CHUNKS_PER_DEVICE))
+    interleaved_events(DEVICES, CHUNKS_PER_DEVICE, CHUNK_BYTES, SEED)
+}
+
+/// `devices` devices publishing `chunks_per_device` chunks each, interleaved in an order
+/// shuffled with `seed`. Each device's own chunks stay in order, as a device publishes them.
+pub fn interleaved_events(
+    devices: usize,
+    chunks_per_device: usize,
+    chunk_bytes: usize,
+    seed: u64,
+) -> Vec<String> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut arrivals: Vec<usize> = (0..devices)
+        .flat_map(|device| std::iter::repeat_n(device, chunks_per_device))
         .collect();
     rng.shuffle(&mut arrivals);
     arrivals
         .into_iter()
         .map(|device| {
             let chunk: Vec<u8> = std::iter::repeat_with(|| rng.u8(..))
-                .take(CHUNK_BYTES)
+                .take(chunk_bytes)
                 .collect();
             json!({
                 "data": BASE64.encode(chunk),
@@ -87,6 +97,43 @@ pub fn sqs_batches(fleet: &[String], batch_size: usize) -> Vec<Bytes> {
             Bytes::from(json!({ "Records": records }).to_string())
         })
         .collect()
+}
+
+/// The stream-mode invocations: Kinesis events of `batch_size` records whose data are the
+/// events, with sequence numbers ascending across batches as in one shard.
+pub fn kinesis_batches(fleet: &[String], batch_size: usize) -> Vec<Bytes> {
+    fleet
+        .chunks(batch_size)
+        .enumerate()
+        .map(|(batch, events)| {
+            let records: Vec<Value> = events
+                .iter()
+                .enumerate()
+                .map(|(index, event)| kinesis_record(batch * batch_size + index, event))
+                .collect();
+            Bytes::from(json!({ "Records": records }).to_string())
+        })
+        .collect()
+}
+
+fn kinesis_record(position: usize, event: &str) -> Value {
+    let sequence_number = format!("4965721428354628921673306348811965839672873401{position:010}");
+    json!({
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": "bench",
+            "sequenceNumber": sequence_number,
+            "data": BASE64.encode(event),
+            "approximateArrivalTimestamp": 1_764_072_000.125
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": format!("shardId-000000000000:{sequence_number}"),
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": "arn:aws:iam::123456789012:role/memfault-chunk-proxy",
+        "awsRegion": "eu-west-1",
+        "eventSourceARN": "arn:aws:kinesis:eu-west-1:123456789012:stream/memfault-chunk-proxy-ingest"
+    })
 }
 
 fn sqs_record(sequence: usize, body: &str) -> Value {
