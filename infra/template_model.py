@@ -115,3 +115,37 @@ class Rendered:
 
     def of_type(self, resource_type: str) -> dict[str, Any]:
         return {k: v for k, v in self.resources.items() if v["Type"] == resource_type}
+
+    def props(self, logical_id: str) -> dict[str, Any]:
+        return self.resources[logical_id]["Properties"]
+
+    def function(self) -> dict[str, Any]:
+        (fn,) = self.of_type("AWS::Serverless::Function").values()
+        return fn
+
+    def statements(self, role: str) -> list[dict[str, Any]]:
+        found = []
+        for policy in self.props(role).get("Policies", []):
+            found += as_list(policy["PolicyDocument"]["Statement"])
+        return found
+
+    def grants(self, role: str) -> dict[str, list[Any]]:
+        """Action -> resources it is allowed on, for a role's inline policies."""
+        table: dict[str, list[Any]] = {}
+        for statement in self.statements(role):
+            assert statement["Effect"] == "Allow"
+            for action in as_list(statement["Action"]):
+                table.setdefault(action, []).extend(as_list(statement["Resource"]))
+        return table
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"Ref": name}
+
+
+def arn_of(name: str) -> dict[str, list[str]]:
+    return {"Fn::GetAtt": [name, "Arn"]}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
