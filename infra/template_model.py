@@ -2,10 +2,11 @@
 
 A small evaluator for the tests: it decodes the YAML with cfn-lint's decoder, then
 evaluates Conditions, drops resources and outputs whose Condition is false, resolves
-Fn::If, Ref to parameters (Number parameters become ints), Ref AWS::NoValue and the
-parameter parts of Fn::Sub (a Sub becomes its string, with "${!x}" unescaped to "${x}").
-References to resources and pseudo parameters are left as they are ({"Ref": ...},
-{"Fn::GetAtt": [...]}, "${AWS::Region}" inside a Sub's string).
+Fn::If, Ref to parameters (Number parameters become ints), Ref AWS::NoValue, the
+parameter parts of Fn::Sub (a Sub becomes its string, with "${!x}" unescaped to "${x}")
+and Fn::Join once all its parts are strings. References to resources and pseudo
+parameters are left as they are ({"Ref": ...}, {"Fn::GetAtt": [...]}, "${AWS::Region}"
+inside a Sub's string).
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ class Rendered:
                 return node
             if key == "Fn::Sub":
                 return self._sub(arg)
+            if key == "Fn::Join":
+                delimiter, parts = arg[0], self.resolve(arg[1])
+                if all(isinstance(part, str) for part in parts):
+                    return delimiter.join(parts)
+                return {key: [delimiter, parts]}
         resolved = {key: self.resolve(value) for key, value in node.items()}
         return {key: value for key, value in resolved.items() if value is not _NO_VALUE}
 
