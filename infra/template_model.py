@@ -2,10 +2,11 @@
 
 A small evaluator for the tests: it decodes the YAML with cfn-lint's decoder, then
 evaluates Conditions, drops resources and outputs whose Condition is false, resolves
-Fn::If, Ref to parameters (Number parameters become ints), Ref AWS::NoValue and the
-parameter parts of Fn::Sub (a Sub becomes its string, with "${!x}" unescaped to "${x}").
-References to resources and pseudo parameters are left as they are ({"Ref": ...},
-{"Fn::GetAtt": [...]}, "${AWS::Region}" inside a Sub's string).
+Fn::If, Ref to parameters (Number parameters become ints), Ref AWS::NoValue, the
+parameter parts of Fn::Sub (a Sub becomes its string, with "${!x}" unescaped to "${x}")
+and Fn::Join once all its parts are strings. References to resources and pseudo
+parameters are left as they are ({"Ref": ...}, {"Fn::GetAtt": [...]}, "${AWS::Region}"
+inside a Sub's string).
 """
 
 from __future__ import annotations
@@ -94,6 +95,11 @@ class Rendered:
                 return node
             if key == "Fn::Sub":
                 return self._sub(arg)
+            if key == "Fn::Join":
+                delimiter, parts = arg[0], self.resolve(arg[1])
+                if all(isinstance(part, str) for part in parts):
+                    return delimiter.join(parts)
+                return {key: [delimiter, parts]}
         resolved = {key: self.resolve(value) for key, value in node.items()}
         return {key: value for key, value in resolved.items() if value is not _NO_VALUE}
 
@@ -115,3 +121,37 @@ class Rendered:
 
     def of_type(self, resource_type: str) -> dict[str, Any]:
         return {k: v for k, v in self.resources.items() if v["Type"] == resource_type}
+
+    def props(self, logical_id: str) -> dict[str, Any]:
+        return self.resources[logical_id]["Properties"]
+
+    def function(self) -> dict[str, Any]:
+        (fn,) = self.of_type("AWS::Serverless::Function").values()
+        return fn
+
+    def statements(self, role: str) -> list[dict[str, Any]]:
+        found = []
+        for policy in self.props(role).get("Policies", []):
+            found += as_list(policy["PolicyDocument"]["Statement"])
+        return found
+
+    def grants(self, role: str) -> dict[str, list[Any]]:
+        """Action -> resources it is allowed on, for a role's inline policies."""
+        table: dict[str, list[Any]] = {}
+        for statement in self.statements(role):
+            assert statement["Effect"] == "Allow"
+            for action in as_list(statement["Action"]):
+                table.setdefault(action, []).extend(as_list(statement["Resource"]))
+        return table
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"Ref": name}
+
+
+def arn_of(name: str) -> dict[str, list[str]]:
+    return {"Fn::GetAtt": [name, "Arn"]}
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]

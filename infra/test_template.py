@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from template_model import TEMPLATE, Rendered, load_raw
+from template_model import TEMPLATE, Rendered, arn_of, as_list, ref
 
 REPO = TEMPLATE.parent
 CLOUDWATCH_RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545,
@@ -24,59 +24,7 @@ SQL_DIRECT = "SELECT encode(*, 'base64') AS data, topic() AS topic FROM '{}'"
 SQL_CLIENT_ID = ("SELECT encode(*, 'base64') AS data, topic() AS topic, "
                  "clientid() AS device_serial FROM '{}'")
 THING = "${iot:Connection.Thing.ThingName}"
-
-
-@pytest.fixture(scope="module")
-def raw() -> dict[str, Any]:
-    return load_raw()
-
-
-@pytest.fixture(scope="module")
-def direct(raw) -> Rendered:
-    return Rendered(raw)
-
-
-@pytest.fixture(scope="module")
-def queued(raw) -> Rendered:
-    return Rendered(raw, Mode="Queued")
-
-
-def ref(name: str) -> dict[str, str]:
-    return {"Ref": name}
-
-
-def arn_of(name: str) -> dict[str, list[str]]:
-    return {"Fn::GetAtt": [name, "Arn"]}
-
-
-def props(template: Rendered, logical_id: str) -> dict[str, Any]:
-    return template.resources[logical_id]["Properties"]
-
-
-def function(template: Rendered) -> dict[str, Any]:
-    (fn,) = template.of_type("AWS::Serverless::Function").values()
-    return fn
-
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def statements(template: Rendered, role: str) -> list[dict[str, Any]]:
-    found = []
-    for policy in props(template, role).get("Policies", []):
-        found += as_list(policy["PolicyDocument"]["Statement"])
-    return found
-
-
-def grants(template: Rendered, role: str) -> dict[str, list[Any]]:
-    """Action -> resources it is allowed on, for a role's inline policies."""
-    table: dict[str, list[Any]] = {}
-    for statement in statements(template, role):
-        assert statement["Effect"] == "Allow"
-        for action in as_list(statement["Action"]):
-            table.setdefault(action, []).extend(as_list(statement["Resource"]))
-    return table
+MODES = ("Direct", "Queued", "Stream")
 
 
 def queue_arns(template: Rendered, resources: list[Any]) -> list[str]:
@@ -97,7 +45,7 @@ def test_transform_is_sam(raw):
 
 
 def test_function_runtime_handler_and_build(direct):
-    fn = function(direct)
+    fn = direct.function()
     p = fn["Properties"]
     assert p["Runtime"] == "provided.al2023"
     assert p["Handler"] == "bootstrap"
@@ -114,7 +62,7 @@ def test_build_binary_is_a_cargo_bin_target(direct):
         pytest.skip("no Cargo.toml")
     manifest = tomllib.loads(cargo_toml.read_text())
     bins = [b["name"] for b in manifest.get("bin", [])] or [manifest["package"]["name"]]
-    assert function(direct)["Metadata"]["BuildProperties"]["Binary"] in bins
+    assert direct.function()["Metadata"]["BuildProperties"]["Binary"] in bins
 
 
 def test_architecture_parameter(raw, direct):
@@ -122,9 +70,9 @@ def test_architecture_parameter(raw, direct):
     assert spec["Default"] == "arm64"
     assert sorted(spec["AllowedValues"]) == ["arm64", "x86_64"]
     assert raw["Resources"]["ProxyFunction"]["Properties"]["Architectures"] == [ref("Architecture")]
-    assert function(direct)["Properties"]["Architectures"] == ["arm64"]
+    assert direct.function()["Properties"]["Architectures"] == ["arm64"]
     x86 = Rendered(raw, Architecture="x86_64")
-    assert function(x86)["Properties"]["Architectures"] == ["x86_64"]
+    assert x86.function()["Properties"]["Architectures"] == ["x86_64"]
 
 
 EXPECTED_ENVIRONMENT = {
@@ -142,7 +90,7 @@ def test_environment_wired_from_parameters(raw, direct):
     for variable, (parameter, default) in EXPECTED_ENVIRONMENT.items():
         assert variables[variable] == ref(parameter), variable
         assert raw["Parameters"][parameter]["Default"] == default, parameter
-    rendered = function(direct)["Properties"]["Environment"]["Variables"]
+    rendered = direct.function()["Properties"]["Environment"]["Variables"]
     assert rendered == {v: d for v, (_, d) in EXPECTED_ENVIRONMENT.items()}
     # The function rejects variables set to "": every value must be non-empty.
     assert all(str(value) for value in rendered.values())
@@ -165,13 +113,13 @@ def test_project_key_only_set_when_given(raw, direct):
     spec = raw["Parameters"]["MemfaultProjectKey"]
     assert spec["NoEcho"] is True
     assert spec["Default"] == ""
-    assert "MEMFAULT_PROJECT_KEY" not in function(direct)["Properties"]["Environment"]["Variables"]
+    assert "MEMFAULT_PROJECT_KEY" not in direct.function()["Properties"]["Environment"]["Variables"]
     keyed = Rendered(raw, MemfaultProjectKey="abc123")
-    assert function(keyed)["Properties"]["Environment"]["Variables"]["MEMFAULT_PROJECT_KEY"] == "abc123"
+    assert keyed.function()["Properties"]["Environment"]["Variables"]["MEMFAULT_PROJECT_KEY"] == "abc123"
 
 
 def test_logging_config_and_log_group(raw, direct):
-    logging = function(direct)["Properties"]["LoggingConfig"]
+    logging = direct.function()["Properties"]["LoggingConfig"]
     assert logging["LogFormat"] == "JSON"
     assert logging["SystemLogLevel"] == "WARN"
     assert logging["ApplicationLogLevel"] == "INFO"
@@ -186,7 +134,7 @@ def test_logging_config_and_log_group(raw, direct):
     retention = raw["Parameters"]["LogRetentionInDays"]
     assert retention["Default"] == 30
     assert retention["AllowedValues"] == CLOUDWATCH_RETENTION_DAYS
-    assert props(Rendered(raw, LogRetentionInDays="365"), "ProxyLogGroup")["RetentionInDays"] == 365
+    assert Rendered(raw, LogRetentionInDays="365").props("ProxyLogGroup")["RetentionInDays"] == 365
 
 
 def test_retention_values_match_cloudformation_schema(raw):
@@ -207,7 +155,7 @@ def test_on_failure_destination_is_encrypted_fourteen_day_queue(raw, direct):
     assert p["FunctionName"] == ref("ProxyFunction")
     assert p["Qualifier"] == "$LATEST"
     assert p["DestinationConfig"]["OnFailure"]["Destination"] == arn_of("FailureQueue")
-    queue = props(direct, "FailureQueue")
+    queue = direct.props("FailureQueue")
     assert queue["MessageRetentionPeriod"] == FOURTEEN_DAYS
     assert queue["SqsManagedSseEnabled"] is True
 
@@ -220,43 +168,43 @@ def test_async_retries_and_event_age_are_bounded(raw, direct):
     age = raw["Parameters"]["AsyncMaxEventAgeSeconds"]
     assert (retries["Default"], retries["MinValue"], retries["MaxValue"]) == (2, 0, 2)
     assert age["Default"] == 21600 and age["MinValue"] >= 60 and age["MaxValue"] <= 21600
-    p = props(direct, "ProxyFunctionEventInvokeConfig")
+    p = direct.props("ProxyFunctionEventInvokeConfig")
     assert (p["MaximumRetryAttempts"], p["MaximumEventAgeInSeconds"]) == (2, 21600)
 
 
 def test_failure_queue_redrives_to_its_own_dead_letter_queue(direct):
-    queue = props(direct, "FailureQueue")
+    queue = direct.props("FailureQueue")
     redrive = queue["RedrivePolicy"]
     assert redrive["deadLetterTargetArn"] == arn_of("ReplayDeadLetterQueue")
     assert redrive["maxReceiveCount"] == 5
-    dlq = props(direct, "ReplayDeadLetterQueue")
+    dlq = direct.props("ReplayDeadLetterQueue")
     assert dlq["MessageRetentionPeriod"] == FOURTEEN_DAYS
     assert dlq["SqsManagedSseEnabled"] is True
 
 
-def test_replay_mapping_disabled_by_default(raw, direct, queued):
-    for template in (direct, queued):
-        mapping = props(template, "ReplayEventSourceMapping")
+def test_replay_mapping_disabled_by_default(raw, direct, queued, stream):
+    for template in (direct, queued, stream):
+        mapping = template.props("ReplayEventSourceMapping")
         assert mapping["Enabled"] is False
         assert mapping["EventSourceArn"] == arn_of("FailureQueue")
         assert mapping["FunctionName"] == ref("ProxyFunction")
         assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert raw["Parameters"]["ReplayFailedChunks"]["Default"] == "false"
     enabled = Rendered(raw, ReplayFailedChunks="true")
-    assert props(enabled, "ReplayEventSourceMapping")["Enabled"] is True
+    assert enabled.props("ReplayEventSourceMapping")["Enabled"] is True
 
 
 def test_consumed_queues_hide_messages_for_six_function_timeouts(direct, queued):
-    timeout = function(direct)["Properties"]["Timeout"]
-    assert props(direct, "FailureQueue")["VisibilityTimeout"] >= 6 * timeout
-    assert props(queued, "IngestQueue")["VisibilityTimeout"] >= 6 * timeout
+    timeout = direct.function()["Properties"]["Timeout"]
+    assert direct.props("FailureQueue")["VisibilityTimeout"] >= 6 * timeout
+    assert queued.props("IngestQueue")["VisibilityTimeout"] >= 6 * timeout
 
 
 # --- topic rule -------------------------------------------------------------------
 
 
 def rule(template: Rendered) -> dict[str, Any]:
-    return props(template, "TopicRule")["TopicRulePayload"]
+    return template.props("TopicRule")["TopicRulePayload"]
 
 
 def test_rule_sql_reads_topic_filter_parameter(raw, direct):
@@ -303,14 +251,14 @@ def test_queued_mode_rule_sends_event_json_unencoded_to_ingest_queue(queued):
 
 
 def test_queued_mode_ingest_queue_and_mapping(queued):
-    ingest = props(queued, "IngestQueue")
+    ingest = queued.props("IngestQueue")
     assert ingest["SqsManagedSseEnabled"] is True
     assert ingest["RedrivePolicy"]["deadLetterTargetArn"] == arn_of("IngestDeadLetterQueue")
     assert ingest["RedrivePolicy"]["maxReceiveCount"] == 5
-    dlq = props(queued, "IngestDeadLetterQueue")
+    dlq = queued.props("IngestDeadLetterQueue")
     assert dlq["SqsManagedSseEnabled"] is True
     assert dlq["MessageRetentionPeriod"] == FOURTEEN_DAYS
-    mapping = props(queued, "IngestEventSourceMapping")
+    mapping = queued.props("IngestEventSourceMapping")
     assert mapping["EventSourceArn"] == arn_of("IngestQueue")
     assert mapping["FunctionName"] == ref("ProxyFunction")
     assert mapping["Enabled"] is True
@@ -320,41 +268,43 @@ def test_queued_mode_ingest_queue_and_mapping(queued):
     assert mapping["ScalingConfig"]["MaximumConcurrency"] == 10
 
 
-def test_rule_error_action_goes_to_encrypted_queue(direct, queued):
-    for template in (direct, queued):
+def test_rule_error_action_goes_to_encrypted_queue(direct, queued, stream):
+    for template in (direct, queued, stream):
         error_action = rule(template)["ErrorAction"]
         assert error_action == {"Sqs": {
             "QueueUrl": ref("RuleErrorQueue"), "RoleArn": arn_of("TopicRuleRole"), "UseBase64": False}}
-        queue = props(template, "RuleErrorQueue")
+        queue = template.props("RuleErrorQueue")
         assert queue["SqsManagedSseEnabled"] is True
         assert queue["MessageRetentionPeriod"] == FOURTEEN_DAYS
 
 
 def test_rule_role_is_assumable_only_by_this_rule(direct):
-    (statement,) = props(direct, "TopicRuleRole")["AssumeRolePolicyDocument"]["Statement"]
+    (statement,) = direct.props("TopicRuleRole")["AssumeRolePolicyDocument"]["Statement"]
     assert statement["Principal"] == {"Service": "iot.amazonaws.com"}
     assert statement["Action"] == "sts:AssumeRole"
     assert statement["Condition"]["StringEquals"]["aws:SourceAccount"] == ref("AWS::AccountId")
     source_arn = statement["Condition"]["ArnEquals"]["aws:SourceArn"]
     assert source_arn == "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:rule/memfault_chunk_proxy"
-    assert props(direct, "TopicRule")["RuleName"] == "memfault_chunk_proxy"
+    assert direct.props("TopicRule")["RuleName"] == "memfault_chunk_proxy"
 
 
-def test_rule_role_sends_only_to_rule_queues(direct, queued):
-    assert set(grants(direct, "TopicRuleRole")) == {"sqs:SendMessage"}
-    assert queue_arns(direct, grants(direct, "TopicRuleRole")["sqs:SendMessage"]) == ["RuleErrorQueue"]
-    assert queue_arns(queued, grants(queued, "TopicRuleRole")["sqs:SendMessage"]) == [
+def test_rule_role_sends_only_to_rule_queues(direct, queued, stream):
+    assert set(direct.grants("TopicRuleRole")) == {"sqs:SendMessage"}
+    assert queue_arns(direct, direct.grants("TopicRuleRole")["sqs:SendMessage"]) == ["RuleErrorQueue"]
+    assert queue_arns(stream, stream.grants("TopicRuleRole")["sqs:SendMessage"]) == ["RuleErrorQueue"]
+    assert queue_arns(queued, queued.grants("TopicRuleRole")["sqs:SendMessage"]) == [
         "IngestQueue", "RuleErrorQueue"]
 
 
 def test_without_topic_rule(raw):
-    for mode in ("Direct", "Queued"):
+    for mode in MODES:
         own = Rendered(raw, CreateTopicRule="false", Mode=mode)
         for absent in ("TopicRule", "TopicRuleRole", "TopicRuleInvokePermission", "RuleErrorQueue"):
             assert absent not in own.resources, absent
         assert "TopicRuleName" not in own.outputs
-        assert function(own)
+        assert own.function()
     assert "IngestQueue" in Rendered(raw, CreateTopicRule="false", Mode="Queued").resources
+    assert "IngestStream" in Rendered(raw, CreateTopicRule="false", Mode="Stream").resources
     assert raw["Parameters"]["CreateTopicRule"]["Default"] == "true"
 
 
@@ -363,7 +313,7 @@ def test_without_topic_rule(raw):
 
 def all_variants(raw) -> list[Rendered]:
     return [Rendered(raw, Mode=mode, CreateDevicePolicy="true", ReplayFailedChunks=replay)
-            for mode in ("Direct", "Queued") for replay in ("false", "true")]
+            for mode in MODES for replay in ("false", "true")]
 
 
 def test_roles_have_no_managed_policies_or_wildcards(raw):
@@ -374,7 +324,7 @@ def test_roles_have_no_managed_policies_or_wildcards(raw):
             p = role["Properties"]
             assert "ManagedPolicyArns" not in p, name
             assert p["Policies"], name
-            for statement in statements(template, name):
+            for statement in template.statements(name):
                 assert statement["Effect"] == "Allow"
                 assert "NotAction" not in statement and "NotResource" not in statement
                 for action in as_list(statement["Action"]):
@@ -393,13 +343,13 @@ def test_sam_function_uses_the_explicit_role(raw):
 
 
 def test_function_role_least_privilege(direct, queued):
-    trust = props(direct, "ProxyFunctionRole")["AssumeRolePolicyDocument"]["Statement"]
+    trust = direct.props("ProxyFunctionRole")["AssumeRolePolicyDocument"]["Statement"]
     assert trust == [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
                       "Action": "sts:AssumeRole"}]
     consume = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
                "sqs:ReceiveMessage"]
     for template, consumed in ((direct, ["FailureQueue"]), (queued, ["FailureQueue", "IngestQueue"])):
-        table = grants(template, "ProxyFunctionRole")
+        table = template.grants("ProxyFunctionRole")
         assert sorted(table) == sorted(["logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage",
                                         *consume])
         assert table["logs:CreateLogStream"] == [arn_of("ProxyLogGroup")]
@@ -414,7 +364,7 @@ def test_kms_permissions_only_with_customer_managed_keys(raw):
         queues = template.of_type("AWS::SQS::Queue").values()
         uses_kms = any("KmsMasterKeyId" in q["Properties"] for q in queues)
         kms_actions = [a for role in template.of_type("AWS::IAM::Role")
-                       for a in grants(template, role) if a.startswith("kms:")]
+                       for a in template.grants(role) if a.startswith("kms:")]
         assert uses_kms == bool(kms_actions)
         for queue in queues:
             assert queue["Properties"].get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue["Properties"]
@@ -440,9 +390,21 @@ def test_device_policy_scoped_to_thing_name(raw):
     assert connect["Resource"] == f"{prefix}client/{THING}"
     assert connect["Condition"]["Bool"]["iot:Connection.Thing.IsAttached"] == "true"
     assert by_action["iot:Publish"]["Resource"] == f"{prefix}topic/prod/*/{THING}/memfault/*/chunk"
-    # The raw template must escape the policy variable for Fn::Sub.
+    # The raw template must escape the policy variable for Fn::Sub, in every branch.
     raw_statements = raw["Resources"]["DevicePolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    assert all("${!iot:Connection.Thing.ThingName}" in s["Resource"]["Fn::Sub"] for s in raw_statements)
+    subs = [s for statement in raw_statements for s in sub_strings(statement["Resource"])]
+    assert len(subs) == 3
+    assert all("${!iot:Connection.Thing.ThingName}" in s for s in subs)
+
+
+def sub_strings(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        if "Fn::Sub" in node:
+            return [node["Fn::Sub"]]
+        return [s for value in node.values() for s in sub_strings(value)]
+    if isinstance(node, list):
+        return [s for item in node for s in sub_strings(item)]
+    return []
 
 
 # --- outputs and audit trail --------------------------------------------------------
@@ -470,6 +432,9 @@ def test_outputs(direct, queued, raw):
     for name, value in expected_queued.items():
         assert queued.outputs[name]["Value"] == value, name
         assert name not in direct.outputs
+    stream_only = {"IngestStreamName", "IngestStreamArn", "StreamEventSourceMappingId",
+                   "StreamFailureBucketName"}
+    assert not stream_only & (set(direct.outputs) | set(queued.outputs))
     assert raw["Outputs"]["TopicRuleName"]["Condition"] == "CreateRule"
 
 
@@ -493,6 +458,7 @@ ALLOWED_SKIPS = {
     ("IngestQueue", "CKV_AWS_27"),
     ("IngestDeadLetterQueue", "CKV_AWS_27"),
     ("RuleErrorQueue", "CKV_AWS_27"),
+    ("StreamFailureBucket", "CKV_AWS_18"),  # no server access logs
 }
 
 
@@ -528,3 +494,15 @@ def test_sam_transform_keeps_function_settings():
     # With an explicit role, SAM must not generate one of its own.
     assert sorted(n for n, r in resources.items() if r["Type"] == "AWS::IAM::Role") == [
         "ProxyFunctionRole", "TopicRuleRole"]
+
+
+def test_samconfig_overrides_are_valid_parameter_values(raw):
+    config = tomllib.loads((REPO / "samconfig.toml").read_text())
+    overrides = config["default"]["deploy"]["parameters"]["parameter_overrides"]
+    overrides += config["default"]["build"]["parameters"]["parameter_overrides"]
+    for item in overrides:
+        name, _, value = item.partition("=")
+        spec = raw["Parameters"][name]
+        assert str(spec["Default"]) == value, item
+        if "AllowedValues" in spec:
+            assert value in [str(v) for v in spec["AllowedValues"]], item

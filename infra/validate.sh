@@ -32,6 +32,13 @@ queued=(Mode=Queued DeviceSerialFromClientId=true CreateDevicePolicy=true
   ReplayFailedChunks=true MemfaultProjectKey=example-project-key)
 own_rule=(CreateTopicRule=false)
 own_rule_queued=(CreateTopicRule=false Mode=Queued)
+stream=(Mode=Stream)
+stream_provisioned=(Mode=Stream StreamCapacityMode=PROVISIONED StreamShardCount=2
+  DeviceSerialFromClientId=true BasicIngest=true CreateDevicePolicy=true ReplayFailedChunks=true
+  AlarmEmail=on-call@example.com)
+own_rule_stream=(CreateTopicRule=false Mode=Stream BasicIngest=true)
+existing_topic=(Mode=Queued AlarmTopicArn=arn:aws:sns:us-east-1:123456789012:on-call)
+no_monitoring=(CreateAlarms=false CreateDashboard=false MetricsNamespace=)
 
 cfn_lint=(cfn-lint --include-checks I --non-zero-exit-code informational
   --regions us-east-1 us-west-2 eu-west-1 eu-central-1 ap-northeast-1)
@@ -88,7 +95,14 @@ render_variants() {
   python infra/render_template.py "$work/direct.cfn.json" --sam-transform &&
     python infra/render_template.py "$work/queued.sam.json" "${queued[@]}" &&
     python infra/render_template.py "$work/queued.cfn.json" --sam-transform "${queued[@]}" &&
-    python infra/render_template.py "$work/own-rule.cfn.json" --sam-transform "${own_rule_queued[@]}"
+    python infra/render_template.py "$work/own-rule.cfn.json" --sam-transform "${own_rule_queued[@]}" &&
+    python infra/render_template.py "$work/stream.sam.json" "${stream[@]}" &&
+    python infra/render_template.py "$work/stream.cfn.json" --sam-transform "${stream[@]}" &&
+    python infra/render_template.py "$work/stream-provisioned.sam.json" "${stream_provisioned[@]}" &&
+    python infra/render_template.py "$work/stream-provisioned.cfn.json" --sam-transform "${stream_provisioned[@]}" &&
+    python infra/render_template.py "$work/own-rule-stream.cfn.json" --sam-transform "${own_rule_stream[@]}" &&
+    python infra/render_template.py "$work/existing-topic.cfn.json" --sam-transform "${existing_topic[@]}" &&
+    python infra/render_template.py "$work/no-monitoring.cfn.json" --sam-transform "${no_monitoring[@]}"
 }
 
 echo "==> Tools: $(cfn-lint --version), $(sam --version), checkov $(checkov --version), $(python -m pytest --version 2>&1)"
@@ -97,14 +111,18 @@ step "cfn-lint template.yaml (all conditions)" "${cfn_lint[@]}" -- template.yaml
 step "cfn-lint template.yaml (${queued[*]})" "${cfn_lint[@]}" --parameters "${queued[@]}" -- template.yaml
 step "cfn-lint template.yaml (${own_rule[*]})" "${cfn_lint[@]}" --parameters "${own_rule[@]}" -- template.yaml
 step "cfn-lint template.yaml (${own_rule_queued[*]})" "${cfn_lint[@]}" --parameters "${own_rule_queued[@]}" -- template.yaml
+step "cfn-lint template.yaml (${stream[*]})" "${cfn_lint[@]}" --parameters "${stream[@]}" -- template.yaml
+step "cfn-lint template.yaml (${stream_provisioned[*]})" "${cfn_lint[@]}" --parameters "${stream_provisioned[@]}" -- template.yaml
+step "cfn-lint template.yaml (${own_rule_stream[*]})" "${cfn_lint[@]}" --parameters "${own_rule_stream[@]}" -- template.yaml
+step "cfn-lint template.yaml (${existing_topic[*]})" "${cfn_lint[@]}" --parameters "${existing_topic[@]}" -- template.yaml
+step "cfn-lint template.yaml (${no_monitoring[*]})" "${cfn_lint[@]}" --parameters "${no_monitoring[@]}" -- template.yaml
 
 step "SAM transform, offline, of each variant" render_variants
 step "cfn-lint transformed templates" "${cfn_lint[@]}" -- "$work"/*.cfn.json
 
 step "sam validate --lint" sam validate --lint --template-file template.yaml
 
-step "checkov" run_checkov template.yaml "$work/queued.sam.json" \
-  "$work/direct.cfn.json" "$work/queued.cfn.json" "$work/own-rule.cfn.json"
+step "checkov" run_checkov template.yaml "$work"/*.sam.json "$work"/*.cfn.json
 
 step "pytest infra" python -m pytest -p no:cacheprovider infra
 

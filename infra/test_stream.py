@@ -1,0 +1,312 @@
+"""Stream mode (topic rule -> Kinesis -> event source mapping) and Basic Ingest in template.yaml.
+
+The names and defaults asserted here are the ones the function, the replay script and the
+docs rely on; the ranges are checked against CloudFormation's own resource schemas, as
+cfn-lint ships them, so a parameter cannot allow a value the service refuses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from template_model import Rendered, arn_of, ref
+
+STREAM_RESOURCES = {"IngestStream", "StreamEventSourceMapping", "StreamFailureBucket",
+                    "StreamFailureBucketPolicy"}
+STREAM_OUTPUTS = {"IngestStreamName": ref("IngestStream"),
+                  "IngestStreamArn": arn_of("IngestStream"),
+                  "StreamEventSourceMappingId": ref("StreamEventSourceMapping"),
+                  "StreamFailureBucketName": ref("StreamFailureBucket")}
+BUCKET_OBJECTS = "${StreamFailureBucket.Arn}/*"
+THING = "${iot:Connection.Thing.ThingName}"
+ARN_PREFIX = "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:topic/"
+
+
+def schema_property(resource_type: str, name: str) -> dict[str, Any]:
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
+
+    schema = PROVIDER_SCHEMA_MANAGER.get_resource_schema("us-east-1", resource_type).schema
+    return schema["properties"][name]
+
+
+def rule_actions(template: Rendered) -> list[dict[str, Any]]:
+    return template.props("TopicRule")["TopicRulePayload"]["Actions"]
+
+
+def partition_key(template: Rendered) -> str:
+    (action,) = rule_actions(template)
+    return action["Kinesis"]["PartitionKey"]
+
+
+# --- parameters ---------------------------------------------------------------------
+
+
+STREAM_PARAMETERS = {
+    # name: (default, min, max)
+    "StreamShardCount": (1, 1, None),
+    "StreamRetentionHours": (24, 24, 8760),
+    "StreamBatchSize": (500, 1, 10000),
+    "StreamMaxBatchingWindowSeconds": (1, 0, 300),
+    "StreamParallelizationFactor": (1, 1, 10),
+    "StreamMaxRetryAttempts": (-1, -1, 10000),
+    "StreamMaxRecordAgeSeconds": (21600, -1, 604800),
+    "StreamFailureRetentionDays": (30, 1, 3650),
+    "DeviceSerialTopicLevel": (3, 1, 8),
+}
+
+
+def test_mode_and_stream_parameters(raw):
+    assert raw["Parameters"]["Mode"]["AllowedValues"] == ["Direct", "Queued", "Stream"]
+    assert raw["Parameters"]["Mode"]["Default"] == "Direct"
+    capacity = raw["Parameters"]["StreamCapacityMode"]
+    assert (capacity["Default"], capacity["AllowedValues"]) == ("ON_DEMAND", ["ON_DEMAND", "PROVISIONED"])
+    for name, (default, low, high) in STREAM_PARAMETERS.items():
+        spec = raw["Parameters"][name]
+        assert spec["Type"] == "Number", name
+        assert (spec["Default"], spec["MinValue"], spec.get("MaxValue")) == (default, low, high), name
+
+
+def test_stream_parameter_ranges_fit_the_services(raw):
+    """Every value a parameter allows is one CloudFormation accepts for the property it feeds."""
+    parameters = raw["Parameters"]
+    feeds = {
+        "StreamBatchSize": ("AWS::Lambda::EventSourceMapping", "BatchSize"),
+        "StreamMaxBatchingWindowSeconds": ("AWS::Lambda::EventSourceMapping", "MaximumBatchingWindowInSeconds"),
+        "StreamParallelizationFactor": ("AWS::Lambda::EventSourceMapping", "ParallelizationFactor"),
+        "StreamMaxRetryAttempts": ("AWS::Lambda::EventSourceMapping", "MaximumRetryAttempts"),
+        "StreamMaxRecordAgeSeconds": ("AWS::Lambda::EventSourceMapping", "MaximumRecordAgeInSeconds"),
+        "StreamRetentionHours": ("AWS::Kinesis::Stream", "RetentionPeriodHours"),
+        "StreamShardCount": ("AWS::Kinesis::Stream", "ShardCount"),
+    }
+    for name, (resource_type, prop) in feeds.items():
+        spec, limits = parameters[name], schema_property(resource_type, prop)
+        assert spec["MinValue"] >= limits.get("minimum", spec["MinValue"]), name
+        if "MaxValue" in spec:
+            assert spec["MaxValue"] <= limits.get("maximum", spec["MaxValue"]), name
+    # Kinesis keeps records at least 24 hours; the mapping needs at least that long to
+    # retry through a Memfault outage before anything expires.
+    assert parameters["StreamRetentionHours"]["MinValue"] == 24
+
+
+def test_default_record_age_ends_retries_before_the_stream_drops_records(raw):
+    parameters = raw["Parameters"]
+    max_age = parameters["StreamMaxRecordAgeSeconds"]["Default"]
+    assert 60 <= max_age < parameters["StreamRetentionHours"]["Default"] * 3600
+
+
+def test_serial_topic_level_default_matches_the_topic_pattern(raw):
+    pattern = raw["Parameters"]["TopicPattern"]["Default"].split("/")
+    assert raw["Parameters"]["DeviceSerialTopicLevel"]["Default"] == pattern.index("{device_serial}") + 1
+
+
+# --- resources per mode -----------------------------------------------------------------
+
+
+def test_stream_resources_exist_only_in_stream_mode(direct, queued, stream):
+    assert STREAM_RESOURCES <= set(stream.resources)
+    for template in (direct, queued):
+        assert not STREAM_RESOURCES & set(template.resources)
+    for absent in ("IngestQueue", "IngestDeadLetterQueue", "IngestEventSourceMapping",
+                   "TopicRuleInvokePermission"):
+        assert absent not in stream.resources, absent
+    # The failure queue, its replay mapping and the rule's error queue stay in Stream mode.
+    for present in ("FailureQueue", "ReplayDeadLetterQueue", "ReplayEventSourceMapping", "RuleErrorQueue"):
+        assert present in stream.resources, present
+
+
+def test_on_demand_stream_is_encrypted_and_keyed_by_partition(raw, stream):
+    p = stream.props("IngestStream")
+    assert p["StreamModeDetails"] == {"StreamMode": "ON_DEMAND"}
+    assert "ShardCount" not in p
+    assert p["RecordDistributionStrategy"] == "USER_PARTITION_KEY"
+    assert p["StreamEncryption"] == {"EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"}
+    assert p["RetentionPeriodHours"] == 24
+    resource = raw["Resources"]["IngestStream"]
+    assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Retain", "Retain")
+
+
+def test_provisioned_stream_takes_its_shard_count(raw):
+    template = Rendered(raw, Mode="Stream", StreamCapacityMode="PROVISIONED", StreamShardCount="4",
+                        StreamRetentionHours="48")
+    p = template.props("IngestStream")
+    assert p["StreamModeDetails"] == {"StreamMode": "PROVISIONED"}
+    assert p["ShardCount"] == 4
+    # Provisioned streams refuse the record distribution setting.
+    assert "RecordDistributionStrategy" not in p
+    assert p["RetentionPeriodHours"] == 48
+
+
+def test_stream_mapping_defaults(stream):
+    mapping = stream.props("StreamEventSourceMapping")
+    assert mapping == {
+        "EventSourceArn": arn_of("IngestStream"),
+        "FunctionName": ref("ProxyFunction"),
+        "Enabled": True,
+        "StartingPosition": "TRIM_HORIZON",
+        "BatchSize": 500,
+        "MaximumBatchingWindowInSeconds": 1,
+        "ParallelizationFactor": 1,
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "BisectBatchOnFunctionError": True,
+        "MaximumRetryAttempts": -1,
+        "MaximumRecordAgeInSeconds": 21600,
+        "DestinationConfig": {"OnFailure": {"Destination": arn_of("StreamFailureBucket")}},
+        "MetricsConfig": {"Metrics": ["EventCount"]},
+    }
+
+
+def test_stream_mapping_takes_its_parameters(raw):
+    template = Rendered(raw, Mode="Stream", StreamBatchSize="1000", StreamMaxBatchingWindowSeconds="5",
+                        StreamParallelizationFactor="4", StreamMaxRetryAttempts="100",
+                        StreamMaxRecordAgeSeconds="3600")
+    mapping = template.props("StreamEventSourceMapping")
+    assert (mapping["BatchSize"], mapping["MaximumBatchingWindowInSeconds"], mapping["ParallelizationFactor"],
+            mapping["MaximumRetryAttempts"], mapping["MaximumRecordAgeInSeconds"]) == (1000, 5, 4, 100, 3600)
+
+
+def test_failure_bucket_is_private_encrypted_versioned_and_expiring(raw, stream):
+    bucket = stream.props("StreamFailureBucket")
+    (rule,) = bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+    assert bucket["PublicAccessBlockConfiguration"] == dict.fromkeys(
+        ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"], True)
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    (lifecycle,) = bucket["LifecycleConfiguration"]["Rules"]
+    assert lifecycle["Status"] == "Enabled"
+    assert lifecycle["ExpirationInDays"] == 30
+    assert lifecycle["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
+    resource = raw["Resources"]["StreamFailureBucket"]
+    assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    week = Rendered(raw, Mode="Stream", StreamFailureRetentionDays="7").props("StreamFailureBucket")
+    assert week["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == 7
+
+
+def test_failure_bucket_refuses_requests_without_tls(stream):
+    policy = stream.props("StreamFailureBucketPolicy")
+    assert policy["Bucket"] == ref("StreamFailureBucket")
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Principal"] == "*"
+    assert statement["Action"] == "s3:*"
+    assert statement["Resource"] == [arn_of("StreamFailureBucket"), BUCKET_OBJECTS]
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+# --- topic rule ----------------------------------------------------------------------
+
+
+def test_rule_puts_records_keyed_by_the_serial_topic_level(raw, stream):
+    (action,) = rule_actions(stream)
+    assert action == {"Kinesis": {"StreamName": ref("IngestStream"), "PartitionKey": "${topic(3)}",
+                                  "RoleArn": arn_of("TopicRuleRole")}}
+    custom = Rendered(raw, Mode="Stream", TopicPattern="fleet/+/devices/{device_serial}/memfault",
+                      DeviceSerialTopicLevel="4")
+    assert partition_key(custom) == "${topic(4)}"
+
+
+def test_partition_key_is_the_client_id_when_the_serial_comes_from_it(raw):
+    template = Rendered(raw, Mode="Stream", DeviceSerialFromClientId="true", DeviceSerialTopicLevel="5")
+    assert partition_key(template) == "${clientid()}"
+    sql = template.props("TopicRule")["TopicRulePayload"]["Sql"]
+    assert "clientid() AS device_serial" in sql
+
+
+def test_rule_role_may_put_records_only_on_the_stream(direct, queued, stream):
+    table = stream.grants("TopicRuleRole")
+    assert table["kinesis:PutRecord"] == [arn_of("IngestStream")]
+    assert set(table) == {"sqs:SendMessage", "kinesis:PutRecord"}
+    for template in (direct, queued):
+        assert not [a for a in template.grants("TopicRuleRole") if a.startswith("kinesis:")]
+
+
+# --- function -------------------------------------------------------------------------
+
+
+def test_failure_queue_url_is_given_to_the_function_only_in_stream_mode(direct, queued, stream):
+    variables = stream.function()["Properties"]["Environment"]["Variables"]
+    assert variables["MEMFAULT_FAILURE_QUEUE_URL"] == ref("FailureQueue")
+    for template in (direct, queued):
+        assert "MEMFAULT_FAILURE_QUEUE_URL" not in template.function()["Properties"]["Environment"]["Variables"]
+
+
+STREAM_READ = ["kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetRecords",
+               "kinesis:GetShardIterator", "kinesis:ListShards"]
+SQS_CONSUME = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+               "sqs:ReceiveMessage"]
+
+
+def test_function_role_in_stream_mode_is_least_privilege(stream):
+    table = stream.grants("ProxyFunctionRole")
+    assert sorted(table) == sorted(["logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage",
+                                    *SQS_CONSUME, *STREAM_READ, "s3:PutObject", "s3:ListBucket"])
+    for action in STREAM_READ:
+        assert table[action] == [arn_of("IngestStream")], action
+    assert table["s3:PutObject"] == [BUCKET_OBJECTS]
+    assert table["s3:ListBucket"] == [arn_of("StreamFailureBucket")]
+    # Quarantine and replay use only the failure queue; the ingest queue does not exist.
+    assert table["sqs:SendMessage"] == [arn_of("FailureQueue")]
+    for action in SQS_CONSUME:
+        assert table[action] == [arn_of("FailureQueue")], action
+
+
+def test_stream_and_bucket_permissions_only_in_stream_mode(direct, queued):
+    for template in (direct, queued):
+        assert not [a for a in template.grants("ProxyFunctionRole") if a.split(":")[0] in ("kinesis", "s3")]
+
+
+def test_stream_outputs(direct, queued, stream):
+    for name, value in STREAM_OUTPUTS.items():
+        assert stream.outputs[name]["Value"] == value, name
+        assert name not in direct.outputs and name not in queued.outputs, name
+
+
+def test_sam_transform_keeps_the_stream_wiring():
+    import render_template
+
+    template = render_template.load()
+    render_template.override_defaults(template, {"Mode": "Stream"})
+    resources = render_template.sam_transform(template)["Resources"]
+    variables = resources["ProxyFunction"]["Properties"]["Environment"]["Variables"]
+    assert variables["MEMFAULT_FAILURE_QUEUE_URL"] == {
+        "Fn::If": ["IsStream", ref("FailureQueue"), ref("AWS::NoValue")]}
+    mapping = resources["StreamEventSourceMapping"]["Properties"]
+    assert mapping["FunctionName"] == ref("ProxyFunction")
+    assert mapping["DestinationConfig"] == {"OnFailure": {"Destination": arn_of("StreamFailureBucket")}}
+
+
+# --- Basic Ingest ---------------------------------------------------------------------
+
+
+def publish_resource(template: Rendered) -> str:
+    (policy,) = template.of_type("AWS::IoT::Policy").values()
+    (publish,) = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Action"] == "iot:Publish"]
+    return publish["Resource"]
+
+
+@pytest.mark.parametrize("mode", ["Direct", "Queued", "Stream"])
+def test_basic_ingest_policy_allows_only_the_basic_ingest_form_of_the_device_topic(raw, mode):
+    plain = Rendered(raw, Mode=mode, CreateDevicePolicy="true")
+    assert publish_resource(plain) == f"{ARN_PREFIX}prod/*/{THING}/memfault/*/chunk"
+    basic = Rendered(raw, Mode=mode, CreateDevicePolicy="true", BasicIngest="true")
+    assert publish_resource(basic) == f"{ARN_PREFIX}$aws/rules/memfault_chunk_proxy/prod/*/{THING}/memfault/*/chunk"
+    renamed = Rendered(raw, Mode=mode, CreateDevicePolicy="true", BasicIngest="true", TopicRuleName="fleet_chunks")
+    assert publish_resource(renamed) == f"{ARN_PREFIX}$aws/rules/fleet_chunks/prod/*/{THING}/memfault/*/chunk"
+
+
+def test_basic_ingest_output_names_the_topic_prefix(raw, direct):
+    assert raw["Parameters"]["BasicIngest"]["Default"] == "false"
+    assert "BasicIngestTopicPrefix" not in direct.outputs
+    basic = Rendered(raw, BasicIngest="true", TopicRuleName="fleet_chunks")
+    assert basic.outputs["BasicIngestTopicPrefix"]["Value"] == "$aws/rules/fleet_chunks/"
+    # The prefix exists when devices use someone else's rule of that name too.
+    own_rule = Rendered(raw, BasicIngest="true", CreateTopicRule="false")
+    assert own_rule.outputs["BasicIngestTopicPrefix"]["Value"] == "$aws/rules/memfault_chunk_proxy/"
+
+
+def test_basic_ingest_leaves_the_rule_unchanged(raw):
+    for mode in ("Direct", "Queued", "Stream"):
+        plain = Rendered(raw, Mode=mode).props("TopicRule")
+        basic = Rendered(raw, Mode=mode, BasicIngest="true").props("TopicRule")
+        assert basic == plain, mode
