@@ -291,7 +291,7 @@ fn failure_record(record: &StreamRecord<'_>, outcome: &Outcome, context: &Contex
     }
     let mut document = json!({
         "version": "1.0",
-        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "timestamp": now_rfc3339(),
         "requestContext": {
             "requestId": context.request_id,
             "functionArn": context.invoked_function_arn,
@@ -308,6 +308,16 @@ fn failure_record(record: &StreamRecord<'_>, outcome: &Outcome, context: &Contex
         document["requestPayload"] = payload;
     }
     document.to_string()
+}
+
+/// The time as Lambda's destination records write it, e.g. `2026-11-25T12:00:06.021Z`.
+fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let now = now
+        .replace_nanosecond(now.millisecond() as u32 * 1_000_000)
+        .unwrap_or(now);
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -330,5 +340,15 @@ mod tests {
         assert_eq!(sequence_order("100", "99"), Ordering::Greater);
         assert_eq!(sequence_order("123", "124"), Ordering::Less);
         assert_eq!(sequence_order("55", "55"), Ordering::Equal);
+    }
+
+    #[test]
+    fn failure_records_carry_an_rfc3339_time_in_milliseconds() {
+        let stamp = now_rfc3339();
+        assert_eq!(stamp.len(), "2026-11-25T12:00:06.021Z".len(), "{stamp}");
+        assert!(
+            stamp.ends_with('Z') && stamp.as_bytes()[19] == b'.',
+            "{stamp}"
+        );
     }
 }
