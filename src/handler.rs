@@ -286,15 +286,7 @@ impl Forwarder {
 }
 
 fn merge(total: &mut InvocationMetrics, part: InvocationMetrics) {
-    total.chunks_forwarded += part.chunks_forwarded;
-    total.bytes_forwarded += part.bytes_forwarded;
-    total.upstream_requests += part.upstream_requests;
-    total.refusals += part.refusals;
-    total.retries += part.retries;
-    total.upstream_latency_ms.extend(part.upstream_latency_ms);
-    for (class, count) in part.failures_by_class {
-        *total.failures_by_class.entry(class).or_default() += count;
-    }
+    total.merge(part);
 }
 
 /// The one log line and the metrics for one upload, whatever became of it.

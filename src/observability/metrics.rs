@@ -1,69 +1,10 @@
-//! Logs and metrics.
-//!
-//! Logs go through `tracing`, formatted the way Lambda's advanced logging controls ask
-//! (`AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_LOG_LEVEL`). Metrics are CloudWatch Embedded Metric
-//! Format documents printed on stdout, which CloudWatch Logs turns into metrics without any API
-//! call from the function.
+//! CloudWatch Embedded Metric Format documents, one set per invocation.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lambda_runtime::tracing::subscriber::EnvFilter;
-use lambda_runtime::tracing::subscriber::filter::LevelFilter;
 use serde_json::{Value, json};
-
-/// The runtime logs every raw event at TRACE, and a raw event carries the project key in its
-/// topic. That one target is held at DEBUG whatever the level, so no key reaches the logs whole.
-const RAW_EVENT_TARGET_CAP: &str = "lambda_runtime::layers::api_response=debug";
-
-/// Installs the global subscriber: JSON when `AWS_LAMBDA_LOG_FORMAT=JSON`, text otherwise; level
-/// from `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG`, else INFO.
-pub fn init_logging() {
-    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT")
-        .is_ok_and(|format| format.eq_ignore_ascii_case("json"));
-    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_default();
-    let filter = log_filter(&level);
-    let builder = lambda_runtime::tracing::subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .without_time();
-    if json {
-        // Flat lines query well in CloudWatch Logs Insights; the current span carries the
-        // runtime's requestId, which ties every line to its invocation.
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
-    } else {
-        builder.init();
-    }
-}
-
-/// Lambda's level names (`TRACE` … `FATAL`) and `RUST_LOG` directives both work; anything that
-/// cannot be read falls back to INFO.
-fn log_filter(level: &str) -> EnvFilter {
-    let level = match level.trim().to_ascii_lowercase().as_str() {
-        "fatal" => "error".to_owned(),
-        // Directives never hold white space; a stray phrase would silence every log line.
-        "" => "info".to_owned(),
-        other if other.contains(char::is_whitespace) => "info".to_owned(),
-        other => other.to_owned(),
-    };
-    let filter = EnvFilter::builder()
-        .with_default_directive(LevelFilter::INFO.into())
-        .parse(&level)
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    filter.add_directive(
-        RAW_EVENT_TARGET_CAP
-            .parse()
-            .expect("the raw event cap is a valid directive"),
-    )
-}
 
 /// Counters for one invocation, turned into EMF documents when it ends.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -85,6 +26,19 @@ impl InvocationMetrics {
 
     pub fn record_failure(&mut self, class: &'static str) {
         *self.failures_by_class.entry(class).or_default() += 1;
+    }
+
+    /// Adds another share of the same invocation, e.g. one device's uploads in a batch.
+    pub fn merge(&mut self, other: InvocationMetrics) {
+        self.chunks_forwarded += other.chunks_forwarded;
+        self.bytes_forwarded += other.bytes_forwarded;
+        self.upstream_requests += other.upstream_requests;
+        self.refusals += other.refusals;
+        self.retries += other.retries;
+        self.upstream_latency_ms.extend(other.upstream_latency_ms);
+        for (class, count) in other.failures_by_class {
+            *self.failures_by_class.entry(class).or_default() += count;
+        }
     }
 }
 
@@ -194,6 +148,33 @@ mod tests {
     }
 
     #[test]
+    fn merging_adds_every_counter() {
+        let mut total = InvocationMetrics {
+            chunks_forwarded: 1,
+            bytes_forwarded: 10,
+            upstream_requests: 2,
+            refusals: 1,
+            retries: 1,
+            ..Default::default()
+        };
+        total.record_latency(Duration::from_millis(5));
+        total.record_failure("Timeout");
+        let mut part = total.clone();
+        part.record_failure("ServerError");
+        total.merge(part);
+        assert_eq!(total.chunks_forwarded, 2);
+        assert_eq!(total.bytes_forwarded, 20);
+        assert_eq!(total.upstream_requests, 4);
+        assert_eq!(total.refusals, 2);
+        assert_eq!(total.retries, 2);
+        assert_eq!(total.upstream_latency_ms, [5.0, 5.0]);
+        assert_eq!(
+            total.failures_by_class,
+            BTreeMap::from([("ServerError", 1), ("Timeout", 2)])
+        );
+    }
+
+    #[test]
     fn each_failure_class_gets_its_own_dimension_value() {
         let mut metrics = InvocationMetrics::default();
         metrics.record_failure("ServerError");
@@ -211,25 +192,5 @@ mod tests {
             documents[2]["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
             json!([["Mode", "FailureClass"]])
         );
-    }
-
-    #[test]
-    fn lambda_level_names_map_to_filters() {
-        for (input, expected) in [
-            ("", "info"),
-            ("WARN", "warn"),
-            ("FATAL", "error"),
-            ("debug", "debug"),
-            ("memfault_chunk_proxy=trace", "memfault_chunk_proxy=trace"),
-            ("not a level!!", "info"),
-        ] {
-            let filter = log_filter(input).to_string();
-            let directives: Vec<&str> = filter.split(',').collect();
-            assert!(directives.contains(&expected), "{input:?}: {filter}");
-            assert!(
-                directives.contains(&RAW_EVENT_TARGET_CAP),
-                "{input:?}: {filter}"
-            );
-        }
     }
 }

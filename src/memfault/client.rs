@@ -1,0 +1,247 @@
+//! The HTTP exchange with Memfault and the retry loop around it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use thiserror::Error;
+use tokio::time::Instant;
+
+use super::failure::{Failure, GiveUpReason, UploadError, error_chain, shown_body};
+use super::multipart::Upload;
+use crate::config::{ChunksUrl, Config};
+use crate::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
+use crate::routing::Route;
+
+pub const USER_AGENT_VALUE: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
+const PROJECT_KEY_HEADER: &str = "Memfault-Project-Key";
+const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
+/// Idle connections are closed before common load balancer idle timeouts (60 s) would close them
+/// under us. A container frozen between invocations can still come back to a dead connection:
+/// `MemfaultClient::upload` retries that case at once on a fresh one.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+#[derive(Debug, Error)]
+pub enum ClientInitError {
+    #[error(
+        "cannot load trusted CA certificates for {url} (set SSL_CERT_FILE to a PEM bundle): {source}"
+    )]
+    TrustStore { url: String, source: std::io::Error },
+    #[error("cannot set up TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Memfault accepted the upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub status: StatusCode,
+    pub attempts: u32,
+    /// From the first request to the accepting answer, waits between attempts included.
+    pub upstream: Duration,
+}
+
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: Bytes,
+}
+
+/// Built once at init and shared by every invocation, so that consecutive chunks reuse one
+/// keep-alive connection instead of paying a TCP and TLS handshake each.
+#[derive(Clone)]
+pub struct MemfaultClient {
+    http: HttpClient,
+    chunks_url: Arc<ChunksUrl>,
+    retry: RetryPolicy,
+    request_timeout: Duration,
+    deadline_margin: Duration,
+}
+
+impl MemfaultClient {
+    pub fn new(config: &Config) -> Result<Self, ClientInitError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?;
+        // Only an https upstream needs the CA store; reading it costs a few milliseconds of init.
+        let tls = if config.chunks_url.is_https() {
+            tls.with_native_roots()
+                .map_err(|source| ClientInitError::TrustStore {
+                    url: config.chunks_url.to_string(),
+                    source,
+                })?
+        } else {
+            tls.with_root_certificates(rustls::RootCertStore::empty())
+        }
+        .with_no_client_auth();
+
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(config.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(config.upload_concurrency)
+            .build(connector);
+        Ok(Self {
+            http,
+            chunks_url: Arc::new(config.chunks_url.clone()),
+            retry: config.retry,
+            request_timeout: config.request_timeout,
+            deadline_margin: config.deadline_margin,
+        })
+    }
+
+    /// Posts `upload` for `route` until Memfault accepts it, refuses it, the attempts run out,
+    /// or the next try would end after `deadline` less the safety margin.
+    pub async fn upload(
+        &self,
+        route: &Route,
+        upload: &Upload,
+        deadline: Instant,
+    ) -> Result<Delivery, UploadError> {
+        let give_up_at = deadline
+            .checked_sub(self.deadline_margin)
+            .unwrap_or(deadline);
+        let started = Instant::now();
+        let (body, content_type) = upload.encode();
+        let uri = self.chunks_url.for_device(&route.device_serial);
+        let mut attempts = 0;
+        let mut allowed_attempts = self.retry.max_attempts;
+        let mut fresh_connection_retry_used = false;
+        loop {
+            let remaining = give_up_at.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(UploadError::NoTimeLeft);
+            }
+            attempts += 1;
+            let request = Request::post(&uri)
+                .header(CONTENT_TYPE, content_type.clone())
+                .header(USER_AGENT, USER_AGENT_VALUE)
+                .header(PROJECT_KEY_HEADER, route.project_key.expose())
+                .body(Full::new(body.clone()));
+            // Device serials and keys are validated to [A-Za-z0-9_-] and the base URL at init.
+            let request = request.expect("validated parts make a valid request");
+            let attempt_timeout = self.request_timeout.min(remaining);
+            let failure = match self.attempt(request, attempt_timeout).await {
+                Ok(answer) if answer.status.is_success() => {
+                    return Ok(Delivery {
+                        status: answer.status,
+                        attempts,
+                        upstream: started.elapsed(),
+                    });
+                }
+                Ok(answer) => {
+                    let failure = Failure::Status {
+                        status: answer.status,
+                        body: shown_body(&answer.body),
+                        retry_after: answer.retry_after,
+                    };
+                    if !is_retryable_status(answer.status) {
+                        return Err(UploadError::Rejected { failure, attempts });
+                    }
+                    failure
+                }
+                Err(failure) => failure,
+            };
+
+            // A pooled connection may have died while the container was frozen; the failed one
+            // has left the pool, so try once more straight away, and not at the expense of the
+            // configured attempts.
+            let stale_connection_suspected =
+                matches!(failure, Failure::Connection(_)) && !fresh_connection_retry_used;
+            if stale_connection_suspected {
+                fresh_connection_retry_used = true;
+                allowed_attempts += 1;
+            }
+            if attempts >= allowed_attempts {
+                return Err(UploadError::GaveUp {
+                    reason: GiveUpReason::AttemptsExhausted,
+                    last: failure,
+                    attempts,
+                });
+            }
+            let retry_after = match &failure {
+                Failure::Status { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            let delay = if stale_connection_suspected {
+                Duration::ZERO
+            } else {
+                self.retry.delay(attempts, fastrand::f64(), retry_after)
+            };
+            let remaining = give_up_at.saturating_duration_since(Instant::now());
+            if delay >= remaining {
+                let reason = match retry_after {
+                    Some(wait) if wait >= remaining => GiveUpReason::RetryAfterBeyondDeadline(wait),
+                    _ => GiveUpReason::DeadlineReached,
+                };
+                return Err(UploadError::GaveUp {
+                    reason,
+                    last: failure,
+                    attempts,
+                });
+            }
+            tracing::debug!(
+                device_serial = %route.device_serial,
+                attempt = attempts,
+                failure = %failure,
+                delay_ms = delay.as_millis() as u64,
+                "retrying upload"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        request: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<Answer, Failure> {
+        let exchange = async {
+            let response = self.http.request(request).await.map_err(|error| {
+                let reason = error_chain(&error);
+                if error.is_connect() {
+                    Failure::Connect(reason)
+                } else {
+                    Failure::Connection(reason)
+                }
+            })?;
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| parse_retry_after(value, SystemTime::now()));
+            // Reading the body to its end is what returns the connection to the pool. A body
+            // that breaks off does not change what the status said.
+            let body = Limited::new(response.into_body(), RESPONSE_BODY_LIMIT)
+                .collect()
+                .await
+                .map(|collected| collected.to_bytes())
+                .unwrap_or_default();
+            Ok(Answer {
+                status,
+                retry_after,
+                body,
+            })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(Failure::Timeout(timeout)))
+    }
+}
