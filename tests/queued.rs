@@ -56,7 +56,9 @@ fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
     ids
 }
 
-/// Splits a `multipart/mixed` request with multer, an independent parser, into its parts.
+/// Splits a `multipart/mixed` request with multer, an independent form-data parser, into its
+/// parts, checking that each is the form field `chunk<i>` with the file name `chunk.bin<i>`, as
+/// memfault-cli names them.
 async fn multipart_parts(request: &Request) -> Vec<Vec<u8>> {
     let content_type: mime::Mime = request.headers["content-type"]
         .to_str()
@@ -72,6 +74,12 @@ async fn multipart_parts(request: &Request) -> Vec<Vec<u8>> {
     let mut multipart = multer::Multipart::new(stream, boundary.as_str());
     let mut parts = Vec::new();
     while let Some(field) = multipart.next_field().await.unwrap() {
+        let index = parts.len();
+        assert_eq!(field.name(), Some(format!("chunk{index}").as_str()));
+        assert_eq!(
+            field.file_name(),
+            Some(format!("chunk.bin{index}").as_str())
+        );
         assert_eq!(
             field.content_type().map(|m| m.essence_str()),
             Some("application/octet-stream")
