@@ -4,9 +4,11 @@
 //! an HTTP header (the project key), so they are validated to a strict alphabet instead of being
 //! escaped: anything Memfault would not accept anyway is refused before any request is made.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
+use aho_corasick::AhoCorasick;
 use thiserror::Error;
 
 /// The layout of the topic used by Memfault's MQTT guide: `prod/<board>/<device>/memfault/<key>/chunk`.
@@ -80,11 +82,28 @@ impl ProjectKey {
     pub fn redacted(&self) -> String {
         redact(&self.0)
     }
+
+    /// `text` with every occurrence of this key, in any letter case, replaced by its redacted
+    /// form. For text the key did not come from and cannot vouch for, such as an upstream's
+    /// answer to a request that carried the key.
+    pub fn scrub<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        let finder = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build([&self.0])
+            .expect("a key of at most 128 characters is a valid pattern");
+        if finder.is_match(text) {
+            Cow::Owned(finder.replace_all(text, &[self.redacted()]))
+        } else {
+            Cow::Borrowed(text)
+        }
+    }
 }
 
-/// Shows enough of a secret to tell two apart, never enough to use one.
+/// Shows enough of a secret to tell two apart, never enough to use one: the first four
+/// characters, and never more than half of a short secret.
 pub fn redact(secret: &str) -> String {
-    let prefix: String = secret.chars().take(4).collect();
+    let shown = (secret.chars().count() / 2).min(4);
+    let prefix: String = secret.chars().take(shown).collect();
     format!("{prefix}…")
 }
 
@@ -605,6 +624,26 @@ mod tests {
         let key: ProjectKey = KEY.parse().unwrap();
         assert_eq!(format!("{key}"), "0123…");
         assert_eq!(format!("{key:?}"), "ProjectKey(0123…)");
-        assert_eq!(redact("ab"), "ab…");
+        assert_eq!(redact("abcdefgh"), "abcd…");
+        assert_eq!(redact("abcdef"), "abc…");
+        assert_eq!(redact("ab"), "a…");
+        assert_eq!(redact(""), "…");
+    }
+
+    #[test]
+    fn a_key_is_scrubbed_from_text_in_any_letter_case() {
+        let key: ProjectKey = KEY.parse().unwrap();
+        let echoed = format!(
+            "headers: memfault-project-key: {KEY}\nX-Echo: {}; again {KEY}.",
+            KEY.to_ascii_uppercase()
+        );
+        let scrubbed = key.scrub(&echoed);
+        assert_eq!(
+            scrubbed,
+            "headers: memfault-project-key: 0123…\nX-Echo: 0123…; again 0123…."
+        );
+        assert!(matches!(key.scrub("nothing secret"), Cow::Borrowed(_)));
+        // A key that is part of a longer word is still the key.
+        assert_eq!(key.scrub(&format!("x{KEY}x")), "x0123…x");
     }
 }

@@ -140,6 +140,43 @@ async fn a_failed_chunk_is_reported_to_lambda_with_its_error_type() {
 }
 
 #[tokio::test]
+async fn a_key_echoed_by_the_upstream_reaches_neither_lambda_nor_any_log_line() {
+    let memfault = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(EchoHeaders(503))
+        .mount(&memfault)
+        .await;
+    let runtime_api = runtime_api_serving(sample_event("heartbeat.json")).await;
+    let mut child = lambda_command(&runtime_api)
+        .env("MEMFAULT_CHUNKS_URL", memfault.uri())
+        .env("MEMFAULT_MAX_ATTEMPTS", "2")
+        .env("MEMFAULT_RETRY_BASE_DELAY_MS", "1")
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        // DEBUG "retrying upload" lines quote the failure too.
+        .env("AWS_LAMBDA_LOG_LEVEL", "TRACE")
+        .spawn()
+        .unwrap();
+
+    let (path, body) = answer(&runtime_api).await;
+    child.kill().unwrap();
+    let output = child.wait_with_output().unwrap();
+
+    assert_eq!(path, "/2018-06-01/runtime/invocation/request-1/error");
+    assert_eq!(memfault.received_requests().await.unwrap().len(), 2);
+    let message = body["errorMessage"].as_str().unwrap();
+    // The echo is shown, with the key in it redacted.
+    assert!(message.contains("memfault-project-key: YOUR…"), "{message}");
+    assert!(!message.contains(SAMPLE_KEY), "{message}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("retrying upload"), "{stdout}");
+    let everything = stdout + String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !everything.contains(SAMPLE_KEY),
+        "the project key leaked:\n{everything}"
+    );
+}
+
+#[tokio::test]
 async fn a_bad_configuration_stops_init_and_names_the_variable() {
     let runtime_api = MockServer::start().await;
     let output = lambda_command(&runtime_api)

@@ -14,11 +14,11 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use thiserror::Error;
 use tokio::time::Instant;
 
-use super::failure::{Failure, GiveUpReason, UploadError, error_chain, shown_body};
+use super::failure::{Failure, GiveUpReason, UploadError};
 use super::multipart::Upload;
 use crate::config::{ChunksUrl, Config};
 use crate::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
-use crate::routing::Route;
+use crate::routing::{ProjectKey, Route};
 
 pub const USER_AGENT_VALUE: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
 const PROJECT_KEY_HEADER: &str = "Memfault-Project-Key";
@@ -137,7 +137,10 @@ impl MemfaultClient {
             // Device serials and keys are validated to [A-Za-z0-9_-] and the base URL at init.
             let request = request.expect("validated parts make a valid request");
             let attempt_timeout = self.request_timeout.min(remaining);
-            let failure = match self.attempt(request, attempt_timeout).await {
+            let failure = match self
+                .attempt(request, attempt_timeout, &route.project_key)
+                .await
+            {
                 Ok(answer) if answer.status.is_success() => {
                     return Ok(Delivery {
                         status: answer.status,
@@ -146,11 +149,12 @@ impl MemfaultClient {
                     });
                 }
                 Ok(answer) => {
-                    let failure = Failure::Status {
-                        status: answer.status,
-                        body: shown_body(&answer.body),
-                        retry_after: answer.retry_after,
-                    };
+                    let failure = Failure::from_answer(
+                        answer.status,
+                        answer.retry_after,
+                        &answer.body,
+                        &route.project_key,
+                    );
                     if !is_retryable_status(answer.status) {
                         return Err(UploadError::Rejected { failure, attempts });
                     }
@@ -211,16 +215,14 @@ impl MemfaultClient {
         &self,
         request: Request<Full<Bytes>>,
         timeout: Duration,
+        key: &ProjectKey,
     ) -> Result<Answer, Failure> {
         let exchange = async {
-            let response = self.http.request(request).await.map_err(|error| {
-                let reason = error_chain(&error);
-                if error.is_connect() {
-                    Failure::Connect(reason)
-                } else {
-                    Failure::Connection(reason)
-                }
-            })?;
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|error| Failure::from_transport(&error, key))?;
             let status = response.status();
             let retry_after = response
                 .headers()

@@ -6,6 +6,8 @@ use std::time::Duration;
 use http::StatusCode;
 use thiserror::Error;
 
+use crate::routing::ProjectKey;
+
 /// Enough of an error body to say what Memfault objected to; the rest is drained, not kept.
 const ERROR_BODY_SHOWN: usize = 300;
 
@@ -25,6 +27,36 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// An answer that was not a success. The body is the upstream's text, and proxies and
+    /// firewalls in front of Memfault may repeat the request's headers in it: the key the request
+    /// carried is scrubbed out before the text is shortened, so that no part of it survives a cut.
+    pub(super) fn from_answer(
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        body: &[u8],
+        key: &ProjectKey,
+    ) -> Self {
+        Self::Status {
+            status,
+            body: shown_body(&key.scrub(&String::from_utf8_lossy(body))),
+            retry_after,
+        }
+    }
+
+    /// The request did not get an answer. The transport's words are scrubbed too: they are not
+    /// ours either.
+    pub(super) fn from_transport(
+        error: &hyper_util::client::legacy::Error,
+        key: &ProjectKey,
+    ) -> Self {
+        let reason = key.scrub(&error_chain(error)).into_owned();
+        if error.is_connect() {
+            Self::Connect(reason)
+        } else {
+            Self::Connection(reason)
+        }
+    }
+
     /// A short, stable name for metrics.
     pub fn class(&self) -> &'static str {
         match self {
@@ -157,7 +189,7 @@ impl UploadError {
 }
 
 /// hyper's errors say little at the top ("client error (Connect)"); the cause is further down.
-pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
+fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -168,8 +200,7 @@ pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-pub(super) fn shown_body(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
+fn shown_body(text: &str) -> String {
     let mut shown: String = text
         .trim()
         .chars()
@@ -213,10 +244,30 @@ mod tests {
     #[test]
     fn error_bodies_are_shortened_and_flattened() {
         let long = format!("line one\nline two {}", "x".repeat(500));
-        let shown = shown_body(long.as_bytes());
+        let shown = shown_body(&long);
         assert!(shown.starts_with("line one line two"));
         assert!(shown.ends_with('…'));
         assert_eq!(shown.chars().count(), ERROR_BODY_SHOWN + 1);
-        assert_eq!(shown_body(b"  \xff ok "), "\u{fffd} ok");
+        assert_eq!(shown_body("  \u{fffd} ok "), "\u{fffd} ok");
+    }
+
+    #[test]
+    fn a_key_in_an_answer_is_scrubbed_before_the_body_is_shortened() {
+        const KEY: &str = "0123456789abcdef0123456789abcdef";
+        let key: ProjectKey = KEY.parse().unwrap();
+        // The key straddles the point where the shown body is cut.
+        let body = format!(
+            "{}{KEY} and {}",
+            "x".repeat(ERROR_BODY_SHOWN - 10),
+            KEY.to_uppercase()
+        );
+        let failure = Failure::from_answer(StatusCode::FORBIDDEN, None, body.as_bytes(), &key);
+        let shown = failure.to_string();
+        assert!(shown.contains("0123…"), "{shown}");
+        assert!(!shown.to_lowercase().contains(&KEY[..5]), "{shown}");
+        let Failure::Status { body, .. } = failure else {
+            panic!("a status failure");
+        };
+        assert!(!body.to_lowercase().contains("0123456789"), "{body}");
     }
 }

@@ -194,3 +194,18 @@ pub async fn server_answering_once_then(
         .await;
     server
 }
+
+/// Answers every POST with `status` and a body that repeats the request's headers, as some
+/// proxies and web application firewalls do in their error pages.
+pub struct EchoHeaders(pub u16);
+
+impl wiremock::Respond for EchoHeaders {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let headers: String = request
+            .headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {}\n", value.to_str().unwrap_or("?")))
+            .collect();
+        ResponseTemplate::new(self.0).set_body_string(format!("Request headers:\n{headers}"))
+    }
+}
