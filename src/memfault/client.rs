@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -23,6 +24,10 @@ use crate::routing::{ProjectKey, Route};
 pub const USER_AGENT_VALUE: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
 const PROJECT_KEY_HEADER: &str = "Memfault-Project-Key";
 const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
+/// How long an answer's body may take once its status line is in. Memfault's answers are a few
+/// bytes sent with the status line; a body still incomplete after a quarter of a second (several
+/// round trips to any AWS region) is not coming, and a new connection costs less than waiting.
+const BODY_GRACE: Duration = Duration::from_millis(250);
 /// Idle connections are closed before common load balancer idle timeouts (60 s) would close them
 /// under us. A container frozen between invocations can still come back to a dead connection:
 /// `MemfaultClient::upload` retries that case at once on a fresh one.
@@ -211,39 +216,53 @@ impl MemfaultClient {
         }
     }
 
+    /// One request. Its outcome is decided by the status line; the body is only read so that
+    /// the connection can serve again, and, for a refusal, to say what Memfault objected to.
     async fn attempt(
         &self,
         request: Request<Full<Bytes>>,
         timeout: Duration,
         key: &ProjectKey,
     ) -> Result<Answer, Failure> {
-        let exchange = async {
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(|error| Failure::from_transport(&error, key))?;
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| parse_retry_after(value, SystemTime::now()));
-            // Reading the body to its end is what returns the connection to the pool. A body
-            // that breaks off does not change what the status said.
-            let body = Limited::new(response.into_body(), RESPONSE_BODY_LIMIT)
-                .collect()
-                .await
-                .map(|collected| collected.to_bytes())
-                .unwrap_or_default();
-            Ok(Answer {
-                status,
-                retry_after,
-                body,
-            })
-        };
-        tokio::time::timeout(timeout, exchange)
+        let sent = Instant::now();
+        let response = tokio::time::timeout(timeout, self.http.request(request))
             .await
-            .unwrap_or(Err(Failure::Timeout(timeout)))
+            .map_err(|_| Failure::Timeout(timeout))?
+            .map_err(|error| Failure::from_transport(&error, key))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, SystemTime::now()));
+        let within = BODY_GRACE.min(timeout.saturating_sub(sent.elapsed()));
+        let body = drain(response.into_body(), within).await;
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
     }
+}
+
+/// Reads a response body to its end, keeping its first `RESPONSE_BODY_LIMIT` bytes, for at most
+/// `within`. A body read to its end hands the connection back to the pool. One that stalls,
+/// trickles, breaks off or runs past the limit is dropped unfinished, which closes its
+/// connection: the next request opens a fresh one instead of reading the rest of this answer.
+async fn drain(mut body: Incoming, within: Duration) -> Bytes {
+    let mut kept = BytesMut::new();
+    let read = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let room = RESPONSE_BODY_LIMIT - kept.len();
+            kept.extend_from_slice(&data[..data.len().min(room)]);
+            if data.len() > room {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(within, read).await;
+    kept.freeze()
 }
