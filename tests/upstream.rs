@@ -1,4 +1,5 @@
-//! Upstreams that misbehave in ways an HTTP mock cannot: a success whose body never arrives.
+//! Upstreams that misbehave: answers whose body never arrives (a raw socket server, since an
+//! HTTP mock cannot stall a body), absurd `Retry-After` values, and silence up to the deadline.
 
 mod support;
 
@@ -7,9 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use memfault_chunk_proxy::Response;
+use memfault_chunk_proxy::config::MIN_DEADLINE_MARGIN;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use wiremock::ResponseTemplate;
 
 const BUDGET: Duration = Duration::from_secs(20);
 
@@ -162,5 +165,55 @@ async fn a_refusal_whose_body_stalls_is_a_refusal() {
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_retry_after_too_large_to_represent_ends_the_upload_at_once() {
+    let server = server_answering(
+        ResponseTemplate::new(503).insert_header("Retry-After", "9".repeat(30).as_str()),
+    )
+    .await;
+    let forwarder = forwarder(config_for(&server.uri()));
+    let started = Instant::now();
+
+    let result = invoke(&forwarder, sample_event("heartbeat.json"), BUDGET).await;
+
+    let error = result.expect_err("no delivery");
+    assert_eq!(error.error_type(), "Retryable.UpstreamServerError");
+    assert!(
+        error.to_string().contains("past the invocation deadline"),
+        "{error}"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn even_a_zero_margin_leaves_time_to_answer_before_the_deadline() {
+    let server =
+        server_answering(ResponseTemplate::new(202).set_delay(Duration::from_secs(60))).await;
+    let mut config = config_for(&server.uri());
+    config.request_timeout = Duration::from_secs(30);
+    // Set directly, past the validation of MEMFAULT_DEADLINE_MARGIN_MS.
+    config.deadline_margin = Duration::ZERO;
+    let forwarder = forwarder(config);
+    let budget = Duration::from_millis(1_000);
+    let started = Instant::now();
+
+    let result = invoke(&forwarder, sample_event("heartbeat.json"), budget).await;
+
+    let elapsed = started.elapsed();
+    assert_eq!(
+        result.expect_err("no delivery").error_type(),
+        "Retryable.UpstreamTimeout"
+    );
+    assert!(
+        elapsed + MIN_DEADLINE_MARGIN / 2 < budget,
+        "answered {elapsed:?} into a budget of {budget:?}"
     );
 }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::failure::{Failure, GiveUpReason, UploadError};
 use super::multipart::Upload;
-use crate::config::{ChunksUrl, Config};
+use crate::config::{ChunksUrl, Config, MIN_DEADLINE_MARGIN};
 use crate::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
 use crate::routing::{ProjectKey, Route};
 
@@ -107,7 +107,8 @@ impl MemfaultClient {
             chunks_url: Arc::new(config.chunks_url.clone()),
             retry: config.retry,
             request_timeout: config.request_timeout,
-            deadline_margin: config.deadline_margin,
+            // Also for a Config built in code, past the check of MEMFAULT_DEADLINE_MARGIN_MS.
+            deadline_margin: config.deadline_margin.max(MIN_DEADLINE_MARGIN),
         })
     }
 

@@ -82,7 +82,7 @@ impl fmt::Display for Failure {
             } => {
                 write!(f, "HTTP {status} ({})", status_meaning(*status))?;
                 if let Some(wait) = retry_after {
-                    write!(f, ", Retry-After {}s", wait.as_secs())?;
+                    write!(f, ", Retry-After {}", Seconds(*wait))?;
                 }
                 if !body.is_empty() {
                     write!(f, ": {body}")?;
@@ -127,8 +127,8 @@ impl fmt::Display for GiveUpReason {
             Self::DeadlineReached => f.write_str("the invocation deadline leaves no time to retry"),
             Self::RetryAfterBeyondDeadline(wait) => write!(
                 f,
-                "Memfault asked to wait {}s, past the invocation deadline",
-                wait.as_secs()
+                "Memfault asked to wait {}, past the invocation deadline",
+                Seconds(*wait)
             ),
         }
     }
@@ -188,6 +188,19 @@ impl UploadError {
     }
 }
 
+/// A wait a server asked for, in whole seconds; `Duration::MAX` stands for more than can be counted.
+struct Seconds(Duration);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == Duration::MAX {
+            write!(f, "more than {}s", u64::MAX)
+        } else {
+            write!(f, "{}s", self.0.as_secs())
+        }
+    }
+}
+
 /// hyper's errors say little at the top ("client error (Connect)"); the cause is further down.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -239,6 +252,11 @@ mod tests {
             "HTTP 429 Too Many Requests (rate limited), Retry-After 30s"
         );
         assert_eq!(failure.class(), "RateLimited");
+        let reason = GiveUpReason::RetryAfterBeyondDeadline(Duration::MAX);
+        assert_eq!(
+            reason.to_string(),
+            "Memfault asked to wait more than 18446744073709551615s, past the invocation deadline"
+        );
     }
 
     #[test]
