@@ -8,7 +8,7 @@ use http::Uri;
 use thiserror::Error;
 
 use crate::retry::RetryPolicy;
-use crate::routing::{DeviceSerial, ProjectKey, TopicPattern, redact};
+use crate::routing::{DeviceSerial, ProjectKey, TopicPattern, redact, redact_key_like};
 
 pub const DEFAULT_CHUNKS_URL: &str = "https://chunks.memfault.com";
 pub const DEFAULT_METRICS_NAMESPACE: &str = "MemfaultChunkProxy";
@@ -22,7 +22,7 @@ pub const DEFAULT_METRICS_NAMESPACE: &str = "MemfaultChunkProxy";
 pub const MIN_DEADLINE_MARGIN: Duration = Duration::from_millis(100);
 
 /// A configuration variable with a value that cannot work. The message names the variable and
-/// the problem; the value is quoted unless the variable holds a secret.
+/// the problem, and quotes the value with anything that may be a secret in it redacted.
 #[derive(Debug, Error)]
 #[error("invalid configuration: {variable}={shown}: {problem}")]
 pub struct ConfigError {
@@ -137,12 +137,22 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         variable: &'static str,
         parse: impl FnOnce(&str) -> Result<T, E>,
     ) -> Result<Option<T>, ConfigError> {
+        self.parsed_showing(variable, |text| format!("{text:?}"), parse)
+    }
+
+    /// Like `parsed`, for a value that may hold a secret: an error shows it through `show`.
+    fn parsed_showing<T, E: fmt::Display>(
+        &self,
+        variable: &'static str,
+        show: impl FnOnce(&str) -> String,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Result<Option<T>, ConfigError> {
         let Some(text) = (self.lookup)(variable) else {
             return Ok(None);
         };
         parse(&text).map(Some).map_err(|problem| ConfigError {
             variable,
-            shown: format!("{text:?}"),
+            shown: show(&text),
             problem: problem.to_string(),
         })
     }
@@ -230,11 +240,15 @@ impl Config {
 
         Ok(Self {
             chunks_url: env
-                .parsed("MEMFAULT_CHUNKS_URL", str::parse)?
+                .parsed_showing("MEMFAULT_CHUNKS_URL", redact_url, str::parse)?
                 .unwrap_or(defaults.chunks_url),
             project_key,
             topic_pattern: env
-                .parsed("MEMFAULT_TOPIC_PATTERN", str::parse)?
+                .parsed_showing(
+                    "MEMFAULT_TOPIC_PATTERN",
+                    |text| format!("{:?}", redact_key_like(text)),
+                    str::parse,
+                )?
                 .unwrap_or(defaults.topic_pattern),
             retry,
             connect_timeout: env
@@ -258,6 +272,36 @@ impl Config {
                 .map_or(defaults.upload_concurrency, |n| n as usize),
         })
     }
+}
+
+/// A URL as an error may quote it: user information (`user:password@`), query and fragment,
+/// which can hold credentials or tokens, are replaced by `…`. Works on any text, URL or not.
+fn redact_url(text: &str) -> String {
+    let (text, fragment) = match text.split_once('#') {
+        Some((before, _)) => (before, "#…"),
+        None => (text, ""),
+    };
+    let (text, query) = match text.split_once('?') {
+        Some((before, _)) => (before, "?…"),
+        None => (text, ""),
+    };
+    let authority_start = text.find("://").map_or(0, |at| at + 3);
+    let authority_end = text[authority_start..]
+        .find('/')
+        .map_or(text.len(), |at| authority_start + at);
+    let authority = &text[authority_start..authority_end];
+    let authority = match authority.rsplit_once('@') {
+        Some((_, host)) => format!("…@{host}"),
+        None => authority.to_owned(),
+    };
+    format!(
+        "{:?}",
+        format!(
+            "{}{authority}{}{query}{fragment}",
+            &text[..authority_start],
+            &text[authority_end..]
+        )
+    )
 }
 
 /// CloudWatch namespaces: 1 to 255 characters, letters, digits and `. - _ / # :` (and no leading colon).
@@ -424,6 +468,55 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(error.variable, "MEMFAULT_RETRY_MAX_DELAY_MS");
+    }
+
+    #[test]
+    fn a_bad_chunks_url_is_shown_without_credentials_query_or_fragment() {
+        for (value, shown) in [
+            (
+                "https://proxyuser:Pr0xyPassw0rd@proxy.example/memfault?token=T0kenT0ken#Fr4gment",
+                "\"https://…@proxy.example/memfault?…#…\"",
+            ),
+            // Not even a URL: a space in the password.
+            (
+                "https://proxyuser:Pr0xy Passw0rd@proxy.example",
+                "\"https://…@proxy.example\"",
+            ),
+            (
+                "proxyuser:Pr0xyPassw0rd@proxy.example/x",
+                "\"…@proxy.example/x\"",
+            ),
+            ("https://host/p?token=T0kenT0ken", "\"https://host/p?…\""),
+        ] {
+            let message = config(&[("MEMFAULT_CHUNKS_URL", value)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                message.starts_with(&format!(
+                    "invalid configuration: MEMFAULT_CHUNKS_URL={shown}: "
+                )),
+                "{message}"
+            );
+            for secret in ["proxyuser", "Passw0rd", "T0ken", "Fr4gment"] {
+                assert!(!message.contains(secret), "{message}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_key_written_into_a_bad_topic_pattern_is_shortened() {
+        const KEY: &str = "0123456789abcdef0123456789abcdef";
+        for pattern in [
+            format!("prod/+/memfault/{KEY}/chunk"),
+            format!("prod/{{{KEY}}}/{{device_serial}}"),
+            format!("prod/{KEY}+/{{device_serial}}"),
+        ] {
+            let message = config(&[("MEMFAULT_TOPIC_PATTERN", &pattern)])
+                .unwrap_err()
+                .to_string();
+            assert!(message.contains("0123…"), "{message}");
+            assert!(!message.contains("0123456789"), "{message}");
+        }
     }
 
     #[test]
