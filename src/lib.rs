@@ -4,6 +4,7 @@
 pub mod config;
 pub mod event;
 pub mod handler;
+pub mod init_error;
 pub mod memfault;
 pub mod observability;
 pub mod retry;

@@ -176,23 +176,83 @@ async fn a_key_echoed_by_the_upstream_reaches_neither_lambda_nor_any_log_line() 
     );
 }
 
+const INIT_ERROR: &str = "/2018-06-01/runtime/init/error";
+
+/// A Runtime API that takes init errors after `delay`, and hands out no invocation.
+async fn runtime_api_taking_init_errors(delay: Duration) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(INIT_ERROR))
+        .respond_with(ResponseTemplate::new(202).set_delay(delay))
+        .mount(&server)
+        .await;
+    server
+}
+
 #[tokio::test]
-async fn a_bad_configuration_stops_init_and_names_the_variable() {
-    let runtime_api = MockServer::start().await;
+async fn a_bad_configuration_is_reported_to_lambda_without_secrets_and_stops_init() {
+    let key = "0123456789abcdef0123456789abcdef";
+    for (variable, value, problem, secret) in [
+        (
+            "MEMFAULT_TOPIC_PATTERN",
+            format!("prod/+/memfault/{key}/#"),
+            "has no {device_serial} level",
+            key,
+        ),
+        (
+            "MEMFAULT_CHUNKS_URL",
+            "https://proxyuser:S3cretPassw0rd@chunks.example/?token=T0ken".to_owned(),
+            "must not carry credentials",
+            "S3cretPassw0rd",
+        ),
+    ] {
+        let runtime_api = runtime_api_taking_init_errors(Duration::ZERO).await;
+        let output = lambda_command(&runtime_api)
+            .env(variable, &value)
+            .output()
+            .unwrap();
+
+        assert!(!output.status.success());
+        let requests = runtime_api.received_requests().await.unwrap();
+        assert_eq!(requests.len(), 1, "only the init error, no invocation");
+        let request = &requests[0];
+        assert_eq!(request.url.path(), INIT_ERROR);
+        assert_eq!(
+            request.headers["lambda-runtime-function-error-type"],
+            "Runtime.ConfigInvalid"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body["errorType"], "Runtime.ConfigInvalid");
+        let message = body["errorMessage"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("invalid configuration: {variable}=")),
+            "{message}"
+        );
+        assert!(message.contains(problem), "{message}");
+        let printed =
+            String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+        assert!(printed.contains(problem), "{printed}");
+        for text in [message, &printed] {
+            assert!(!text.contains(secret), "{variable}: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_runtime_api_that_does_not_answer_cannot_hold_a_failed_init() {
+    let runtime_api = runtime_api_taking_init_errors(Duration::from_secs(60)).await;
+    let started = Instant::now();
+
     let output = lambda_command(&runtime_api)
-        .env("MEMFAULT_TOPIC_PATTERN", "prod/+/memfault/#")
+        .env("MEMFAULT_MAX_ATTEMPTS", "0")
         .output()
         .unwrap();
 
     assert!(!output.status.success());
-    let printed = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
     assert!(
-        printed.contains("invalid configuration: MEMFAULT_TOPIC_PATTERN"),
-        "{printed}"
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
     );
-    assert!(
-        printed.contains("has no {device_serial} level"),
-        "{printed}"
-    );
-    assert!(runtime_api.received_requests().await.unwrap().is_empty());
+    assert_eq!(runtime_api.received_requests().await.unwrap().len(), 1);
 }
