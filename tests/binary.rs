@@ -83,15 +83,23 @@ async fn answer(runtime_api: &MockServer) -> (String, serde_json::Value) {
     panic!("the function posted no answer");
 }
 
-#[tokio::test]
-async fn serves_an_invocation_through_the_runtime_api_without_leaking_the_key() {
-    let memfault = server_answering(ResponseTemplate::new(202)).await;
+/// What the function posted for request-1 and printed, run on the sample heartbeat.
+struct Run {
+    path: String,
+    body: serde_json::Value,
+    stdout: String,
+}
+
+/// Runs the function on the sample heartbeat against `memfault`, with JSON logs at TRACE (the
+/// most verbose level, at which the runtime would print raw events) and `env`, and checks that
+/// nothing it printed holds the project key.
+async fn run_heartbeat_at_trace(memfault: &MockServer, env: &[(&str, &str)]) -> Run {
     let runtime_api = runtime_api_serving(sample_event("heartbeat.json")).await;
     let mut child = lambda_command(&runtime_api)
         .env("MEMFAULT_CHUNKS_URL", memfault.uri())
         .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-        // The most verbose level, at which the runtime would print raw events.
         .env("AWS_LAMBDA_LOG_LEVEL", "TRACE")
+        .envs(env.iter().copied())
         .spawn()
         .unwrap();
 
@@ -99,23 +107,36 @@ async fn serves_an_invocation_through_the_runtime_api_without_leaking_the_key() 
     child.kill().unwrap();
     let output = child.wait_with_output().unwrap();
 
-    assert_eq!(path, "/2018-06-01/runtime/invocation/request-1/response");
-    assert_eq!(body["status"], 202);
-    assert_eq!(memfault.received_requests().await.unwrap().len(), 1);
     let stdout = String::from_utf8(output.stdout).unwrap();
-    let outcome = stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|line| line["outcome"] == "delivered")
-        .unwrap_or_else(|| panic!("no outcome line in:\n{stdout}"));
-    assert_eq!(outcome["device_serial"], "TESTSERIAL");
-    assert_eq!(outcome["bytes"], 87);
-    assert_eq!(outcome["span"]["requestId"], "request-1");
-    let everything = stdout + &String::from_utf8_lossy(&output.stderr);
+    let everything = stdout.clone() + &String::from_utf8_lossy(&output.stderr);
     assert!(
         !everything.contains(SAMPLE_KEY),
         "the project key leaked:\n{everything}"
     );
+    Run { path, body, stdout }
+}
+
+#[tokio::test]
+async fn serves_an_invocation_through_the_runtime_api_without_leaking_the_key() {
+    let memfault = server_answering(ResponseTemplate::new(202)).await;
+
+    let run = run_heartbeat_at_trace(&memfault, &[]).await;
+
+    assert_eq!(
+        run.path,
+        "/2018-06-01/runtime/invocation/request-1/response"
+    );
+    assert_eq!(run.body["status"], 202);
+    assert_eq!(memfault.received_requests().await.unwrap().len(), 1);
+    let outcome = run
+        .stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["outcome"] == "delivered")
+        .unwrap_or_else(|| panic!("no outcome line in:\n{}", run.stdout));
+    assert_eq!(outcome["device_serial"], "TESTSERIAL");
+    assert_eq!(outcome["bytes"], 87);
+    assert_eq!(outcome["span"]["requestId"], "request-1");
 }
 
 #[tokio::test]
@@ -146,34 +167,21 @@ async fn a_key_echoed_by_the_upstream_reaches_neither_lambda_nor_any_log_line() 
         .respond_with(EchoHeaders(503))
         .mount(&memfault)
         .await;
-    let runtime_api = runtime_api_serving(sample_event("heartbeat.json")).await;
-    let mut child = lambda_command(&runtime_api)
-        .env("MEMFAULT_CHUNKS_URL", memfault.uri())
-        .env("MEMFAULT_MAX_ATTEMPTS", "2")
-        .env("MEMFAULT_RETRY_BASE_DELAY_MS", "1")
-        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-        // DEBUG "retrying upload" lines quote the failure too.
-        .env("AWS_LAMBDA_LOG_LEVEL", "TRACE")
-        .spawn()
-        .unwrap();
 
-    let (path, body) = answer(&runtime_api).await;
-    child.kill().unwrap();
-    let output = child.wait_with_output().unwrap();
+    // Two attempts: the DEBUG "retrying upload" line quotes the failure too.
+    let env = [
+        ("MEMFAULT_MAX_ATTEMPTS", "2"),
+        ("MEMFAULT_RETRY_BASE_DELAY_MS", "1"),
+    ];
+    let run = run_heartbeat_at_trace(&memfault, &env).await;
 
-    assert_eq!(path, "/2018-06-01/runtime/invocation/request-1/error");
+    assert_eq!(run.path, "/2018-06-01/runtime/invocation/request-1/error");
     assert_eq!(memfault.received_requests().await.unwrap().len(), 2);
-    let message = body["errorMessage"].as_str().unwrap();
+    let message = run.body["errorMessage"].as_str().unwrap();
     // The echo is shown, with the key in it redacted.
     assert!(message.contains("memfault-project-key: YOUR…"), "{message}");
     assert!(!message.contains(SAMPLE_KEY), "{message}");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("retrying upload"), "{stdout}");
-    let everything = stdout + String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !everything.contains(SAMPLE_KEY),
-        "the project key leaked:\n{everything}"
-    );
+    assert!(run.stdout.contains("retrying upload"), "{}", run.stdout);
 }
 
 const INIT_ERROR: &str = "/2018-06-01/runtime/init/error";
