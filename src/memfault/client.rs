@@ -25,8 +25,9 @@ pub const USER_AGENT_VALUE: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CA
 const PROJECT_KEY_HEADER: &str = "Memfault-Project-Key";
 const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
 /// How long an answer's body may take once its status line is in. Memfault's answers are a few
-/// bytes sent with the status line; a body still incomplete after a quarter of a second (several
-/// round trips to any AWS region) is not coming, and a new connection costs less than waiting.
+/// bytes sent with the status line, so a whole answer normally needs no further round trip.
+/// 250 ms still allows one between distant AWS regions (assumed at most about 200 ms); a body
+/// incomplete after that is not coming, and a fresh connection costs less than waiting longer.
 const BODY_GRACE: Duration = Duration::from_millis(250);
 /// Idle connections are closed before common load balancer idle timeouts (60 s) would close them
 /// under us. A container frozen between invocations can still come back to a dead connection:

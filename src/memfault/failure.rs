@@ -8,7 +8,7 @@ use thiserror::Error;
 
 use crate::routing::ProjectKey;
 
-/// Enough of an error body to say what Memfault objected to; the rest is drained, not kept.
+/// Enough of an error body to say what Memfault objected to; the rest is not shown.
 const ERROR_BODY_SHOWN: usize = 300;
 
 /// Why one attempt did not deliver.
