@@ -7,6 +7,7 @@ pub mod event;
 pub mod failure_queue;
 pub mod handler;
 pub mod http_client;
+pub mod init_error;
 pub mod memfault;
 pub mod observability;
 pub mod retry;

@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use memfault_chunk_proxy::init_error::report_init_error;
 use memfault_chunk_proxy::observability::init_logging;
 use memfault_chunk_proxy::{Config, Forwarder};
 use serde_json::value::RawValue;
@@ -16,6 +17,7 @@ async fn main() -> Result<(), Error> {
         Ok(forwarder) => Arc::new(forwarder),
         Err(error) => {
             tracing::error!(error = %error, "initialisation failed");
+            report_init_error(&error).await;
             return Err(error);
         }
     };

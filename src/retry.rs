@@ -56,11 +56,13 @@ pub fn is_retryable_status(status: StatusCode) -> bool {
 }
 
 /// `Retry-After` as delta-seconds or as an HTTP date (RFC 9110 §10.2.3); a date in the past
-/// means "now". Anything unparseable is ignored rather than trusted.
+/// means "now". Seconds too many to count are `Duration::MAX`: longer than any deadline, which
+/// is what the server meant. Anything unparseable is ignored rather than trusted.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Only a number with more digits than u64 holds fails to parse here.
+        return Some(value.parse().map_or(Duration::MAX, Duration::from_secs));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -117,7 +119,14 @@ mod tests {
             parse_retry_after("Wed, 25 Nov 2026 11:00:00 GMT", now),
             Some(Duration::ZERO)
         );
+        assert_eq!(parse_retry_after(&"9".repeat(30), now), Some(Duration::MAX));
+        assert_eq!(
+            parse_retry_after("18446744073709551615", now),
+            Some(Duration::from_secs(u64::MAX))
+        );
         assert_eq!(parse_retry_after("-1", now), None);
+        assert_eq!(parse_retry_after("", now), None);
+        assert_eq!(parse_retry_after("1.5", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
     }
 

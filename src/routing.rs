@@ -4,9 +4,11 @@
 //! an HTTP header (the project key), so they are validated to a strict alphabet instead of being
 //! escaped: anything Memfault would not accept anyway is refused before any request is made.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
+use aho_corasick::AhoCorasick;
 use thiserror::Error;
 
 /// The layout of the topic used by Memfault's MQTT guide: `prod/<board>/<device>/memfault/<key>/chunk`.
@@ -80,12 +82,63 @@ impl ProjectKey {
     pub fn redacted(&self) -> String {
         redact(&self.0)
     }
+
+    /// `text` with every occurrence of this key, in any letter case, replaced by its redacted
+    /// form. For text the key did not come from and cannot vouch for, such as an upstream's
+    /// answer to a request that carried the key.
+    pub fn scrub<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        let finder = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build([&self.0])
+            .expect("a key of at most 128 characters is a valid pattern");
+        if finder.is_match(text) {
+            Cow::Owned(finder.replace_all(text, &[self.redacted()]))
+        } else {
+            Cow::Borrowed(text)
+        }
+    }
 }
 
-/// Shows enough of a secret to tell two apart, never enough to use one.
+/// Shows enough of a secret to tell two apart, never enough to use one: the first four
+/// characters, and never more than half of a short secret.
 pub fn redact(secret: &str) -> String {
-    let prefix: String = secret.chars().take(4).collect();
+    let shown = (secret.chars().count() / 2).min(4);
+    let prefix: String = secret.chars().take(shown).collect();
     format!("{prefix}…")
+}
+
+/// Memfault does not publish the length of its project keys. Keys are random strings longer than
+/// this (an assumption, true of every key we have seen); a literal word this long made only of
+/// key characters is rare in a topic and merely shown shortened too.
+const KEY_LIKE_LEN: usize = 16;
+
+/// `text` with every run of `KEY_LIKE_LEN` or more key characters (`[A-Za-z0-9_-]`) redacted,
+/// for configuration values such as a topic pattern that may have a key written into it.
+pub fn redact_key_like(text: &str) -> Cow<'_, str> {
+    let is_key_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut shown = String::new();
+    let mut copied = 0;
+    let mut run_start = None;
+    // A sentinel that is not a key character ends a run at the end of the text.
+    for (at, c) in text.char_indices().chain([(text.len(), '/')]) {
+        match (is_key_char(c), run_start) {
+            (true, None) => run_start = Some(at),
+            (false, Some(start)) => {
+                run_start = None;
+                if at - start >= KEY_LIKE_LEN {
+                    shown.push_str(&text[copied..start]);
+                    shown.push_str(&redact(&text[start..at]));
+                    copied = at;
+                }
+            }
+            _ => {}
+        }
+    }
+    if copied == 0 {
+        return Cow::Borrowed(text);
+    }
+    shown.push_str(&text[copied..]);
+    Cow::Owned(shown)
 }
 
 impl FromStr for ProjectKey {
@@ -122,7 +175,7 @@ enum Level {
 /// Levels are separated by `/`. A level is a literal that must match exactly, `+` for any one
 /// level, `{device_serial}` (required, once) or `{project_key}` (optional, once) to capture that
 /// level, or `#` as the last level for any number of remaining levels.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct TopicPattern {
     levels: Vec<Level>,
     source: String,
@@ -137,10 +190,14 @@ pub enum PatternError {
     #[error("has '#' at level {0}; '#' may only be the last level")]
     HashNotLast(usize),
     #[error(
-        "level {0} ({1:?}) mixes wildcards or braces with text; '+', '#' and captures must fill a whole level"
+        "level {0} ({shown:?}) mixes wildcards or braces with text; '+', '#' and captures must fill a whole level",
+        shown = redact_key_like(.1)
     )]
     PartialWildcard(usize, String),
-    #[error("level {0} names an unknown capture {1:?}; use {{device_serial}} or {{project_key}}")]
+    #[error(
+        "level {0} names an unknown capture {shown:?}; use {{device_serial}} or {{project_key}}",
+        shown = redact_key_like(.1)
+    )]
     UnknownCapture(usize, String),
 }
 
@@ -186,9 +243,17 @@ impl FromStr for TopicPattern {
     }
 }
 
+/// Shows the pattern as configured, except that a project key written into it as a literal
+/// level is shortened like any other key.
 impl fmt::Display for TopicPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.source)
+        f.write_str(&redact_key_like(&self.source))
+    }
+}
+
+impl fmt::Debug for TopicPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TopicPattern({self})")
     }
 }
 
@@ -208,11 +273,12 @@ pub struct TopicCaptures<'t> {
 }
 
 /// Why a topic does not fit. Messages never quote the topic's levels: one of them may be a key.
+/// They quote the pattern's, shortened where a key may have been written into it.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TopicMismatch {
     #[error("topic has {actual} levels but the pattern needs {expected}")]
     LevelCount { expected: String, actual: usize },
-    #[error("topic level {level} should be {expected:?}")]
+    #[error("topic level {level} should be {:?}", redact_key_like(.expected))]
     Literal { level: usize, expected: String },
 }
 
@@ -448,6 +514,38 @@ mod tests {
     }
 
     #[test]
+    fn mismatch_messages_shorten_a_key_written_into_the_pattern() {
+        let pattern: TopicPattern = format!("fleet/{{device_serial}}/{KEY}/chunk")
+            .parse()
+            .unwrap();
+        for topic in ["fleet/D1/other/chunk", "fleet/D1/chunk"] {
+            let error = resolve(&pattern, None, claims(topic)).unwrap_err();
+            let message = error.to_string();
+            assert_eq!(error.kind(), "TopicMismatch");
+            assert!(
+                message.contains("'fleet/{device_serial}/0123…/chunk'"),
+                "{message}"
+            );
+            assert!(!message.contains("0123456789"), "{message}");
+        }
+        assert!(!format!("{pattern:?}").contains("0123456789"));
+    }
+
+    #[test]
+    fn only_long_runs_of_key_characters_are_shortened() {
+        assert_eq!(
+            redact_key_like("prod/+/{device_serial}/memfault/{project_key}/chunk"),
+            "prod/+/{device_serial}/memfault/{project_key}/chunk"
+        );
+        assert_eq!(
+            redact_key_like(&format!("a/{KEY}/b{KEY}+/x-y_z")),
+            "a/0123…/b012…+/x-y_z"
+        );
+        assert_eq!(redact_key_like("fifteen-chars-1"), "fifteen-chars-1");
+        assert_eq!(redact_key_like("sixteen-chars-12"), "sixt…");
+    }
+
+    #[test]
     fn serials_that_would_change_the_path_are_refused() {
         for serial in [
             "..",
@@ -605,6 +703,26 @@ mod tests {
         let key: ProjectKey = KEY.parse().unwrap();
         assert_eq!(format!("{key}"), "0123…");
         assert_eq!(format!("{key:?}"), "ProjectKey(0123…)");
-        assert_eq!(redact("ab"), "ab…");
+        assert_eq!(redact("abcdefgh"), "abcd…");
+        assert_eq!(redact("abcdef"), "abc…");
+        assert_eq!(redact("ab"), "a…");
+        assert_eq!(redact(""), "…");
+    }
+
+    #[test]
+    fn a_key_is_scrubbed_from_text_in_any_letter_case() {
+        let key: ProjectKey = KEY.parse().unwrap();
+        let echoed = format!(
+            "headers: memfault-project-key: {KEY}\nX-Echo: {}; again {KEY}.",
+            KEY.to_ascii_uppercase()
+        );
+        let scrubbed = key.scrub(&echoed);
+        assert_eq!(
+            scrubbed,
+            "headers: memfault-project-key: 0123…\nX-Echo: 0123…; again 0123…."
+        );
+        assert!(matches!(key.scrub("nothing secret"), Cow::Borrowed(_)));
+        // A key that is part of a longer word is still the key.
+        assert_eq!(key.scrub(&format!("x{KEY}x")), "x0123…x");
     }
 }

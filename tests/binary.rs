@@ -83,15 +83,23 @@ async fn answer(runtime_api: &MockServer) -> (String, serde_json::Value) {
     panic!("the function posted no answer");
 }
 
-#[tokio::test]
-async fn serves_an_invocation_through_the_runtime_api_without_leaking_the_key() {
-    let memfault = server_answering(ResponseTemplate::new(202)).await;
+/// What the function posted for request-1 and printed, run on the sample heartbeat.
+struct Run {
+    path: String,
+    body: serde_json::Value,
+    stdout: String,
+}
+
+/// Runs the function on the sample heartbeat against `memfault`, with JSON logs at TRACE (the
+/// most verbose level, at which the runtime would print raw events) and `env`, and checks that
+/// nothing it printed holds the project key.
+async fn run_heartbeat_at_trace(memfault: &MockServer, env: &[(&str, &str)]) -> Run {
     let runtime_api = runtime_api_serving(sample_event("heartbeat.json")).await;
     let mut child = lambda_command(&runtime_api)
         .env("MEMFAULT_CHUNKS_URL", memfault.uri())
         .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-        // The most verbose level, at which the runtime would print raw events.
         .env("AWS_LAMBDA_LOG_LEVEL", "TRACE")
+        .envs(env.iter().copied())
         .spawn()
         .unwrap();
 
@@ -99,23 +107,36 @@ async fn serves_an_invocation_through_the_runtime_api_without_leaking_the_key() 
     child.kill().unwrap();
     let output = child.wait_with_output().unwrap();
 
-    assert_eq!(path, "/2018-06-01/runtime/invocation/request-1/response");
-    assert_eq!(body["status"], 202);
-    assert_eq!(memfault.received_requests().await.unwrap().len(), 1);
     let stdout = String::from_utf8(output.stdout).unwrap();
-    let outcome = stdout
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|line| line["outcome"] == "delivered")
-        .unwrap_or_else(|| panic!("no outcome line in:\n{stdout}"));
-    assert_eq!(outcome["device_serial"], "TESTSERIAL");
-    assert_eq!(outcome["bytes"], 87);
-    assert_eq!(outcome["span"]["requestId"], "request-1");
-    let everything = stdout + &String::from_utf8_lossy(&output.stderr);
+    let everything = stdout.clone() + &String::from_utf8_lossy(&output.stderr);
     assert!(
         !everything.contains(SAMPLE_KEY),
         "the project key leaked:\n{everything}"
     );
+    Run { path, body, stdout }
+}
+
+#[tokio::test]
+async fn serves_an_invocation_through_the_runtime_api_without_leaking_the_key() {
+    let memfault = server_answering(ResponseTemplate::new(202)).await;
+
+    let run = run_heartbeat_at_trace(&memfault, &[]).await;
+
+    assert_eq!(
+        run.path,
+        "/2018-06-01/runtime/invocation/request-1/response"
+    );
+    assert_eq!(run.body["status"], 202);
+    assert_eq!(memfault.received_requests().await.unwrap().len(), 1);
+    let outcome = run
+        .stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["outcome"] == "delivered")
+        .unwrap_or_else(|| panic!("no outcome line in:\n{}", run.stdout));
+    assert_eq!(outcome["device_serial"], "TESTSERIAL");
+    assert_eq!(outcome["bytes"], 87);
+    assert_eq!(outcome["span"]["requestId"], "request-1");
 }
 
 #[tokio::test]
@@ -140,22 +161,106 @@ async fn a_failed_chunk_is_reported_to_lambda_with_its_error_type() {
 }
 
 #[tokio::test]
-async fn a_bad_configuration_stops_init_and_names_the_variable() {
-    let runtime_api = MockServer::start().await;
+async fn a_key_echoed_by_the_upstream_reaches_neither_lambda_nor_any_log_line() {
+    let memfault = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(EchoHeaders(503))
+        .mount(&memfault)
+        .await;
+
+    // Two attempts: the DEBUG "retrying upload" line quotes the failure too.
+    let env = [
+        ("MEMFAULT_MAX_ATTEMPTS", "2"),
+        ("MEMFAULT_RETRY_BASE_DELAY_MS", "1"),
+    ];
+    let run = run_heartbeat_at_trace(&memfault, &env).await;
+
+    assert_eq!(run.path, "/2018-06-01/runtime/invocation/request-1/error");
+    assert_eq!(memfault.received_requests().await.unwrap().len(), 2);
+    let message = run.body["errorMessage"].as_str().unwrap();
+    // The echo is shown, with the key in it redacted.
+    assert!(message.contains("memfault-project-key: YOUR…"), "{message}");
+    assert!(!message.contains(SAMPLE_KEY), "{message}");
+    assert!(run.stdout.contains("retrying upload"), "{}", run.stdout);
+}
+
+const INIT_ERROR: &str = "/2018-06-01/runtime/init/error";
+
+/// A Runtime API that takes init errors after `delay`, and hands out no invocation.
+async fn runtime_api_taking_init_errors(delay: Duration) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(INIT_ERROR))
+        .respond_with(ResponseTemplate::new(202).set_delay(delay))
+        .mount(&server)
+        .await;
+    server
+}
+
+#[tokio::test]
+async fn a_bad_configuration_is_reported_to_lambda_without_secrets_and_stops_init() {
+    let key = "0123456789abcdef0123456789abcdef";
+    for (variable, value, problem, secret) in [
+        (
+            "MEMFAULT_TOPIC_PATTERN",
+            format!("prod/+/memfault/{key}/#"),
+            "has no {device_serial} level",
+            key,
+        ),
+        (
+            "MEMFAULT_CHUNKS_URL",
+            "https://proxyuser:S3cretPassw0rd@chunks.example/?token=T0ken".to_owned(),
+            "must not carry credentials",
+            "S3cretPassw0rd",
+        ),
+    ] {
+        let runtime_api = runtime_api_taking_init_errors(Duration::ZERO).await;
+        let output = lambda_command(&runtime_api)
+            .env(variable, &value)
+            .output()
+            .unwrap();
+
+        assert!(!output.status.success());
+        let requests = runtime_api.received_requests().await.unwrap();
+        assert_eq!(requests.len(), 1, "only the init error, no invocation");
+        let request = &requests[0];
+        assert_eq!(request.url.path(), INIT_ERROR);
+        assert_eq!(
+            request.headers["lambda-runtime-function-error-type"],
+            "Runtime.ConfigInvalid"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body["errorType"], "Runtime.ConfigInvalid");
+        let message = body["errorMessage"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("invalid configuration: {variable}=")),
+            "{message}"
+        );
+        assert!(message.contains(problem), "{message}");
+        let printed =
+            String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+        assert!(printed.contains(problem), "{printed}");
+        for text in [message, &printed] {
+            assert!(!text.contains(secret), "{variable}: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_runtime_api_that_does_not_answer_cannot_hold_a_failed_init() {
+    let runtime_api = runtime_api_taking_init_errors(Duration::from_secs(60)).await;
+    let started = Instant::now();
+
     let output = lambda_command(&runtime_api)
-        .env("MEMFAULT_TOPIC_PATTERN", "prod/+/memfault/#")
+        .env("MEMFAULT_MAX_ATTEMPTS", "0")
         .output()
         .unwrap();
 
     assert!(!output.status.success());
-    let printed = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
     assert!(
-        printed.contains("invalid configuration: MEMFAULT_TOPIC_PATTERN"),
-        "{printed}"
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
     );
-    assert!(
-        printed.contains("has no {device_serial} level"),
-        "{printed}"
-    );
-    assert!(runtime_api.received_requests().await.unwrap().is_empty());
+    assert_eq!(runtime_api.received_requests().await.unwrap().len(), 1);
 }

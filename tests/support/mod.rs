@@ -89,7 +89,9 @@ pub fn chunk(device: usize, index: usize) -> Vec<u8> {
     bytes
 }
 
-/// Splits a `multipart/mixed` request with multer, an independent parser, into its parts.
+/// Splits a `multipart/mixed` request with multer, an independent form-data parser, into its
+/// parts, checking that each is the form field `chunk<i>` with the file name `chunk.bin<i>`, as
+/// memfault-cli names them.
 pub async fn multipart_parts(request: &Request) -> Vec<Vec<u8>> {
     let content_type: mime::Mime = request.headers["content-type"]
         .to_str()
@@ -105,6 +107,12 @@ pub async fn multipart_parts(request: &Request) -> Vec<Vec<u8>> {
     let mut multipart = multer::Multipart::new(stream, boundary.as_str());
     let mut parts = Vec::new();
     while let Some(field) = multipart.next_field().await.unwrap() {
+        let index = parts.len();
+        assert_eq!(field.name(), Some(format!("chunk{index}").as_str()));
+        assert_eq!(
+            field.file_name(),
+            Some(format!("chunk.bin{index}").as_str())
+        );
         assert_eq!(
             field.content_type().map(|m| m.essence_str()),
             Some("application/octet-stream")
@@ -243,4 +251,19 @@ pub async fn server_answering_once_then(
         .mount(&server)
         .await;
     server
+}
+
+/// Answers every POST with `status` and a body that repeats the request's headers, as some
+/// proxies and web application firewalls do in their error pages.
+pub struct EchoHeaders(pub u16);
+
+impl wiremock::Respond for EchoHeaders {
+    fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+        let headers: String = request
+            .headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {}\n", value.to_str().unwrap_or("?")))
+            .collect();
+        ResponseTemplate::new(self.0).set_body_string(format!("Request headers:\n{headers}"))
+    }
 }

@@ -1,0 +1,227 @@
+//! The HTTP exchange with Memfault and the retry loop around it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::failure::{Failure, GiveUpReason, UploadError};
+use super::multipart::Upload;
+use crate::config::{ChunksUrl, Config, MIN_DEADLINE_MARGIN};
+pub use crate::http_client::ClientInitError;
+use crate::http_client::{self, HttpClient};
+use crate::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
+use crate::routing::{ProjectKey, Route};
+
+pub const USER_AGENT_VALUE: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
+const PROJECT_KEY_HEADER: &str = "Memfault-Project-Key";
+const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
+/// How long an answer's body may take once its status line is in. Memfault's answers are a few
+/// bytes sent with the status line, so a whole answer normally needs no further round trip.
+/// 250 ms still allows one between distant AWS regions (assumed at most about 200 ms); a body
+/// incomplete after that is not coming, and a fresh connection costs less than waiting longer.
+const BODY_GRACE: Duration = Duration::from_millis(250);
+/// Memfault accepted the upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    pub status: StatusCode,
+    pub attempts: u32,
+    /// From the first request to the accepting answer, waits between attempts included.
+    pub upstream: Duration,
+}
+
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: Bytes,
+}
+
+/// Built once at init and shared by every invocation, so that consecutive chunks reuse one
+/// keep-alive connection instead of paying a TCP and TLS handshake each.
+#[derive(Clone)]
+pub struct MemfaultClient {
+    http: HttpClient,
+    chunks_url: Arc<ChunksUrl>,
+    retry: RetryPolicy,
+    request_timeout: Duration,
+    deadline_margin: Duration,
+}
+
+impl MemfaultClient {
+    pub fn new(config: &Config) -> Result<Self, ClientInitError> {
+        let http = http_client::build(config)?;
+        Ok(Self {
+            http,
+            chunks_url: Arc::new(config.chunks_url.clone()),
+            retry: config.retry,
+            request_timeout: config.request_timeout,
+            // Also for a Config built in code, past the check of MEMFAULT_DEADLINE_MARGIN_MS.
+            deadline_margin: config.deadline_margin.max(MIN_DEADLINE_MARGIN),
+        })
+    }
+
+    /// The shared connection pool, for the function's other HTTP destinations.
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    /// Posts `upload` for `route` until Memfault accepts it, refuses it, the attempts run out,
+    /// or the next try would end after `deadline` less the safety margin.
+    pub async fn upload(
+        &self,
+        route: &Route,
+        upload: &Upload,
+        deadline: Instant,
+    ) -> Result<Delivery, UploadError> {
+        let give_up_at = deadline
+            .checked_sub(self.deadline_margin)
+            .unwrap_or(deadline);
+        let started = Instant::now();
+        let (body, content_type) = upload.encode();
+        let uri = self.chunks_url.for_device(&route.device_serial);
+        let mut attempts = 0;
+        let mut allowed_attempts = self.retry.max_attempts;
+        let mut fresh_connection_retry_used = false;
+        loop {
+            let remaining = give_up_at.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(UploadError::NoTimeLeft);
+            }
+            attempts += 1;
+            let request = Request::post(&uri)
+                .header(CONTENT_TYPE, content_type.clone())
+                .header(USER_AGENT, USER_AGENT_VALUE)
+                .header(PROJECT_KEY_HEADER, route.project_key.expose())
+                .body(Full::new(body.clone()));
+            // Device serials and keys are validated to [A-Za-z0-9_-] and the base URL at init.
+            let request = request.expect("validated parts make a valid request");
+            let attempt_timeout = self.request_timeout.min(remaining);
+            let failure = match self
+                .attempt(request, attempt_timeout, &route.project_key)
+                .await
+            {
+                Ok(answer) if answer.status.is_success() => {
+                    return Ok(Delivery {
+                        status: answer.status,
+                        attempts,
+                        upstream: started.elapsed(),
+                    });
+                }
+                Ok(answer) => {
+                    let failure = Failure::from_answer(
+                        answer.status,
+                        answer.retry_after,
+                        &answer.body,
+                        &route.project_key,
+                    );
+                    if !is_retryable_status(answer.status) {
+                        return Err(UploadError::Rejected { failure, attempts });
+                    }
+                    failure
+                }
+                Err(failure) => failure,
+            };
+
+            // A pooled connection may have died while the container was frozen; the failed one
+            // has left the pool, so try once more straight away, and not at the expense of the
+            // configured attempts.
+            let stale_connection_suspected =
+                matches!(failure, Failure::Connection(_)) && !fresh_connection_retry_used;
+            if stale_connection_suspected {
+                fresh_connection_retry_used = true;
+                allowed_attempts += 1;
+            }
+            if attempts >= allowed_attempts {
+                return Err(UploadError::GaveUp {
+                    reason: GiveUpReason::AttemptsExhausted,
+                    last: failure,
+                    attempts,
+                });
+            }
+            let retry_after = match &failure {
+                Failure::Status { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            let delay = if stale_connection_suspected {
+                Duration::ZERO
+            } else {
+                self.retry.delay(attempts, fastrand::f64(), retry_after)
+            };
+            let remaining = give_up_at.saturating_duration_since(Instant::now());
+            if delay >= remaining {
+                let reason = match retry_after {
+                    Some(wait) if wait >= remaining => GiveUpReason::RetryAfterBeyondDeadline(wait),
+                    _ => GiveUpReason::DeadlineReached,
+                };
+                return Err(UploadError::GaveUp {
+                    reason,
+                    last: failure,
+                    attempts,
+                });
+            }
+            tracing::debug!(
+                device_serial = %route.device_serial,
+                attempt = attempts,
+                failure = %failure,
+                delay_ms = delay.as_millis() as u64,
+                "retrying upload"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One request. Its outcome is decided by the status line; the body is only read so that
+    /// the connection can serve again, and, for a refusal, to say what Memfault objected to.
+    async fn attempt(
+        &self,
+        request: Request<Full<Bytes>>,
+        timeout: Duration,
+        key: &ProjectKey,
+    ) -> Result<Answer, Failure> {
+        let sent = Instant::now();
+        let response = tokio::time::timeout(timeout, self.http.request(request))
+            .await
+            .map_err(|_| Failure::Timeout(timeout))?
+            .map_err(|error| Failure::from_transport(&error, key))?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, SystemTime::now()));
+        let within = BODY_GRACE.min(timeout.saturating_sub(sent.elapsed()));
+        let body = drain(response.into_body(), within).await;
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
+        })
+    }
+}
+
+/// Reads a response body to its end, keeping its first `RESPONSE_BODY_LIMIT` bytes, for at most
+/// `within`. A body read to its end hands the connection back to the pool. One that stalls,
+/// trickles, breaks off or runs past the limit is dropped unfinished, which closes its
+/// connection: the next request opens a fresh one instead of reading the rest of this answer.
+async fn drain(mut body: Incoming, within: Duration) -> Bytes {
+    let mut kept = BytesMut::new();
+    let read = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let room = RESPONSE_BODY_LIMIT - kept.len();
+            kept.extend_from_slice(&data[..data.len().min(room)]);
+            if data.len() > room {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(within, read).await;
+    kept.freeze()
+}

@@ -1,0 +1,280 @@
+//! Why an upload did not deliver, in words fit for a log line and Lambda's console.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::StatusCode;
+use thiserror::Error;
+
+use crate::http_client::error_chain;
+use crate::routing::ProjectKey;
+
+/// Enough of an error body to say what Memfault objected to; the rest is not shown.
+const ERROR_BODY_SHOWN: usize = 300;
+
+/// Why one attempt did not deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    Status {
+        status: StatusCode,
+        body: String,
+        retry_after: Option<Duration>,
+    },
+    /// No connection could be opened (DNS, refused, TLS handshake, connect timeout).
+    Connect(String),
+    /// The connection broke while the request or the response was under way.
+    Connection(String),
+    Timeout(Duration),
+}
+
+impl Failure {
+    /// An answer that was not a success. The body is the upstream's text, and proxies and
+    /// firewalls in front of Memfault may repeat the request's headers in it: the key the request
+    /// carried is scrubbed out before the text is shortened, so that no part of it survives a cut.
+    pub(super) fn from_answer(
+        status: StatusCode,
+        retry_after: Option<Duration>,
+        body: &[u8],
+        key: &ProjectKey,
+    ) -> Self {
+        Self::Status {
+            status,
+            body: shown_body(&key.scrub(&String::from_utf8_lossy(body))),
+            retry_after,
+        }
+    }
+
+    /// The request did not get an answer. The transport's words are scrubbed too: they are not
+    /// ours either.
+    pub(super) fn from_transport(
+        error: &hyper_util::client::legacy::Error,
+        key: &ProjectKey,
+    ) -> Self {
+        let reason = key.scrub(&error_chain(error)).into_owned();
+        if error.is_connect() {
+            Self::Connect(reason)
+        } else {
+            Self::Connection(reason)
+        }
+    }
+
+    /// A short, stable name for metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
+                "RateLimited"
+            }
+            Self::Status { status, .. } if status.is_server_error() => "ServerError",
+            Self::Status { .. } => "Rejected",
+            Self::Connect(_) => "Connect",
+            Self::Connection(_) => "Connection",
+            Self::Timeout(_) => "Timeout",
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Status {
+                status,
+                body,
+                retry_after,
+            } => {
+                write!(f, "HTTP {status} ({})", status_meaning(*status))?;
+                if let Some(wait) = retry_after {
+                    write!(f, ", Retry-After {}", Seconds(*wait))?;
+                }
+                if !body.is_empty() {
+                    write!(f, ": {body}")?;
+                }
+                Ok(())
+            }
+            Self::Connect(reason) => write!(f, "could not connect: {reason}"),
+            Self::Connection(reason) => write!(f, "connection failed: {reason}"),
+            Self::Timeout(limit) => write!(f, "no answer within {} ms", limit.as_millis()),
+        }
+    }
+}
+
+/// What Memfault's documentation says each status means, for people reading an error.
+fn status_meaning(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        202 => "accepted",
+        400 => "malformed request",
+        401 | 403 => "project key missing or invalid",
+        404 => "no such endpoint: check MEMFAULT_CHUNKS_URL",
+        411 => "Content-Length missing",
+        413 => "chunk too large",
+        415 => "unsupported Content-Type",
+        429 => "rate limited",
+        503 | 529 => "Memfault unavailable",
+        _ if status.is_server_error() => "Memfault server error",
+        _ => status.canonical_reason().unwrap_or("unexpected status"),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUpReason {
+    AttemptsExhausted,
+    DeadlineReached,
+    RetryAfterBeyondDeadline(Duration),
+}
+
+impl fmt::Display for GiveUpReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AttemptsExhausted => f.write_str("MEMFAULT_MAX_ATTEMPTS reached"),
+            Self::DeadlineReached => f.write_str("the invocation deadline leaves no time to retry"),
+            Self::RetryAfterBeyondDeadline(wait) => write!(
+                f,
+                "Memfault asked to wait {}, past the invocation deadline",
+                Seconds(*wait)
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Error)]
+pub enum UploadError {
+    #[error("Memfault refused the upload after {attempts} attempt(s): {failure}")]
+    Rejected { failure: Failure, attempts: u32 },
+    #[error(
+        "Memfault did not accept the upload after {attempts} attempt(s) ({reason}); last failure: {last}"
+    )]
+    GaveUp {
+        reason: GiveUpReason,
+        last: Failure,
+        attempts: u32,
+    },
+    #[error(
+        "no time left for an upload: the invocation deadline is within MEMFAULT_DEADLINE_MARGIN_MS"
+    )]
+    NoTimeLeft,
+}
+
+impl UploadError {
+    pub fn attempts(&self) -> u32 {
+        match self {
+            Self::Rejected { attempts, .. } | Self::GaveUp { attempts, .. } => *attempts,
+            Self::NoTimeLeft => 0,
+        }
+    }
+
+    /// A short, stable name for metrics.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Rejected { failure, .. } | Self::GaveUp { last: failure, .. } => failure.class(),
+            Self::NoTimeLeft => "Deadline",
+        }
+    }
+
+    /// Only a refusal by Memfault is final; anything else may work when Lambda tries again.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Rejected { .. })
+    }
+
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Rejected {
+                failure: Failure::Status { status, .. },
+                ..
+            }
+            | Self::GaveUp {
+                last: Failure::Status { status, .. },
+                ..
+            } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A wait a server asked for, in whole seconds; `Duration::MAX` stands for more than can be counted.
+struct Seconds(Duration);
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 == Duration::MAX {
+            write!(f, "more than {}s", u64::MAX)
+        } else {
+            write!(f, "{}s", self.0.as_secs())
+        }
+    }
+}
+
+fn shown_body(text: &str) -> String {
+    let mut shown: String = text
+        .trim()
+        .chars()
+        .take(ERROR_BODY_SHOWN)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.trim().chars().count() > ERROR_BODY_SHOWN {
+        shown.push('…');
+    }
+    shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_read_like_memfaults_documentation() {
+        let failure = Failure::Status {
+            status: StatusCode::FORBIDDEN,
+            body: "Invalid project key".into(),
+            retry_after: None,
+        };
+        assert_eq!(
+            failure.to_string(),
+            "HTTP 403 Forbidden (project key missing or invalid): Invalid project key"
+        );
+        assert_eq!(failure.class(), "Rejected");
+        let failure = Failure::Status {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            body: String::new(),
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        assert_eq!(
+            failure.to_string(),
+            "HTTP 429 Too Many Requests (rate limited), Retry-After 30s"
+        );
+        assert_eq!(failure.class(), "RateLimited");
+        let reason = GiveUpReason::RetryAfterBeyondDeadline(Duration::MAX);
+        assert_eq!(
+            reason.to_string(),
+            "Memfault asked to wait more than 18446744073709551615s, past the invocation deadline"
+        );
+    }
+
+    #[test]
+    fn error_bodies_are_shortened_and_flattened() {
+        let long = format!("line one\nline two {}", "x".repeat(500));
+        let shown = shown_body(&long);
+        assert!(shown.starts_with("line one line two"));
+        assert!(shown.ends_with('…'));
+        assert_eq!(shown.chars().count(), ERROR_BODY_SHOWN + 1);
+        assert_eq!(shown_body("  \u{fffd} ok "), "\u{fffd} ok");
+    }
+
+    #[test]
+    fn a_key_in_an_answer_is_scrubbed_before_the_body_is_shortened() {
+        const KEY: &str = "0123456789abcdef0123456789abcdef";
+        let key: ProjectKey = KEY.parse().unwrap();
+        // The key straddles the point where the shown body is cut.
+        let body = format!(
+            "{}{KEY} and {}",
+            "x".repeat(ERROR_BODY_SHOWN - 10),
+            KEY.to_uppercase()
+        );
+        let failure = Failure::from_answer(StatusCode::FORBIDDEN, None, body.as_bytes(), &key);
+        let shown = failure.to_string();
+        assert!(shown.contains("0123…"), "{shown}");
+        assert!(!shown.to_lowercase().contains(&KEY[..5]), "{shown}");
+        let Failure::Status { body, .. } = failure else {
+            panic!("a status failure");
+        };
+        assert!(!body.to_lowercase().contains("0123456789"), "{body}");
+    }
+}

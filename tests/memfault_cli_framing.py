@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Checks that a multipart upload from this function is framed byte for byte as memfault-cli's.
+
+memfault-cli (`memfault post-chunk`, Memfault's own client on PyPI) and the function's handler
+(`cargo run --example local` on an SQS batch) post the same chunks for the same device to a
+recorder on loopback. Once each request's random boundary is replaced by a placeholder, the two
+bodies and Content-Types must be identical. Nothing leaves the machine.
+
+Needs memfault-cli importable by this interpreter (`pip install memfault-cli`) and cargo.
+Usage, from the repository root: python3 tests/memfault_cli_framing.py
+"""
+
+import base64
+import http.server
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from memfault_cli.cli import cli as memfault_cli
+
+SERIAL = "FRAMING-TEST"
+KEY = "FramingTestKey"
+# Twelve chunks, so that part names run into two digits; binary, with CR LF and dashes inside.
+CHUNKS = [bytes([0x80 | i, 0xFF, 13, 10, 45, 45, i]) + b"\xa5" * i for i in range(12)]
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+class Recorder(http.server.BaseHTTPRequestHandler):
+    received = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Recorder.received.append((self.path, self.headers["Content-Type"], body))
+        self.send_response(202)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def normalised(content_type, body):
+    boundary = content_type.split("boundary=", 1)[1]
+    return (
+        content_type.replace(boundary, "BOUNDARY"),
+        body.replace(boundary.encode(), b"BOUNDARY"),
+    )
+
+
+def post_with_memfault_cli(url, folder):
+    export = folder / "export.txt"
+    export.write_text("".join(f"MC:{base64.b64encode(c).decode()}:\n" for c in CHUNKS))
+    memfault_cli.main(
+        ["--url", url, "--project-key", KEY, "post-chunk", "--device-serial", SERIAL,
+         "--encoding", "sdk_data_export", str(export)],
+        standalone_mode=False,
+    )
+
+
+def post_with_the_function(url, folder):
+    records = [
+        {
+            "messageId": f"m{index}",
+            "eventSource": "aws:sqs",
+            "body": json.dumps({
+                "data": base64.b64encode(chunk).decode(),
+                "topic": f"prod/board/{SERIAL}/memfault/{KEY}/chunk",
+            }),
+        }
+        for index, chunk in enumerate(CHUNKS)
+    ]
+    event = folder / "batch.json"
+    event.write_text(json.dumps({"Records": records}))
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MEMFAULT_")}
+    environment["MEMFAULT_CHUNKS_URL"] = url
+    subprocess.run(
+        ["cargo", "run", "--locked", "--quiet", "--example", "local", "--", str(event)],
+        cwd=REPOSITORY, env=environment, check=True, stdout=subprocess.DEVNULL,
+    )
+
+
+def main():
+    server = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    with tempfile.TemporaryDirectory() as folder:
+        post_with_memfault_cli(url, Path(folder))
+        post_with_the_function(url, Path(folder))
+    server.shutdown()
+
+    if len(Recorder.received) != 2:
+        sys.exit(f"expected one request from each client, got {len(Recorder.received)}")
+    (cli_path, *cli_request), (our_path, *our_request) = Recorder.received
+    cli_type, cli_body = normalised(*cli_request)
+    our_type, our_body = normalised(*our_request)
+    if (cli_path, cli_type, cli_body) != (our_path, our_type, our_body):
+        print(f"memfault-cli:  {cli_path} {cli_type}\n{cli_body!r}\n")
+        print(f"this function: {our_path} {our_type}\n{our_body!r}")
+        sys.exit("the multipart framing differs from memfault-cli's")
+    print(f"same framing as memfault-cli: {len(CHUNKS)} parts, {len(our_body)} bytes, {our_type}")
+
+
+if __name__ == "__main__":
+    main()
