@@ -28,8 +28,8 @@ fn lambda_command(runtime_api: &MockServer) -> Command {
     command
 }
 
-/// A Runtime API that hands out `event` once, then keeps the next long poll waiting.
-async fn runtime_api_serving(event: serde_json::Value) -> MockServer {
+/// A Runtime API that hands out `event` (JSON text) once, then keeps the next long poll waiting.
+async fn runtime_api_serving(event: String) -> MockServer {
     let server = MockServer::start().await;
     let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(30);
     Mock::given(method("GET"))
@@ -45,7 +45,7 @@ async fn runtime_api_serving(event: serde_json::Value) -> MockServer {
                     "Lambda-Runtime-Invoked-Function-Arn",
                     "arn:aws:lambda:eu-west-1:123456789012:function:memfault-chunk-proxy",
                 )
-                .set_body_json(event),
+                .set_body_raw(event, "application/json"),
         )
         .up_to_n_times(1)
         .with_priority(1)
@@ -90,11 +90,28 @@ struct Run {
     stdout: String,
 }
 
-/// Runs the function on the sample heartbeat against `memfault`, with JSON logs at TRACE (the
-/// most verbose level, at which the runtime would print raw events) and `env`, and checks that
-/// nothing it printed holds the project key.
+/// Runs the function on the sample heartbeat against `memfault`, with JSON logs at TRACE and
+/// `env`, and checks that nothing it printed holds the project key.
 async fn run_heartbeat_at_trace(memfault: &MockServer, env: &[(&str, &str)]) -> Run {
-    let runtime_api = runtime_api_serving(sample_event("heartbeat.json")).await;
+    run_at_trace(
+        sample_event("heartbeat.json").to_string(),
+        memfault,
+        env,
+        &[],
+    )
+    .await
+}
+
+/// Runs the function on `event` against `memfault`, with JSON logs at TRACE (the most verbose
+/// level, at which the runtime would print raw events) and `env`, and checks that nothing it
+/// printed holds the project key or any of `secrets`.
+async fn run_at_trace(
+    event: String,
+    memfault: &MockServer,
+    env: &[(&str, &str)],
+    secrets: &[&str],
+) -> Run {
+    let runtime_api = runtime_api_serving(event).await;
     let mut child = lambda_command(&runtime_api)
         .env("MEMFAULT_CHUNKS_URL", memfault.uri())
         .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
@@ -109,10 +126,12 @@ async fn run_heartbeat_at_trace(memfault: &MockServer, env: &[(&str, &str)]) -> 
 
     let stdout = String::from_utf8(output.stdout).unwrap();
     let everything = stdout.clone() + &String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !everything.contains(SAMPLE_KEY),
-        "the project key leaked:\n{everything}"
-    );
+    for secret in std::iter::once(SAMPLE_KEY).chain(secrets.iter().copied()) {
+        assert!(
+            !everything.contains(secret),
+            "{secret} leaked:\n{everything}"
+        );
+    }
     Run { path, body, stdout }
 }
 
@@ -142,7 +161,7 @@ async fn serves_an_invocation_through_the_runtime_api_without_leaking_the_key() 
 #[tokio::test]
 async fn a_failed_chunk_is_reported_to_lambda_with_its_error_type() {
     let memfault = server_answering(ResponseTemplate::new(403)).await;
-    let runtime_api = runtime_api_serving(sample_event("heartbeat.json")).await;
+    let runtime_api = runtime_api_serving(sample_event("heartbeat.json").to_string()).await;
     let mut child = lambda_command(&runtime_api)
         .env("MEMFAULT_CHUNKS_URL", memfault.uri())
         .spawn()
@@ -263,4 +282,96 @@ async fn a_runtime_api_that_does_not_answer_cannot_hold_a_failed_init() {
         started.elapsed()
     );
     assert_eq!(runtime_api.received_requests().await.unwrap().len(), 1);
+}
+
+/// The JSON lines a run printed.
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn events_the_runtime_cannot_deserialize_are_refused_counted_and_logged() {
+    let memfault = server_answering(ResponseTemplate::new(202)).await;
+    let topic = "prod/b/TESTSERIAL/memfault/YOUR_PROJECT_KEY/chunk";
+    let deep = format!("{}{}", "[".repeat(1_000), "]".repeat(1_000));
+    for event in [
+        format!(r#"{{"data": "AQ==", "topic": "{topic}", "nested": {deep}}}"#),
+        format!(r#"{{"data": "AQ==", "topic": "{topic}\udc00"}}"#),
+        format!(r#"{{"data": "AQ==", "topic": "{topic}", "n": -1e999}}"#),
+    ] {
+        let run = run_at_trace(event.clone(), &memfault, &[], &[]).await;
+
+        assert_eq!(
+            run.path, "/2018-06-01/runtime/invocation/request-1/error",
+            "{event:.80}"
+        );
+        assert_eq!(
+            run.body["errorType"], "Permanent.InvalidEvent",
+            "{}",
+            run.body
+        );
+        let lines = json_lines(&run.stdout);
+        assert!(
+            lines.iter().any(|line| line["outcome"] == "refused"
+                && line["error_type"] == "Permanent.InvalidEvent"),
+            "no refusal line:\n{}",
+            run.stdout
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|line| line["Refusals"] == 1 && line["Mode"] == "Direct"),
+            "no refusal counted:\n{}",
+            run.stdout
+        );
+    }
+    assert!(memfault.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn stream_mode_leaks_neither_the_key_nor_the_credentials_at_trace() {
+    let memfault = server_answering(ResponseTemplate::new(202)).await;
+    let queue = server_answering(ResponseTemplate::new(200).set_body_string("{}")).await;
+    let (secret, token) = (
+        "wJalrXUtnFEMIK7MDENGbPxRfiCYSECRETKEY",
+        "IQoJb3JpZ2luX2VjSESSIONTOKEN",
+    );
+    let env = [
+        (
+            "MEMFAULT_FAILURE_QUEUE_URL",
+            &*format!("{}/123456789012/failures", queue.uri()),
+        ),
+        ("AWS_REGION", "eu-west-1"),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", secret),
+        ("AWS_SESSION_TOKEN", token),
+    ];
+
+    let event = sample_event("kinesis-batch.json").to_string();
+    let run = run_at_trace(event, &memfault, &env, &[secret, token]).await;
+
+    assert_eq!(
+        run.path,
+        "/2018-06-01/runtime/invocation/request-1/response"
+    );
+    assert_eq!(run.body, serde_json::json!({"batchItemFailures": []}));
+    assert_eq!(memfault.received_requests().await.unwrap().len(), 2);
+    let written = queue.received_requests().await.unwrap();
+    assert_eq!(written.len(), 1, "the bad record goes to the failure queue");
+    let lines = json_lines(&run.stdout);
+    assert!(
+        lines.iter().any(|line| line["outcome"] == "quarantined"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line["Mode"] == "Stream" && line["ChunksQuarantined"] == 1),
+        "{}",
+        run.stdout
+    );
 }
