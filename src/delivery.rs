@@ -102,11 +102,25 @@ pub async fn deliver(
     let mut runs = futures_util::stream::iter(devices)
         .map(|device| deliver_device(client, limits.batch_max_chunks, device, deadline))
         .buffer_unordered(limits.upload_concurrency.max(1));
+    let mut not_started = NotStarted::default();
     while let Some(run) = runs.next().await {
         metrics.merge(run.metrics);
+        not_started.devices += run.not_started.devices;
+        not_started.chunks += run.not_started.chunks;
         for (index, outcome) in run.outcomes {
             outcomes[index] = Some(outcome);
         }
+    }
+    // Uploads the deadline left no time for get one line between them, not one each: a large
+    // batch would otherwise spend the time it has left on writing them.
+    if not_started.devices > 0 {
+        tracing::warn!(
+            outcome = "upstream_unavailable",
+            failure_class = "Deadline",
+            devices = not_started.devices,
+            chunks = not_started.chunks,
+            "uploads not started: the invocation deadline is within MEMFAULT_DEADLINE_MARGIN_MS"
+        );
     }
     outcomes
         .into_iter()
@@ -117,6 +131,14 @@ pub async fn deliver(
 struct DeviceRun {
     outcomes: Vec<(usize, Outcome)>,
     metrics: InvocationMetrics,
+    not_started: NotStarted,
+}
+
+/// Uploads that were never attempted because the deadline was too close.
+#[derive(Default)]
+struct NotStarted {
+    devices: usize,
+    chunks: usize,
 }
 
 /// Posts one device's chunks in order, in as few requests as the batch limit allows.
@@ -129,6 +151,7 @@ async fn deliver_device(
     let mut run = DeviceRun {
         outcomes: Vec::with_capacity(device.chunks.len()),
         metrics: InvocationMetrics::default(),
+        not_started: NotStarted::default(),
     };
     let mut pending = device.chunks.into_iter().peekable();
     while pending.peek().is_some() {
@@ -139,7 +162,15 @@ async fn deliver_device(
             Err(parts) => Upload::Multipart(parts),
         };
         let result = client.upload(&device.route, &upload, deadline).await;
-        record_upload(&mut run.metrics, &device.route, &upload, &result);
+        if let Err(UploadError::NoTimeLeft) = result {
+            run.metrics.record_failure(UploadError::NoTimeLeft.class());
+            run.not_started = NotStarted {
+                devices: 1,
+                chunks: upload.chunk_count() + pending.len(),
+            };
+        } else {
+            record_upload(&mut run.metrics, &device.route, &upload, &result);
+        }
         match result {
             Ok(delivery) => run.outcomes.extend(
                 indices

@@ -30,8 +30,13 @@ fn lambda_command(runtime_api: &MockServer) -> Command {
 
 /// A Runtime API that hands out `event` (JSON text) once, then keeps the next long poll waiting.
 async fn runtime_api_serving(event: String) -> MockServer {
+    runtime_api_serving_within(event, Duration::from_secs(30)).await
+}
+
+/// The same, with `budget` until the invocation's deadline.
+async fn runtime_api_serving_within(event: String, budget: Duration) -> MockServer {
     let server = MockServer::start().await;
-    let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_secs(30);
+    let deadline = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + budget;
     Mock::given(method("GET"))
         .and(path(NEXT))
         .respond_with(
@@ -374,4 +379,49 @@ async fn stream_mode_leaks_neither_the_key_nor_the_credentials_at_trace() {
         "{}",
         run.stdout
     );
+}
+
+#[tokio::test]
+async fn uploads_the_deadline_leaves_no_time_for_get_one_line_between_them() {
+    let memfault = server_answering(ResponseTemplate::new(202)).await;
+    let records: Vec<serde_json::Value> = (0..300)
+        .map(|device| {
+            let event = chunk_event(&format!("D{device}"), "Key", b"chunk");
+            serde_json::json!({
+                "eventSource": "aws:kinesis",
+                "kinesis": {
+                    "sequenceNumber": (1_000 + device).to_string(),
+                    "data": base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        event.to_string()
+                    ),
+                    "partitionKey": format!("D{device}")
+                }
+            })
+        })
+        .collect();
+    // Less time than the default 500 ms margin: nothing may be started.
+    let event = serde_json::json!({ "Records": records }).to_string();
+    let runtime_api = runtime_api_serving_within(event, Duration::from_millis(300)).await;
+    let mut child = lambda_command(&runtime_api)
+        .env("MEMFAULT_CHUNKS_URL", memfault.uri())
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .spawn()
+        .unwrap();
+
+    let (path, body) = answer(&runtime_api).await;
+    child.kill().unwrap();
+    let output = child.wait_with_output().unwrap();
+
+    assert_eq!(path, "/2018-06-01/runtime/invocation/request-1/response");
+    assert_eq!(body["batchItemFailures"].as_array().unwrap().len(), 300);
+    assert!(memfault.received_requests().await.unwrap().is_empty());
+    let lines = json_lines(&String::from_utf8(output.stdout).unwrap());
+    let not_started: Vec<_> = lines
+        .iter()
+        .filter(|line| line["failure_class"] == "Deadline")
+        .collect();
+    assert_eq!(not_started.len(), 1, "{not_started:?}");
+    assert_eq!(not_started[0]["devices"], 300);
+    assert_eq!(not_started[0]["chunks"], 300);
 }
