@@ -23,7 +23,8 @@ FUNCTION_METRICS = {"ChunksForwarded", "BytesForwarded", "UpstreamRequests", "Re
 FAILURE_CLASSES = ["RateLimited", "ServerError", "Rejected", "Connect", "Connection", "Timeout", "Deadline"]
 OUTCOMES = {"delivered", "refused", "upstream_unavailable", "upstream_rejected", "quarantined", "batch"}
 LOG_FIELDS = {"outcome", "device_serial", "project_key", "chunks", "bytes", "status", "attempts",
-              "upstream_ms", "failure_class", "error_type", "error", "message_id", "sequence_number",
+              "upstream_ms", "slowest_upstream_ms", "slowest_item_id", "upstream_time_ms",
+              "failure_class", "error_type", "error", "item_id",
               "chunks_forwarded", "undelivered", "refused", "quarantined", "level", "message",
               "span.requestId"}
 
@@ -388,7 +389,9 @@ def test_saved_queries_use_the_function_log_fields(direct):
         for values in re.findall(r"outcome in \[([^\]]*)\]", text):
             assert set(re.findall(r'"(\w+)"', values)) <= OUTCOMES, name
         for fields in re.findall(r"^fields (.*)$", text, re.MULTILINE):
-            names = {f.strip() for f in fields.split(",")} - {"@timestamp"}
+            # Field names, also inside functions such as coalesce(a, b) as c.
+            words = re.finditer(r"@?[A-Za-z_][\w.]*(\()?", fields)
+            names = {w.group(0) for w in words if not w.group(1)} - {"as", "@timestamp"}
             assert names <= LOG_FIELDS, (name, names - LOG_FIELDS)
         for by in re.findall(r" by ([\w., ]+)$", text, re.MULTILINE):
             assert {f.strip() for f in by.split(",")} <= LOG_FIELDS, name
@@ -403,7 +406,8 @@ def test_undelivered_query_counts_every_undelivered_outcome(direct):
 
 def test_slowest_uploads_sorts_by_upstream_time(direct):
     text = queries(direct)["${AWS::StackName}/slowest-uploads"]["QueryString"]
-    assert "sort upstream_ms desc" in text
+    assert "coalesce(upstream_ms, slowest_upstream_ms) as upstream_time_ms" in text
+    assert "sort upstream_time_ms desc" in text
 
 
 # --- outputs ------------------------------------------------------------------------------

@@ -50,13 +50,18 @@ impl Outcome {
     }
 }
 
-/// Limits of one run, from the configuration.
+/// How one run goes: limits from the configuration, and how much it logs.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct Settings {
     /// Most chunks in one request.
     pub batch_max_chunks: usize,
     /// Most devices uploaded at once.
     pub upload_concurrency: usize,
+    /// Whether each delivered upload logs its line at INFO, or at DEBUG. A batch has a summary
+    /// line of its own; at fleet scale a line per delivered upload would cost about as much
+    /// CloudWatch Logs ingestion as the rest of the pipeline together (docs/cost-model.md).
+    /// Failures are logged one by one, always.
+    pub deliveries_at_info: bool,
 }
 
 /// One device's chunks, in source order, with their positions in the batch.
@@ -67,14 +72,14 @@ struct DeviceQueue {
 
 /// Delivers `items` and returns one outcome per item, in the same order.
 ///
-/// Devices are uploaded up to `limits.upload_concurrency` at a time, started in the order of
+/// Devices are uploaded up to `settings.upload_concurrency` at a time, started in the order of
 /// their first chunk in the batch, so that when the deadline cuts a run short the earliest
 /// chunks are the ones that were tried: a stream's checkpoint then moves forward with every
 /// retry instead of resending the same batch. One device's requests go strictly one after
 /// another, and its first failure holds back everything after it.
 pub async fn deliver(
     client: &MemfaultClient,
-    limits: Limits,
+    settings: Settings,
     items: Vec<Result<Routed, ForwardError>>,
     deadline: Instant,
     metrics: &mut InvocationMetrics,
@@ -100,8 +105,8 @@ pub async fn deliver(
     }
 
     let mut runs = futures_util::stream::iter(devices)
-        .map(|device| deliver_device(client, limits.batch_max_chunks, device, deadline))
-        .buffer_unordered(limits.upload_concurrency.max(1));
+        .map(|device| deliver_device(client, settings, device, deadline))
+        .buffer_unordered(settings.upload_concurrency.max(1));
     let mut not_started = NotStarted::default();
     while let Some(run) = runs.next().await {
         metrics.merge(run.metrics);
@@ -144,7 +149,7 @@ struct NotStarted {
 /// Posts one device's chunks in order, in as few requests as the batch limit allows.
 async fn deliver_device(
     client: &MemfaultClient,
-    batch_max_chunks: usize,
+    settings: Settings,
     device: DeviceQueue,
     deadline: Instant,
 ) -> DeviceRun {
@@ -155,8 +160,10 @@ async fn deliver_device(
     };
     let mut pending = device.chunks.into_iter().peekable();
     while pending.peek().is_some() {
-        let (indices, parts): (Vec<usize>, Vec<Bytes>) =
-            pending.by_ref().take(batch_max_chunks.max(1)).unzip();
+        let (indices, parts): (Vec<usize>, Vec<Bytes>) = pending
+            .by_ref()
+            .take(settings.batch_max_chunks.max(1))
+            .unzip();
         let upload = match <[Bytes; 1]>::try_from(parts) {
             Ok([single]) => Upload::Single(single),
             Err(parts) => Upload::Multipart(parts),
@@ -169,7 +176,13 @@ async fn deliver_device(
                 chunks: upload.chunk_count() + pending.len(),
             };
         } else {
-            record_upload(&mut run.metrics, &device.route, &upload, &result);
+            record_upload(
+                &mut run.metrics,
+                &device.route,
+                &upload,
+                &result,
+                settings.deliveries_at_info,
+            );
         }
         match result {
             Ok(delivery) => run.outcomes.extend(
@@ -192,12 +205,25 @@ async fn deliver_device(
     run
 }
 
+/// An event at INFO or at DEBUG, chosen at run time (tracing fixes an event's level where it
+/// is written).
+macro_rules! info_or_debug {
+    ($at_info:expr, $($event:tt)+) => {
+        if $at_info {
+            tracing::info!($($event)+)
+        } else {
+            tracing::debug!($($event)+)
+        }
+    };
+}
+
 /// The one log line and the metrics for one upload, whatever became of it.
 fn record_upload(
     metrics: &mut InvocationMetrics,
     route: &Route,
     upload: &Upload,
     result: &Result<Delivery, UploadError>,
+    at_info: bool,
 ) {
     let attempts = match result {
         Ok(delivery) => delivery.attempts,
@@ -210,7 +236,8 @@ fn record_upload(
             metrics.chunks_forwarded += upload.chunk_count() as u64;
             metrics.bytes_forwarded += upload.payload_bytes() as u64;
             metrics.record_latency(delivery.upstream);
-            tracing::info!(
+            info_or_debug!(
+                at_info,
                 outcome = "delivered",
                 device_serial = %route.device_serial,
                 project_key = %route.project_key,

@@ -11,7 +11,7 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::delivery::{self, Limits, Outcome, Routed};
+use crate::delivery::{self, Outcome, Routed, Settings};
 use crate::event::{ChunkMessage, EventError};
 use crate::failure_queue::FailureQueue;
 use crate::memfault::{ClientInitError, MemfaultClient, UploadError};
@@ -172,17 +172,21 @@ impl Forwarder {
         )
     }
 
+    /// Delivers the items of one invocation. A batch (`batch`) logs one summary line for its
+    /// deliveries; a single chunk logs its delivery as the invocation's outcome.
     pub(crate) async fn deliver(
         &self,
         items: Vec<Result<Routed, ForwardError>>,
+        batch: bool,
         deadline: Instant,
         metrics: &mut InvocationMetrics,
     ) -> Vec<Outcome> {
-        let limits = Limits {
+        let settings = Settings {
             batch_max_chunks: self.config.batch_max_chunks,
             upload_concurrency: self.config.upload_concurrency,
+            deliveries_at_info: !batch,
         };
-        delivery::deliver(&self.client, limits, items, deadline, metrics).await
+        delivery::deliver(&self.client, settings, items, deadline, metrics).await
     }
 }
 
@@ -215,11 +219,23 @@ pub(crate) fn refuse_batch(source_name: &'static str, field: &'static str) -> Fo
     error
 }
 
-/// The one summary line of a batch.
-pub(crate) fn log_batch(metrics: &InvocationMetrics, source_name: &str) {
+/// The one summary line of a batch, with its slowest delivered upload and the item it carried.
+pub(crate) fn log_batch<'a>(
+    metrics: &InvocationMetrics,
+    source_name: &str,
+    outcomes: impl Iterator<Item = (&'a str, &'a Outcome)>,
+) {
+    let slowest = outcomes
+        .filter_map(|(item_id, outcome)| match outcome {
+            Outcome::Delivered(delivery) => Some((delivery.upstream, item_id)),
+            _ => None,
+        })
+        .max();
     tracing::info!(
         outcome = "batch",
         source = source_name,
+        slowest_upstream_ms = slowest.map(|(upstream, _)| upstream.as_millis() as u64),
+        slowest_item_id = slowest.map(|(_, item_id)| item_id),
         chunks_forwarded = metrics.chunks_forwarded,
         bytes = metrics.bytes_forwarded,
         upstream_requests = metrics.upstream_requests,

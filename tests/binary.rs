@@ -425,3 +425,44 @@ async fn uploads_the_deadline_leaves_no_time_for_get_one_line_between_them() {
     assert_eq!(not_started[0]["devices"], 300);
     assert_eq!(not_started[0]["chunks"], 300);
 }
+
+#[tokio::test]
+async fn a_batch_logs_its_deliveries_in_one_summary_line_at_info() {
+    let memfault = server_answering(ResponseTemplate::new(202)).await;
+    let runtime_api = runtime_api_serving(sample_event("kinesis-batch.json").to_string()).await;
+    let mut child = lambda_command(&runtime_api)
+        .env("MEMFAULT_CHUNKS_URL", memfault.uri())
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .spawn()
+        .unwrap();
+
+    answer(&runtime_api).await;
+    child.kill().unwrap();
+    let output = child.wait_with_output().unwrap();
+
+    let lines = json_lines(&String::from_utf8(output.stdout).unwrap());
+    let outcomes: Vec<&str> = lines
+        .iter()
+        .filter_map(|line| line["outcome"].as_str())
+        .collect();
+    // Two devices delivered, one record refused: the refusal has its own line, the deliveries
+    // only the batch's.
+    assert_eq!(outcomes, ["refused", "batch"], "{lines:?}");
+    let batch = lines
+        .iter()
+        .find(|line| line["outcome"] == "batch")
+        .unwrap();
+    assert_eq!(batch["chunks_forwarded"], 4);
+    assert!(batch["slowest_upstream_ms"].is_u64(), "{batch}");
+    let sample = sample_event("kinesis-batch.json");
+    let sequence_numbers: Vec<&str> = sample["Records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|record| record["kinesis"]["sequenceNumber"].as_str().unwrap())
+        .collect();
+    assert!(
+        sequence_numbers.contains(&batch["slowest_item_id"].as_str().unwrap()),
+        "{batch}"
+    );
+}

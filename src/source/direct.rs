@@ -29,7 +29,7 @@ pub async fn forward(
         .ok()
         .map(|routed| routed.route.device_serial.to_string());
     let outcome = forwarder
-        .deliver(vec![item], deadline, &mut metrics)
+        .deliver(vec![item], false, deadline, &mut metrics)
         .await
         .pop()
         .expect("one outcome per item");

@@ -147,7 +147,7 @@ pub async fn forward(
     let (stream_records, items): (Vec<StreamRecord<'_>>, Vec<_>) = entries.into_iter().unzip();
 
     let mut metrics = InvocationMetrics::default();
-    let outcomes = forwarder.deliver(items, deadline, &mut metrics).await;
+    let outcomes = forwarder.deliver(items, true, deadline, &mut metrics).await;
     let quarantined = match forwarder.failure_queue() {
         Some(queue) => {
             quarantine(
@@ -164,8 +164,8 @@ pub async fn forward(
     };
 
     let mut response = KinesisEventResponse::default();
-    for ((record, outcome), quarantined) in stream_records.iter().zip(outcomes).zip(quarantined) {
-        if let Outcome::Refused(error) = &outcome {
+    for ((record, outcome), quarantined) in stream_records.iter().zip(&outcomes).zip(quarantined) {
+        if let Outcome::Refused(error) = outcome {
             note_refusal(&mut metrics, Some(&record.sequence_number), error);
         }
         if quarantined {
@@ -175,7 +175,10 @@ pub async fn forward(
             response.add_failure(record.sequence_number.clone());
         }
     }
-    log_batch(&metrics, "Kinesis");
+    let item_ids = stream_records
+        .iter()
+        .map(|record| record.sequence_number.as_str());
+    log_batch(&metrics, "Kinesis", item_ids.zip(&outcomes));
     emit_metrics(
         forwarder.config().metrics_namespace.as_deref(),
         "Stream",
@@ -229,6 +232,7 @@ async fn quarantine(
                 tracing::warn!(
                     outcome = "quarantined",
                     item_id = %record.sequence_number,
+                    chunks = 1,
                     error_type = %error.0,
                     "undeliverable record written to the failure queue"
                 );

@@ -54,18 +54,22 @@ pub async fn forward(
     }
 
     let mut metrics = InvocationMetrics::default();
-    let outcomes = forwarder.deliver(items, deadline, &mut metrics).await;
+    let outcomes = forwarder.deliver(items, true, deadline, &mut metrics).await;
     let mut response = SqsBatchResponse::default();
-    for (id, outcome) in ids.into_iter().zip(outcomes) {
+    for (id, outcome) in ids.iter().zip(&outcomes) {
         match outcome {
             Outcome::Delivered(_) => continue,
-            Outcome::Refused(error) => note_refusal(&mut metrics, Some(&id), &error),
+            Outcome::Refused(error) => note_refusal(&mut metrics, Some(id), error),
             Outcome::Failed(_) | Outcome::HeldBack => {}
         }
         metrics.chunks_undelivered += 1;
-        response.add_failure(id);
+        response.add_failure(id.clone());
     }
-    log_batch(&metrics, "SQS");
+    log_batch(
+        &metrics,
+        "SQS",
+        ids.iter().map(String::as_str).zip(&outcomes),
+    );
     emit_metrics(
         forwarder.config().metrics_namespace.as_deref(),
         "Queued",
