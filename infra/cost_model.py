@@ -77,7 +77,6 @@ class Plan:
     mode: str
     invocations_per_s: float
     seconds_per_invocation: float
-    uploads_per_chunk: float
     sqs_requests_per_chunk: float = 0.0
     shards: int = 0
     on_demand: bool = False
@@ -95,13 +94,13 @@ def round_trips(devices: int, upload_concurrency: int) -> float:
 
 def plans(fleet: Fleet) -> list[Plan]:
     rate = fleet.rate
-    direct = Plan("Direct", rate, billed_seconds(ROUND_TRIP_S + DIRECT_OVERHEAD_S), 1.0,
+    direct = Plan("Direct", rate, billed_seconds(ROUND_TRIP_S + DIRECT_OVERHEAD_S),
                   concurrency_cap="none (account limit)")
     # Queued: batches of 100 (SqsBatchSize), each device once per batch at these rates;
     # IoT's SendMessage per chunk, Lambda's ReceiveMessage and DeleteMessageBatch per 10.
     queued_batch = min(100, max(1, rate * 5))
     queued = Plan("Queued", rate / queued_batch, billed_seconds(round_trips(round(queued_batch), 32)),
-                  1.0, sqs_requests_per_chunk=1 + 0.1 + 0.1,
+                  sqs_requests_per_chunk=1 + 0.1 + 0.1,
                   concurrency_cap="SqsMaxConcurrency", note="UploadConcurrency 32")
     # Stream: one shard per 1,000 records/s with a fifth spare; batches of up to 500 (StreamBatchSize)
     # gathered for up to 1 s; UploadConcurrency 64 when batches are full, 8 otherwise.
@@ -111,7 +110,7 @@ def plans(fleet: Fleet) -> list[Plan]:
     concurrency = 64 if batch >= 100 else 8
     stream_seconds = billed_seconds(round_trips(round(batch), concurrency))
     stream = [
-        Plan(f"Stream, {label}", per_shard / batch * shards, stream_seconds, 1.0, shards=shards,
+        Plan(f"Stream, {label}", per_shard / batch * shards, stream_seconds, shards=shards,
              on_demand=on_demand, concurrency_cap="shards × ParallelizationFactor",
              note=f"{shards} shard(s), UploadConcurrency {concurrency}")
         for label, on_demand in (("provisioned", False), ("on-demand", True))
@@ -140,12 +139,11 @@ def per_million(fleet: Fleet, plan: Plan, basic_ingest: bool, info_logs: bool) -
         else:
             cost["Kinesis"] = (chunks * PRICES["kinesis_put_unit"]
                                + share * plan.shards * HOURS * PRICES["kinesis_shard_hour"])
-    # EMF documents are printed whatever the log level; log lines of deliveries only at INFO.
+    # EMF documents are printed whatever the log level. At INFO a direct invocation logs its
+    # delivery, a batch its summary line (its deliveries only at DEBUG).
     log_bytes = invocations * LOG_EMF_DOCUMENT
     if info_logs:
-        log_bytes += chunks * plan.uploads_per_chunk * LOG_DELIVERED_LINE
-        if plan.mode != "Direct":
-            log_bytes += invocations * LOG_BATCH_LINE
+        log_bytes += invocations * (LOG_DELIVERED_LINE if plan.mode == "Direct" else LOG_BATCH_LINE)
     cost["CloudWatch Logs"] = log_bytes / GB * PRICES["logs_gb"]
     return cost
 
