@@ -26,7 +26,7 @@ local: ## Run the function on $(EVENT) locally (loopback receiver unless MEMFAUL
 	$(CARGO) run --locked --example local -- $(EVENT)
 
 .PHONY: test
-test: lint unit validate ## Every check CI runs: format, clippy, unit and integration tests, template validation
+test: lint unit validate emulator ## Every check CI runs: format, clippy, tests, template validation, events through the emulator
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with warnings as errors
@@ -40,6 +40,10 @@ unit: ## Unit and integration tests (mock Memfault on loopback)
 .PHONY: validate
 validate: ## Validate template.yaml offline: cfn-lint, sam validate --lint, checkov, template tests
 	bash infra/validate.sh
+
+.PHONY: emulator
+emulator: cargo-lambda ## Every sample event through cargo lambda's Runtime API emulator (tests/emulator)
+	$(WITH_VENV) python -m pytest -p no:cacheprovider tests/emulator
 
 .PHONY: build
 build: ## Release build of the Lambda binary for this machine
