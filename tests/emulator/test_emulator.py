@@ -214,11 +214,15 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture(scope="session")
 def emulator(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    # A SIGTERM (make or CI stopping the run) unwinds like Ctrl-C, so the teardown below still
+    # stops the process groups, which do not share the test's own.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     started = Emulator(tmp_path_factory.mktemp("emulator"), receiver)
     try:
         yield started
     finally:
         started.stop()
+        signal.signal(signal.SIGTERM, previous)
 
 
 def event_files() -> set[str]:
