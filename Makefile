@@ -6,9 +6,15 @@ SHELL := /bin/bash
 CARGO ?= cargo
 EVENT ?= events/heartbeat.json
 STACK ?= memfault-chunk-proxy
-# For `make deploy-cargo-lambda`: an existing execution role (see README, "Deploy with cargo lambda").
+# For `make deploy-cargo-lambda`: an existing execution role (see docs/deploy.md).
 LAMBDA_ROLE_ARN ?=
+# Lambda architecture of `lambda-build`, `sam-build` and the deploys: arm64 or x86_64.
 ARCH ?= arm64
+# Where `make watch` listens and `make invoke` sends: loopback only.
+LAMBDA_ADDRESS ?= 127.0.0.1
+LAMBDA_PORT ?= 9000
+# cargo-lambda, and the zig it links with, live in .venv (infra/requirements-lambda.txt).
+WITH_VENV := PATH="$(CURDIR)/.venv/bin:$$PATH"
 
 .PHONY: help
 help: ## List the targets
@@ -16,10 +22,11 @@ help: ## List the targets
 
 .PHONY: local
 local: ## Run the function on $(EVENT) locally (loopback receiver unless MEMFAULT_CHUNKS_URL is set)
-	$(CARGO) run --locked --quiet --example local -- $(EVENT)
+	@echo "==> Building the function and its local runner (a minute or two the first time)"
+	$(CARGO) run --locked --example local -- $(EVENT)
 
 .PHONY: test
-test: lint unit validate ## Every check CI runs: format, clippy, unit and integration tests, template validation
+test: lint unit validate emulator ## Every check CI runs: format, clippy, tests, template validation, events through the emulator
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with warnings as errors
@@ -34,6 +41,10 @@ unit: ## Unit and integration tests (mock Memfault on loopback)
 validate: ## Validate template.yaml offline: cfn-lint, sam validate --lint, checkov, template tests
 	bash infra/validate.sh
 
+.PHONY: emulator
+emulator: cargo-lambda ## Every sample event through cargo lambda's Runtime API emulator (tests/emulator)
+	$(WITH_VENV) python -m pytest -p no:cacheprovider tests/emulator
+
 .PHONY: build
 build: ## Release build of the Lambda binary for this machine
 	$(CARGO) build --locked --release
@@ -43,33 +54,38 @@ bench: ## Benchmark the release binary (built into target/bench-release) through
 	$(CARGO) bench --locked --bench runtime_api
 
 .PHONY: cargo-lambda
-cargo-lambda: ## Install cargo-lambda and zig (for cross builds) when missing
+cargo-lambda: ## Install cargo-lambda and zig (pinned, from PyPI) into .venv
 	bash infra/install-cargo-lambda.sh
 
 .PHONY: watch
-watch: cargo-lambda ## Start the cargo lambda emulator (then `make invoke` in another shell)
-	cargo lambda watch
+watch: cargo-lambda ## Run the function under cargo lambda's emulator on $(LAMBDA_ADDRESS):$(LAMBDA_PORT) (then `make invoke`)
+	$(WITH_VENV) cargo lambda watch --invoke-address $(LAMBDA_ADDRESS) --invoke-port $(LAMBDA_PORT)
 
 .PHONY: invoke
-invoke: cargo-lambda ## Send $(EVENT) to the running `make watch` emulator
-	cargo lambda invoke memfault-chunk-proxy --data-file $(EVENT)
+invoke: cargo-lambda ## Send $(EVENT) to the running `make watch`
+	$(WITH_VENV) cargo lambda invoke --invoke-address $(LAMBDA_ADDRESS) --invoke-port $(LAMBDA_PORT) \
+	  --data-file $(EVENT) memfault-chunk-proxy
 
 .PHONY: lambda-build
-lambda-build: cargo-lambda ## cargo lambda build --release for $(ARCH)
-	CARGO_ZIGBUILD_PYTHON_PATH=$(CURDIR)/.venv/bin/python3 cargo lambda build --release --$(ARCH)
+lambda-build: ## Release build for Lambda, ARCH=arm64|x86_64, into target/lambda/$(ARCH)/memfault-chunk-proxy/bootstrap
+	bash infra/install-cargo-lambda.sh $(ARCH)
+	$(WITH_VENV) cargo lambda build --locked --release $(if $(filter x86_64,$(ARCH)),--x86-64,--arm64) \
+	  --lambda-dir target/lambda/$(ARCH)
 
 .PHONY: sam-build
-sam-build: ## sam build (rust-cargolambda) into .aws-sam/
-	bash infra/sam-build.sh
+sam-build: ## sam build for ARCH=arm64|x86_64 into .aws-sam/build-$(ARCH)
+	ARCH=$(ARCH) bash infra/sam-build.sh
 
 .PHONY: deploy
-deploy: sam-build ## sam deploy with samconfig.toml (first time: .venv/bin/sam deploy --guided)
-	.venv/bin/sam deploy
+deploy: sam-build ## sam deploy of .aws-sam/build-$(ARCH) with samconfig.toml (first time: see docs/deploy.md)
+	@grep -q '"Architecture=$(ARCH)"' <(sed -n '/^\[default.deploy.parameters\]/,/^\[/p' samconfig.toml) || \
+	  { echo "samconfig.toml deploys another Architecture: set \"Architecture=$(ARCH)\" in [default.deploy.parameters]"; exit 1; }
+	$(WITH_VENV) sam deploy --template-file .aws-sam/build-$(ARCH)/template.yaml
 
 .PHONY: deploy-cargo-lambda
-deploy-cargo-lambda: lambda-build ## cargo lambda deploy with LAMBDA_ROLE_ARN and MEMFAULT_* from the environment
+deploy-cargo-lambda: lambda-build ## cargo lambda deploy of target/lambda/$(ARCH) with LAMBDA_ROLE_ARN and MEMFAULT_* from the environment
 	@test -n "$(LAMBDA_ROLE_ARN)" || { echo "Set LAMBDA_ROLE_ARN to the function's execution role"; exit 1; }
-	cargo lambda deploy --iam-role "$(LAMBDA_ROLE_ARN)" \
+	$(WITH_VENV) cargo lambda deploy --lambda-dir target/lambda/$(ARCH) --iam-role "$(LAMBDA_ROLE_ARN)" \
 	  --env-var MEMFAULT_CHUNKS_URL=$${MEMFAULT_CHUNKS_URL:-https://chunks.memfault.com} \
 	  --env-var MEMFAULT_PROJECT_KEY=$${MEMFAULT_PROJECT_KEY:-} \
 	  --env-var "MEMFAULT_TOPIC_PATTERN=$${MEMFAULT_TOPIC_PATTERN:-prod/+/{device_serial}/memfault/{project_key}/chunk}" \

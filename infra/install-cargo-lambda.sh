@@ -1,50 +1,59 @@
 #!/usr/bin/env bash
-# Installs what `cargo lambda build` (and so `sam build`) needs, when missing:
-#   - cargo-lambda, with `cargo install --locked` into ~/.cargo/bin (this compiles it:
-#     several minutes, the first time only), in a target directory of its own;
-#   - zig, which cargo-lambda uses as the linker to cross-compile: the ziglang package
-#     from PyPI, in the repository's .venv (set up as by infra/validate.sh). cargo-lambda
-#     runs `python3 -m ziglang`, so put .venv/bin first on PATH when building, or set
-#     CARGO_ZIGBUILD_PYTHON_PATH=.venv/bin/python;
-#   - the Rust standard library for the target (`rustup target add`), for
-#     ARCHITECTURE (or ARCH) arm64 (default) or x86_64.
+# Sets up what `cargo lambda` (watch, invoke, build, deploy) and so `sam build` need:
+#
+#   bash infra/install-cargo-lambda.sh [arm64|x86_64]
+#
+#   - cargo-lambda and zig, pinned in infra/requirements-lambda.txt, from PyPI into .venv
+#     (binary wheels: seconds). cargo-lambda links through zig (`python3 -m ziglang`), so run it
+#     with .venv/bin first on PATH, as the Makefile does;
+#   - with an architecture (for a build only): the Rust standard library for that target. The
+#     host's own target comes with every toolchain, so an x86_64 build on x86_64 needs nothing
+#     more. A cross build (arm64 on x86_64) needs `rustup target add`, which downloads from Rust's
+#     distribution server, not from a package registry: it is asked for here and nowhere else,
+#     and when it cannot be had the script says what to do instead.
 set -euo pipefail
-
-CARGO_LAMBDA_VERSION=1.9.2
-ZIGLANG_VERSION=0.15.2
 
 repo_root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
 # shellcheck source=infra/venv.sh
 source infra/venv.sh
-infra_venv
+infra_venv infra/requirements-lambda.txt
 
-architecture="${ARCHITECTURE:-${ARCH:-arm64}}"
+architecture="${1:-}"
 case "$architecture" in
+  "") exit 0 ;;
   arm64) target=aarch64-unknown-linux-gnu ;;
   x86_64) target=x86_64-unknown-linux-gnu ;;
   *)
-    echo "ARCHITECTURE must be arm64 or x86_64, not $architecture" >&2
+    echo "The architecture must be arm64 or x86_64 (as the template's Architecture), not '$architecture'" >&2
     exit 2
     ;;
 esac
 
-if [[ "$(python -m ziglang version 2>/dev/null || true)" != "$ZIGLANG_VERSION" ]]; then
-  echo "==> Installing zig $ZIGLANG_VERSION (PyPI package ziglang) into .venv"
-  python -m pip install --disable-pip-version-check --no-input --quiet "ziglang==$ZIGLANG_VERSION"
-fi
+target_installed() {
+  local libdir
+  libdir="$(rustc --print target-libdir --target "$target" 2>/dev/null)" &&
+    compgen -G "$libdir/libstd-*.rlib" >/dev/null
+}
 
-export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
-if [[ "$(cargo lambda --version 2>/dev/null || true)" != *" $CARGO_LAMBDA_VERSION"* ]]; then
-  echo "==> Installing cargo-lambda $CARGO_LAMBDA_VERSION (cargo install: compiles it, takes a while)"
-  CARGO_TARGET_DIR="${CARGO_LAMBDA_TARGET_DIR:-${TMPDIR:-/tmp}/cargo-lambda-target}" \
-    cargo install cargo-lambda --locked --version "$CARGO_LAMBDA_VERSION"
-fi
+if ! target_installed; then
+  echo "==> The Rust standard library for $target is missing: rustup target add $target"
+  if ! command -v rustup >/dev/null || ! timeout 300 rustup target add "$target" || ! target_installed; then
+    host="$(uname -m)"
+    [[ "$host" == aarch64 ]] && host=arm64
+    cat >&2 <<EOF
 
-if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx "$target"; then
-  echo "==> Adding the Rust target $target"
-  rustup target add "$target"
+Cannot build for $architecture: the Rust standard library for $target is not installed,
+and \`rustup target add $target\` could not install it. It comes from Rust's own
+distribution server, which is not a package registry. Either
+  - run \`rustup target add $target\` where that server can be reached (or with
+    RUSTUP_DIST_SERVER pointing at a mirror of it), then build again; or
+  - build for this machine's own architecture, which needs nothing but the package
+    registries: make lambda-build ARCH=$host (or make sam-build ARCH=$host), and deploy
+    with the template parameter Architecture=$host.
+EOF
+    exit 1
+  fi
 fi
-
 echo "==> $(cargo lambda --version), zig $(python -m ziglang version) (.venv), Rust target $target"
