@@ -26,7 +26,7 @@ local: ## Run the function on $(EVENT) locally (loopback receiver unless MEMFAUL
 	$(CARGO) run --locked --example local -- $(EVENT)
 
 .PHONY: test
-test: lint unit validate emulator ## Every check CI runs: format, clippy, tests, template validation, events through the emulator
+test: lint unit validate emulator wire ## Every check CI runs: format, clippy, tests, template validation, events through the emulator, wire format
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with warnings as errors
@@ -44,6 +44,10 @@ validate: ## Validate template.yaml offline: cfn-lint, sam validate --lint, chec
 .PHONY: emulator
 emulator: cargo-lambda ## Every sample event through cargo lambda's Runtime API emulator (tests/emulator)
 	$(WITH_VENV) python -m pytest -p no:cacheprovider tests/emulator
+
+.PHONY: wire
+wire: ## memfault-cli (Memfault's own client) and the function frame a multipart upload byte for byte alike
+	INFRA_VENV="$(CURDIR)/.venv-wire" bash -c 'source infra/venv.sh && infra_venv infra/requirements-wire.txt && python tests/memfault_cli_framing.py'
 
 .PHONY: build
 build: ## Release build of the Lambda binary for this machine
@@ -95,4 +99,4 @@ deploy-cargo-lambda: lambda-build ## cargo lambda deploy of target/lambda/$(ARCH
 .PHONY: clean
 clean: ## Remove build output, the tool venv and SAM's build folder
 	$(CARGO) clean
-	rm -rf .venv .aws-sam
+	rm -rf .venv .venv-wire .aws-sam

@@ -8,11 +8,12 @@
 # the small cargo-lambda group and not the template tools (minutes). A hash of each installed file
 # and the constraints is kept in the venv: an unchanged group costs nothing; a changed one
 # recreates the venv, so that nothing of an older pin lingers (other groups are installed again
-# when next asked for). PYTHON=... picks the interpreter (default python3, 3.11).
+# when next asked for). PYTHON=... picks the interpreter (default python3, 3.11); INFRA_VENV=...
+# another venv, for a group that cannot share one with the others.
 
 infra_venv() {
   local python="${PYTHON:-python3}"
-  local venv="$PWD/.venv"
+  local venv="${INFRA_VENV:-$PWD/.venv}"
   local stamps="$venv/.requirements"
   local files=("$@")
   ((${#files[@]})) || files=(infra/requirements.txt)

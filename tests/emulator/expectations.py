@@ -7,7 +7,7 @@ has no entry (or an entry has no file), so a new event is added here with one li
   and the function's answer naming the serial, the byte count and status 202.
 - A refused event: `refused(errorType)`: nothing reaches Memfault; the invocation fails with
   that errorType (docs/delivery.md lists them).
-- A batch (SQS today; Kinesis batches and S3 failure records take the same shape): `Expect`
+- A batch (SQS, Kinesis, or the stream mapping's S3 failure record): `Expect`
   with every device's uploads, in the order that device must see them, and the exact answer,
   e.g. the `batchItemFailures` it must name. Uploads of different devices may arrive in any
   order (they run in parallel); one device's never do.
@@ -88,6 +88,19 @@ EXPECTATIONS: dict[str, Expect] = {
         uploads=(Upload("TESTSERIAL", PARTS), Upload("SECONDDEVICE", (HEARTBEAT,))),
         response={"batchItemFailures": [
             {"itemIdentifier": "0b6a7c5e-0000-4000-8000-000000000005"}]},
+    ),
+    # The same records in a Kinesis batch, the bad one between a device's chunks: without a
+    # failure queue configured it is reported by its sequence number and the checkpoint stays
+    # there; the devices around it are delivered, in order.
+    "kinesis-batch.json": Expect(
+        uploads=(Upload("TESTSERIAL", PARTS), Upload("SECONDDEVICE", (HEARTBEAT,))),
+        response={"batchItemFailures": [
+            {"itemIdentifier": "49657214283546289216733063488119658396728734015862489094"}]},
+    ),
+    # The stream mapping's S3 failure record: the batch in its payload is delivered again.
+    "kinesis-failure-record.json": Expect(
+        uploads=(Upload("TESTSERIAL", (HEARTBEAT,)), Upload("SECONDDEVICE", (HEARTBEAT,))),
+        response={"batchItemFailures": []},
     ),
     "bad/missing-data.json": refused("Permanent.InvalidEvent"),
     "bad/data-not-a-string.json": refused("Permanent.InvalidEvent"),
