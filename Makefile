@@ -96,6 +96,10 @@ deploy-cargo-lambda: lambda-build ## cargo lambda deploy of target/lambda/$(ARCH
 	  --memory 128 --timeout 30 --tag project=$(STACK) \
 	  memfault-chunk-proxy
 
+.PHONY: replay-stream
+replay-stream: ## Stream mode: replay the batches in the stream failure bucket of $(STACK) (AWS CLI)
+	bash infra/replay-stream-failures.sh "$(STACK)"
+
 .PHONY: clean
 clean: ## Remove build output, the tool venv and SAM's build folder
 	$(CARGO) clean
