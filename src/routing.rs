@@ -8,7 +8,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
-use aho_corasick::AhoCorasick;
 use thiserror::Error;
 
 /// The layout of the topic used by Memfault's MQTT guide: `prod/<board>/<device>/memfault/<key>/chunk`.
@@ -87,15 +86,28 @@ impl ProjectKey {
     /// form. For text the key did not come from and cannot vouch for, such as an upstream's
     /// answer to a request that carried the key.
     pub fn scrub<'t>(&self, text: &'t str) -> Cow<'t, str> {
-        let finder = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .build([&self.0])
-            .expect("a key of at most 128 characters is a valid pattern");
-        if finder.is_match(text) {
-            Cow::Owned(finder.replace_all(text, &[self.redacted()]))
-        } else {
-            Cow::Borrowed(text)
+        // A plain scan: the key is short and this runs only on error answers, and a search
+        // library's automaton would add a quarter of a megabyte to a binary kept small for
+        // cold starts. Keys are ASCII, so a match always starts and ends on a char boundary.
+        let key = self.0.as_bytes();
+        let bytes = text.as_bytes();
+        let mut scrubbed = String::new();
+        let (mut copied, mut at) = (0, 0);
+        while at + key.len() <= bytes.len() {
+            if bytes[at..at + key.len()].eq_ignore_ascii_case(key) {
+                scrubbed.push_str(&text[copied..at]);
+                scrubbed.push_str(&self.redacted());
+                at += key.len();
+                copied = at;
+            } else {
+                at += 1;
+            }
         }
+        if copied == 0 {
+            return Cow::Borrowed(text);
+        }
+        scrubbed.push_str(&text[copied..]);
+        Cow::Owned(scrubbed)
     }
 }
 

@@ -71,3 +71,32 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// An upstream answer with the key in it, in any letter case and anywhere (also next to
+    /// multi-byte characters and overlapping other occurrences), never keeps it once scrubbed,
+    /// and the text around it is kept as it was.
+    #[test]
+    fn scrubbed_text_never_holds_the_key(
+        key in proptest::string::string_regex("[A-Za-z0-9_-]{4,40}").unwrap(),
+        pieces in prop::collection::vec("[a-zé\u{1F600}: \\-]{0,6}", 0..6),
+        case_flips in prop::collection::vec(any::<bool>(), 40),
+    ) {
+        let project_key: memfault_chunk_proxy::routing::ProjectKey = key.parse().unwrap();
+        let variant: String = key
+            .chars()
+            .zip(case_flips.iter().cycle())
+            .map(|(c, flip)| if *flip { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+            .collect();
+        let text = pieces.join(&variant);
+        let scrubbed = project_key.scrub(&text);
+        prop_assert!(!scrubbed.to_ascii_lowercase().contains(&key.to_ascii_lowercase()));
+        let unrelated = pieces.concat();
+        if !unrelated.to_ascii_lowercase().contains(&key.to_ascii_lowercase()) {
+            let kept = project_key.scrub(&unrelated);
+            prop_assert_eq!(kept.as_ref(), unrelated.as_str());
+        }
+    }
+}
