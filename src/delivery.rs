@@ -104,9 +104,17 @@ pub async fn deliver(
         }
     }
 
-    let mut runs = futures_util::stream::iter(devices)
-        .map(|device| deliver_device(client, settings, device, deadline))
-        .buffer_unordered(settings.upload_concurrency.max(1));
+    // A lone device (every direct invocation) needs no scheduling between devices.
+    let runs = if devices.len() == 1 {
+        let device = devices.pop().expect("one device");
+        futures_util::stream::once(deliver_device(client, settings, device, deadline)).left_stream()
+    } else {
+        futures_util::stream::iter(devices)
+            .map(|device| deliver_device(client, settings, device, deadline))
+            .buffer_unordered(settings.upload_concurrency.max(1))
+            .right_stream()
+    };
+    let mut runs = std::pin::pin!(runs);
     let mut not_started = NotStarted::default();
     while let Some(run) = runs.next().await {
         metrics.merge(run.metrics);

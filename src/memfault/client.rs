@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
 use super::failure::{Failure, GiveUpReason, UploadError};
@@ -209,6 +209,11 @@ impl MemfaultClient {
 /// trickles, breaks off or runs past the limit is dropped unfinished, which closes its
 /// connection: the next request opens a fresh one instead of reading the rest of this answer.
 async fn drain(mut body: Incoming, within: Duration) -> Bytes {
+    // An empty answer (`Content-Length: 0`, as most of Memfault's are) is complete already:
+    // no timer for it.
+    if body.is_end_stream() {
+        return Bytes::new();
+    }
     let mut kept = BytesMut::new();
     let read = async {
         while let Some(Ok(frame)) = body.frame().await {

@@ -79,7 +79,10 @@ mod tests {
             assert!(directives.contains(&expected), "{input:?}: {filter}");
             for cap in SECRET_TARGET_CAPS {
                 let directive = format!("{cap}=debug");
-                assert!(directives.contains(&directive.as_str()), "{input:?}: {filter}");
+                assert!(
+                    directives.contains(&directive.as_str()),
+                    "{input:?}: {filter}"
+                );
             }
         }
     }
