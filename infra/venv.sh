@@ -42,7 +42,7 @@ print(h.hexdigest())' "$file" infra/constraints.txt)"
   for file in "${files[@]}"; do
     stamp="$stamps/$(basename "$file").sha256"
     if [[ "$(cat "$stamp" 2>/dev/null || true)" != "${hashes[$file]}" ]]; then
-      echo "==> Installing $file into .venv"
+      echo "==> Installing $file into $venv"
       "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --quiet -r "$file"
       printf '%s\n' "${hashes[$file]}" >"$stamp"
     fi
