@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_rustls::{ConfigBuilderExt, HttpsConnector};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -45,13 +45,13 @@ pub fn build(config: &Config) -> Result<HttpClient, ClientInitError> {
                 .map(|queue| queue.url.to_string()),
         )
         .find(|url| url.starts_with("https:"));
-    let tls = match https_url {
-        Some(url) => tls
-            .with_native_roots()
-            .map_err(|source| ClientInitError::TrustStore { url, source })?,
-        None => tls.with_root_certificates(rustls::RootCertStore::empty()),
-    }
-    .with_no_client_auth();
+    let roots = match https_url {
+        Some(url) => {
+            trusted_roots().map_err(|source| ClientInitError::TrustStore { url, source })?
+        }
+        None => rustls::RootCertStore::empty(),
+    };
+    let tls = tls.with_root_certificates(roots).with_no_client_auth();
 
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
@@ -67,6 +67,28 @@ pub fn build(config: &Config) -> Result<HttpClient, ClientInitError> {
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(config.upload_concurrency)
         .build(connector))
+}
+
+/// The CA certificates an https destination is checked against. `SSL_CERT_FILE` and
+/// `SSL_CERT_DIR`, when set, name them, as for OpenSSL. Otherwise the platform's bundle file
+/// alone: the platform's certificate directory holds the same certificates again (one file each
+/// on Debian, the bundle itself on Amazon Linux), and parsing them twice was init's costliest step.
+fn trusted_roots() -> Result<rustls::RootCertStore, std::io::Error> {
+    let loaded = match openssl_probe::probe().cert_file {
+        Some(bundle) if !openssl_probe::has_ssl_cert_env_vars() => {
+            rustls_native_certs::load_certs_from_paths(Some(&bundle), None)
+        }
+        _ => rustls_native_certs::load_native_certs(),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _unparsable) = roots.add_parsable_certificates(loaded.certs);
+    if added == 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no CA certificates found ({:?})", loaded.errors),
+        ));
+    }
+    Ok(roots)
 }
 
 /// hyper's errors say little at the top ("client error (Connect)"); the cause is further down.

@@ -314,14 +314,23 @@ fn failure_record(record: &StreamRecord<'_>, outcome: &Outcome, context: &Contex
     document.to_string()
 }
 
-/// The time as Lambda's destination records write it, e.g. `2026-11-25T12:00:06.021Z`.
+/// The time as Lambda's destination records write it, e.g. `2026-11-25T12:00:06.021Z`: always
+/// three digits of milliseconds (RFC 3339 formatters drop trailing zeros).
 fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let now = now
-        .replace_nanosecond(now.millisecond() as u32 * 1_000_000)
-        .unwrap_or(now);
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    rfc3339_millis(time::OffsetDateTime::now_utc())
+}
+
+fn rfc3339_millis(now: time::OffsetDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.millisecond()
+    )
 }
 
 #[cfg(test)]
@@ -348,11 +357,15 @@ mod tests {
 
     #[test]
     fn failure_records_carry_an_rfc3339_time_in_milliseconds() {
-        let stamp = now_rfc3339();
-        assert_eq!(stamp.len(), "2026-11-25T12:00:06.021Z".len(), "{stamp}");
-        assert!(
-            stamp.ends_with('Z') && stamp.as_bytes()[19] == b'.',
-            "{stamp}"
+        let at = |nanos: i128| time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
+        assert_eq!(
+            rfc3339_millis(at(1_764_072_006_020_999_999)),
+            "2025-11-25T12:00:06.020Z"
         );
+        assert_eq!(
+            rfc3339_millis(at(1_764_072_000_000_000_000)),
+            "2025-11-25T12:00:00.000Z"
+        );
+        assert_eq!(now_rfc3339().len(), "2025-11-25T12:00:00.000Z".len());
     }
 }
