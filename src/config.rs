@@ -66,6 +66,25 @@ impl fmt::Display for ChunksUrl {
 impl FromStr for ChunksUrl {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let url = PlainUrl::parse(text)?;
+        Ok(Self {
+            scheme: url.scheme,
+            authority: url.authority,
+            path_prefix: url.path.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+/// An http(s) URL with a host and nothing that could carry a secret or change the request:
+/// no credentials, no query, no fragment.
+pub(crate) struct PlainUrl {
+    pub scheme: String,
+    pub authority: String,
+    pub path: String,
+}
+
+impl PlainUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
         let uri: Uri = text
             .parse()
             .map_err(|error| format!("not a URL: {error}"))?;
@@ -87,7 +106,7 @@ impl FromStr for ChunksUrl {
         Ok(Self {
             scheme,
             authority: authority.as_str().to_owned(),
-            path_prefix: uri.path().trim_end_matches('/').to_owned(),
+            path: uri.path().to_owned(),
         })
     }
 }

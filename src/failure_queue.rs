@@ -17,13 +17,14 @@ use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use bytes::Bytes;
+use http::Request;
 use http::header::{CONTENT_TYPE, USER_AGENT};
-use http::{Request, Uri};
 use http_body_util::{BodyExt as _, Full, Limited};
 use serde_json::json;
 use thiserror::Error;
 use tokio::time::Instant;
 
+use crate::config::PlainUrl;
 use crate::http_client::{HttpClient, error_chain};
 use crate::memfault::USER_AGENT_VALUE;
 
@@ -47,23 +48,13 @@ pub struct QueueUrl {
 impl FromStr for QueueUrl {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let uri: Uri = text
-            .parse()
-            .map_err(|error| format!("not a URL: {error}"))?;
-        let scheme = match uri.scheme_str() {
-            Some(scheme @ ("https" | "http")) => scheme,
-            _ => return Err("must be an http(s) SQS queue URL".into()),
-        };
-        let authority = uri.authority().ok_or("has no host")?;
-        if authority.as_str().contains('@') || uri.query().is_some() || text.contains('#') {
-            return Err("must be a plain queue URL, without credentials, query or fragment".into());
-        }
-        if uri.path().trim_matches('/').split('/').count() != 2 {
+        let url = PlainUrl::parse(text)?;
+        if url.path.trim_matches('/').split('/').count() != 2 {
             return Err("must end in /<account id>/<queue name>".into());
         }
         Ok(Self {
             url: text.to_owned(),
-            endpoint: format!("{scheme}://{authority}/"),
+            endpoint: format!("{}://{}/", url.scheme, url.authority),
         })
     }
 }
@@ -223,11 +214,12 @@ mod tests {
     fn anything_but_a_plain_queue_url_is_refused() {
         for (text, problem) in [
             ("sqs.eu-west-1.amazonaws.com/1/q", "not a URL"),
-            ("ftp://host/1/q", "http(s)"),
+            ("/123456789012/q", "needs a scheme"),
+            ("ftp://host/1/q", "is not http or https"),
             ("https://host/q", "/<account id>/<queue name>"),
             ("https://host/1/q/extra", "/<account id>/<queue name>"),
-            ("https://user:pw@host/1/q", "without credentials"),
-            ("https://host/1/q?x=1", "without credentials"),
+            ("https://user:pw@host/1/q", "must not carry credentials"),
+            ("https://host/1/q?x=1", "must not have a query"),
         ] {
             let error = text.parse::<QueueUrl>().unwrap_err();
             assert!(error.contains(problem), "{text}: {error}");
