@@ -18,6 +18,7 @@ use crate::memfault::{ClientInitError, MemfaultClient, UploadError};
 use crate::observability::InvocationMetrics;
 use crate::routing::{Claims, Route, RouteError, resolve};
 use crate::source::{self, Envelope};
+
 #[derive(Debug, Error)]
 pub enum ForwardError {
     #[error("refused: {0}")]
