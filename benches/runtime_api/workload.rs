@@ -85,23 +85,18 @@ pub fn direct_events(fleet: &[String]) -> Vec<Bytes> {
 
 /// The queued-mode invocations: SQS events of `batch_size` records whose bodies are the events.
 pub fn sqs_batches(fleet: &[String], batch_size: usize) -> Vec<Bytes> {
-    fleet
-        .chunks(batch_size)
-        .enumerate()
-        .map(|(batch, bodies)| {
-            let records: Vec<Value> = bodies
-                .iter()
-                .enumerate()
-                .map(|(index, body)| sqs_record(batch * batch_size + index, body))
-                .collect();
-            Bytes::from(json!({ "Records": records }).to_string())
-        })
-        .collect()
+    batches(fleet, batch_size, sqs_record)
 }
 
 /// The stream-mode invocations: Kinesis events of `batch_size` records whose data are the
 /// events, with sequence numbers ascending across batches as in one shard.
 pub fn kinesis_batches(fleet: &[String], batch_size: usize) -> Vec<Bytes> {
+    batches(fleet, batch_size, kinesis_record)
+}
+
+/// `{"Records": [...]}` events of `batch_size` records each; `record` makes the record of an
+/// event from its position in the fleet.
+fn batches(fleet: &[String], batch_size: usize, record: fn(usize, &str) -> Value) -> Vec<Bytes> {
     fleet
         .chunks(batch_size)
         .enumerate()
@@ -109,7 +104,7 @@ pub fn kinesis_batches(fleet: &[String], batch_size: usize) -> Vec<Bytes> {
             let records: Vec<Value> = events
                 .iter()
                 .enumerate()
-                .map(|(index, event)| kinesis_record(batch * batch_size + index, event))
+                .map(|(index, event)| record(batch * batch_size + index, event))
                 .collect();
             Bytes::from(json!({ "Records": records }).to_string())
         })
