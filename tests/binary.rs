@@ -387,17 +387,7 @@ async fn uploads_the_deadline_leaves_no_time_for_get_one_line_between_them() {
     let records: Vec<serde_json::Value> = (0..300)
         .map(|device| {
             let event = chunk_event(&format!("D{device}"), "Key", b"chunk");
-            serde_json::json!({
-                "eventSource": "aws:kinesis",
-                "kinesis": {
-                    "sequenceNumber": (1_000 + device).to_string(),
-                    "data": base64::Engine::encode(
-                        &base64::engine::general_purpose::STANDARD,
-                        event.to_string()
-                    ),
-                    "partitionKey": format!("D{device}")
-                }
-            })
+            kinesis_record(&(1_000 + device).to_string(), event.to_string().as_bytes())
         })
         .collect();
     // Less time than the default 500 ms margin: nothing may be started.

@@ -17,32 +17,11 @@ use wiremock::matchers::{header, method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 const BUDGET: Duration = Duration::from_secs(20);
-const STREAM_ARN: &str = "arn:aws:kinesis:eu-west-1:123456789012:stream/memfault-chunk-proxy";
 /// A realistic sequence number prefix; records get consecutive numbers after it.
 const SEQUENCE_BASE: u128 = 49_657_214_283_546_289_216_733_063_488_119;
 
 fn sequence(index: usize) -> String {
     (SEQUENCE_BASE + index as u128).to_string()
-}
-
-/// A Kinesis record as Lambda delivers it, carrying the rule's JSON output as its data.
-fn kinesis_record(sequence_number: &str, data: &[u8]) -> Value {
-    json!({
-        "kinesis": {
-            "kinesisSchemaVersion": "1.0",
-            "partitionKey": "pk",
-            "sequenceNumber": sequence_number,
-            "data": base64::engine::general_purpose::STANDARD.encode(data),
-            "approximateArrivalTimestamp": 1_764_072_000.25
-        },
-        "eventSource": "aws:kinesis",
-        "eventVersion": "1.0",
-        "eventID": format!("shardId-000000000000:{sequence_number}"),
-        "eventName": "aws:kinesis:record",
-        "invokeIdentityArn": "arn:aws:iam::123456789012:role/proxy",
-        "awsRegion": "eu-west-1",
-        "eventSourceARN": STREAM_ARN
-    })
 }
 
 fn record_of(index: usize, event: &Value) -> Value {

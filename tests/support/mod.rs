@@ -81,6 +81,28 @@ pub fn chunk_event(serial: &str, key: &str, chunk: &[u8]) -> Value {
     })
 }
 
+pub const STREAM_ARN: &str = "arn:aws:kinesis:eu-west-1:123456789012:stream/memfault-chunk-proxy";
+
+/// A Kinesis record as Lambda delivers it, carrying the rule's JSON output as its data.
+pub fn kinesis_record(sequence_number: &str, data: &[u8]) -> Value {
+    json!({
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": "pk",
+            "sequenceNumber": sequence_number,
+            "data": base64::engine::general_purpose::STANDARD.encode(data),
+            "approximateArrivalTimestamp": 1_764_072_000.25
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": format!("shardId-000000000000:{sequence_number}"),
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": "arn:aws:iam::123456789012:role/proxy",
+        "awsRegion": "eu-west-1",
+        "eventSourceARN": STREAM_ARN
+    })
+}
+
 /// Distinct, binary chunks with CR LF and dashes inside, so that multipart framing cannot
 /// depend on content.
 pub fn chunk(device: usize, index: usize) -> Vec<u8> {
