@@ -20,6 +20,10 @@ pub const DEFAULT_METRICS_NAMESPACE: &str = "MemfaultChunkProxy";
 /// 128/1,769 of a vCPU (Lambda developer guide, "Configure Lambda function memory"), about 14
 /// times less than that machine's core: 100 ms covers a direct event many times over and such a
 /// batch with room to spare. Larger batches want the default 500 ms or more.
+/// Devices uploaded at once: a batch of 500 devices at a 50 ms round trip takes
+/// ceil(500 / 64) = 8 round trips, 0.4 s, so one invocation keeps up with a shard's 1,000
+/// records/s (docs/benchmark.md).
+pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 64;
 pub const MIN_DEADLINE_MARGIN: Duration = Duration::from_millis(100);
 
 /// A configuration variable with a value that cannot work. The message names the variable and
@@ -125,8 +129,11 @@ pub struct Config {
     pub metrics_namespace: Option<String>,
     pub batch_max_chunks: usize,
     pub upload_concurrency: usize,
-    /// Where stream records that can never be delivered are sent; `None` leaves them in the
-    /// stream, reported as failures.
+    /// How long a stream device's failing record may hold its shard while other devices are
+    /// delivered, before its records are set aside.
+    pub stall_limit: Duration,
+    /// Where records that can never be delivered are written; `None` leaves them with their
+    /// source, reported as failures.
     pub failure_queue: Option<FailureQueueConfig>,
 }
 
@@ -144,7 +151,8 @@ impl Default for Config {
             deadline_margin: Duration::from_millis(500),
             metrics_namespace: Some(DEFAULT_METRICS_NAMESPACE.to_owned()),
             batch_max_chunks: 500,
-            upload_concurrency: 8,
+            upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
+            stall_limit: Duration::from_secs(300),
             failure_queue: None,
         }
     }
@@ -303,6 +311,9 @@ impl Config {
             upload_concurrency: env
                 .number("MEMFAULT_UPLOAD_CONCURRENCY", 1..=256)?
                 .map_or(defaults.upload_concurrency, |n| n as usize),
+            stall_limit: env
+                .number("MEMFAULT_STALL_LIMIT_SECONDS", 1..=604_800)?
+                .map_or(defaults.stall_limit, Duration::from_secs),
             failure_queue,
         })
     }
@@ -422,6 +433,7 @@ mod tests {
             ("MEMFAULT_METRICS_NAMESPACE", "Fleet/Chunks"),
             ("MEMFAULT_BATCH_MAX_CHUNKS", "100"),
             ("MEMFAULT_UPLOAD_CONCURRENCY", "3"),
+            ("MEMFAULT_STALL_LIMIT_SECONDS", "45"),
         ])
         .unwrap();
         let serial: DeviceSerial = "D1".parse().unwrap();
@@ -443,6 +455,7 @@ mod tests {
         assert_eq!(config.metrics_namespace.as_deref(), Some("Fleet/Chunks"));
         assert_eq!(config.batch_max_chunks, 100);
         assert_eq!(config.upload_concurrency, 3);
+        assert_eq!(config.stall_limit, Duration::from_secs(45));
     }
 
     #[test]

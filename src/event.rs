@@ -55,13 +55,6 @@ pub enum EventError {
     NotJson { what: &'static str, reason: String },
     #[error("{what} cannot be read: {reason}")]
     Unreadable { what: &'static str, reason: String },
-    #[error(
-        "a record of the {source_name} batch has no usable {field}, so its failure could not be reported: the whole batch is refused"
-    )]
-    Unidentifiable {
-        source_name: &'static str,
-        field: &'static str,
-    },
 }
 
 impl EventError {
@@ -75,8 +68,7 @@ impl EventError {
             | Self::NotAString(_)
             | Self::EmptyField(_)
             | Self::NotJson { .. }
-            | Self::Unreadable { .. }
-            | Self::Unidentifiable { .. } => "InvalidEvent",
+            | Self::Unreadable { .. } => "InvalidEvent",
         }
     }
 }
@@ -100,7 +92,8 @@ fn optional_string(event: &Value, field: &'static str) -> Result<Option<String>,
 }
 
 /// An on-failure destination record carries the original event as `requestPayload`.
-fn unwrap_failure_record(event: &Value) -> &Value {
+/// The rule's event itself, also when it comes wrapped in a failure record (a replay).
+pub fn unwrap_failure_record(event: &Value) -> &Value {
     event.get("requestPayload").unwrap_or(event)
 }
 

@@ -1,13 +1,11 @@
-//! The failure queue as a place the function writes to: undeliverable stream records are sent
-//! there with their data, so that one poison record never stalls its shard.
+//! The failure queue as a place the function writes to: records that retrying cannot help are
+//! sent there with their data (src/quarantine.rs says which and how), as `SendMessage` calls
+//! signed with the execution role's credentials.
 //!
-//! A Kinesis shard is processed strictly in order, so a record that fails every time would hold
-//! up every device behind it until the event source mapping discards it. Lambda's own on-failure
-//! destinations for streams either carry no data (SQS, SNS) or act only once retries are spent.
-//! Records that retrying cannot help (malformed, refused by validation, refused by Memfault with
-//! a 4xx) are therefore sent here by the function itself, as `SendMessage` calls signed with the
-//! execution role's credentials, in the same record format as Lambda's on-failure destination
-//! records, so that the failure queue's replay mapping replays them like any other.
+//! A FIFO queue (a URL ending in `.fifo`) gets each record with its device as message group and
+//! a digest of the record's identity as deduplication id: a write repeated after a timeout, or
+//! by the next invocation, is stored once, and a device's records replay in the order they were
+//! written. A standard queue gets neither.
 
 use std::fmt;
 use std::str::FromStr;
@@ -30,9 +28,10 @@ use crate::memfault::USER_AGENT_VALUE;
 
 const SQS_TARGET: &str = "AmazonSQS.SendMessage";
 const SQS_CONTENT_TYPE: &str = "application/x-amz-json-1.0";
-/// SQS refuses larger messages; an IoT message (at most 128 KiB) always fits, with room for
-/// the base64 growth and the record around it.
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// SQS's message size limit, 1 MiB since August 2025 (SQS developer guide, "Amazon SQS message
+/// quotas"). An IoT message (at most 128 KiB) always fits, with room for the base64 growth and
+/// the record around it; a larger Kinesis record does not.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 const ERROR_BODY_LIMIT: usize = 16 * 1024;
 const ERROR_BODY_SHOWN: usize = 200;
 
@@ -41,6 +40,7 @@ const ERROR_BODY_SHOWN: usize = 200;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueUrl {
     url: String,
+    fifo: bool,
     /// Where the JSON protocol's requests go: the queue URL's scheme and authority.
     endpoint: String,
 }
@@ -54,8 +54,21 @@ impl FromStr for QueueUrl {
         }
         Ok(Self {
             url: text.to_owned(),
+            fifo: url.path.trim_end_matches('/').ends_with(".fifo"),
             endpoint: format!("{}://{}/", url.scheme, url.authority),
         })
+    }
+}
+
+impl QueueUrl {
+    /// Whether `arn` (an SQS record's `eventSourceARN`) names this queue: its account and name
+    /// are the URL's last two path segments.
+    pub fn is_queue_arn(&self, arn: &str) -> bool {
+        let mut segments = self.url.trim_end_matches('/').rsplit('/');
+        let (Some(name), Some(account)) = (segments.next(), segments.next()) else {
+            return false;
+        };
+        arn.starts_with("arn:") && arn.ends_with(&format!(":{account}:{name}"))
     }
 }
 
@@ -108,12 +121,15 @@ impl FailureQueue {
         }
     }
 
-    pub fn url(&self) -> &QueueUrl {
-        &self.config.url
-    }
-
-    /// Sends one message; `Ok` once SQS has stored it.
-    pub async fn send(&self, message: &str, deadline: Instant) -> Result<(), QuarantineError> {
+    /// Sends one message; `Ok` once SQS has stored it. `group` and `deduplication_id` are used
+    /// by a FIFO queue (each at most 128 characters of SQS's allowed set).
+    pub async fn send(
+        &self,
+        message: &str,
+        group: &str,
+        deduplication_id: &str,
+        deadline: Instant,
+    ) -> Result<(), QuarantineError> {
         if message.len() > MAX_MESSAGE_BYTES {
             return Err(QuarantineError::TooLarge(message.len()));
         }
@@ -121,9 +137,12 @@ impl FailureQueue {
         if remaining.is_zero() {
             return Err(QuarantineError::NoTimeLeft);
         }
-        let body = Bytes::from(
-            json!({"QueueUrl": self.config.url.url, "MessageBody": message}).to_string(),
-        );
+        let mut call = json!({"QueueUrl": self.config.url.url, "MessageBody": message});
+        if self.config.url.fifo {
+            call["MessageGroupId"] = json!(group);
+            call["MessageDeduplicationId"] = json!(deduplication_id);
+        }
+        let body = Bytes::from(call.to_string());
         let request = self.signed_request(body)?;
         let timeout = self.request_timeout.min(remaining);
         let exchange = async {
@@ -204,6 +223,14 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(url.endpoint, "https://sqs.eu-west-1.amazonaws.com/");
+        assert!(!url.fifo);
+        let fifo: QueueUrl = "https://sqs.eu-west-1.amazonaws.com/123456789012/failures.fifo"
+            .parse()
+            .unwrap();
+        assert!(fifo.fifo);
+        assert!(fifo.is_queue_arn("arn:aws:sqs:eu-west-1:123456789012:failures.fifo"));
+        assert!(!fifo.is_queue_arn("arn:aws:sqs:eu-west-1:123456789012:failures"));
+        assert!(!fifo.is_queue_arn("arn:aws:sqs:eu-west-1:999999999999:failures.fifo"));
         assert_eq!(
             url.to_string(),
             "https://sqs.eu-west-1.amazonaws.com/123456789012/failures"

@@ -10,8 +10,10 @@ pub mod http_client;
 pub mod init_error;
 pub mod memfault;
 pub mod observability;
+pub mod quarantine;
 pub mod retry;
 pub mod routing;
+pub mod settled;
 pub mod source;
 
 pub use config::Config;

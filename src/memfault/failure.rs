@@ -174,6 +174,18 @@ impl UploadError {
         !matches!(self, Self::Rejected { .. })
     }
 
+    /// Who the failure concerns, which decides what happens next (docs/delivery.md).
+    pub fn concern(&self) -> Concern {
+        match self {
+            Self::Rejected {
+                failure: Failure::Status { status, .. },
+                ..
+            } if is_configuration_status(*status) => Concern::Configuration,
+            Self::Rejected { .. } => Concern::Request,
+            Self::GaveUp { .. } | Self::NoTimeLeft => Concern::Transient,
+        }
+    }
+
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             Self::Rejected {
@@ -187,6 +199,26 @@ impl UploadError {
             _ => None,
         }
     }
+}
+
+/// What an upload's failure says about where the fault lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concern {
+    /// Memfault refused what the request carried (400, 413, 415, 422, ...): one of its chunks,
+    /// found by sending fewer at a time, will be refused whenever it is sent.
+    Request,
+    /// Memfault refused who sent it or where (401, 403, 404, a redirect): every request with
+    /// the same key or URL fails alike until a person fixes the setting.
+    Configuration,
+    /// Memfault was down, slow or rate limiting, or the deadline came: later may work.
+    Transient,
+}
+
+/// Answers that blame the project key or the URL rather than the chunks: a redirect (the
+/// chunks URL is not the API's), 401/403 (key missing, wrong or revoked), 404/405 (no such
+/// endpoint) and 407 (a proxy wants credentials).
+fn is_configuration_status(status: StatusCode) -> bool {
+    status.is_redirection() || matches!(status.as_u16(), 401 | 403 | 404 | 405 | 407)
 }
 
 /// A wait a server asked for, in whole seconds; `Duration::MAX` stands for more than can be counted.
@@ -246,6 +278,31 @@ mod tests {
             reason.to_string(),
             "Memfault asked to wait more than 18446744073709551615s, past the invocation deadline"
         );
+    }
+
+    #[test]
+    fn refusals_blame_the_request_or_the_configuration() {
+        let rejected = |code: u16| UploadError::Rejected {
+            failure: Failure::Status {
+                status: StatusCode::from_u16(code).unwrap(),
+                body: String::new(),
+                retry_after: None,
+            },
+            attempts: 1,
+        };
+        for code in [400, 409, 411, 413, 415, 422] {
+            assert_eq!(rejected(code).concern(), Concern::Request, "{code}");
+        }
+        for code in [301, 302, 307, 401, 403, 404, 405, 407] {
+            assert_eq!(rejected(code).concern(), Concern::Configuration, "{code}");
+        }
+        let gave_up = UploadError::GaveUp {
+            reason: GiveUpReason::AttemptsExhausted,
+            last: Failure::Timeout(Duration::from_secs(1)),
+            attempts: 3,
+        };
+        assert_eq!(gave_up.concern(), Concern::Transient);
+        assert_eq!(UploadError::NoTimeLeft.concern(), Concern::Transient);
     }
 
     #[test]

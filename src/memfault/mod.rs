@@ -8,5 +8,5 @@ mod failure;
 mod multipart;
 
 pub use client::{ClientInitError, Delivery, MemfaultClient, USER_AGENT_VALUE};
-pub use failure::{Failure, GiveUpReason, UploadError};
+pub use failure::{Concern, Failure, GiveUpReason, UploadError};
 pub use multipart::Upload;

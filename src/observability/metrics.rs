@@ -18,6 +18,8 @@ pub struct InvocationMetrics {
     pub chunks_undelivered: u64,
     /// Chunks set aside as undeliverable, on the failure queue.
     pub chunks_quarantined: u64,
+    /// Chunks held because Memfault refused the project key or the URL: a setting to fix.
+    pub configuration_rejected: u64,
     pub upstream_latency_ms: Vec<f64>,
     pub failures_by_class: BTreeMap<&'static str, u64>,
 }
@@ -41,6 +43,7 @@ impl InvocationMetrics {
         self.retries += other.retries;
         self.chunks_undelivered += other.chunks_undelivered;
         self.chunks_quarantined += other.chunks_quarantined;
+        self.configuration_rejected += other.configuration_rejected;
         self.upstream_latency_ms.extend(other.upstream_latency_ms);
         for (class, count) in other.failures_by_class {
             *self.failures_by_class.entry(class).or_default() += count;
@@ -110,6 +113,7 @@ pub fn emf_documents(
         ("Retries", "Count"),
         ("ChunksUndelivered", "Count"),
         ("ChunksQuarantined", "Count"),
+        ("ConfigurationRejected", "Count"),
     ];
     let mut totals = json!({
         "Mode": mode,
@@ -120,6 +124,7 @@ pub fn emf_documents(
         "Retries": metrics.retries,
         "ChunksUndelivered": metrics.chunks_undelivered,
         "ChunksQuarantined": metrics.chunks_quarantined,
+        "ConfigurationRejected": metrics.configuration_rejected,
     });
     // Declared only when there are values: a declared metric with no member is an invalid document.
     if let Some(values) = latency.next() {
@@ -189,7 +194,7 @@ mod tests {
         assert_eq!(declared["Namespace"], "Ns");
         assert_eq!(totals["_aws"]["Timestamp"], 1_700_000_000_000u64);
         let metrics_declared = declared["Metrics"].as_array().unwrap();
-        assert_eq!(metrics_declared.len(), 8);
+        assert_eq!(metrics_declared.len(), 9);
         for metric in metrics_declared {
             let name = metric["Name"].as_str().unwrap();
             assert!(!totals[name].is_null(), "{name} is declared but missing");
@@ -209,6 +214,7 @@ mod tests {
             retries: 1,
             chunks_undelivered: 3,
             chunks_quarantined: 1,
+            configuration_rejected: 4,
             ..Default::default()
         };
         total.record_latency(Duration::from_millis(5));
@@ -223,6 +229,7 @@ mod tests {
         assert_eq!(total.retries, 2);
         assert_eq!(total.chunks_undelivered, 6);
         assert_eq!(total.chunks_quarantined, 2);
+        assert_eq!(total.configuration_rejected, 8);
         assert_eq!(total.upstream_latency_ms, [5.0, 5.0]);
         assert_eq!(
             total.failures_by_class,

@@ -1,13 +1,14 @@
 //! Kinesis batches: stream mode. A shard is delivered in sequence-number order, and Lambda
 //! resumes a failed batch at the **lowest** sequence number the function reports, resending
 //! everything after it. So the answer names every record that must come back, the lowest of them
-//! being the first record not delivered; records of other devices after it are sent again on the
-//! retry (Memfault tolerates duplicates).
+//! being the first record neither delivered nor set aside; records after it that this execution
+//! environment already settled are answered from its memory when they come back.
 //!
 //! A record that can never be delivered (malformed, refused by validation, refused by Memfault
-//! with a 4xx) would hold the checkpoint, and so every device on its shard, until the mapping
-//! discards it. Such records are written to the failure queue with their data instead, when one
-//! is configured, and the checkpoint moves past them.
+//! when sent alone, or a device stalled past the stall limit) would hold the checkpoint, and so
+//! every device on its shard, until the mapping discards it. Such records are written to the
+//! failure queue with their data instead, and the checkpoint moves past them. Only records
+//! before the checkpoint are written: those after it come back with the retry anyway.
 //!
 //! The event source mapping's S3 on-failure record of a batch (the batch as escaped JSON in
 //! `payload`) is read here too, so that a batch the mapping gave up on replays through the same
@@ -15,22 +16,22 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use base64::Engine as _;
-use futures_util::StreamExt as _;
-use lambda_runtime::Context;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
-use crate::delivery::Outcome;
+use super::{
+    BatchRefused, Envelope, ForwardError, Response, Services, cause, device_serials, envelope,
+    is_settled, log_batch, note_refusal,
+};
+use crate::delivery::{DeliveryLog, Item, Outcome, Undeliverable};
 use crate::event::{EventError, parse_rule_json};
-use crate::failure_queue::FailureQueue;
-use crate::handler::{ForwardError, Forwarder, log_batch, note_refusal, refuse_batch};
 use crate::observability::{InvocationMetrics, emit_metrics};
-use crate::source::{Envelope, envelope};
+use crate::quarantine::FailureRecord;
 
 /// Kinesis sequence numbers are decimal strings of up to 129 digits (Kinesis API `Record`).
 const MAX_SEQUENCE_DIGITS: usize = 129;
@@ -56,6 +57,8 @@ struct KinesisRecord<'a> {
     kinesis: KinesisData<'a>,
     #[serde(rename = "eventSourceARN", borrow, default)]
     event_source_arn: Option<Cow<'a, str>>,
+    #[serde(rename = "eventID", borrow, default)]
+    event_id: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -70,17 +73,6 @@ struct KinesisData<'a> {
     approximate_arrival_timestamp: Option<&'a RawValue>,
 }
 
-impl KinesisData<'_> {
-    fn decoded(&self) -> Result<Vec<u8>, EventError> {
-        base64::engine::general_purpose::STANDARD
-            .decode(self.data.as_bytes())
-            .map_err(|error| EventError::Unreadable {
-                what: "Kinesis record data",
-                reason: format!("not base64: {error}"),
-            })
-    }
-}
-
 /// Enough of a record to report it, for a record that cannot be read as a whole.
 #[derive(Deserialize)]
 struct RecordHead {
@@ -93,27 +85,100 @@ struct SequenceHead {
     sequence_number: String,
 }
 
-/// One record of the batch, in the batch's order.
+/// One record of the batch, in the batch's order, with what its failure record needs.
 struct StreamRecord<'a> {
     sequence_number: String,
     raw: &'a RawValue,
+    parsed: Option<KinesisRecord<'a>>,
+    /// The rule's event the record's data holds, when it is a JSON object.
+    event: Option<Value>,
+}
+
+impl StreamRecord<'_> {
+    /// Stream and shard position: what names the record across resends.
+    fn identity(&self) -> String {
+        let parsed = self.parsed.as_ref();
+        let stream = parsed.and_then(|record| record.event_source_arn.as_deref());
+        let event_id = parsed.and_then(|record| record.event_id.as_deref());
+        format!(
+            "kinesis {} {}",
+            stream.unwrap_or_default(),
+            event_id.unwrap_or(&self.sequence_number)
+        )
+    }
+
+    fn arrived(&self) -> Option<SystemTime> {
+        let raw = self.parsed.as_ref()?.kinesis.approximate_arrival_timestamp?;
+        let seconds: f64 = serde_json::from_str(raw.get()).ok()?;
+        (seconds.is_finite() && seconds >= 0.0)
+            .then(|| UNIX_EPOCH + Duration::from_secs_f64(seconds))
+    }
+
+    fn failure_record(
+        &self,
+        device_serial: Option<String>,
+        undeliverable: &Undeliverable,
+    ) -> FailureRecord {
+        let mut origin = json!({ "sequenceNumber": self.sequence_number });
+        match &self.parsed {
+            Some(parsed) => {
+                origin["partitionKey"] = json!(parsed.kinesis.partition_key);
+                origin["eventSourceARN"] = json!(parsed.event_source_arn);
+                origin["approximateArrivalTimestamp"] = parsed
+                    .kinesis
+                    .approximate_arrival_timestamp
+                    .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                    .unwrap_or(Value::Null);
+                if self.event.is_none() {
+                    origin["data"] = json!(parsed.kinesis.data);
+                }
+            }
+            // Not even readable as a Kinesis record: keep it whole, as text, for inspection.
+            None => origin["record"] = json!(self.raw.get()),
+        }
+        FailureRecord {
+            identity: self.identity(),
+            device_serial,
+            request_payload: self.event.clone(),
+            origin: ("KinesisRecord", origin),
+            cause: cause(undeliverable),
+        }
+    }
+}
+
+fn decoded(data: &KinesisData<'_>) -> Result<Vec<u8>, EventError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(data.data.as_bytes())
+        .map_err(|error| EventError::Unreadable {
+            what: "Kinesis record data",
+            reason: format!("not base64: {error}"),
+        })
 }
 
 pub async fn forward(
-    forwarder: &Forwarder,
+    services: &Services<'_>,
     records: Vec<&RawValue>,
-    deadline: Instant,
-    context: &Context,
-) -> Result<KinesisEventResponse, ForwardError> {
+) -> Result<Response, ForwardError> {
     let mut entries = Vec::with_capacity(records.len());
     for raw in records {
-        let (sequence_number, item) = match serde_json::from_str::<KinesisRecord<'_>>(raw.get()) {
-            Ok(record) => {
-                let message = record
-                    .kinesis
-                    .decoded()
-                    .and_then(|data| parse_rule_json(&data, "Kinesis record data"));
-                (record.kinesis.sequence_number, forwarder.routed(message))
+        let (record, message) = match serde_json::from_str::<KinesisRecord<'_>>(raw.get()) {
+            Ok(parsed) => {
+                let data = decoded(&parsed.kinesis);
+                let message = data
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|data| parse_rule_json(data, "Kinesis record data"));
+                let event = data
+                    .ok()
+                    .and_then(|data| serde_json::from_slice::<Value>(&data).ok())
+                    .filter(Value::is_object);
+                let record = StreamRecord {
+                    sequence_number: parsed.kinesis.sequence_number.clone(),
+                    raw,
+                    parsed: Some(parsed),
+                    event,
+                };
+                (record, message)
             }
             Err(error) => {
                 let head = serde_json::from_str::<RecordHead>(raw.get()).ok();
@@ -121,56 +186,74 @@ pub async fn forward(
                     what: "Kinesis record",
                     reason: error.to_string(),
                 };
-                (
-                    head.map(|head| head.kinesis.sequence_number)
+                let record = StreamRecord {
+                    sequence_number: head
+                        .map(|head| head.kinesis.sequence_number)
                         .unwrap_or_default(),
-                    Err(unreadable.into()),
-                )
+                    raw,
+                    parsed: None,
+                    event: None,
+                };
+                (record, Err(unreadable))
             }
         };
         // Failures are reported by sequence number: a batch with a record that has none (which
         // Lambda never sends) fails whole, before anything is sent.
-        if !is_sequence_number(&sequence_number) {
-            return Err(refuse_batch("Kinesis", "kinesis.sequenceNumber"));
+        if !is_sequence_number(&record.sequence_number) {
+            return Err(BatchRefused::new("Kinesis", "kinesis.sequenceNumber").into());
         }
-        entries.push((
-            StreamRecord {
-                sequence_number,
-                raw,
-            },
-            item,
-        ));
+        entries.push((record, message));
     }
     // A shard's batch arrives in order; sorting (stably) makes the order a guarantee of this
     // code rather than an assumption about the caller, replays included.
     entries.sort_by(|(a, _), (b, _)| sequence_order(&a.sequence_number, &b.sequence_number));
-    let (stream_records, items): (Vec<StreamRecord<'_>>, Vec<_>) = entries.into_iter().unzip();
+    let mut stream_records = Vec::with_capacity(entries.len());
+    let mut items = Vec::with_capacity(entries.len());
+    for (record, message) in entries {
+        items.push(Item {
+            content: services.routed(message),
+            key: Some(services.memory.key(&[&record.identity()])),
+            arrived: record.arrived(),
+        });
+        stream_records.push(record);
+    }
+    let keys: Vec<_> = items.iter().map(|item| item.key).collect();
+    let serials = device_serials(&items);
 
     let mut metrics = InvocationMetrics::default();
-    let outcomes = forwarder.deliver(items, true, deadline, &mut metrics).await;
-    let quarantined = match forwarder.failure_queue() {
-        Some(queue) => {
-            quarantine(
-                queue,
-                forwarder.config().upload_concurrency,
-                &stream_records,
-                &outcomes,
-                deadline,
-                context,
-            )
-            .await
+    let outcomes = services
+        .deliver(items, DeliveryLog::EachAtDebug, &mut metrics)
+        .await;
+
+    let checkpoint = outcomes
+        .iter()
+        .position(|outcome| matches!(outcome, Outcome::Kept(_)))
+        .unwrap_or(outcomes.len());
+    let mut to_set_aside = Vec::new();
+    let mut set_aside_at = Vec::new();
+    for (index, outcome) in outcomes.iter().enumerate() {
+        let Outcome::SetAside(undeliverable) = outcome else {
+            continue;
+        };
+        let record = &stream_records[index];
+        if let Undeliverable::Refused(refusal) = undeliverable {
+            note_refusal(&mut metrics, Some(&record.sequence_number), refusal);
         }
-        None => vec![false; outcomes.len()],
-    };
+        if index < checkpoint && !matches!(undeliverable, Undeliverable::SetAsideEarlier) {
+            set_aside_at.push(index);
+            let failure = record.failure_record(serials[index].clone(), undeliverable);
+            to_set_aside.push((failure, keys[index]));
+        }
+    }
+    let stored = services.set_aside(to_set_aside, &mut metrics).await;
+    let mut settled: Vec<bool> = outcomes.iter().map(is_settled).collect();
+    for (index, stored) in set_aside_at.into_iter().zip(stored) {
+        settled[index] = stored;
+    }
 
     let mut response = KinesisEventResponse::default();
-    for ((record, outcome), quarantined) in stream_records.iter().zip(&outcomes).zip(quarantined) {
-        if let Outcome::Refused(error) = outcome {
-            note_refusal(&mut metrics, Some(&record.sequence_number), error);
-        }
-        if quarantined {
-            metrics.chunks_quarantined += 1;
-        } else if !matches!(outcome, Outcome::Delivered(_)) {
+    for (record, settled) in stream_records.iter().zip(settled) {
+        if !settled {
             metrics.chunks_undelivered += 1;
             response.add_failure(record.sequence_number.clone());
         }
@@ -180,157 +263,22 @@ pub async fn forward(
         .map(|record| record.sequence_number.as_str());
     log_batch(&metrics, "Kinesis", item_ids.zip(&outcomes));
     emit_metrics(
-        forwarder.config().metrics_namespace.as_deref(),
+        services.config.metrics_namespace.as_deref(),
         "Stream",
         &metrics,
     );
-    Ok(response)
+    Ok(Response::Kinesis(response))
 }
 
 /// Replays the S3 on-failure record of a batch: its `payload` is the batch's event as text.
 pub async fn forward_failure_record(
-    forwarder: &Forwarder,
+    services: &Services<'_>,
     payload: &str,
-    deadline: Instant,
-    context: &Context,
-) -> Result<KinesisEventResponse, ForwardError> {
+) -> Result<Response, ForwardError> {
     match envelope(payload) {
-        Envelope::Kinesis(records) => forward(forwarder, records, deadline, context).await,
-        _ => Err(refuse_batch("Kinesis failure record", "payload")),
+        Envelope::Kinesis(records) => forward(services, records).await,
+        _ => Err(BatchRefused::new("Kinesis failure record", "payload").into()),
     }
-}
-
-/// Writes the records that can never be delivered to the failure queue, and says which ones
-/// it wrote. Only records before the first one that must be retried are written: those after
-/// it come back with the retry anyway, and writing them now would write them again each time.
-async fn quarantine(
-    queue: &FailureQueue,
-    concurrency: usize,
-    records: &[StreamRecord<'_>],
-    outcomes: &[Outcome],
-    deadline: Instant,
-    context: &Context,
-) -> Vec<bool> {
-    let checkpoint = outcomes
-        .iter()
-        .position(|outcome| !matches!(outcome, Outcome::Delivered(_)) && !outcome.is_permanent())
-        .unwrap_or(outcomes.len());
-    let mut quarantined = vec![false; outcomes.len()];
-    let permanent = (0..checkpoint).filter(|&index| outcomes[index].is_permanent());
-    let mut sends = futures_util::stream::iter(permanent)
-        .map(|index| {
-            let message = failure_record(&records[index], &outcomes[index], context);
-            async move { (index, queue.send(&message, deadline).await) }
-        })
-        .buffer_unordered(concurrency.max(1));
-    while let Some((index, sent)) = sends.next().await {
-        let record = &records[index];
-        let error = outcome_error(&outcomes[index]);
-        match sent {
-            Ok(()) => {
-                quarantined[index] = true;
-                tracing::warn!(
-                    outcome = "quarantined",
-                    item_id = %record.sequence_number,
-                    chunks = 1,
-                    error_type = %error.0,
-                    "undeliverable record written to the failure queue"
-                );
-            }
-            Err(failure) => tracing::error!(
-                outcome = "quarantine_failed",
-                item_id = %record.sequence_number,
-                error_type = %error.0,
-                error = %failure,
-                "undeliverable record could not be written to the failure queue; it stays in the stream"
-            ),
-        }
-    }
-    quarantined
-}
-
-/// The `errorType` and message of a record that was not delivered.
-fn outcome_error(outcome: &Outcome) -> (String, String) {
-    match outcome {
-        Outcome::Refused(error) => (error.error_type(), error.to_string()),
-        Outcome::Failed(error) => {
-            let error = ForwardError::Upload(error.clone());
-            (error.error_type(), error.to_string())
-        }
-        Outcome::Delivered(_) | Outcome::HeldBack => {
-            (String::new(), "not delivered yet".to_owned())
-        }
-    }
-}
-
-/// A failure record in the shape of Lambda's on-failure destination records, so that the
-/// failure queue holds one kind of record whatever the mode: the rule's event under
-/// `requestPayload` (what replay delivers), the error, and where the record came from. Data that
-/// is not a JSON object is kept as the record's base64 `data` instead, for inspection.
-fn failure_record(record: &StreamRecord<'_>, outcome: &Outcome, context: &Context) -> String {
-    let (error_type, error_message) = outcome_error(outcome);
-    let parsed = serde_json::from_str::<KinesisRecord<'_>>(record.raw.get()).ok();
-    let mut origin = json!({ "sequenceNumber": record.sequence_number });
-    let mut payload = None;
-    if let Some(parsed) = &parsed {
-        origin["partitionKey"] = json!(parsed.kinesis.partition_key);
-        origin["eventSourceARN"] = json!(parsed.event_source_arn);
-        origin["approximateArrivalTimestamp"] = parsed
-            .kinesis
-            .approximate_arrival_timestamp
-            .and_then(|raw| serde_json::from_str(raw.get()).ok())
-            .unwrap_or(Value::Null);
-        let event = parsed
-            .kinesis
-            .decoded()
-            .ok()
-            .and_then(|data| serde_json::from_slice::<Value>(&data).ok());
-        match event {
-            Some(event) if event.is_object() => payload = Some(event),
-            _ => origin["data"] = json!(parsed.kinesis.data),
-        }
-    } else {
-        // Not even readable as a Kinesis record: keep it whole, as text, for inspection.
-        origin["record"] = json!(record.raw.get());
-    }
-    let mut document = json!({
-        "version": "1.0",
-        "timestamp": now_rfc3339(),
-        "requestContext": {
-            "requestId": context.request_id,
-            "functionArn": context.invoked_function_arn,
-            "condition": "Undeliverable",
-            "approximateInvokeCount": 1,
-        },
-        "responseContext": {
-            "errorType": error_type,
-            "errorMessage": error_message,
-        },
-        "KinesisRecord": origin,
-    });
-    if let Some(payload) = payload {
-        document["requestPayload"] = payload;
-    }
-    document.to_string()
-}
-
-/// The time as Lambda's destination records write it, e.g. `2026-11-25T12:00:06.021Z`: always
-/// three digits of milliseconds (RFC 3339 formatters drop trailing zeros).
-fn now_rfc3339() -> String {
-    rfc3339_millis(time::OffsetDateTime::now_utc())
-}
-
-fn rfc3339_millis(now: time::OffsetDateTime) -> String {
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.millisecond()
-    )
 }
 
 #[cfg(test)]
@@ -353,19 +301,5 @@ mod tests {
         assert_eq!(sequence_order("100", "99"), Ordering::Greater);
         assert_eq!(sequence_order("123", "124"), Ordering::Less);
         assert_eq!(sequence_order("55", "55"), Ordering::Equal);
-    }
-
-    #[test]
-    fn failure_records_carry_an_rfc3339_time_in_milliseconds() {
-        let at = |nanos: i128| time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
-        assert_eq!(
-            rfc3339_millis(at(1_764_072_006_020_999_999)),
-            "2025-11-25T12:00:06.020Z"
-        );
-        assert_eq!(
-            rfc3339_millis(at(1_764_072_000_000_000_000)),
-            "2025-11-25T12:00:00.000Z"
-        );
-        assert_eq!(now_rfc3339().len(), "2025-11-25T12:00:00.000Z".len());
     }
 }

@@ -1,16 +1,22 @@
 //! SQS batches: queued mode's ingest queue, and replays of the failure queue. Every message is
-//! delivered or named in `batchItemFailures`; SQS deletes the others and redelivers these after
-//! the visibility timeout, until the queue's redrive policy moves them to its dead-letter queue.
+//! delivered, set aside on the failure queue, or named in `batchItemFailures`; SQS deletes the
+//! others and redelivers these after the visibility timeout, until the queue's redrive policy
+//! moves them to its dead-letter queue.
+//!
+//! Messages that come from the failure queue itself (a replay) are never written back to it: a
+//! chunk that still cannot be delivered is reported, and the redrive policy moves it to the
+//! replay dead-letter queue.
 
-use aws_lambda_events::event::sqs::SqsBatchResponse;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::time::Instant;
+use serde_json::{Value, json};
 
-use crate::delivery::Outcome;
-use crate::event::{EventError, parse_rule_json};
-use crate::handler::{ForwardError, Forwarder, log_batch, note_refusal, refuse_batch};
+use super::{BatchRefused, ForwardError, Response, Services, cause, log_batch, note_refusal};
+use crate::delivery::{DeliveryLog, Item, Outcome, Undeliverable};
+use crate::event::{EventError, parse_rule_json, unwrap_failure_record};
 use crate::observability::{InvocationMetrics, emit_metrics};
+use crate::quarantine::FailureRecord;
+use aws_lambda_events::event::sqs::SqsBatchResponse;
 
 /// The parts of an SQS record the function reads; everything else is skipped unparsed.
 #[derive(Deserialize)]
@@ -19,16 +25,24 @@ struct Message<'a> {
     message_id: Option<String>,
     #[serde(borrow)]
     body: Option<&'a RawValue>,
+    #[serde(rename = "eventSourceARN", default)]
+    event_source_arn: Option<String>,
+}
+
+/// One message of the batch, as far as its answer and its failure record need it.
+struct Received {
+    id: String,
+    queue_arn: String,
+    body: Result<String, EventError>,
 }
 
 pub async fn forward(
-    forwarder: &Forwarder,
+    services: &Services<'_>,
     records: Vec<&RawValue>,
-    deadline: Instant,
-) -> Result<SqsBatchResponse, ForwardError> {
+) -> Result<Response, ForwardError> {
     // Failures are reported by message ID. A record without one could be neither reported nor
     // safely deleted, so such a batch fails whole, before anything is sent.
-    let mut ids = Vec::with_capacity(records.len());
+    let mut received = Vec::with_capacity(records.len());
     let mut items = Vec::with_capacity(records.len());
     for record in records {
         let message = serde_json::from_str::<Message<'_>>(record.get()).ok();
@@ -37,8 +51,12 @@ pub async fn forward(
             .and_then(|message| message.message_id.clone())
             .filter(|id| !id.is_empty())
         else {
-            return Err(refuse_batch("SQS", "messageId"));
+            return Err(BatchRefused::new("SQS", "messageId").into());
         };
+        let queue_arn = message
+            .as_ref()
+            .and_then(|message| message.event_source_arn.clone())
+            .unwrap_or_default();
         let body = message
             .and_then(|message| message.body)
             .ok_or(EventError::MissingField("body"))
@@ -47,33 +65,103 @@ pub async fn forward(
                     what: "SQS message body",
                     reason: error.to_string(),
                 })
-            })
-            .and_then(|body| parse_rule_json(body.as_bytes(), "SQS message body"));
-        ids.push(id);
-        items.push(forwarder.routed(body));
+            });
+        let content = services.routed(
+            body.clone()
+                .and_then(|body| parse_rule_json(body.as_bytes(), "SQS message body")),
+        );
+        items.push(Item {
+            content,
+            key: Some(services.memory.key(&["sqs", &queue_arn, &id])),
+            arrived: None,
+        });
+        received.push(Received {
+            id,
+            queue_arn,
+            body,
+        });
     }
+    let keys: Vec<_> = items.iter().map(|item| item.key).collect();
+    let serials = super::device_serials(&items);
 
     let mut metrics = InvocationMetrics::default();
-    let outcomes = forwarder.deliver(items, true, deadline, &mut metrics).await;
-    let mut response = SqsBatchResponse::default();
-    for (id, outcome) in ids.iter().zip(&outcomes) {
-        match outcome {
-            Outcome::Delivered(_) => continue,
-            Outcome::Refused(error) => note_refusal(&mut metrics, Some(id), error),
-            Outcome::Failed(_) | Outcome::HeldBack => {}
+    let outcomes = services
+        .deliver(items, DeliveryLog::EachAtDebug, &mut metrics)
+        .await;
+
+    let replaying = |message: &Received| {
+        services
+            .config
+            .failure_queue
+            .as_ref()
+            .is_some_and(|queue| queue.url.is_queue_arn(&message.queue_arn))
+    };
+    let mut to_set_aside = Vec::new();
+    let mut set_aside_at = Vec::new();
+    for (index, outcome) in outcomes.iter().enumerate() {
+        let message = &received[index];
+        if let Outcome::SetAside(undeliverable) = outcome {
+            if let Undeliverable::Refused(refusal) = undeliverable {
+                note_refusal(&mut metrics, Some(&message.id), refusal);
+            }
+            if matches!(undeliverable, Undeliverable::SetAsideEarlier) || replaying(message) {
+                continue;
+            }
+            set_aside_at.push(index);
+            let record = failure_record(message, serials[index].clone(), undeliverable);
+            to_set_aside.push((record, keys[index]));
         }
-        metrics.chunks_undelivered += 1;
-        response.add_failure(id.clone());
+    }
+    let stored = services.set_aside(to_set_aside, &mut metrics).await;
+    let mut settled: Vec<bool> = outcomes.iter().map(super::is_settled).collect();
+    for (index, stored) in set_aside_at.into_iter().zip(stored) {
+        settled[index] = stored;
+    }
+
+    let mut response = SqsBatchResponse::default();
+    for (message, settled) in received.iter().zip(settled) {
+        if !settled {
+            metrics.chunks_undelivered += 1;
+            response.add_failure(message.id.clone());
+        }
     }
     log_batch(
         &metrics,
         "SQS",
-        ids.iter().map(String::as_str).zip(&outcomes),
+        received.iter().map(|message| message.id.as_str()).zip(&outcomes),
     );
     emit_metrics(
-        forwarder.config().metrics_namespace.as_deref(),
+        services.config.metrics_namespace.as_deref(),
         "Queued",
         &metrics,
     );
-    Ok(response)
+    Ok(Response::Sqs(response))
+}
+
+fn failure_record(
+    message: &Received,
+    device_serial: Option<String>,
+    undeliverable: &Undeliverable,
+) -> FailureRecord {
+    let event = message
+        .body
+        .as_ref()
+        .ok()
+        .and_then(|body| serde_json::from_str::<Value>(body).ok());
+    let request_payload = event
+        .as_ref()
+        .map(|event| unwrap_failure_record(event).clone())
+        .filter(Value::is_object);
+    let mut origin = json!({ "messageId": message.id, "eventSourceARN": message.queue_arn });
+    if request_payload.is_none() {
+        // Not a rule event: kept as it came, for inspection.
+        origin["body"] = json!(message.body.as_ref().ok());
+    }
+    FailureRecord {
+        identity: format!("sqs {} {}", message.queue_arn, message.id),
+        device_serial,
+        request_payload,
+        origin: ("SQSMessage", origin),
+        cause: cause(undeliverable),
+    }
 }

@@ -1,0 +1,120 @@
+//! What became of one item, in the classes that decide what happens next (docs/delivery.md).
+
+use thiserror::Error;
+
+use crate::event::EventError;
+use crate::memfault::{Concern, Delivery, UploadError};
+use crate::routing::RouteError;
+
+/// Why an item was never sent: it is wrong in itself, and will be whenever it is retried.
+#[derive(Debug, Clone, Error)]
+pub enum Refusal {
+    #[error("refused: {0}")]
+    Event(#[from] EventError),
+    #[error("refused: {0}")]
+    Route(#[from] RouteError),
+}
+
+impl Refusal {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Event(error) => error.kind(),
+            Self::Route(error) => error.kind(),
+        }
+    }
+}
+
+/// What became of one item.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Memfault accepted it.
+    Delivered(Accepted),
+    /// Retrying cannot help: it belongs in the failure store, with its data.
+    SetAside(Undeliverable),
+    /// Retrying may help: the source keeps it for a later invocation.
+    Kept(Kept),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Accepted {
+    /// By the request this invocation sent.
+    Now(Delivery),
+    /// A record the source sent again after this execution environment delivered it.
+    Earlier,
+}
+
+#[derive(Debug)]
+pub enum Undeliverable {
+    /// Never sent: the event, its topic or its serial is wrong.
+    Refused(Refusal),
+    /// Memfault refused this chunk when it was sent alone.
+    Rejected(UploadError),
+    /// The device's uploads kept failing while other devices' went through, for longer than
+    /// the stall limit: set aside so that its shard moves on.
+    Stalled(UploadError),
+    /// A record the source sent again after this execution environment set it aside.
+    SetAsideEarlier,
+}
+
+#[derive(Debug)]
+pub enum Kept {
+    /// The request that carried it failed for a reason that may pass (or a setting to fix).
+    Failed(UploadError),
+    /// Never sent: an earlier chunk of the same device was not delivered, and sending this one
+    /// would let it overtake that chunk.
+    BehindFailure,
+    /// Never sent: see the reason.
+    NotStarted(NotStarted),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotStarted {
+    /// The deadline (less MEMFAULT_DEADLINE_MARGIN_MS) left no time for it.
+    Deadline,
+    /// Uploads of this invocation were failing for every device: Memfault is down.
+    Outage,
+    /// Memfault refused the device's project key earlier in this invocation.
+    ProjectRefused,
+}
+
+impl Undeliverable {
+    /// Lambda's `errorType` words for it: `Permanent.*` fails whenever it is retried,
+    /// `Retryable.*` may pass later (a replay once the device or Memfault recovered).
+    pub fn error_type(&self) -> String {
+        match self {
+            Self::Refused(refusal) => format!("Permanent.{}", refusal.kind()),
+            Self::Rejected(_) => "Permanent.UpstreamRejected".to_owned(),
+            Self::Stalled(error) => upload_error_type(error),
+            Self::SetAsideEarlier => "Permanent.SetAsideEarlier".to_owned(),
+        }
+    }
+
+    /// What the failure store's record says happened.
+    pub fn condition(&self) -> &'static str {
+        match self {
+            Self::Stalled(_) => "Stalled",
+            _ => "Undeliverable",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Self::Refused(refusal) => refusal.to_string(),
+            Self::Rejected(error) => error.to_string(),
+            Self::Stalled(error) => format!(
+                "the device's uploads kept failing past MEMFAULT_STALL_LIMIT_SECONDS while other devices' were delivered: {error}"
+            ),
+            Self::SetAsideEarlier => "set aside by an earlier invocation".to_owned(),
+        }
+    }
+}
+
+/// `Retryable.Upstream<Class>` for failures that may pass, `Retryable.UpstreamConfiguration`
+/// for a key or URL Memfault refuses, `Permanent.UpstreamRejected` for a refused chunk.
+pub fn upload_error_type(error: &UploadError) -> String {
+    match error.concern() {
+        Concern::Request => "Permanent.UpstreamRejected".to_owned(),
+        Concern::Configuration => "Retryable.UpstreamConfiguration".to_owned(),
+        Concern::Transient => format!("Retryable.Upstream{}", error.class()),
+    }
+}

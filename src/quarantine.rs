@@ -1,0 +1,229 @@
+//! Setting records aside: what retrying cannot help is written to the failure queue with its
+//! data, in the shape of Lambda's on-failure destination records, so that the failure queue
+//! holds one kind of record whatever the mode and its replay mapping replays them all alike.
+//!
+//! Every write finishes by the invocation's deadline less MEMFAULT_DEADLINE_MARGIN_MS, with one
+//! retry inside that time; a record whose write did not finish stays with its source (reported
+//! as failed) and is written again by a later invocation, which a FIFO queue stores once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use tokio::time::Instant;
+
+use crate::failure_queue::{FailureQueue, QuarantineError};
+
+/// The message group of records that name no valid device.
+const UNROUTABLE_GROUP: &str = "unroutable";
+/// SQS's limit for a message group id.
+const MAX_GROUP_CHARS: usize = 128;
+
+/// Why a record is set aside, in the words of Lambda's destination records.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    /// `requestContext.condition`: `Undeliverable` or `Stalled`.
+    pub condition: &'static str,
+    pub error_type: String,
+    pub error_message: String,
+}
+
+/// One record to set aside.
+#[derive(Debug, Clone)]
+pub struct FailureRecord {
+    /// The record's identity in its source, e.g. `kinesis <stream ARN> <event id>`: the
+    /// deduplication id is its digest.
+    pub identity: String,
+    /// The device, when the record names a valid one: a FIFO queue keeps its records in order.
+    pub device_serial: Option<String>,
+    /// The rule's event (`{"data", "topic", ...}`), which replay delivers; none when the record
+    /// held no JSON object.
+    pub request_payload: Option<Value>,
+    /// Where the record came from, under the source's own key (`KinesisRecord`, `SQSMessage`).
+    pub origin: (&'static str, Value),
+    pub cause: Cause,
+}
+
+/// What the invocation is, for the records' `requestContext`.
+#[derive(Debug, Clone, Copy)]
+pub struct Invocation<'a> {
+    pub request_id: &'a str,
+    pub function_arn: &'a str,
+}
+
+pub struct Quarantine {
+    queue: FailureQueue,
+    margin: Duration,
+    concurrency: usize,
+}
+
+impl Quarantine {
+    pub fn new(queue: FailureQueue, margin: Duration, concurrency: usize) -> Self {
+        Self {
+            queue,
+            margin,
+            concurrency: concurrency.max(1),
+        }
+    }
+
+    /// Writes `records` and says, in the same order, which were stored. One device's records are
+    /// written one after another, in order; devices in parallel.
+    pub async fn set_aside(
+        &self,
+        records: &[FailureRecord],
+        invocation: Invocation<'_>,
+        deadline: Instant,
+    ) -> Vec<bool> {
+        let give_up_at = deadline.checked_sub(self.margin).unwrap_or(deadline);
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        let mut group_of: HashMap<String, usize> = HashMap::new();
+        for (index, record) in records.iter().enumerate() {
+            let group = message_group(record.device_serial.as_deref());
+            let slot = *group_of.entry(group.clone()).or_insert_with(|| {
+                groups.push((group, Vec::new()));
+                groups.len() - 1
+            });
+            groups[slot].1.push(index);
+        }
+        let mut stored = vec![false; records.len()];
+        let mut runs = futures_util::stream::iter(groups)
+            .map(|(group, indices)| async move {
+                let mut results = Vec::with_capacity(indices.len());
+                for index in indices {
+                    let written = self
+                        .write(&records[index], &group, invocation, give_up_at)
+                        .await;
+                    results.push((index, written));
+                }
+                results
+            })
+            .buffer_unordered(self.concurrency);
+        while let Some(results) = runs.next().await {
+            for (index, written) in results {
+                let record = &records[index];
+                match written {
+                    Ok(()) => {
+                        stored[index] = true;
+                        tracing::warn!(
+                            outcome = "quarantined",
+                            item_id = %record.identity,
+                            condition = record.cause.condition,
+                            error_type = %record.cause.error_type,
+                            "record set aside on the failure queue"
+                        );
+                    }
+                    Err(error) => tracing::error!(
+                        outcome = "quarantine_failed",
+                        item_id = %record.identity,
+                        error_type = %record.cause.error_type,
+                        error = %error,
+                        "record could not be written to the failure queue; it stays with its source"
+                    ),
+                }
+            }
+        }
+        stored
+    }
+
+    /// One record, with one more try if the first fails and time is left.
+    async fn write(
+        &self,
+        record: &FailureRecord,
+        group: &str,
+        invocation: Invocation<'_>,
+        give_up_at: Instant,
+    ) -> Result<(), QuarantineError> {
+        let message = document(record, invocation);
+        let deduplication_id = hex::encode(Sha256::digest(record.identity.as_bytes()));
+        let first = self
+            .queue
+            .send(&message, group, &deduplication_id, give_up_at)
+            .await;
+        match first {
+            Err(QuarantineError::TooLarge(_) | QuarantineError::NoTimeLeft) | Ok(()) => first,
+            Err(_) => {
+                self.queue
+                    .send(&message, group, &deduplication_id, give_up_at)
+                    .await
+            }
+        }
+    }
+}
+
+fn message_group(device_serial: Option<&str>) -> String {
+    match device_serial {
+        Some(serial) if !serial.is_empty() => serial.chars().take(MAX_GROUP_CHARS).collect(),
+        _ => UNROUTABLE_GROUP.to_owned(),
+    }
+}
+
+/// The record as Lambda's on-failure destinations write theirs.
+fn document(record: &FailureRecord, invocation: Invocation<'_>) -> String {
+    let mut document = json!({
+        "version": "1.0",
+        "timestamp": now_rfc3339(),
+        "requestContext": {
+            "requestId": invocation.request_id,
+            "functionArn": invocation.function_arn,
+            "condition": record.cause.condition,
+            "approximateInvokeCount": 1,
+        },
+        "responseContext": {
+            "errorType": record.cause.error_type,
+            "errorMessage": record.cause.error_message,
+        },
+    });
+    document[record.origin.0] = record.origin.1.clone();
+    if let Some(payload) = &record.request_payload {
+        document["requestPayload"] = payload.clone();
+    }
+    document.to_string()
+}
+
+/// The time as Lambda's destination records write it, e.g. `2026-11-25T12:00:06.021Z`: always
+/// three digits of milliseconds (RFC 3339 formatters drop trailing zeros).
+fn now_rfc3339() -> String {
+    rfc3339_millis(time::OffsetDateTime::now_utc())
+}
+
+fn rfc3339_millis(now: time::OffsetDateTime) -> String {
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second(),
+        now.millisecond()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_records_carry_an_rfc3339_time_in_milliseconds() {
+        let at = |nanos: i128| time::OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap();
+        assert_eq!(
+            rfc3339_millis(at(1_764_072_006_020_999_999)),
+            "2025-11-25T12:00:06.020Z"
+        );
+        assert_eq!(
+            rfc3339_millis(at(1_764_072_000_000_000_000)),
+            "2025-11-25T12:00:00.000Z"
+        );
+        assert_eq!(now_rfc3339().len(), "2025-11-25T12:00:00.000Z".len());
+    }
+
+    #[test]
+    fn message_groups_are_devices_within_sqs_limits() {
+        assert_eq!(message_group(Some("dev-1")), "dev-1");
+        assert_eq!(message_group(None), UNROUTABLE_GROUP);
+        assert_eq!(message_group(Some("")), UNROUTABLE_GROUP);
+        assert_eq!(message_group(Some(&"x".repeat(300))).len(), MAX_GROUP_CHARS);
+    }
+}

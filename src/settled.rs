@@ -1,0 +1,121 @@
+//! What this execution environment already settled: records Memfault accepted, or that were set
+//! aside, so that a record the source sends again is answered without a second upload.
+//!
+//! Lambda resends every record after a stream's checkpoint, and an SQS message whose batch
+//! failed partly comes back while its neighbours do not; a resend that reaches the environment
+//! that settled the record costs nothing. One that reaches another environment is uploaded again
+//! (Memfault tolerates duplicates; docs/delivery.md). The memory is bounded: it forgets the
+//! oldest entries first.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Mutex;
+
+/// Five full batches of the largest size a mapping sends (10,000 records); about 2.5 MB when
+/// full (measured in docs/benchmark.md).
+pub const CAPACITY: usize = 50_000;
+
+/// A record's identity within its source (stream and shard and sequence number, queue and
+/// message id), as 128 bits: two independently keyed SipHash digests, so that telling two
+/// records apart does not rest on 64 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordKey([u64; 2]);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    Delivered,
+    SetAside,
+}
+
+pub struct SettledMemory {
+    hashers: [RandomState; 2],
+    inner: Mutex<Entries>,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Entries {
+    settled: HashMap<RecordKey, Settlement>,
+    oldest_first: VecDeque<RecordKey>,
+}
+
+impl Default for SettledMemory {
+    fn default() -> Self {
+        Self::with_capacity(CAPACITY)
+    }
+}
+
+impl SettledMemory {
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            hashers: [RandomState::new(), RandomState::new()],
+            inner: Mutex::new(Entries::default()),
+            capacity,
+        }
+    }
+
+    /// The key of a record named by `parts`, e.g. its stream ARN and event id.
+    pub fn key(&self, parts: &[&str]) -> RecordKey {
+        let digest = |hasher: &RandomState| {
+            hasher.hash_one(parts)
+        };
+        RecordKey([digest(&self.hashers[0]), digest(&self.hashers[1])])
+    }
+
+    pub fn recall(&self, key: RecordKey) -> Option<Settlement> {
+        self.entries().settled.get(&key).copied()
+    }
+
+    pub fn remember(&self, key: RecordKey, settlement: Settlement) {
+        let mut entries = self.entries();
+        if entries.settled.insert(key, settlement).is_none() {
+            entries.oldest_first.push_back(key);
+        }
+        while entries.oldest_first.len() > self.capacity {
+            if let Some(forgotten) = entries.oldest_first.pop_front() {
+                entries.settled.remove(&forgotten);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries().settled.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
+        // A panic while holding the lock cannot leave the map half-updated in a way that
+        // matters: at worst one record is uploaded again.
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_what_was_settled_and_forgets_the_oldest_first() {
+        let memory = SettledMemory::with_capacity(2);
+        let [a, b, c] = ["1", "2", "3"].map(|id| memory.key(&["stream", id]));
+        memory.remember(a, Settlement::Delivered);
+        memory.remember(b, Settlement::SetAside);
+        assert_eq!(memory.recall(a), Some(Settlement::Delivered));
+        assert_eq!(memory.recall(b), Some(Settlement::SetAside));
+        memory.remember(c, Settlement::Delivered);
+        assert_eq!(memory.recall(a), None);
+        assert_eq!(memory.recall(c), Some(Settlement::Delivered));
+        assert_eq!(memory.len(), 2);
+    }
+
+    #[test]
+    fn keys_tell_sources_and_records_apart() {
+        let memory = SettledMemory::default();
+        assert_ne!(memory.key(&["a", "1"]), memory.key(&["a", "2"]));
+        assert_ne!(memory.key(&["a1", ""]), memory.key(&["a", "1"]));
+        assert_eq!(memory.key(&["a", "1"]), memory.key(&["a", "1"]));
+    }
+}
