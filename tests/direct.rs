@@ -294,19 +294,21 @@ async fn retry_after_past_the_deadline_fails_at_once_for_lambda_to_retry_later()
 
 #[tokio::test]
 async fn client_errors_are_not_retried_and_say_what_memfault_answered() {
-    for (status, body, meaning) in [
-        (400, "malformed chunk", "malformed request"),
-        (403, "Invalid project key", "project key missing or invalid"),
-        (404, "", "no such endpoint"),
-        (413, "", "chunk too large"),
-        (415, "", "unsupported Content-Type"),
+    const CHUNK: &str = "Permanent.UpstreamRejected";
+    const SETTING: &str = "Retryable.UpstreamConfiguration";
+    for (status, body, meaning, error_type) in [
+        (400, "malformed chunk", "malformed request", CHUNK),
+        (403, "Invalid project key", "project key missing or invalid", SETTING),
+        (404, "", "no such endpoint", SETTING),
+        (413, "", "chunk too large", CHUNK),
+        (415, "", "unsupported Content-Type", CHUNK),
     ] {
         let server = server_answering(ResponseTemplate::new(status).set_body_string(body)).await;
         let forwarder = forwarder(config_for(&server.uri()));
 
         let error = failed(invoke(&forwarder, sample_event("heartbeat.json"), BUDGET).await);
 
-        assert_eq!(error.error_type(), "Permanent.UpstreamRejected");
+        assert_eq!(error.error_type(), error_type, "{status}");
         let message = error.to_string();
         assert!(message.contains(&format!("HTTP {status}")), "{message}");
         assert!(

@@ -174,7 +174,11 @@ async fn batch_item_failures_name_exactly_the_undelivered_messages() {
             .filter(|request| request.url.path().ends_with(&format!("/{serial}")))
             .count()
     };
-    assert_eq!(to("REJECTED"), 1, "a 400 is not retried");
+    assert_eq!(
+        to("REJECTED"),
+        3,
+        "a refused request is split until each chunk stands alone, and no 400 is retried"
+    );
     assert_eq!(
         to("DOWN"),
         3,

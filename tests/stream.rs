@@ -153,7 +153,7 @@ async fn one_devices_requests_never_overlap_while_devices_run_in_parallel() {
     );
 
     let records = (0..8)
-        .map(|device| record_of(device, &chunk_event(&format!("D{device}"), "Key", b"x")))
+        .map(|device| record_of(8 + device, &chunk_event(&format!("D{device}"), "Key", b"x")))
         .collect();
     run(&forwarder, batch(records)).await;
     assert_eq!(
@@ -413,7 +413,7 @@ async fn the_sample_batch_delivers_the_multi_chunk_message_in_order_around_a_bad
 
 #[tokio::test]
 async fn a_quarantined_record_replays_through_the_failure_queue_mapping() {
-    let rejecting = server_answering(ResponseTemplate::new(403)).await;
+    let rejecting = server_answering(ResponseTemplate::new(422)).await;
     let queue = failure_queue_answering(200).await;
     let event = chunk_event("TESTSERIAL", "Key", &sample_payload("heartbeat.json"));
     let forwarder_then = forwarder(with_failure_queue(config_for(&rejecting.uri()), &queue));

@@ -155,7 +155,7 @@ async fn a_refusal_whose_body_stalls_is_a_refusal() {
     let result = invoke(&forwarder, sample_event("heartbeat.json"), BUDGET).await;
 
     let error = result.expect_err("a refusal");
-    assert_eq!(error.error_type(), "Permanent.UpstreamRejected");
+    assert_eq!(error.error_type(), "Retryable.UpstreamConfiguration");
     assert!(
         error.to_string().ends_with("): Invalid project key"),
         "{error}"

@@ -83,6 +83,14 @@ pub fn chunk_event(serial: &str, key: &str, chunk: &[u8]) -> Value {
 
 pub const STREAM_ARN: &str = "arn:aws:kinesis:eu-west-1:123456789012:stream/memfault-chunk-proxy";
 
+/// A record that has just entered its stream, as Kinesis stamps it: seconds with a fraction.
+pub fn arrived_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
 /// A Kinesis record as Lambda delivers it, carrying the rule's JSON output as its data.
 pub fn kinesis_record(sequence_number: &str, data: &[u8]) -> Value {
     json!({
@@ -91,7 +99,7 @@ pub fn kinesis_record(sequence_number: &str, data: &[u8]) -> Value {
             "partitionKey": "pk",
             "sequenceNumber": sequence_number,
             "data": base64::engine::general_purpose::STANDARD.encode(data),
-            "approximateArrivalTimestamp": 1_764_072_000.25
+            "approximateArrivalTimestamp": arrived_now()
         },
         "eventSource": "aws:kinesis",
         "eventVersion": "1.0",
