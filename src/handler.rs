@@ -12,8 +12,8 @@ use crate::failure_queue::FailureQueue;
 use crate::memfault::{ClientInitError, MemfaultClient};
 use crate::quarantine::{Invocation, Quarantine};
 use crate::settled::SettledMemory;
-pub use crate::source::{Delivered, ForwardError, Response};
 use crate::source::{self, Envelope, Services};
+pub use crate::source::{Delivered, ForwardError, Response};
 
 /// Holds what lives from one invocation to the next: the configuration, the HTTP client with
 /// its connections, the failure queue, and the memory of settled records.

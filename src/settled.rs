@@ -56,9 +56,7 @@ impl SettledMemory {
 
     /// The key of a record named by `parts`, e.g. its stream ARN and event id.
     pub fn key(&self, parts: &[&str]) -> RecordKey {
-        let digest = |hasher: &RandomState| {
-            hasher.hash_one(parts)
-        };
+        let digest = |hasher: &RandomState| hasher.hash_one(parts);
         RecordKey([digest(&self.hashers[0]), digest(&self.hashers[1])])
     }
 
@@ -89,7 +87,9 @@ impl SettledMemory {
     fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
         // A panic while holding the lock cannot leave the map half-updated in a way that
         // matters: at worst one record is uploaded again.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -298,7 +298,12 @@ async fn client_errors_are_not_retried_and_say_what_memfault_answered() {
     const SETTING: &str = "Retryable.UpstreamConfiguration";
     for (status, body, meaning, error_type) in [
         (400, "malformed chunk", "malformed request", CHUNK),
-        (403, "Invalid project key", "project key missing or invalid", SETTING),
+        (
+            403,
+            "Invalid project key",
+            "project key missing or invalid",
+            SETTING,
+        ),
         (404, "", "no such endpoint", SETTING),
         (413, "", "chunk too large", CHUNK),
         (415, "", "unsupported Content-Type", CHUNK),

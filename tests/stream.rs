@@ -6,95 +6,18 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_credential_types::Credentials;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use base64::Engine as _;
-use memfault_chunk_proxy::failure_queue::FailureQueueConfig;
-use memfault_chunk_proxy::{Config, Forwarder, Response};
+use memfault_chunk_proxy::{Forwarder, Response};
 use serde_json::{Value, json};
 use support::*;
-use wiremock::matchers::{header, method, path, path_regex};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::matchers::{path, path_regex};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const BUDGET: Duration = Duration::from_secs(20);
-/// A realistic sequence number prefix; records get consecutive numbers after it.
-const SEQUENCE_BASE: u128 = 49_657_214_283_546_289_216_733_063_488_119;
-
-fn sequence(index: usize) -> String {
-    (SEQUENCE_BASE + index as u128).to_string()
-}
-
-fn record_of(index: usize, event: &Value) -> Value {
-    kinesis_record(&sequence(index), event.to_string().as_bytes())
-}
-
-fn batch(records: Vec<Value>) -> Value {
-    json!({ "Records": records })
-}
-
-fn with_failure_queue(mut config: Config, queue: &MockServer) -> Config {
-    config.failure_queue = Some(FailureQueueConfig {
-        url: format!("{}/123456789012/memfault-failures", queue.uri())
-            .parse()
-            .unwrap(),
-        region: "eu-west-1".into(),
-        credentials: Credentials::new(
-            "AKIDEXAMPLE",
-            "SECRETEXAMPLE",
-            Some("TOKEN".into()),
-            None,
-            "test",
-        ),
-    });
-    config
-}
-
-/// A mock SQS that stores every message the JSON protocol's SendMessage carries.
-async fn failure_queue_answering(status: u16) -> MockServer {
-    let queue = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/"))
-        .and(header("x-amz-target", "AmazonSQS.SendMessage"))
-        .respond_with(ResponseTemplate::new(status).set_body_json(json!({
-            "MessageId": "5fea7756-0ea4-451a-a703-a558b933e274",
-            "MD5OfMessageBody": "fafb00f5732ab283681e124bf8747ed1"
-        })))
-        .mount(&queue)
-        .await;
-    queue
-}
-
-/// The failure records the mock SQS received, parsed.
-async fn quarantined(queue: &MockServer) -> Vec<Value> {
-    queue
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .map(|request| {
-            let call: Value = serde_json::from_slice(&request.body).unwrap();
-            serde_json::from_str(call["MessageBody"].as_str().unwrap()).unwrap()
-        })
-        .collect()
-}
 
 async fn run(forwarder: &Forwarder, event: Value) -> KinesisEventResponse {
-    match invoke(forwarder, event, BUDGET).await {
-        Ok(Response::Kinesis(response)) => response,
-        other => panic!("expected a Kinesis batch response, got {other:?}"),
-    }
-}
-
-fn reported(response: &KinesisEventResponse) -> Vec<String> {
-    response
-        .batch_item_failures
-        .iter()
-        .map(|failure| failure.item_identifier.clone().unwrap())
-        .collect()
-}
-
-fn serial_of(request: &Request) -> String {
-    request.url.path().rsplit('/').next().unwrap().to_owned()
+    run_kinesis(forwarder, event, BUDGET).await
 }
 
 #[tokio::test]

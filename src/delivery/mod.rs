@@ -34,7 +34,7 @@ pub use outcome::{Accepted, Kept, NotStarted, Outcome, Refusal, Undeliverable, u
 use crate::memfault::{Concern, Delivery, MemfaultClient, Upload, UploadError};
 use crate::observability::InvocationMetrics;
 use crate::routing::{ProjectKey, Route};
-use crate::settled::{RecordKey, Settlement, SettledMemory};
+use crate::settled::{RecordKey, SettledMemory, Settlement};
 
 /// A chunk that passed validation and knows where it goes.
 #[derive(Debug, Clone)]
@@ -102,9 +102,9 @@ pub async fn deliver(
             (_, Some(Settlement::SetAside)) => {
                 outcomes.push(Some(Outcome::SetAside(Undeliverable::SetAsideEarlier)));
             }
-            (Err(refusal), None) => outcomes.push(Some(Outcome::SetAside(Undeliverable::Refused(
-                refusal,
-            )))),
+            (Err(refusal), None) => {
+                outcomes.push(Some(Outcome::SetAside(Undeliverable::Refused(refusal))))
+            }
             (Ok(Routed { route, payload }), None) => {
                 let device = *device_of.entry(route.clone()).or_insert_with(|| {
                     devices.push(DeviceQueue {

@@ -18,7 +18,12 @@ pub async fn forward(services: &Services<'_>, payload: &str) -> Result<Response,
         what: "event",
         reason: error.to_string(),
     });
-    let content = services.routed(event.as_ref().map_err(Clone::clone).and_then(parse_rule_event));
+    let content = services.routed(
+        event
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(parse_rule_event),
+    );
     let bytes = content.as_ref().map_or(0, |routed| routed.payload.len());
     let serial = content
         .as_ref()

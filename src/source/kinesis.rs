@@ -108,7 +108,11 @@ impl StreamRecord<'_> {
     }
 
     fn arrived(&self) -> Option<SystemTime> {
-        let raw = self.parsed.as_ref()?.kinesis.approximate_arrival_timestamp?;
+        let raw = self
+            .parsed
+            .as_ref()?
+            .kinesis
+            .approximate_arrival_timestamp?;
         let seconds: f64 = serde_json::from_str(raw.get()).ok()?;
         (seconds.is_finite() && seconds >= 0.0)
             .then(|| UNIX_EPOCH + Duration::from_secs_f64(seconds))

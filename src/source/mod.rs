@@ -30,7 +30,7 @@ use crate::memfault::{MemfaultClient, UploadError};
 use crate::observability::InvocationMetrics;
 use crate::quarantine::{Cause, FailureRecord, Invocation, Quarantine};
 use crate::routing::{Claims, Route, RouteError, resolve};
-use crate::settled::{RecordKey, Settlement, SettledMemory};
+use crate::settled::{RecordKey, SettledMemory, Settlement};
 
 /// Why an invocation failed, as Lambda reports it.
 #[derive(Debug, Error)]

@@ -128,7 +128,10 @@ pub async fn forward(
     log_batch(
         &metrics,
         "SQS",
-        received.iter().map(|message| message.id.as_str()).zip(&outcomes),
+        received
+            .iter()
+            .map(|message| message.id.as_str())
+            .zip(&outcomes),
     );
     emit_metrics(
         services.config.metrics_namespace.as_deref(),

@@ -8,15 +8,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_credential_types::Credentials;
+use aws_lambda_events::event::streams::KinesisEventResponse;
 use base64::Engine as _;
 use lambda_runtime::{Context, LambdaEvent};
+use memfault_chunk_proxy::failure_queue::FailureQueueConfig;
 use memfault_chunk_proxy::handler::ForwardError;
 use memfault_chunk_proxy::retry::RetryPolicy;
 use memfault_chunk_proxy::{Config, Forwarder, Response};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use wiremock::matchers::method;
+use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 pub const SAMPLE_KEY: &str = "YOUR_PROJECT_KEY";
@@ -82,6 +85,92 @@ pub fn chunk_event(serial: &str, key: &str, chunk: &[u8]) -> Value {
 }
 
 pub const STREAM_ARN: &str = "arn:aws:kinesis:eu-west-1:123456789012:stream/memfault-chunk-proxy";
+
+/// A realistic sequence number prefix; records get consecutive numbers after it.
+const SEQUENCE_BASE: u128 = 49_657_214_283_546_289_216_733_063_488_119;
+
+pub fn sequence(index: usize) -> String {
+    (SEQUENCE_BASE + index as u128).to_string()
+}
+
+/// The Kinesis record at `index` of a shard, carrying `event`.
+pub fn record_of(index: usize, event: &Value) -> Value {
+    kinesis_record(&sequence(index), event.to_string().as_bytes())
+}
+
+pub fn batch(records: Vec<Value>) -> Value {
+    json!({ "Records": records })
+}
+
+pub async fn run_kinesis(
+    forwarder: &Forwarder,
+    event: Value,
+    budget: Duration,
+) -> KinesisEventResponse {
+    match invoke(forwarder, event, budget).await {
+        Ok(Response::Kinesis(response)) => response,
+        other => panic!("expected a Kinesis batch response, got {other:?}"),
+    }
+}
+
+/// The sequence numbers a Kinesis answer reports.
+pub fn reported(response: &KinesisEventResponse) -> Vec<String> {
+    response
+        .batch_item_failures
+        .iter()
+        .map(|failure| failure.item_identifier.clone().unwrap())
+        .collect()
+}
+
+pub fn serial_of(request: &Request) -> String {
+    request.url.path().rsplit('/').next().unwrap().to_owned()
+}
+
+pub fn with_failure_queue(mut config: Config, queue: &MockServer) -> Config {
+    config.failure_queue = Some(FailureQueueConfig {
+        url: format!("{}/123456789012/memfault-failures", queue.uri())
+            .parse()
+            .unwrap(),
+        region: "eu-west-1".into(),
+        credentials: Credentials::new(
+            "AKIDEXAMPLE",
+            "SECRETEXAMPLE",
+            Some("TOKEN".into()),
+            None,
+            "test",
+        ),
+    });
+    config
+}
+
+/// A mock SQS that stores every message the JSON protocol's SendMessage carries.
+pub async fn failure_queue_answering(status: u16) -> MockServer {
+    let queue = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/"))
+        .and(header("x-amz-target", "AmazonSQS.SendMessage"))
+        .respond_with(ResponseTemplate::new(status).set_body_json(json!({
+            "MessageId": "5fea7756-0ea4-451a-a703-a558b933e274",
+            "MD5OfMessageBody": "fafb00f5732ab283681e124bf8747ed1"
+        })))
+        .mount(&queue)
+        .await;
+    queue
+}
+
+/// The failure records the mock SQS received, parsed.
+pub async fn quarantined(queue: &MockServer) -> Vec<Value> {
+    queue
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|request| {
+            let call: Value = serde_json::from_slice(&request.body).unwrap();
+            serde_json::from_str(call["MessageBody"].as_str().unwrap()).unwrap()
+        })
+        .collect()
+}
 
 /// A record that has just entered its stream, as Kinesis stamps it: seconds with a fraction.
 pub fn arrived_now() -> f64 {
