@@ -1,0 +1,455 @@
+//! Fault isolation: one device, one chunk or one mistake never holds back or condemns the rest.
+//! Each test drives the real handler against a scripted Memfault and a mock SQS failure queue
+//! on loopback, and checks the outcome class table of docs/delivery.md.
+
+mod support;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use memfault_chunk_proxy::{Config, Forwarder, Response};
+use serde_json::{Value, json};
+use support::*;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const BUDGET: Duration = Duration::from_secs(20);
+
+/// Answers `status` to any request that carries `marker`, 202 to the rest.
+struct RefuseCarrying {
+    marker: Vec<u8>,
+    status: u16,
+}
+
+impl Respond for RefuseCarrying {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let carries = request
+            .body
+            .windows(self.marker.len())
+            .any(|window| window == self.marker.as_slice());
+        ResponseTemplate::new(if carries { self.status } else { 202 })
+    }
+}
+
+/// Answers 413 to a multipart request of more than `most` parts, as a server with a body limit.
+struct RefuseMoreThan {
+    most: usize,
+}
+
+impl Respond for RefuseMoreThan {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let parts = request
+            .body
+            .windows(b"Content-Disposition".len())
+            .filter(|window| *window == b"Content-Disposition")
+            .count();
+        ResponseTemplate::new(if parts > self.most { 413 } else { 202 })
+    }
+}
+
+async fn memfault(responder: impl Respond + 'static) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(responder)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// Every chunk Memfault accepted, per request, in the order the requests arrived.
+async fn accepted_chunks(server: &MockServer, refused: &[u8]) -> Vec<Vec<u8>> {
+    let mut chunks = Vec::new();
+    for request in server.received_requests().await.unwrap() {
+        let carried = if request.headers["content-type"] == "application/octet-stream" {
+            vec![request.body.clone()]
+        } else {
+            multipart_parts(&request).await
+        };
+        if !carried.iter().any(|chunk| chunk == refused) {
+            chunks.extend(carried);
+        }
+    }
+    chunks
+}
+
+fn data_of(record: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(record["requestPayload"]["data"].as_str().unwrap())
+        .unwrap()
+}
+
+fn stream_forwarder(
+    memfault: &MockServer,
+    queue: &MockServer,
+    tune: impl Fn(&mut Config),
+) -> Forwarder {
+    let mut config = with_failure_queue(config_for(&memfault.uri()), queue);
+    tune(&mut config);
+    forwarder(config)
+}
+
+/// A Kinesis record that entered its stream `age` ago.
+fn record_aged(index: usize, event: &Value, age: Duration) -> Value {
+    let mut record = record_of(index, event);
+    let arrived = SystemTime::now() - age;
+    record["kinesis"]["approximateArrivalTimestamp"] =
+        json!(arrived.duration_since(UNIX_EPOCH).unwrap().as_secs_f64());
+    record
+}
+
+#[tokio::test]
+async fn a_refused_chunk_is_found_by_splitting_and_set_aside_alone() {
+    let bad = b"BAD-CHUNK".to_vec();
+    let server = memfault(RefuseCarrying {
+        marker: bad.clone(),
+        status: 400,
+    })
+    .await;
+    let queue = failure_queue_answering(200).await;
+    let forwarder = stream_forwarder(&server, &queue, |_| {});
+    let chunks: Vec<Vec<u8>> = (0..7)
+        .map(|index| {
+            if index == 4 {
+                bad.clone()
+            } else {
+                chunk(0, index)
+            }
+        })
+        .collect();
+    let records = chunks
+        .iter()
+        .enumerate()
+        .map(|(index, data)| record_of(index, &chunk_event("DEV", "Key", data)))
+        .collect();
+
+    let response = run_kinesis(&forwarder, batch(records), BUDGET).await;
+
+    assert!(reported(&response).is_empty(), "{response:?}");
+    let set_aside = quarantined(&queue).await;
+    assert_eq!(set_aside.len(), 1, "only the refused chunk: {set_aside:?}");
+    assert_eq!(data_of(&set_aside[0]), bad);
+    assert_eq!(
+        set_aside[0]["responseContext"]["errorType"],
+        "Permanent.UpstreamRejected"
+    );
+    let good: Vec<Vec<u8>> = chunks
+        .iter()
+        .filter(|data| **data != bad)
+        .cloned()
+        .collect();
+    assert_eq!(
+        accepted_chunks(&server, &bad).await,
+        good,
+        "neighbours delivered, in order"
+    );
+}
+
+#[tokio::test]
+async fn a_request_memfault_finds_too_large_is_split_until_it_is_taken() {
+    let server = memfault(RefuseMoreThan { most: 50 }).await;
+    let queue = failure_queue_answering(200).await;
+    let forwarder = stream_forwarder(&server, &queue, |_| {});
+    let chunks: Vec<Vec<u8>> = (0..214).map(|index| chunk(1, index)).collect();
+    let records = chunks
+        .iter()
+        .enumerate()
+        .map(|(index, data)| record_of(index, &chunk_event("BIG", "Key", data)))
+        .collect();
+
+    let response = run_kinesis(&forwarder, batch(records), BUDGET).await;
+
+    assert!(reported(&response).is_empty());
+    assert!(
+        quarantined(&queue).await.is_empty(),
+        "nothing good is set aside"
+    );
+    let mut delivered = Vec::new();
+    for request in server.received_requests().await.unwrap() {
+        if request
+            .body
+            .windows(19)
+            .filter(|w| *w == b"Content-Disposition")
+            .count()
+            <= 50
+        {
+            delivered.extend(multipart_parts(&request).await);
+        }
+    }
+    assert_eq!(delivered, chunks, "all of them, in order");
+}
+
+#[tokio::test]
+async fn a_refused_key_holds_its_chunks_sets_nothing_aside_and_stops_its_other_devices() {
+    let server = memfault(|_: &Request| ResponseTemplate::new(403)).await;
+    let queue = failure_queue_answering(200).await;
+    let forwarder = stream_forwarder(&server, &queue, |config| config.upload_concurrency = 4);
+    let records: Vec<Value> = (0..40)
+        .map(|index| {
+            let event = chunk_event(&format!("D{}", index % 20), "Key", &chunk(index, 0));
+            record_aged(index, &event, Duration::from_secs(3_600))
+        })
+        .collect();
+
+    let response = run_kinesis(&forwarder, batch(records), BUDGET).await;
+
+    assert_eq!(
+        reported(&response).len(),
+        40,
+        "everything stays in the stream"
+    );
+    assert!(
+        quarantined(&queue).await.is_empty(),
+        "a wrong key drains nothing"
+    );
+    let requests = server.received_requests().await.unwrap().len();
+    assert!(
+        requests <= 4,
+        "devices started after the refusal are not tried: {requests}"
+    );
+}
+
+#[tokio::test]
+async fn a_device_failing_while_others_deliver_is_set_aside_after_the_stall_limit() {
+    let server = MockServer::start().await;
+    Mock::given(path("/api/v0/chunks/DOWN"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&server)
+        .await;
+    let queue = failure_queue_answering(200).await;
+    let forwarder = stream_forwarder(&server, &queue, |config| {
+        config.stall_limit = Duration::from_secs(60);
+        config.batch_max_chunks = 1;
+    });
+    let devices = ["UP1", "DOWN", "UP2", "DOWN", "UP1"];
+    let batch_aged = |age: Duration, first: usize| {
+        let records = devices
+            .iter()
+            .enumerate()
+            .map(|(index, serial)| {
+                let event = chunk_event(serial, "Key", &[index as u8 + 1]);
+                record_aged(first + index, &event, age)
+            })
+            .collect();
+        batch(records)
+    };
+
+    // Younger than the limit: the device keeps its place, and the shard waits for it.
+    let young = run_kinesis(&forwarder, batch_aged(Duration::from_secs(5), 0), BUDGET).await;
+    assert_eq!(reported(&young), [sequence(1), sequence(3)]);
+    assert!(quarantined(&queue).await.is_empty());
+
+    // Older: its records are set aside, in order, and the shard moves on.
+    let old = run_kinesis(&forwarder, batch_aged(Duration::from_secs(120), 10), BUDGET).await;
+    assert!(reported(&old).is_empty(), "{old:?}");
+    let set_aside = quarantined(&queue).await;
+    let data: Vec<Vec<u8>> = set_aside.iter().map(data_of).collect();
+    assert_eq!(data, [vec![2], vec![4]]);
+    assert!(
+        set_aside
+            .iter()
+            .all(|record| record["requestContext"]["condition"] == "Stalled")
+    );
+}
+
+#[tokio::test]
+async fn in_an_outage_nothing_is_set_aside_and_few_devices_are_tried() {
+    let server = memfault(|_: &Request| ResponseTemplate::new(503)).await;
+    let queue = failure_queue_answering(200).await;
+    let forwarder = stream_forwarder(&server, &queue, |config| {
+        config.upload_concurrency = 4;
+        config.retry.max_attempts = 1;
+        config.stall_limit = Duration::from_secs(1);
+    });
+    let records = (0..100)
+        .map(|index| {
+            let event = chunk_event(&format!("D{index}"), "Key", b"x");
+            record_aged(index, &event, Duration::from_secs(3_600))
+        })
+        .collect();
+
+    let response = run_kinesis(&forwarder, batch(records), BUDGET).await;
+
+    assert_eq!(reported(&response).len(), 100);
+    assert!(
+        quarantined(&queue).await.is_empty(),
+        "in an outage every device waits"
+    );
+    let requests = server.received_requests().await.unwrap().len();
+    assert!(
+        requests <= 8,
+        "about upload_concurrency uploads, not the batch: {requests}"
+    );
+}
+
+#[tokio::test]
+async fn records_sent_again_after_a_failure_are_answered_from_memory() {
+    let server = MockServer::start().await;
+    Mock::given(path("/api/v0/chunks/DOWN"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&server)
+        .await;
+    let queue = failure_queue_answering(200).await;
+    let forwarder = stream_forwarder(&server, &queue, |config| config.retry.max_attempts = 1);
+    let serials = ["DOWN", "A", "B", "C", "D", "E"];
+    let records: Vec<Value> = serials
+        .iter()
+        .enumerate()
+        .map(|(index, serial)| record_of(index, &chunk_event(serial, "Key", b"x")))
+        .collect();
+
+    for _ in 0..3 {
+        // Lambda resends the whole batch from the checkpoint, the first record.
+        let response = run_kinesis(&forwarder, batch(records.clone()), BUDGET).await;
+        assert_eq!(reported(&response), [sequence(0)]);
+    }
+
+    let requests = server.received_requests().await.unwrap();
+    let healthy = requests.iter().filter(|r| serial_of(r) != "DOWN").count();
+    assert_eq!(healthy, 5, "each healthy record is posted once");
+    assert_eq!(
+        requests.len() - healthy,
+        3,
+        "the failing one is tried each time"
+    );
+}
+
+fn sqs_record(id: &str, queue_arn: &str, event: &Value) -> Value {
+    json!({
+        "messageId": id,
+        "receiptHandle": format!("handle-{id}"),
+        "body": event.to_string(),
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": "eu-west-1"
+    })
+}
+
+const INGEST_ARN: &str = "arn:aws:sqs:eu-west-1:123456789012:memfault-ingest";
+const FAILURES_ARN: &str = "arn:aws:sqs:eu-west-1:123456789012:memfault-failures";
+
+#[tokio::test]
+async fn queued_mode_sets_aside_a_refused_chunk_and_delivers_the_rest_of_its_device() {
+    let bad = b"BAD-CHUNK".to_vec();
+    let server = memfault(RefuseCarrying {
+        marker: bad.clone(),
+        status: 422,
+    })
+    .await;
+    let queue = failure_queue_answering(200).await;
+    let forwarder = stream_forwarder(&server, &queue, |_| {});
+    let chunks = [b"one".to_vec(), bad.clone(), b"three".to_vec()];
+    let records = chunks
+        .iter()
+        .enumerate()
+        .map(|(index, data)| {
+            sqs_record(
+                &format!("m{index}"),
+                INGEST_ARN,
+                &chunk_event("DEV", "Key", data),
+            )
+        })
+        .collect();
+
+    let response = invoke(&forwarder, batch(records), BUDGET).await.unwrap();
+
+    let Response::Sqs(response) = response else {
+        panic!("an SQS answer: {response:?}");
+    };
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "nothing good reaches the DLQ"
+    );
+    let set_aside = quarantined(&queue).await;
+    assert_eq!(set_aside.len(), 1);
+    assert_eq!(data_of(&set_aside[0]), bad);
+    assert_eq!(set_aside[0]["SQSMessage"]["messageId"], "m1");
+    assert_eq!(
+        accepted_chunks(&server, &bad).await,
+        [b"one".to_vec(), b"three".to_vec()]
+    );
+}
+
+#[tokio::test]
+async fn a_replay_from_the_failure_queue_is_never_written_back_to_it() {
+    let server = memfault(|_: &Request| ResponseTemplate::new(400)).await;
+    let queue = failure_queue_answering(200).await;
+    let forwarder = stream_forwarder(&server, &queue, |_| {});
+    let records = vec![sqs_record(
+        "r1",
+        FAILURES_ARN,
+        &chunk_event("DEV", "Key", b"x"),
+    )];
+
+    let response = invoke(&forwarder, batch(records), BUDGET).await.unwrap();
+
+    let Response::Sqs(response) = response else {
+        panic!("an SQS answer: {response:?}");
+    };
+    assert_eq!(
+        response.batch_item_failures.len(),
+        1,
+        "left to the redrive policy"
+    );
+    assert!(quarantined(&queue).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_direct_event_that_can_never_be_delivered_is_set_aside_in_device_order() {
+    let server = memfault(|_: &Request| ResponseTemplate::new(400)).await;
+    let queue = failure_queue_answering(200).await;
+    let forwarder = stream_forwarder(&server, &queue, |config| {
+        let url = config.failure_queue.as_ref().unwrap().url.to_string();
+        config.failure_queue.as_mut().unwrap().url = format!("{url}.fifo").parse().unwrap();
+    });
+
+    let response = invoke(&forwarder, sample_event("heartbeat.json"), BUDGET).await;
+
+    let Ok(Response::SetAside(set_aside)) = response else {
+        panic!("set aside, not an error Lambda would retry: {response:?}");
+    };
+    assert_eq!(set_aside.error_type, "Permanent.UpstreamRejected");
+    let calls = queue.received_requests().await.unwrap();
+    let call: Value = serde_json::from_slice(&calls[0].body).unwrap();
+    assert_eq!(call["MessageGroupId"], "TESTSERIAL");
+    assert_eq!(call["MessageDeduplicationId"].as_str().unwrap().len(), 64);
+    let record: Value = serde_json::from_str(call["MessageBody"].as_str().unwrap()).unwrap();
+    assert_eq!(record["requestPayload"], sample_event("heartbeat.json"));
+}
+
+#[tokio::test]
+async fn failure_queue_writes_end_by_the_deadline_less_the_margin() {
+    let server = memfault(|_: &Request| ResponseTemplate::new(400)).await;
+    let queue = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
+        .mount(&queue)
+        .await;
+    let forwarder = stream_forwarder(&server, &queue, |config| {
+        config.deadline_margin = Duration::from_millis(500);
+    });
+    let records = vec![record_of(0, &chunk_event("DEV", "Key", b"x"))];
+    let started = Instant::now();
+
+    let response = run_kinesis(&forwarder, batch(records), Duration::from_secs(2)).await;
+
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1_600),
+        "answered after {took:?}"
+    );
+    assert_eq!(
+        reported(&response),
+        [sequence(0)],
+        "not written: it stays in the stream"
+    );
+}
