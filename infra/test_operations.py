@@ -19,20 +19,25 @@ RUNBOOK = TEMPLATE.parent / "docs" / "operations.md"
 
 # What the function emits.
 FUNCTION_METRICS = {"ChunksForwarded", "BytesForwarded", "UpstreamRequests", "Retries", "Refusals",
-                    "ChunksUndelivered", "ChunksQuarantined", "UpstreamLatency", "UpstreamFailures"}
+                    "ChunksUndelivered", "ChunksQuarantined", "ConfigurationRejected", "UpstreamLatency",
+                    "UpstreamFailures"}
 FAILURE_CLASSES = ["RateLimited", "ServerError", "Rejected", "Connect", "Connection", "Timeout", "Deadline"]
-OUTCOMES = {"delivered", "refused", "upstream_unavailable", "upstream_rejected", "quarantined", "batch"}
+OUTCOMES = {"delivered", "refused", "upstream_unavailable", "upstream_rejected", "configuration_rejected",
+            "quarantined", "stalled", "not_started", "batch"}
 LOG_FIELDS = {"outcome", "device_serial", "project_key", "chunks", "bytes", "status", "attempts",
               "upstream_ms", "slowest_upstream_ms", "slowest_item_id", "upstream_time_ms",
               "failure_class", "error_type", "error", "item_id",
-              "chunks_forwarded", "undelivered", "refused", "quarantined", "level", "message",
+              "chunks_forwarded", "undelivered", "refused", "quarantined", "configuration_rejected",
+              "level", "message",
               "span.requestId"}
 
 ALWAYS = {"FunctionErrorsAlarm", "FunctionThrottlesAlarm", "FailureQueueMessagesAlarm",
-          "ReplayDeadLetterQueueMessagesAlarm"}
+          "ReplayDeadLetterQueueMessagesAlarm", "QuarantineQueueMessagesAlarm",
+          "QuarantineDeadLetterQueueMessagesAlarm"}
 RULE = {"RuleErrorQueueMessagesAlarm", "TopicRuleActionFailuresAlarm", "TopicRuleErrorActionFailuresAlarm",
         "TopicRuleMessagesDroppedAlarm"}
-FUNCTION_METRIC_ALARMS = {"ChunksUndeliveredAlarm", "RefusalsAlarm", "UpstreamRejectedAlarm"}
+FUNCTION_METRIC_ALARMS = {"ChunksUndeliveredAlarm", "RefusalsAlarm", "UpstreamRejectedAlarm",
+                          "ConfigurationRejectedAlarm"}
 PER_MODE = {
     "Direct": {"AsyncEventAgeAlarm", "DestinationDeliveryFailuresAlarm"},
     "Queued": {"IngestQueueAgeAlarm", "IngestDeadLetterQueueMessagesAlarm"},
