@@ -169,6 +169,7 @@ impl Forwarder {
         resolve(
             &self.config.topic_pattern,
             self.config.project_key.as_ref(),
+            self.config.project_keys.as_ref(),
             claims,
         )
     }

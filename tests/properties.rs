@@ -49,7 +49,7 @@ proptest! {
             device_serial: explicit_serial.as_deref(),
             project_key: explicit_key.as_deref(),
         };
-        if let Ok(route) = resolve(&pattern, None, claims) {
+        if let Ok(route) = resolve(&pattern, None, None, claims) {
             let base: ChunksUrl = "https://chunks.memfault.com".parse().unwrap();
             let uri: Uri = base.for_device(&route.device_serial).parse().unwrap();
             prop_assert_eq!(uri.host(), Some("chunks.memfault.com"));
