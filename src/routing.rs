@@ -533,7 +533,7 @@ impl RouteError {
 
 /// A serial or a slug is not secret, but it may hold control characters or be huge: show it
 /// escaped and short.
-fn shown_serial(value: &str) -> String {
+fn shown_level(value: &str) -> String {
     let escaped: String = value.escape_debug().take(64).collect();
     format!("\"{escaped}\"")
 }
@@ -566,7 +566,7 @@ pub fn resolve(
         .map_err(|problem| RouteError::BadDeviceSerial {
             source_name: serial_source,
             problem,
-            shown: shown_serial(serial_text),
+            shown: shown_level(serial_text),
         })?;
 
     let claimed_key = match (claims.project_key, captures.project_key) {
@@ -590,7 +590,7 @@ pub fn resolve(
             let key = project_keys
                 .and_then(|keys| keys.get(slug))
                 .ok_or_else(|| RouteError::UnknownProject {
-                    slug: redact_key_like(&shown_serial(slug)).into_owned(),
+                    slug: redact_key_like(&shown_level(slug)).into_owned(),
                 })?;
             Some(("MEMFAULT_PROJECT_KEYS", key))
         }
