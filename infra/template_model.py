@@ -1,12 +1,13 @@
 """template.yaml as CloudFormation would see it for one set of parameter values.
 
-A small evaluator for the tests: it decodes the YAML with cfn-lint's decoder, then
-evaluates Conditions, drops resources and outputs whose Condition is false, resolves
-Fn::If, Ref to parameters (Number parameters become ints), Ref AWS::NoValue, the
-parameter parts of Fn::Sub (a Sub becomes its string, with "${!x}" unescaped to "${x}")
-and Fn::Join once all its parts are strings. References to resources and pseudo
-parameters are left as they are ({"Ref": ...}, {"Fn::GetAtt": [...]}, "${AWS::Region}"
-inside a Sub's string).
+A small evaluator for the tests: it decodes the YAML with cfn-lint's decoder, checks the
+Rules' assertions (raising Refused, as CloudFormation refuses such parameters before it
+changes anything), evaluates Conditions, drops resources and outputs whose Condition is
+false, resolves Fn::If, Ref to parameters (Number parameters become ints), Ref
+AWS::NoValue, Fn::FindInMap, Fn::Split, the parameter parts of Fn::Sub (a Sub becomes its
+string, with "${!x}" unescaped to "${x}") and Fn::Join once all its parts are strings.
+References to resources and pseudo parameters are left as they are ({"Ref": ...},
+{"Fn::GetAtt": [...]}, "${AWS::Region}" inside a Sub's string).
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ def load_raw(path: Path = TEMPLATE) -> dict[str, Any]:
     return json.loads(json.dumps(cfn_yaml.load(str(path))))
 
 
+class Refused(Exception):
+    """The parameters fail the template's Rules: each failure is "<rule>: <AssertDescription>"."""
+
+    def __init__(self, failures: list[str]) -> None:
+        super().__init__("; ".join(failures))
+        self.failures = failures
+
+
 class Rendered:
     def __init__(self, raw: dict[str, Any], **overrides: str) -> None:
         self.raw = raw
@@ -42,7 +51,11 @@ class Rendered:
             if allowed is not None and value not in [str(a) for a in allowed]:
                 raise ValueError(f"{name}={value!r} not in {allowed}")
             self.parameters[name] = int(value) if spec["Type"] == "Number" else value
+        self.mappings = raw.get("Mappings", {})
         self._condition_specs = raw.get("Conditions", {})
+        failures = self._rule_failures(raw.get("Rules", {}))
+        if failures:
+            raise Refused(failures)
         self.conditions = {name: self._condition(name) for name in self._condition_specs}
         self.resources = self._kept(raw["Resources"])
         self.outputs = self._kept(raw.get("Outputs", {}))
@@ -54,6 +67,16 @@ class Rendered:
             if condition is None or self.conditions[condition]:
                 kept[name] = self.resolve(body)
         return kept
+
+    def _rule_failures(self, rules: dict[str, Any]) -> list[str]:
+        failures = []
+        for name, rule in rules.items():
+            if "RuleCondition" in rule and not self._evaluate(rule["RuleCondition"]):
+                continue
+            for assertion in rule["Assertions"]:
+                if not self._evaluate(assertion["Assert"]):
+                    failures.append(f"{name}: {assertion['AssertDescription']}")
+        return failures
 
     def _condition(self, name: str) -> bool:
         return self._evaluate(self._condition_specs[name])
@@ -72,6 +95,9 @@ class Rendered:
                 return all(self._evaluate(a) for a in arg)
             if key == "Fn::Or":
                 return any(self._evaluate(a) for a in arg)
+            if key == "Fn::Contains":
+                values, value = arg
+                return str(self._evaluate(value)) in [str(self._evaluate(v)) for v in values]
             if key == "Ref":
                 return self.parameters[arg]
         return node
@@ -95,6 +121,14 @@ class Rendered:
                 return node
             if key == "Fn::Sub":
                 return self._sub(arg)
+            if key == "Fn::FindInMap":
+                mapping, top, second = (self.resolve(part) for part in arg)
+                return self.mappings[mapping][top][second]
+            if key == "Fn::Split":
+                delimiter, source = arg[0], self.resolve(arg[1])
+                if isinstance(source, str):
+                    return source.split(delimiter)
+                return {key: [delimiter, source]}
             if key == "Fn::Join":
                 delimiter, parts = arg[0], self.resolve(arg[1])
                 if all(isinstance(part, str) for part in parts):

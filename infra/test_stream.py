@@ -96,9 +96,10 @@ def test_default_record_age_ends_retries_before_the_stream_drops_records(raw):
     assert 60 <= max_age < parameters["StreamRetentionHours"]["Default"] * 3600
 
 
-def test_serial_topic_level_default_matches_the_topic_pattern(raw):
-    pattern = raw["Parameters"]["TopicPattern"]["Default"].split("/")
-    assert raw["Parameters"]["DeviceSerialTopicLevel"]["Default"] == pattern.index("{device_serial}") + 1
+def test_serial_topic_level_default_is_where_both_preset_layouts_have_the_serial(raw):
+    default = raw["Parameters"]["DeviceSerialTopicLevel"]["Default"]
+    for layout in raw["Mappings"]["TopicLayouts"].values():
+        assert default == layout["Pattern"].split("/").index("{device_serial}") + 1
 
 
 # --- resources per mode -----------------------------------------------------------------
@@ -201,13 +202,16 @@ def test_rule_puts_records_keyed_by_the_serial_topic_level(raw, stream):
     (action,) = rule_actions(stream)
     assert action == {"Kinesis": {"StreamName": ref("IngestStream"), "PartitionKey": "${topic(3)}",
                                   "RoleArn": arn_of("TopicRuleRole")}}
-    custom = Rendered(raw, Mode="Stream", TopicPattern="fleet/+/devices/{device_serial}/memfault",
-                      DeviceSerialTopicLevel="4")
+    custom = Rendered(raw, Mode="Stream", TopicLayout="Custom",
+                      TopicPattern="fleet/+/devices/{device_serial}/memfault",
+                      TopicFilter="fleet/+/devices/+/memfault", DeviceSerialTopicLevel="4")
     assert partition_key(custom) == "${topic(4)}"
 
 
 def test_partition_key_is_the_client_id_when_the_serial_comes_from_it(raw):
-    template = Rendered(raw, Mode="Stream", DeviceSerialFromClientId="true", DeviceSerialTopicLevel="5")
+    template = Rendered(raw, Mode="Stream", DeviceSerialFromClientId="true", TopicLayout="Custom",
+                        TopicPattern="a/b/c/d/{device_serial}", TopicFilter="a/b/c/d/+",
+                        DeviceSerialTopicLevel="5")
     assert partition_key(template) == "${clientid()}"
     sql = template.props("TopicRule")["TopicRulePayload"]["Sql"]
     assert "clientid() AS device_serial" in sql

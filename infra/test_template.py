@@ -77,7 +77,6 @@ def test_architecture_parameter(raw, direct):
 
 EXPECTED_ENVIRONMENT = {
     "MEMFAULT_CHUNKS_URL": ("MemfaultChunksUrl", "https://chunks.memfault.com"),
-    "MEMFAULT_TOPIC_PATTERN": ("TopicPattern", "prod/+/{device_serial}/memfault/{project_key}/chunk"),
     "MEMFAULT_MAX_ATTEMPTS": ("MaxAttempts", 4),
     "MEMFAULT_METRICS_NAMESPACE": ("MetricsNamespace", "MemfaultChunkProxy"),
     "MEMFAULT_BATCH_MAX_CHUNKS": ("BatchMaxChunks", 500),
@@ -91,7 +90,9 @@ def test_environment_wired_from_parameters(raw, direct):
         assert variables[variable] == ref(parameter), variable
         assert raw["Parameters"][parameter]["Default"] == default, parameter
     rendered = direct.function()["Properties"]["Environment"]["Variables"]
-    assert rendered == {v: d for v, (_, d) in EXPECTED_ENVIRONMENT.items()}
+    # The pattern follows TopicLayout (infra/test_layouts.py); by default the Legacy one.
+    assert rendered == {v: d for v, (_, d) in EXPECTED_ENVIRONMENT.items()} | {
+        "MEMFAULT_TOPIC_PATTERN": "prod/+/{device_serial}/memfault/{project_key}/chunk"}
     # The function rejects variables set to "": every value must be non-empty.
     assert all(str(value) for value in rendered.values())
 
@@ -113,9 +114,14 @@ def test_project_key_only_set_when_given(raw, direct):
     spec = raw["Parameters"]["MemfaultProjectKey"]
     assert spec["NoEcho"] is True
     assert spec["Default"] == ""
-    assert "MEMFAULT_PROJECT_KEY" not in direct.function()["Properties"]["Environment"]["Variables"]
+    variables = direct.function()["Properties"]["Environment"]["Variables"]
+    assert "MEMFAULT_PROJECT_KEY" not in variables and "MEMFAULT_PROJECT_KEYS" not in variables
     keyed = Rendered(raw, MemfaultProjectKey="abc123")
     assert keyed.function()["Properties"]["Environment"]["Variables"]["MEMFAULT_PROJECT_KEY"] == "abc123"
+    mapped = Rendered(raw, TopicLayout="MemfaultGuide", ProjectKeys="a=k1,b=k2")
+    variables = mapped.function()["Properties"]["Environment"]["Variables"]
+    assert variables["MEMFAULT_PROJECT_KEYS"] == "a=k1,b=k2"
+    assert "MEMFAULT_PROJECT_KEY" not in variables
 
 
 def test_logging_config_and_log_group(raw, direct):
@@ -207,19 +213,20 @@ def rule(template: Rendered) -> dict[str, Any]:
     return template.props("TopicRule")["TopicRulePayload"]
 
 
-def test_rule_sql_reads_topic_filter_parameter(raw, direct):
+def test_rule_sql_reads_the_layouts_topic_filter(raw, direct):
     payload = rule(direct)
     assert payload["AwsIotSqlVersion"] == "2016-03-23"
-    assert raw["Parameters"]["TopicFilter"]["Default"] == "prod/+/+/memfault/#"
     assert payload["Sql"] == SQL_DIRECT.format("prod/+/+/memfault/#")
-    custom = Rendered(raw, TopicFilter="fleet/+/chunks/#")
-    assert rule(custom)["Sql"] == SQL_DIRECT.format("fleet/+/chunks/#")
+    custom = Rendered(raw, TopicLayout="Custom", TopicPattern="fleet/+/{device_serial}/chunks/#",
+                      TopicFilter="fleet/+/+/chunks/#")
+    assert rule(custom)["Sql"] == SQL_DIRECT.format("fleet/+/+/chunks/#")
 
 
 def test_rule_sql_with_client_id_as_device_serial(raw):
     assert raw["Parameters"]["DeviceSerialFromClientId"]["Default"] == "false"
-    with_client_id = Rendered(raw, DeviceSerialFromClientId="true", TopicFilter="a/#")
-    assert rule(with_client_id)["Sql"] == SQL_CLIENT_ID.format("a/#")
+    with_client_id = Rendered(raw, DeviceSerialFromClientId="true", TopicLayout="MemfaultGuide",
+                              ProjectKeys="a=k")
+    assert rule(with_client_id)["Sql"] == SQL_CLIENT_ID.format("memfault/+/+/chunks")
     queued = Rendered(raw, DeviceSerialFromClientId="true", Mode="Queued")
     assert rule(queued)["Sql"] == SQL_CLIENT_ID.format("prod/+/+/memfault/#")
 
@@ -390,11 +397,12 @@ def test_device_policy_scoped_to_thing_name(raw):
     assert connect["Resource"] == f"{prefix}client/{THING}"
     assert connect["Condition"]["Bool"]["iot:Connection.Thing.IsAttached"] == "true"
     assert by_action["iot:Publish"]["Resource"] == f"{prefix}topic/prod/*/{THING}/memfault/*/chunk"
-    # The raw template must escape the policy variable for Fn::Sub, in every branch.
+    # The raw template must escape the policy variable where Fn::Sub parses it, and nowhere
+    # else: the publish resource gets it from a Join, inserted into its Sub as a value.
     raw_statements = raw["Resources"]["DevicePolicy"]["Properties"]["PolicyDocument"]["Statement"]
     subs = [s for statement in raw_statements for s in sub_strings(statement["Resource"])]
-    assert len(subs) == 3
-    assert all("${!iot:Connection.Thing.ThingName}" in s for s in subs)
+    assert [s for s in subs if "iot:Connection" in s] == [
+        "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}:client/${!iot:Connection.Thing.ThingName}"]
 
 
 def sub_strings(node: Any) -> list[str]:

@@ -39,6 +39,11 @@ stream_provisioned=(Mode=Stream StreamCapacityMode=PROVISIONED StreamShardCount=
 own_rule_stream=(CreateTopicRule=false Mode=Stream BasicIngest=true)
 existing_topic=(Mode=Queued AlarmTopicArn=arn:aws:sns:us-east-1:123456789012:on-call)
 no_monitoring=(CreateAlarms=false CreateDashboard=false MetricsNamespace=)
+guide=(TopicLayout=MemfaultGuide ProjectKeys=project-a=example-key-a,project-b=example-key-b
+  Mode=Stream BasicIngest=true CreateDevicePolicy=true DeviceSerialFromClientId=true)
+custom_layout=(TopicLayout=Custom "TopicPattern=fleet/{project_slug}/devices/{device_serial}/#"
+  "TopicFilter=fleet/+/devices/+/#" DeviceSerialTopicLevel=4 ProjectKeys=project-a=example-key-a
+  Mode=Stream CreateDevicePolicy=true)
 
 cfn_lint=(cfn-lint --include-checks I --non-zero-exit-code informational
   --regions us-east-1 us-west-2 eu-west-1 eu-central-1 ap-northeast-1)
@@ -102,7 +107,10 @@ render_variants() {
     python infra/render_template.py "$work/stream-provisioned.cfn.json" --sam-transform "${stream_provisioned[@]}" &&
     python infra/render_template.py "$work/own-rule-stream.cfn.json" --sam-transform "${own_rule_stream[@]}" &&
     python infra/render_template.py "$work/existing-topic.cfn.json" --sam-transform "${existing_topic[@]}" &&
-    python infra/render_template.py "$work/no-monitoring.cfn.json" --sam-transform "${no_monitoring[@]}"
+    python infra/render_template.py "$work/no-monitoring.cfn.json" --sam-transform "${no_monitoring[@]}" &&
+    python infra/render_template.py "$work/guide.sam.json" "${guide[@]}" &&
+    python infra/render_template.py "$work/guide.cfn.json" --sam-transform "${guide[@]}" &&
+    python infra/render_template.py "$work/custom-layout.cfn.json" --sam-transform "${custom_layout[@]}"
 }
 
 echo "==> Tools: $(cfn-lint --version), $(sam --version), checkov $(checkov --version), $(python -m pytest --version 2>&1)"
@@ -116,6 +124,8 @@ step "cfn-lint template.yaml (${stream_provisioned[*]})" "${cfn_lint[@]}" --para
 step "cfn-lint template.yaml (${own_rule_stream[*]})" "${cfn_lint[@]}" --parameters "${own_rule_stream[@]}" -- template.yaml
 step "cfn-lint template.yaml (${existing_topic[*]})" "${cfn_lint[@]}" --parameters "${existing_topic[@]}" -- template.yaml
 step "cfn-lint template.yaml (${no_monitoring[*]})" "${cfn_lint[@]}" --parameters "${no_monitoring[@]}" -- template.yaml
+step "cfn-lint template.yaml (${guide[*]})" "${cfn_lint[@]}" --parameters "${guide[@]}" -- template.yaml
+step "cfn-lint template.yaml (${custom_layout[*]})" "${cfn_lint[@]}" --parameters "${custom_layout[@]}" -- template.yaml
 
 step "SAM transform, offline, of each variant" render_variants
 step "cfn-lint transformed templates" "${cfn_lint[@]}" -- "$work"/*.cfn.json

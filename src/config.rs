@@ -9,7 +9,10 @@ use thiserror::Error;
 
 use crate::failure_queue::FailureQueueConfig;
 use crate::retry::RetryPolicy;
-use crate::routing::{DeviceSerial, ProjectKey, TopicPattern, redact, redact_key_like};
+use crate::routing::{
+    DeviceSerial, ProjectKey, ProjectKeys, TopicPattern, redact, redact_key_like,
+    redact_project_keys,
+};
 
 pub const DEFAULT_CHUNKS_URL: &str = "https://chunks.memfault.com";
 pub const DEFAULT_METRICS_NAMESPACE: &str = "MemfaultChunkProxy";
@@ -118,7 +121,11 @@ impl PlainUrl {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub chunks_url: ChunksUrl,
+    /// `MEMFAULT_PROJECT_KEY`: the one project every chunk goes to.
     pub project_key: Option<ProjectKey>,
+    /// `MEMFAULT_PROJECT_KEYS`: the projects a `{project_slug}` topic level may name. Never set
+    /// together with `project_key`.
+    pub project_keys: Option<ProjectKeys>,
     pub topic_pattern: TopicPattern,
     pub retry: RetryPolicy,
     pub connect_timeout: Duration,
@@ -144,6 +151,7 @@ impl Default for Config {
                 .parse()
                 .expect("the default URL is valid"),
             project_key: None,
+            project_keys: None,
             topic_pattern: TopicPattern::default(),
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(2),
@@ -240,6 +248,39 @@ impl Config {
             })?),
         };
 
+        let project_keys = env
+            .parsed_showing(
+                "MEMFAULT_PROJECT_KEYS",
+                |text| format!("{:?}", redact_project_keys(text)),
+                |text| match text.trim() {
+                    "" => Ok(None),
+                    map => map.parse::<ProjectKeys>().map(Some),
+                },
+            )?
+            .flatten();
+        let topic_pattern = env
+            .parsed_showing(
+                "MEMFAULT_TOPIC_PATTERN",
+                |text| format!("{:?}", redact_key_like(text)),
+                str::parse,
+            )?
+            .unwrap_or(defaults.topic_pattern);
+        check_key_sources(
+            &topic_pattern,
+            project_key.is_some(),
+            project_keys.is_some(),
+        )
+        .map_err(|problem| ConfigError {
+            variable: "MEMFAULT_PROJECT_KEYS",
+            shown: match (env.lookup)("MEMFAULT_PROJECT_KEYS") {
+                Some(text) if !text.trim().is_empty() => {
+                    format!("{:?}", redact_project_keys(&text))
+                }
+                _ => "(unset)".into(),
+            },
+            problem: problem.into(),
+        })?;
+
         let retry = RetryPolicy {
             max_attempts: env
                 .number("MEMFAULT_MAX_ATTEMPTS", 1..=20)?
@@ -284,13 +325,8 @@ impl Config {
                 .parsed_showing("MEMFAULT_CHUNKS_URL", redact_url, str::parse)?
                 .unwrap_or(defaults.chunks_url),
             project_key,
-            topic_pattern: env
-                .parsed_showing(
-                    "MEMFAULT_TOPIC_PATTERN",
-                    |text| format!("{:?}", redact_key_like(text)),
-                    str::parse,
-                )?
-                .unwrap_or(defaults.topic_pattern),
+            project_keys,
+            topic_pattern,
             retry,
             connect_timeout: env
                 .millis("MEMFAULT_CONNECT_TIMEOUT_MS", 1..=60_000)?
@@ -317,6 +353,31 @@ impl Config {
             failure_queue,
         })
     }
+}
+
+/// Exactly one place decides a chunk's project key, or none and each message names its own:
+/// a configuration where two could, or where the one that is set can never be used, is refused
+/// rather than resolved by a precedence nobody would guess.
+fn check_key_sources(
+    pattern: &TopicPattern,
+    single_key: bool,
+    key_map: bool,
+) -> Result<(), &'static str> {
+    Err(match (pattern.names_project_slug(), single_key, key_map) {
+        (_, true, true) => {
+            "is set together with MEMFAULT_PROJECT_KEY; set only one: MEMFAULT_PROJECT_KEY for one project, MEMFAULT_PROJECT_KEYS with a {project_slug} topic level for several"
+        }
+        (true, true, false) => {
+            "is needed because MEMFAULT_TOPIC_PATTERN has a {project_slug} level; MEMFAULT_PROJECT_KEY cannot tell which project a slug names: give it as MEMFAULT_PROJECT_KEYS=<slug>=<key> instead"
+        }
+        (true, false, false) => {
+            "is needed because MEMFAULT_TOPIC_PATTERN has a {project_slug} level: give each project's key as <slug>=<key>,<slug>=<key>"
+        }
+        (false, _, true) => {
+            "is set but MEMFAULT_TOPIC_PATTERN has no {project_slug} level, so no chunk could use it"
+        }
+        (true, false, true) | (false, _, false) => return Ok(()),
+    })
 }
 
 /// The region and credentials the failure queue's requests are signed with: Lambda sets them in
@@ -607,5 +668,94 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("contains ' '"), "{message}");
+    }
+
+    const GUIDE: &str = "memfault/{project_slug}/{device_serial}/chunks";
+    const KEY_A: &str = "aaaaBBBBccccDDDDeeeeFFFF00001111";
+    const KEY_B: &str = "bbbbCCCCddddEEEEffffGGGG22223333";
+
+    #[test]
+    fn the_guide_layout_takes_its_keys_from_the_map() {
+        let map = format!("project-a={KEY_A},project-b={KEY_B}");
+        let guide = config(&[
+            ("MEMFAULT_TOPIC_PATTERN", GUIDE),
+            ("MEMFAULT_PROJECT_KEYS", &map),
+            // Templates pass an unset parameter through as an empty string.
+            ("MEMFAULT_PROJECT_KEY", ""),
+        ])
+        .unwrap();
+        assert_eq!(guide.project_key, None);
+        let keys = guide.project_keys.unwrap();
+        assert_eq!(keys.get("project-b").unwrap().expose(), KEY_B);
+        let blank = config(&[("MEMFAULT_PROJECT_KEYS", " ")]).unwrap();
+        assert_eq!(blank.project_keys, None);
+    }
+
+    #[test]
+    fn one_source_of_keys_or_none_is_allowed() {
+        let map = format!("project-a={KEY_A}");
+        for (vars, problem) in [
+            (
+                vec![
+                    ("MEMFAULT_TOPIC_PATTERN", GUIDE),
+                    ("MEMFAULT_PROJECT_KEYS", map.as_str()),
+                    ("MEMFAULT_PROJECT_KEY", KEY_B),
+                ],
+                "is set together with MEMFAULT_PROJECT_KEY",
+            ),
+            (
+                vec![
+                    ("MEMFAULT_PROJECT_KEYS", map.as_str()),
+                    ("MEMFAULT_PROJECT_KEY", KEY_B),
+                ],
+                "is set together with MEMFAULT_PROJECT_KEY",
+            ),
+            (
+                vec![
+                    ("MEMFAULT_TOPIC_PATTERN", GUIDE),
+                    ("MEMFAULT_PROJECT_KEY", KEY_B),
+                ],
+                "MEMFAULT_PROJECT_KEY cannot tell which project a slug names",
+            ),
+            (
+                vec![("MEMFAULT_TOPIC_PATTERN", GUIDE)],
+                "is needed because MEMFAULT_TOPIC_PATTERN has a {project_slug} level",
+            ),
+            (
+                vec![("MEMFAULT_PROJECT_KEYS", map.as_str())],
+                "MEMFAULT_TOPIC_PATTERN has no {project_slug} level",
+            ),
+        ] {
+            let error = config(&vars).unwrap_err();
+            assert_eq!(error.variable, "MEMFAULT_PROJECT_KEYS");
+            let message = error.to_string();
+            assert!(message.contains(problem), "{vars:?}: {message}");
+            assert!(
+                !message.contains(KEY_A) && !message.contains(KEY_B),
+                "{message}"
+            );
+        }
+        let unset = config(&[("MEMFAULT_TOPIC_PATTERN", GUIDE)]).unwrap_err();
+        assert!(
+            unset
+                .to_string()
+                .starts_with("invalid configuration: MEMFAULT_PROJECT_KEYS=(unset): "),
+            "{unset}"
+        );
+    }
+
+    #[test]
+    fn a_bad_key_map_names_the_variable_and_hides_its_keys() {
+        let text = format!("project-a={KEY_A},project-a={KEY_B}");
+        let error = config(&[
+            ("MEMFAULT_TOPIC_PATTERN", GUIDE),
+            ("MEMFAULT_PROJECT_KEYS", &text),
+        ])
+        .unwrap_err();
+        assert_eq!(error.variable, "MEMFAULT_PROJECT_KEYS");
+        assert_eq!(
+            error.to_string(),
+            "invalid configuration: MEMFAULT_PROJECT_KEYS=\"project-a=aaaa…,project-a=bbbb…\": entries 1 and 2 both give the slug project-a a key; give each project once"
+        );
     }
 }

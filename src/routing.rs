@@ -5,12 +5,14 @@
 //! escaped: anything Memfault would not accept anyway is refused before any request is made.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use thiserror::Error;
 
-/// The layout of the topic used by Memfault's MQTT guide: `prod/<board>/<device>/memfault/<key>/chunk`.
+/// The layout of Memfault's older MQTT guide, `prod/<board>/<device>/memfault/<key>/chunk`. It
+/// stays the default so that a function configured before other layouts existed keeps working.
 pub const DEFAULT_TOPIC_PATTERN: &str = "prod/+/{device_serial}/memfault/{project_key}/chunk";
 
 const MAX_IDENTIFIER_LEN: usize = 128;
@@ -172,21 +174,132 @@ impl fmt::Display for ProjectKey {
     }
 }
 
+/// `MEMFAULT_PROJECT_KEYS`: the key of each project a topic's `{project_slug}` level may name,
+/// written `slug=key,slug=key`. Whitespace around an entry, a slug or a key is ignored, so that a
+/// long map may be wrapped over lines.
+///
+/// Each slug and each key appears once: two entries for one slug would leave the key to their
+/// order, and one key under two slugs would send one project's chunks to another (a slug and a
+/// key each name exactly one project). Its `Debug` shows the keys redacted, like `ProjectKey`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectKeys(BTreeMap<String, ProjectKey>);
+
+impl ProjectKeys {
+    /// The key of the project `slug` names, if the map lists it. Slugs are compared exactly, as
+    /// MQTT compares topic levels.
+    pub fn get(&self, slug: &str) -> Option<&ProjectKey> {
+        self.0.get(slug)
+    }
+}
+
+/// Why a `MEMFAULT_PROJECT_KEYS` value cannot work. Entries are counted from 1. Messages name
+/// slugs, shortened where one is as long as a key (a key written where a slug belongs), and
+/// never a key.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ProjectKeysError {
+    #[error("entry {0} is empty; write slug=key entries separated by single commas")]
+    EmptyEntry(usize),
+    #[error("entry {0} is not slug=key")]
+    NotAPair(usize),
+    #[error("entry {entry}: the slug {problem}")]
+    BadSlug {
+        entry: usize,
+        problem: IdentifierProblem,
+    },
+    #[error("entry {entry} (slug {slug}): the key {problem}")]
+    BadKey {
+        entry: usize,
+        slug: String,
+        problem: IdentifierProblem,
+    },
+    #[error("entries {first} and {second} both give the slug {slug} a key; give each project once")]
+    RepeatedSlug {
+        slug: String,
+        first: usize,
+        second: usize,
+    },
+    #[error(
+        "the slugs {first} and {second} have the same key; a key belongs to one project, so one of them would receive the other's chunks"
+    )]
+    SharedKey { first: String, second: String },
+}
+
+impl FromStr for ProjectKeys {
+    type Err = ProjectKeysError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut keys: BTreeMap<String, ProjectKey> = BTreeMap::new();
+        let mut entry_of_slug: BTreeMap<String, usize> = BTreeMap::new();
+        for (index, entry) in text.split(',').enumerate() {
+            let entry_number = index + 1;
+            let entry = entry.trim();
+            if entry.is_empty() {
+                return Err(ProjectKeysError::EmptyEntry(entry_number));
+            }
+            let (slug, key) = entry
+                .split_once('=')
+                .ok_or(ProjectKeysError::NotAPair(entry_number))?;
+            let (slug, key) = (slug.trim(), key.trim());
+            check_identifier(slug).map_err(|problem| ProjectKeysError::BadSlug {
+                entry: entry_number,
+                problem,
+            })?;
+            let key: ProjectKey = key.parse().map_err(|problem| ProjectKeysError::BadKey {
+                entry: entry_number,
+                slug: redact_key_like(slug).into_owned(),
+                problem,
+            })?;
+            if let Some(first) = entry_of_slug.insert(slug.to_owned(), entry_number) {
+                return Err(ProjectKeysError::RepeatedSlug {
+                    slug: redact_key_like(slug).into_owned(),
+                    first,
+                    second: entry_number,
+                });
+            }
+            if let Some((other, _)) = keys.iter().find(|(_, known)| **known == key) {
+                return Err(ProjectKeysError::SharedKey {
+                    first: redact_key_like(other).into_owned(),
+                    second: redact_key_like(slug).into_owned(),
+                });
+            }
+            keys.insert(slug.to_owned(), key);
+        }
+        Ok(Self(keys))
+    }
+}
+
+/// A `MEMFAULT_PROJECT_KEYS` value as an error may quote it, valid or not: every key redacted,
+/// and every slug shortened where it is as long as a key.
+pub fn redact_project_keys(text: &str) -> String {
+    let entries: Vec<String> = text
+        .split(',')
+        .map(|entry| match entry.split_once('=') {
+            Some((slug, key)) => format!("{}={}", redact_key_like(slug.trim()), redact(key.trim())),
+            None if entry.trim().is_empty() => String::new(),
+            // Not a pair: possibly a key on its own.
+            None => redact(entry.trim()),
+        })
+        .collect();
+    entries.join(",")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Level {
     Literal(String),
     AnyOne,
     DeviceSerial,
     ProjectKey,
+    ProjectSlug,
     AnyRest,
 }
 
 /// An MQTT-style topic layout with named captures, e.g.
-/// `prod/+/{device_serial}/memfault/{project_key}/chunk`.
+/// `memfault/{project_slug}/{device_serial}/chunks`.
 ///
 /// Levels are separated by `/`. A level is a literal that must match exactly, `+` for any one
-/// level, `{device_serial}` (required, once) or `{project_key}` (optional, once) to capture that
-/// level, or `#` as the last level for any number of remaining levels.
+/// level, `{device_serial}` (required, once), `{project_slug}` or `{project_key}` (optional,
+/// once, not both) to capture that level, or `#` as the last level for any number of remaining
+/// levels.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TopicPattern {
     levels: Vec<Level>,
@@ -199,6 +312,10 @@ pub enum PatternError {
     NoDeviceSerial,
     #[error("names {{{0}}} more than once")]
     RepeatedCapture(&'static str),
+    #[error(
+        "names both {{project_slug}} and {{project_key}}; a topic names its project one way or the other"
+    )]
+    SlugAndKey,
     #[error("has '#' at level {0}; '#' may only be the last level")]
     HashNotLast(usize),
     #[error(
@@ -207,7 +324,7 @@ pub enum PatternError {
     )]
     PartialWildcard(usize, String),
     #[error(
-        "level {0} names an unknown capture {shown:?}; use {{device_serial}} or {{project_key}}",
+        "level {0} names an unknown capture {shown:?}; use {{device_serial}}, {{project_slug}} or {{project_key}}",
         shown = redact_key_like(.1)
     )]
     UnknownCapture(usize, String),
@@ -227,6 +344,7 @@ impl FromStr for TopicPattern {
                 "#" => return Err(PatternError::HashNotLast(number)),
                 "{device_serial}" => Level::DeviceSerial,
                 "{project_key}" => Level::ProjectKey,
+                "{project_slug}" => Level::ProjectSlug,
                 capture if capture.starts_with('{') && capture.ends_with('}') => {
                     return Err(PatternError::UnknownCapture(number, capture.to_owned()));
                 }
@@ -240,10 +358,14 @@ impl FromStr for TopicPattern {
         for (capture, name) in [
             (Level::DeviceSerial, "device_serial"),
             (Level::ProjectKey, "project_key"),
+            (Level::ProjectSlug, "project_slug"),
         ] {
             if levels.iter().filter(|level| **level == capture).count() > 1 {
                 return Err(PatternError::RepeatedCapture(name));
             }
+        }
+        if levels.contains(&Level::ProjectKey) && levels.contains(&Level::ProjectSlug) {
+            return Err(PatternError::SlugAndKey);
         }
         if !levels.contains(&Level::DeviceSerial) {
             return Err(PatternError::NoDeviceSerial);
@@ -282,6 +404,7 @@ impl Default for TopicPattern {
 pub struct TopicCaptures<'t> {
     pub device_serial: &'t str,
     pub project_key: Option<&'t str>,
+    pub project_slug: Option<&'t str>,
 }
 
 /// Why a topic does not fit. Messages never quote the topic's levels: one of them may be a key.
@@ -295,6 +418,11 @@ pub enum TopicMismatch {
 }
 
 impl TopicPattern {
+    /// Whether topics name their project by slug, whose key `MEMFAULT_PROJECT_KEYS` then gives.
+    pub fn names_project_slug(&self) -> bool {
+        self.levels.contains(&Level::ProjectSlug)
+    }
+
     pub fn captures<'t>(&self, topic: &'t str) -> Result<TopicCaptures<'t>, TopicMismatch> {
         let topic_levels: Vec<&str> = topic.split('/').collect();
         let open_ended = self.levels.last() == Some(&Level::AnyRest);
@@ -316,6 +444,7 @@ impl TopicPattern {
         }
         let mut device_serial = "";
         let mut project_key = None;
+        let mut project_slug = None;
         for (index, (level, text)) in self.levels.iter().zip(&topic_levels).enumerate() {
             match level {
                 Level::Literal(expected) if expected != text => {
@@ -326,12 +455,14 @@ impl TopicPattern {
                 }
                 Level::DeviceSerial => device_serial = text,
                 Level::ProjectKey => project_key = Some(*text),
+                Level::ProjectSlug => project_slug = Some(*text),
                 Level::Literal(_) | Level::AnyOne | Level::AnyRest => {}
             }
         }
         Ok(TopicCaptures {
             device_serial,
             project_key,
+            project_slug,
         })
     }
 }
@@ -370,15 +501,18 @@ pub enum RouteError {
         problem: IdentifierProblem,
     },
     #[error(
-        "project key from {source_name} ({claimed}) differs from MEMFAULT_PROJECT_KEY ({configured}); a device may not choose the project its data goes to"
+        "project key from {source_name} ({claimed}) differs from the one in {configured_in} ({configured}); a device may not choose the project its data goes to"
     )]
     ProjectKeyMismatch {
         source_name: &'static str,
         claimed: String,
+        configured_in: &'static str,
         configured: String,
     },
+    #[error("topic names the project slug {slug}, which MEMFAULT_PROJECT_KEYS does not list")]
+    UnknownProject { slug: String },
     #[error(
-        "no project key: MEMFAULT_PROJECT_KEY is not set, the topic pattern has no {{project_key}} level and the event has no project_key field"
+        "no project key: MEMFAULT_PROJECT_KEY is not set, the topic pattern has no {{project_key}} or {{project_slug}} level and the event has no project_key field"
     )]
     NoProjectKey,
 }
@@ -391,22 +525,28 @@ impl RouteError {
             Self::BadDeviceSerial { .. } => "InvalidDeviceSerial",
             Self::BadProjectKey { .. } => "InvalidProjectKey",
             Self::ProjectKeyMismatch { .. } => "ProjectKeyMismatch",
+            Self::UnknownProject { .. } => "UnknownProject",
             Self::NoProjectKey => "NoProjectKey",
         }
     }
 }
 
-/// A serial is not secret, but it may hold control characters or be huge: show it escaped and short.
-fn shown_serial(value: &str) -> String {
+/// A serial or a slug is not secret, but it may hold control characters or be huge: show it
+/// escaped and short.
+fn shown_level(value: &str) -> String {
     let escaped: String = value.escape_debug().take(64).collect();
     format!("\"{escaped}\"")
 }
 
-/// Decides the route of one message. Explicit fields win over the topic's captures; a configured
-/// project key wins over both, and any key a message names must equal it.
+/// Decides the route of one message. Explicit fields win over the topic's captures. The
+/// configuration's key wins over both, and any key a message names must equal it: the key
+/// `project_keys` gives the topic's `{project_slug}` when the pattern has one (a slug it does not
+/// list is refused), `configured_key` (`MEMFAULT_PROJECT_KEY`) otherwise. Init refuses a
+/// configuration with both, so that one never silently overrides the other.
 pub fn resolve(
     pattern: &TopicPattern,
     configured_key: Option<&ProjectKey>,
+    project_keys: Option<&ProjectKeys>,
     claims: Claims<'_>,
 ) -> Result<Route, RouteError> {
     let captures =
@@ -426,7 +566,7 @@ pub fn resolve(
         .map_err(|problem| RouteError::BadDeviceSerial {
             source_name: serial_source,
             problem,
-            shown: shown_serial(serial_text),
+            shown: shown_level(serial_text),
         })?;
 
     let claimed_key = match (claims.project_key, captures.project_key) {
@@ -445,15 +585,30 @@ pub fn resolve(
         })
         .transpose()?;
 
-    let project_key = match (configured_key, claimed_key) {
-        (Some(configured), Some((source_name, claimed))) if claimed != *configured => {
+    let configured = match captures.project_slug {
+        Some(slug) => {
+            let key = project_keys
+                .and_then(|keys| keys.get(slug))
+                .ok_or_else(|| RouteError::UnknownProject {
+                    slug: redact_key_like(&shown_level(slug)).into_owned(),
+                })?;
+            Some(("MEMFAULT_PROJECT_KEYS", key))
+        }
+        None => configured_key.map(|key| ("MEMFAULT_PROJECT_KEY", key)),
+    };
+
+    let project_key = match (configured, claimed_key) {
+        (Some((configured_in, configured)), Some((source_name, claimed)))
+            if claimed != *configured =>
+        {
             return Err(RouteError::ProjectKeyMismatch {
                 source_name,
                 claimed: claimed.redacted(),
+                configured_in,
                 configured: configured.redacted(),
             });
         }
-        (Some(configured), _) => configured.clone(),
+        (Some((_, configured)), _) => configured.clone(),
         (None, Some((_, claimed))) => claimed,
         (None, None) => return Err(RouteError::NoProjectKey),
     };
@@ -479,7 +634,7 @@ mod tests {
     }
 
     fn default_route(topic: &str) -> Result<Route, RouteError> {
-        resolve(&TopicPattern::default(), None, claims(topic))
+        resolve(&TopicPattern::default(), None, None, claims(topic))
     }
 
     #[test]
@@ -531,7 +686,7 @@ mod tests {
             .parse()
             .unwrap();
         for topic in ["fleet/D1/other/chunk", "fleet/D1/chunk"] {
-            let error = resolve(&pattern, None, claims(topic)).unwrap_err();
+            let error = resolve(&pattern, None, None, claims(topic)).unwrap_err();
             let message = error.to_string();
             assert_eq!(error.kind(), "TopicMismatch");
             assert!(
@@ -595,7 +750,7 @@ mod tests {
         let mut claims = claims("prod/b/x/memfault/k/chunk");
         let hostile = format!("evil\r\nX-Injected: 1{}", "z".repeat(200));
         claims.device_serial = Some(&hostile);
-        let error = resolve(&TopicPattern::default(), None, claims).unwrap_err();
+        let error = resolve(&TopicPattern::default(), None, None, claims).unwrap_err();
         let message = error.to_string();
         assert!(message.contains(r"evil\r\nX-Injected"), "{message}");
         assert!(!message.contains('\n'));
@@ -619,7 +774,7 @@ mod tests {
             device_serial: Some("FROM-CLIENT-ID"),
             project_key: Some("eventkey"),
         };
-        let route = resolve(&TopicPattern::default(), None, claims).unwrap();
+        let route = resolve(&TopicPattern::default(), None, None, claims).unwrap();
         assert_eq!(route.device_serial.as_str(), "FROM-CLIENT-ID");
         assert_eq!(route.project_key.expose(), "eventkey");
     }
@@ -628,16 +783,27 @@ mod tests {
     fn configured_key_is_used_and_must_match_any_claimed_key() {
         let configured: ProjectKey = KEY.parse().unwrap();
         let pattern: TopicPattern = "fleet/{device_serial}/chunk".parse().unwrap();
-        let route = resolve(&pattern, Some(&configured), claims("fleet/D1/chunk")).unwrap();
+        let route = resolve(&pattern, Some(&configured), None, claims("fleet/D1/chunk")).unwrap();
         assert_eq!(route.project_key, configured);
 
         let same = format!("prod/b/D1/memfault/{KEY}/chunk");
-        let route = resolve(&TopicPattern::default(), Some(&configured), claims(&same)).unwrap();
+        let route = resolve(
+            &TopicPattern::default(),
+            Some(&configured),
+            None,
+            claims(&same),
+        )
+        .unwrap();
         assert_eq!(route.project_key, configured);
 
         let other = "prod/b/D1/memfault/someoneelseskey/chunk";
-        let error =
-            resolve(&TopicPattern::default(), Some(&configured), claims(other)).unwrap_err();
+        let error = resolve(
+            &TopicPattern::default(),
+            Some(&configured),
+            None,
+            claims(other),
+        )
+        .unwrap_err();
         assert_eq!(error.kind(), "ProjectKeyMismatch");
         let message = error.to_string();
         assert!(
@@ -648,14 +814,14 @@ mod tests {
 
         let mut explicit = claims("fleet/D1/chunk");
         explicit.project_key = Some("someoneelseskey");
-        let error = resolve(&pattern, Some(&configured), explicit).unwrap_err();
+        let error = resolve(&pattern, Some(&configured), None, explicit).unwrap_err();
         assert_eq!(error.kind(), "ProjectKeyMismatch");
     }
 
     #[test]
     fn a_key_must_come_from_somewhere() {
         let pattern: TopicPattern = "fleet/{device_serial}/chunk".parse().unwrap();
-        let error = resolve(&pattern, None, claims("fleet/D1/chunk")).unwrap_err();
+        let error = resolve(&pattern, None, None, claims("fleet/D1/chunk")).unwrap_err();
         assert_eq!(error, RouteError::NoProjectKey);
     }
 
@@ -736,5 +902,255 @@ mod tests {
         assert!(matches!(key.scrub("nothing secret"), Cow::Borrowed(_)));
         // A key that is part of a longer word is still the key.
         assert_eq!(key.scrub(&format!("x{KEY}x")), "x0123…x");
+    }
+
+    const GUIDE: &str = "memfault/{project_slug}/{device_serial}/chunks";
+    const KEY_A: &str = "aaaaBBBBccccDDDDeeeeFFFF00001111";
+    const KEY_B: &str = "bbbbCCCCddddEEEEffffGGGG22223333";
+
+    fn two_projects() -> ProjectKeys {
+        format!("project-a={KEY_A}, project-b={KEY_B}")
+            .parse()
+            .unwrap()
+    }
+
+    fn guide_route(keys: &ProjectKeys, claims: Claims<'_>) -> Result<Route, RouteError> {
+        resolve(&GUIDE.parse().unwrap(), None, Some(keys), claims)
+    }
+
+    #[test]
+    fn a_slug_selects_its_projects_key_and_is_never_sent_as_one() {
+        let keys = two_projects();
+        for (slug, key) in [("project-a", KEY_A), ("project-b", KEY_B)] {
+            let topic = format!("memfault/{slug}/DEMO-1/chunks");
+            let route = guide_route(&keys, claims(&topic)).unwrap();
+            assert_eq!(route.device_serial.as_str(), "DEMO-1");
+            assert_eq!(route.project_key.expose(), key);
+        }
+        // A slug the map does not list is refused, also when it is spelled like a key the map
+        // holds: a slug is looked up, never used as a key.
+        for slug in ["project-c", "Project-A", KEY_A] {
+            let topic = format!("memfault/{slug}/DEMO-1/chunks");
+            let error = guide_route(&keys, claims(&topic)).unwrap_err();
+            assert_eq!(error.kind(), "UnknownProject", "{slug}");
+            assert!(!error.to_string().contains(KEY_A), "{error}");
+        }
+        let error = guide_route(&keys, claims("memfault/project-c/DEMO-1/chunks")).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "topic names the project slug \"project-c\", which MEMFAULT_PROJECT_KEYS does not list"
+        );
+        // Without a map no slug is known.
+        let pattern: TopicPattern = GUIDE.parse().unwrap();
+        let error =
+            resolve(&pattern, None, None, claims("memfault/project-a/D/chunks")).unwrap_err();
+        assert_eq!(error.kind(), "UnknownProject");
+    }
+
+    #[test]
+    fn an_unknown_slug_is_shown_escaped_and_short() {
+        let keys = two_projects();
+        let hostile = format!("evil\r\n{}", "z".repeat(300));
+        let topic = format!("memfault/{hostile}/D/chunks");
+        let message = guide_route(&keys, claims(&topic)).unwrap_err().to_string();
+        assert!(message.contains(r"evil\r\n"), "{message}");
+        assert!(!message.contains('\n') && message.len() < 200, "{message}");
+    }
+
+    #[test]
+    fn a_key_a_message_names_must_be_the_one_its_slug_maps_to() {
+        let keys = two_projects();
+        let mut explicit = claims("memfault/project-a/D1/chunks");
+        explicit.project_key = Some(KEY_A);
+        assert_eq!(
+            guide_route(&keys, explicit).unwrap().project_key.expose(),
+            KEY_A
+        );
+        explicit.project_key = Some(KEY_B);
+        let error = guide_route(&keys, explicit).unwrap_err();
+        assert_eq!(error.kind(), "ProjectKeyMismatch");
+        let message = error.to_string();
+        assert!(message.contains("MEMFAULT_PROJECT_KEYS"), "{message}");
+        assert!(
+            !message.contains(KEY_A) && !message.contains(KEY_B),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_key_map_syntax() {
+        let keys: ProjectKeys = format!(" project-a = {KEY_A} ,\n project_b={KEY_B}\n")
+            .parse()
+            .unwrap();
+        assert_eq!(keys.get("project-a").unwrap().expose(), KEY_A);
+        assert_eq!(keys.get("project_b").unwrap().expose(), KEY_B);
+        assert_eq!(keys.get("project-b"), None);
+        let one: ProjectKeys = "solo=YOUR_PROJECT_KEY".parse().unwrap();
+        assert_eq!(one.get("solo").unwrap().expose(), "YOUR_PROJECT_KEY");
+        let debug = format!("{keys:?}");
+        assert!(
+            debug.contains("project-a") && debug.contains("aaaa…"),
+            "{debug}"
+        );
+        assert!(!debug.contains(KEY_A) && !debug.contains(KEY_B), "{debug}");
+    }
+
+    #[test]
+    fn bad_key_maps_are_refused_without_quoting_a_key() {
+        use IdentifierProblem::*;
+        use ProjectKeysError::*;
+        for (text, expected) in [
+            (format!("a={KEY_A},,b={KEY_B}"), EmptyEntry(2)),
+            (format!("a={KEY_A},"), EmptyEntry(2)),
+            (",".to_owned(), EmptyEntry(1)),
+            (format!("a={KEY_A},{KEY_B}"), NotAPair(2)),
+            (
+                format!("={KEY_A}"),
+                BadSlug {
+                    entry: 1,
+                    problem: Empty,
+                },
+            ),
+            (
+                format!("a/b={KEY_A}"),
+                BadSlug {
+                    entry: 1,
+                    problem: BadCharacter('/'),
+                },
+            ),
+            (
+                "a=".to_owned(),
+                BadKey {
+                    entry: 1,
+                    slug: "a".into(),
+                    problem: Empty,
+                },
+            ),
+            (
+                format!("a={KEY_A}=x"),
+                BadKey {
+                    entry: 1,
+                    slug: "a".into(),
+                    problem: BadCharacter('='),
+                },
+            ),
+            (
+                format!("a={KEY_A} {KEY_B}"),
+                BadKey {
+                    entry: 1,
+                    slug: "a".into(),
+                    problem: BadCharacter(' '),
+                },
+            ),
+            (
+                format!("a={KEY_A},b={KEY_B},a={KEY_B}"),
+                RepeatedSlug {
+                    slug: "a".into(),
+                    first: 1,
+                    second: 3,
+                },
+            ),
+            (
+                format!("a={KEY_A},b={KEY_A}"),
+                SharedKey {
+                    first: "a".into(),
+                    second: "b".into(),
+                },
+            ),
+            // Key and slug swapped: the key, read as a slug, is shortened like a key.
+            (
+                format!("{KEY_A}=a,{KEY_B}=a"),
+                SharedKey {
+                    first: "aaaa…".into(),
+                    second: "bbbb…".into(),
+                },
+            ),
+        ] {
+            let error = text.parse::<ProjectKeys>().unwrap_err();
+            assert_eq!(error, expected, "{text}");
+            let message = error.to_string();
+            assert!(
+                !message.contains(KEY_A) && !message.contains(KEY_B),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_map_is_quoted_with_every_key_redacted() {
+        assert_eq!(
+            redact_project_keys(&format!("project-a={KEY_A}, project-b = {KEY_B},,{KEY_A}")),
+            "project-a=aaaa…,project-b=bbbb…,,aaaa…"
+        );
+        assert_eq!(
+            redact_project_keys(&format!("{KEY_A}={KEY_B}")),
+            "aaaa…=bbbb…"
+        );
+    }
+
+    #[test]
+    fn slug_patterns() {
+        let pattern: TopicPattern = GUIDE.parse().unwrap();
+        assert!(pattern.names_project_slug());
+        assert!(!TopicPattern::default().names_project_slug());
+        let captures = pattern.captures("memfault/proj/D1/chunks").unwrap();
+        assert_eq!(
+            captures,
+            TopicCaptures {
+                device_serial: "D1",
+                project_key: None,
+                project_slug: Some("proj"),
+            }
+        );
+        assert_eq!(
+            "{project_slug}/{device_serial}/{project_slug}"
+                .parse::<TopicPattern>()
+                .unwrap_err(),
+            PatternError::RepeatedCapture("project_slug")
+        );
+        let both = "{project_slug}/{device_serial}/{project_key}"
+            .parse::<TopicPattern>()
+            .unwrap_err();
+        assert_eq!(both, PatternError::SlugAndKey);
+        let unknown = "{slug}/{device_serial}"
+            .parse::<TopicPattern>()
+            .unwrap_err();
+        assert!(unknown.to_string().contains("{project_slug}"), "{unknown}");
+    }
+
+    /// Every refusal a two-project configuration can produce, in every form it is shown in
+    /// (the error's message, its Debug, the route's Debug and Display of the key), never holds
+    /// a configured key, nor a key a message named.
+    #[test]
+    fn no_key_reaches_an_error_or_a_debug_line() {
+        let keys = two_projects();
+        let claimed = "cccc1111dddd2222eeee3333ffff4444";
+        let topics = [
+            "memfault/project-a/D1/chunks".to_owned(),
+            format!("memfault/{KEY_B}/D1/chunks"),
+            "memfault/project-a/bad serial/chunks".to_owned(),
+            "memfault/project-a/D1/chunk".to_owned(),
+        ];
+        let mut shown = vec![format!("{keys:?}")];
+        for topic in &topics {
+            for project_key in [None, Some(claimed), Some("bad key")] {
+                let claims = Claims {
+                    topic,
+                    device_serial: None,
+                    project_key,
+                };
+                match guide_route(&keys, claims) {
+                    Ok(route) => shown.push(format!("{route:?} {}", route.project_key)),
+                    Err(error) => shown.push(format!("{error} {error:?}")),
+                }
+            }
+        }
+        assert!(shown.iter().any(|text| text.contains("UnknownProject")));
+        assert!(shown.iter().any(|text| text.contains("ProjectKeyMismatch")));
+        for text in &shown {
+            for secret in [KEY_A, KEY_B, claimed] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+        }
     }
 }

@@ -238,6 +238,12 @@ async fn a_bad_configuration_is_reported_to_lambda_without_secrets_and_stops_ini
             "must not carry credentials",
             "S3cretPassw0rd",
         ),
+        (
+            "MEMFAULT_PROJECT_KEYS",
+            format!("project-a={key}"),
+            "MEMFAULT_TOPIC_PATTERN has no {project_slug} level",
+            key,
+        ),
     ] {
         let runtime_api = runtime_api_taking_init_errors(Duration::ZERO).await;
         let output = lambda_command(&runtime_api)
@@ -456,4 +462,56 @@ async fn a_batch_logs_its_deliveries_in_one_summary_line_at_info() {
         sequence_numbers.contains(&batch["slowest_item_id"].as_str().unwrap()),
         "{batch}"
     );
+}
+
+/// Memfault's current layout with two projects, at TRACE: each project's chunks reach Memfault
+/// with their own key, a slug the map does not list is refused, and neither key is printed.
+#[tokio::test]
+async fn the_guide_layout_sends_each_project_its_key_and_prints_none_at_trace() {
+    let (key_a, key_b) = (
+        "aaaa0000bbbb1111cccc2222dddd3333",
+        "eeee4444ffff5555aaaa6666bbbb7777",
+    );
+    let keys = format!("project-a={key_a},project-b={key_b}");
+    let env = [
+        (
+            "MEMFAULT_TOPIC_PATTERN",
+            "memfault/{project_slug}/{device_serial}/chunks",
+        ),
+        ("MEMFAULT_PROJECT_KEYS", keys.as_str()),
+    ];
+
+    let memfault = server_answering(ResponseTemplate::new(202)).await;
+    let event = sample_event("guide/sqs-batch.json").to_string();
+    let run = run_at_trace(event, &memfault, &env, &[key_a, key_b]).await;
+    assert_eq!(run.body, serde_json::json!({"batchItemFailures": []}));
+    let mut sent: Vec<(String, String)> = memfault
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|request| {
+            let key = request.headers["memfault-project-key"].to_str().unwrap();
+            (request.url.path().to_owned(), key.to_owned())
+        })
+        .collect();
+    sent.sort();
+    assert_eq!(
+        sent,
+        [
+            ("/api/v0/chunks/DEVICE-A1".to_owned(), key_a.to_owned()),
+            ("/api/v0/chunks/DEVICE-B1".to_owned(), key_b.to_owned()),
+        ]
+    );
+
+    let memfault = server_answering(ResponseTemplate::new(202)).await;
+    let event = sample_event("guide/unknown-project.json").to_string();
+    let run = run_at_trace(event, &memfault, &env, &[key_a, key_b]).await;
+    assert_eq!(run.body["errorType"], "Permanent.UnknownProject");
+    assert!(memfault.received_requests().await.unwrap().is_empty());
+    let refused = json_lines(&run.stdout)
+        .into_iter()
+        .find(|line| line["outcome"] == "refused")
+        .unwrap_or_else(|| panic!("no refusal line in:\n{}", run.stdout));
+    assert_eq!(refused["error_type"], "Permanent.UnknownProject");
 }

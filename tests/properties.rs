@@ -4,7 +4,7 @@
 use http::{HeaderValue, Uri};
 use memfault_chunk_proxy::config::ChunksUrl;
 use memfault_chunk_proxy::event::parse_rule_event;
-use memfault_chunk_proxy::routing::{Claims, TopicPattern, resolve};
+use memfault_chunk_proxy::routing::{Claims, ProjectKeys, TopicPattern, resolve};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -49,7 +49,7 @@ proptest! {
             device_serial: explicit_serial.as_deref(),
             project_key: explicit_key.as_deref(),
         };
-        if let Ok(route) = resolve(&pattern, None, claims) {
+        if let Ok(route) = resolve(&pattern, None, None, claims) {
             let base: ChunksUrl = "https://chunks.memfault.com".parse().unwrap();
             let uri: Uri = base.for_device(&route.device_serial).parse().unwrap();
             prop_assert_eq!(uri.host(), Some("chunks.memfault.com"));
@@ -97,6 +97,42 @@ proptest! {
         if !unrelated.to_ascii_lowercase().contains(&key.to_ascii_lowercase()) {
             let kept = project_key.scrub(&unrelated);
             prop_assert_eq!(kept.as_ref(), unrelated.as_str());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// With a slug pattern, whatever the topic and whatever key the event claims, a chunk either
+    /// goes with the key the map gives its slug or is refused: a slug is never sent as a key.
+    #[test]
+    fn a_slug_only_ever_selects_a_configured_key(
+        slug in prop_oneof![
+            Just("project-a".to_owned()),
+            Just("project-b".to_owned()),
+            Just("PROJECTKEYAAAA0000".to_owned()),
+            level(),
+        ],
+        serial in level(),
+        explicit_key in proptest::option::of(level()),
+    ) {
+        let keys: ProjectKeys = "project-a=PROJECTKEYAAAA0000,project-b=PROJECTKEYBBBB1111"
+            .parse()
+            .unwrap();
+        let pattern: TopicPattern = "memfault/{project_slug}/{device_serial}/chunks".parse().unwrap();
+        let topic = format!("memfault/{slug}/{serial}/chunks");
+        let claims = Claims {
+            topic: &topic,
+            device_serial: None,
+            project_key: explicit_key.as_deref(),
+        };
+        match resolve(&pattern, None, Some(&keys), claims) {
+            Ok(route) => {
+                let expected = keys.get(&slug).expect("only a listed slug is routed");
+                prop_assert_eq!(&route.project_key, expected);
+            }
+            Err(error) => prop_assert!(!error.to_string().contains("PROJECTKEY"), "{}", error),
         }
     }
 }

@@ -145,6 +145,7 @@ impl Services<'_> {
         resolve(
             &self.config.topic_pattern,
             self.config.project_key.as_ref(),
+            self.config.project_keys.as_ref(),
             claims,
         )
     }

@@ -32,7 +32,14 @@ SAMPLE_KEY = "YOUR_PROJECT_KEY"
 ENVIRONMENTS: dict[str, dict[str, str]] = {
     "default": {},
     "custom-layout": {"MEMFAULT_TOPIC_PATTERN": "fleet/+/devices/{device_serial}/memfault"},
+    # Memfault's current MQTT layout with two projects: the settings of events/guide/*.env.
+    "guide": {
+        "MEMFAULT_TOPIC_PATTERN": "memfault/{project_slug}/{device_serial}/chunks",
+        "MEMFAULT_PROJECT_KEYS": "project-a=YOUR_PROJECT_A_KEY,project-b=YOUR_PROJECT_B_KEY",
+    },
 }
+PROJECT_A_KEY = "YOUR_PROJECT_A_KEY"
+PROJECT_B_KEY = "YOUR_PROJECT_B_KEY"
 
 
 def chunk(event_file: str) -> bytes:
@@ -58,16 +65,17 @@ class Expect:
     environment: str = "default"
 
 
-def delivered(serial: str, data: bytes, environment: str = "default") -> Expect:
+def delivered(serial: str, data: bytes, environment: str = "default",
+              project_key: str = SAMPLE_KEY) -> Expect:
     return Expect(
-        uploads=(Upload(serial, (data,)),),
+        uploads=(Upload(serial, (data,), project_key),),
         response={"device_serial": serial, "bytes": len(data), "status": 202, "attempts": 1},
         environment=environment,
     )
 
 
-def refused(error_type: str) -> Expect:
-    return Expect(error_type=error_type)
+def refused(error_type: str, environment: str = "default") -> Expect:
+    return Expect(error_type=error_type, environment=environment)
 
 
 HEARTBEAT = chunk("heartbeat.json")
@@ -109,4 +117,23 @@ EXPECTATIONS: dict[str, Expect] = {
     "bad/topic-mismatch.json": refused("Permanent.TopicMismatch"),
     "bad/serial-path-injection.json": refused("Permanent.InvalidDeviceSerial"),
     "bad/key-header-injection.json": refused("Permanent.InvalidProjectKey"),
+    # Memfault's current layout: the topic names the project by slug, and each slug's chunks
+    # go with that project's key from MEMFAULT_PROJECT_KEYS; no key travels in the topic.
+    "guide/project-a.json": delivered("DEVICE-A1", HEARTBEAT, "guide", PROJECT_A_KEY),
+    "guide/project-b.json": delivered("DEVICE-B1", HEARTBEAT, "guide", PROJECT_B_KEY),
+    "guide/unknown-project.json": refused("Permanent.UnknownProject", "guide"),
+    # Both projects in one batch: each device's chunks with its own project's key, DEVICE-A1's
+    # three in one multipart request, in message order.
+    "guide/sqs-batch.json": Expect(
+        uploads=(Upload("DEVICE-A1", PARTS, PROJECT_A_KEY),
+                 Upload("DEVICE-B1", (HEARTBEAT,), PROJECT_B_KEY)),
+        response={"batchItemFailures": []},
+        environment="guide",
+    ),
+    "guide/kinesis-batch.json": Expect(
+        uploads=(Upload("DEVICE-A1", PARTS, PROJECT_A_KEY),
+                 Upload("DEVICE-B1", (HEARTBEAT,), PROJECT_B_KEY)),
+        response={"batchItemFailures": []},
+        environment="guide",
+    ),
 }
