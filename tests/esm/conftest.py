@@ -106,23 +106,33 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@dataclass(frozen=True)
+class Quarantined:
+    group: str
+    sent: float  # epoch seconds
+    body: str
+
+
 @dataclass
 class FailureQueue:
     url: str
     client: Any
 
-    def drain(self) -> list[tuple[str, str]]:
-        """Every message, as (message group id, body), in the order the queue hands them out."""
+    def drain(self) -> list[Quarantined]:
+        """Every message, in the order the queue hands them out."""
         messages = []
         while True:
             received = self.client.receive_message(
                 QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
-                MessageSystemAttributeNames=["MessageGroupId"])
+                MessageSystemAttributeNames=["MessageGroupId", "SentTimestamp"])
             batch = received.get("Messages", [])
             if not batch:
                 return messages
             for message in batch:
-                messages.append((message["Attributes"].get("MessageGroupId", ""), message["Body"]))
+                attributes = message["Attributes"]
+                messages.append(Quarantined(attributes.get("MessageGroupId", ""),
+                                            int(attributes["SentTimestamp"]) / 1000,
+                                            message["Body"]))
                 self.client.delete_message(QueueUrl=self.url,
                                            ReceiptHandle=message["ReceiptHandle"])
 

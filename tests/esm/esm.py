@@ -21,6 +21,7 @@ a poll every 50 ms rather than once a second): the rules are the same, the scena
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import random
 import threading
@@ -197,7 +198,7 @@ class SqsMessage:
                 "ApproximateFirstReceiveTimestamp": str(int(time.time() * 1000)),
             },
             "messageAttributes": {},
-            "md5OfBody": "",
+            "md5OfBody": hashlib.md5(self.body.encode()).hexdigest(),
             "eventSource": "aws:sqs",
             "eventSourceARN": QUEUE_ARN,
             "awsRegion": REGION,

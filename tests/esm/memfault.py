@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import random
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -68,6 +69,12 @@ def seeded_failures(seed: int, share: float, status: int = 500) -> Rule:
 
 class ScriptedMemfault(ThreadingHTTPServer):
     daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A killed environment, or a function giving up on a request, resets its connections:
+        # expected here, and not worth a traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def __init__(self, rules: list[Rule] | None = None, latency_s: float = 0.0) -> None:
         self.rules = rules or []

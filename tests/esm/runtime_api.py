@@ -16,6 +16,7 @@ import os
 import queue
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -47,6 +48,12 @@ class Invocation:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A killed environment, or a function giving up on a request, resets its connections:
+        # expected here, and not worth a traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
     def __init__(self) -> None:
         self.pending: queue.Queue[Invocation] = queue.Queue()

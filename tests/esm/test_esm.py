@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import FailureQueue
+from conftest import FailureQueue, Quarantined
 from esm import IDLE_POLL_S, KinesisEsm, KinesisShard, SqsEsm
 from memfault import (ScriptedMemfault, chunk_refused, device_fails, everything,
                       multipart_larger_than, seeded_failures)
@@ -82,11 +82,17 @@ class Result:
     arrivals: dict[bytes, float]
     memfault: ScriptedMemfault
     function: Function
-    quarantined: list[tuple[str, bytes]]  # (message group, chunk), in the queue's order
+    failure_queue: list[Quarantined]  # in the queue's order
     s3: list[bytes] = field(default_factory=list)  # in the mapping's S3 on-failure store
     held: list[bytes] = field(default_factory=list)  # still in the stream or the queue
     dead_letters: list[bytes] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def quarantined(self) -> list[tuple[str, bytes]]:
+        """(message group, chunk) of each message in the failure queue."""
+        return [(message.group, chunk_of_event(json.loads(message.body)["requestPayload"]))
+                for message in self.failure_queue]
 
     def first_deliveries(self) -> dict[bytes, float]:
         """Each delivered chunk and when Memfault first accepted it."""
@@ -113,9 +119,10 @@ class Result:
             | set(self.dead_letters)
         lost = [chunk.data for chunk in self.chunks if chunk.data not in kept]
         self.check(not lost, f"{len(lost)} chunks neither delivered nor kept, e.g. {lost[:2]}")
-        for group, chunk in self.quarantined:
-            self.check(chunk.startswith(f"{group}#".encode()),
-                       f"quarantined {chunk[:20]!r} in message group {group!r}, not its device's")
+        misgrouped = [group for group, chunk in self.quarantined
+                      if not chunk.startswith(f"{group}#".encode())]
+        self.check(not misgrouped, f"{len(misgrouped)} quarantined chunks not in their device's "
+                   f"message group, e.g. in {misgrouped[:1]}")
 
         for serial in sorted({chunk.serial for chunk in self.chunks}):
             in_stream = [c.data for c in self.chunks if c.serial == serial and c.data in first]
@@ -141,12 +148,7 @@ def stream_result(esm: KinesisEsm, chunks: list[Chunk], arrivals: dict[bytes, fl
     s3 = [chunk_of_record_data(base64.b64decode(record["kinesis"]["data"]))
           for stored in esm.s3 for record in json.loads(stored["payload"])["Records"]]
     held = [chunk_of_record_data(record.data) for record in esm.held()]
-    return Result(chunks, arrivals, memfault, esm.function, quarantined_chunks(queue), s3, held)
-
-
-def quarantined_chunks(queue: FailureQueue) -> list[tuple[str, bytes]]:
-    return [(group, chunk_of_event(json.loads(body)["requestPayload"]))
-            for group, body in queue.drain()]
+    return Result(chunks, arrivals, memfault, esm.function, queue.drain(), s3, held)
 
 
 def function_env(memfault: ScriptedMemfault, queue_url: str, **overrides: str) -> dict[str, str]:
@@ -236,6 +238,11 @@ def test_one_device_always_failing_is_quarantined_alone_and_the_shard_moves_on(
     result.check(result.quarantined == sick_chunks,
                  f"quarantined {len(result.quarantined)} chunks; wanted the failing device's "
                  f"{len(sick_chunks)}, each once, in stream order")
+    if result.failure_queue:
+        # Memfault is up, so the device is quarantined, but not before the stall limit.
+        waited = result.failure_queue[0].sent - arrivals[sick_chunks[0][1]]
+        result.check(waited >= STALL_LIMIT_S,
+                     f"the failing device's first chunk quarantined after {waited:.1f} s")
     first = result.first_deliveries()
     healthy = [c for c in chunks if c.serial != sick]
     undelivered = [c for c in healthy if c.data not in first]
@@ -302,7 +309,7 @@ def test_one_refused_chunk_is_quarantined_alone_queued(
 
     run_until(esm.step, lambda: True, limit_s=20)
 
-    result = Result(chunks, arrivals, upstream, lambda_, quarantined_chunks(failure_queue),
+    result = Result(chunks, arrivals, upstream, lambda_, failure_queue.drain(),
                     held=[chunk_of_record_data(m.body) for m in esm.messages],
                     dead_letters=[chunk_of_record_data(m.body) for m in esm.dead_letters])
     check_only_the_refused_chunk_quarantined(result, poison)
