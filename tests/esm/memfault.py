@@ -12,14 +12,14 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import random
-import sys
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Callable
 
-LOOPBACK = "127.0.0.1"
+from runtime_api import LoopbackServer
+
 PATH_PREFIX = "/api/v0/chunks/"
 
 
@@ -67,15 +67,7 @@ def seeded_failures(seed: int, share: float, status: int = 500) -> Rule:
     return rule
 
 
-class ScriptedMemfault(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        # A killed environment, or a function giving up on a request, resets its connections:
-        # expected here, and not worth a traceback.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
+class ScriptedMemfault(LoopbackServer):
     def __init__(self, rules: list[Rule] | None = None, latency_s: float = 0.0) -> None:
         self.rules = rules or []
         self.latency_s = latency_s
@@ -84,11 +76,7 @@ class ScriptedMemfault(ThreadingHTTPServer):
         self.in_flight: dict[str, int] = {}
         # Devices that had two requests open at once: Memfault's contract forbids it.
         self.overlaps: list[str] = []
-        super().__init__((LOOPBACK, 0), _Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.server_address[1]}"
+        super().__init__(_Handler)
 
     def answer(self, serial: str, chunks: tuple[bytes, ...], multipart: bool) -> int:
         for rule in self.rules:

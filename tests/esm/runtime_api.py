@@ -46,8 +46,17 @@ class Invocation:
         return self.kind != "response"
 
 
-class _Server(ThreadingHTTPServer):
+class LoopbackServer(ThreadingHTTPServer):
+    """An HTTP server of the harness: loopback, a free port, a thread per request."""
+
     daemon_threads = True
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__((LOOPBACK, 0), handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.server_address[1]}"
 
     def handle_error(self, request: object, client_address: object) -> None:
         # A killed environment, or a function giving up on a request, resets its connections:
@@ -55,12 +64,14 @@ class _Server(ThreadingHTTPServer):
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)
 
+
+class _Server(LoopbackServer):
     def __init__(self) -> None:
         self.pending: queue.Queue[Invocation] = queue.Queue()
         self.current: Invocation | None = None
         self.done = threading.Event()
         self.closing = threading.Event()
-        super().__init__((LOOPBACK, 0), _Handler)
+        super().__init__(_Handler)
 
 
 class _Handler(BaseHTTPRequestHandler):
