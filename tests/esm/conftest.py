@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import boto3
+import botocore.exceptions
 import pytest
 
 from esm import ACCOUNT, REGION
@@ -99,6 +100,10 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
         # A session with a token, like the credentials Lambda gives a function.
         credentials = boto3.client("sts", **anonymous).assume_role(
             RoleArn=role["Arn"], RoleSessionName="memfault-chunk-proxy")["Credentials"]
+        # From here on, signatures count: a request signed with the wrong secret is refused.
+        forged = {**credentials, "SecretAccessKey": "not-the-secret"}
+        with pytest.raises(botocore.exceptions.ClientError, match="SignatureDoesNotMatch"):
+            Moto(url, forged).sqs().list_queues()
         yield Moto(url, credentials)
     finally:
         os.killpg(process.pid, signal.SIGKILL)
