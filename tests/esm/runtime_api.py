@@ -162,9 +162,10 @@ class Environment:
         self.server.current = None
         return invocation
 
-    def stop(self) -> None:
+    def stop(self, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGKILL)
+             ) -> None:
         self.server.closing.set()
-        for sig in (signal.SIGTERM, signal.SIGKILL):
+        for sig in signals:
             try:
                 os.killpg(self.process.pid, sig)
             except ProcessLookupError:
@@ -198,13 +199,14 @@ class Function:
         invocation = Invocation(f"{len(self.invocations) + 1:08x}-0000-4000-8000-000000000000",
                                 event, deadline=time.time() + self.timeout_s)
         self.invocations.append(self._environment.run(invocation))
-        if invocation.kind in ("timeout", "exited"):
-            self._replace()
+        if invocation.kind == "timeout":
+            # Lambda replaces a timed-out environment without giving it time to clean up.
+            self._environment.stop((signal.SIGKILL,))
+            self._environment = None
         return invocation
 
     def _replace(self) -> None:
-        if self._environment:
-            self._environment.stop()
+        self.stop()
         self.environments += 1
         self._environment = Environment(self.environments, self.binary, self.env, self.log)
 
