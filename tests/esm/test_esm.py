@@ -351,6 +351,34 @@ def test_a_refused_project_key_quarantines_nothing(
     result.verdict()
 
 
+def test_a_memfault_outage_quarantines_nothing_and_is_not_hammered(
+        memfault, function, failure_queue: FailureQueue) -> None:
+    chunks = stream_of({f"device-{n:02d}": 4 for n in range(30)}, seed=8)
+    upstream = memfault([everything(503)])
+    concurrency = 4
+    env = function_env(upstream, failure_queue.url, MEMFAULT_MAX_ATTEMPTS="1",
+                       MEMFAULT_UPLOAD_CONCURRENCY=str(concurrency))
+    lambda_ = function(env, FUNCTION_TIMEOUT_S)
+
+    esm, arrivals = run_stream(lambda_, chunks, batch_size=100, max_record_age_s=3, limit_s=15)
+
+    result = stream_result(esm, chunks, arrivals, upstream, failure_queue)
+    result.check(not result.quarantined,
+                 f"{len(result.quarantined)} records quarantined in an outage")
+    result.check(result.s3 == [c.data for c in chunks],
+                 f"the S3 store holds {len(result.s3)} of {len(chunks)} records, or not in order")
+    # Once uploads fail widely the function starts no more devices: about one request per
+    # concurrent upload per invocation, not one per device of the batch.
+    per_invocation = [sum(i.started <= r.started <= i.answered for r in upstream.requests)
+                      for i in lambda_.invocations if i.answered is not None]
+    result.check(max(per_invocation, default=0) <= 2 * concurrency,
+                 f"up to {max(per_invocation, default=0)} requests in one invocation with "
+                 f"{concurrency} uploads at once")
+    # But every retry tries: it is how the function finds Memfault back.
+    result.check(min(per_invocation, default=0) >= 1, "an invocation that did not try Memfault")
+    result.verdict()
+
+
 def test_a_slow_failure_queue_never_makes_the_function_late(
         memfault, function, failure_queue: FailureQueue, moto, delaying_proxy) -> None:
     chunks, poison = refused_among_neighbours(seed=6)
