@@ -1,6 +1,6 @@
 """The function binary behind simulated event source mappings, against a scripted Memfault and a
-SigV4-checking SQS FIFO failure queue: one test per fault scenario of issue 13, and a control
-with a healthy Memfault.
+SigV4-checking SQS FIFO failure queue: one test per fault scenario of issue 13 (its table, and a
+Memfault outage), and a control with a healthy Memfault.
 
 Each scenario asserts what a user of the function cares about:
 - nothing is lost: every chunk was accepted by Memfault, or is in the failure queue with its
