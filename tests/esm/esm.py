@@ -4,9 +4,10 @@ SQS", "Handling errors for an SQS event source", and the S3 on-failure destinati
 
 Kinesis: batches of up to BatchSize records from the checkpoint; with ReportBatchItemFailures the
 checkpoint moves to just before the lowest reported sequence number (no reported failures: past
-the batch; an invalid answer, an error or a timeout: nowhere, the whole batch is retried); a batch
-whose records are older than MaximumRecordAgeInSeconds goes to the on-failure destination, here an
-in-memory S3 store holding Lambda's S3 record, and the checkpoint moves past it.
+the batch; an invalid answer, an error or a timeout: nowhere, the whole batch is retried); when
+the records at the checkpoint have been tried and are older than MaximumRecordAgeInSeconds, they
+go to the on-failure destination, here an in-memory S3 store holding Lambda's S3 record, and the
+checkpoint moves past them.
 
 SQS: up to BatchSize visible messages per invocation; each receive makes a message invisible for
 the visibility timeout and counts a receive; a message received more than maxReceiveCount times is
