@@ -26,7 +26,7 @@ local: ## Run the function on $(EVENT) locally (loopback receiver unless MEMFAUL
 	$(CARGO) run --locked --example local -- $(EVENT)
 
 .PHONY: test
-test: lint unit validate emulator wire ## Every check CI runs: format, clippy, tests, template validation, events through the emulator, wire format
+test: lint unit validate emulator wire esm ## Every check CI runs: format, clippy, tests, template validation, events through the emulator, wire format, event source mapping scenarios
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with warnings as errors
@@ -48,6 +48,11 @@ emulator: cargo-lambda ## Every sample event through cargo lambda's Runtime API 
 .PHONY: wire
 wire: ## memfault-cli (Memfault's own client) and the function frame a multipart upload byte for byte alike
 	INFRA_VENV="$(CURDIR)/.venv-wire" bash -c 'source infra/venv.sh && infra_venv infra/requirements-wire.txt && python tests/memfault_cli_framing.py'
+
+.PHONY: esm
+esm: ## The function binary behind simulated Kinesis and SQS event source mappings, with faults (tests/esm)
+	$(CARGO) build --locked
+	INFRA_VENV="$(CURDIR)/.venv-esm" bash -c 'source infra/venv.sh && infra_venv tests/esm/requirements.txt && python -m pytest -p no:cacheprovider tests/esm'
 
 .PHONY: build
 build: ## Release build of the Lambda binary for this machine

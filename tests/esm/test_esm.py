@@ -1,0 +1,419 @@
+"""The function binary behind simulated event source mappings, against a scripted Memfault and a
+SigV4-checking SQS FIFO failure queue: one test per fault scenario of issue 13 (its table, and a
+Memfault outage), and a control with a healthy Memfault.
+
+Each scenario asserts what a user of the function cares about:
+- nothing is lost: every chunk was accepted by Memfault, or is in the failure queue with its
+  data, or, where the scenario says so, still in the stream, in the mapping's S3 on-failure
+  store or in the dead-letter queue;
+- each device's first deliveries keep the stream's order, and no device ever has two requests
+  open at once;
+- every answer reaches the Runtime API before deadline − margin (plus ANSWER_TOLERANCE_S);
+- and what the scenario is about: who is quarantined, who waits how long, how many posts.
+
+Every scenario is seeded and bounded in wall time; run through `make esm` (part of `make test`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pytest
+
+from conftest import FailureQueue, Quarantined
+from esm import IDLE_POLL_S, KinesisEsm, KinesisShard, SqsEsm
+from memfault import (ScriptedMemfault, chunk_refused, device_fails, everything,
+                      multipart_larger_than, seeded_failures)
+from runtime_api import Function
+
+PROJECT_KEY = "esmProjectKey_0123456789abcdef"
+STALL_LIMIT_S = 2
+FUNCTION_TIMEOUT_S = 3.0
+MARGIN_S = 0.5
+# Between giving up at deadline − margin and its answer arriving, the function logs, counts and
+# answers: 0.4 ms for a direct event and 22 ms for a 1,000-device batch on a development machine,
+# debug build (src/config.rs, MIN_DEADLINE_MARGIN); 5 ms in the slow failure queue scenario here.
+# The rest of this allowance is headroom for a loaded machine: two shared cores run the function,
+# the simulators' threads and moto at once.
+ANSWER_TOLERANCE_S = 0.25
+
+
+@dataclass(frozen=True)
+class Chunk:
+    serial: str
+    data: bytes
+
+    def event(self) -> dict[str, str]:
+        """The IoT rule's event for this chunk, as the default topic pattern expects it."""
+        return {"data": base64.b64encode(self.data).decode(),
+                "topic": f"prod/esm-board/{self.serial}/memfault/{PROJECT_KEY}/chunk"}
+
+
+def stream_of(devices: dict[str, int], seed: int, then: dict[str, int] | None = None
+              ) -> list[Chunk]:
+    """Each device's chunks, interleaved in a seeded order, followed by those of `then`,
+    interleaved likewise; every chunk's bytes are unique."""
+    rng = random.Random(seed)
+    serials = []
+    for phase in (devices, then or {}):
+        serials_of_phase = [serial for serial, count in phase.items() for _ in range(count)]
+        rng.shuffle(serials_of_phase)
+        serials += serials_of_phase
+    counts: dict[str, int] = {}
+    chunks = []
+    for serial in serials:
+        counts[serial] = counts.get(serial, 0) + 1
+        chunks.append(Chunk(serial, f"{serial}#{counts[serial]}:".encode() + rng.randbytes(24)))
+    return chunks
+
+
+def chunk_of_event(event: dict[str, Any]) -> bytes:
+    return base64.b64decode(event["data"])
+
+
+def chunk_of_record_data(data: bytes | str) -> bytes:
+    """The chunk in a Kinesis record's data or an SQS body: the rule's event as JSON."""
+    return chunk_of_event(json.loads(data))
+
+
+@dataclass
+class Result:
+    """What a scenario left behind."""
+    chunks: list[Chunk]
+    arrivals: dict[bytes, float]
+    memfault: ScriptedMemfault
+    function: Function
+    failure_queue: list[Quarantined]  # in the queue's order
+    s3: list[bytes] = field(default_factory=list)  # in the mapping's S3 on-failure store
+    held: list[bytes] = field(default_factory=list)  # still in the stream or the queue
+    dead_letters: list[bytes] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def quarantined(self) -> list[tuple[str, bytes]]:
+        """(message group, chunk) of each message in the failure queue."""
+        return [(message.group, chunk_of_event(json.loads(message.body)["requestPayload"]))
+                for message in self.failure_queue]
+
+    def first_deliveries(self) -> dict[bytes, float]:
+        """Each delivered chunk and when Memfault first accepted it."""
+        first: dict[bytes, float] = {}
+        for request in self.memfault.accepted():
+            for chunk in request.chunks:
+                first.setdefault(chunk, request.started)
+        return first
+
+    def check(self, holds: bool, problem: str) -> None:
+        """Notes a broken property; `verdict` fails the test with all of them, so that one run
+        says everything a scenario got wrong."""
+        if not holds:
+            self.problems.append(problem)
+
+    def verdict(self) -> None:
+        self.check_common()
+        if self.problems:
+            pytest.fail("\n".join(self.problems), pytrace=False)
+
+    def check_common(self) -> None:
+        first = self.first_deliveries()
+        kept = set(first) | {c for _, c in self.quarantined} | set(self.s3) | set(self.held) \
+            | set(self.dead_letters)
+        lost = [chunk.data for chunk in self.chunks if chunk.data not in kept]
+        self.check(not lost, f"{len(lost)} chunks neither delivered nor kept, e.g. {lost[:2]}")
+        misgrouped = [group for group, chunk in self.quarantined
+                      if not chunk.startswith(f"{group}#".encode())]
+        self.check(not misgrouped, f"{len(misgrouped)} quarantined chunks not in their device's "
+                   f"message group, e.g. in {misgrouped[:1]}")
+
+        for serial in sorted({chunk.serial for chunk in self.chunks}):
+            in_stream = [c.data for c in self.chunks if c.serial == serial and c.data in first]
+            self.check(sorted(in_stream, key=first.__getitem__) == in_stream,
+                       f"{serial}: first deliveries out of stream order")
+
+        self.check(not self.memfault.overlaps,
+                   f"two requests at once for {sorted(set(self.memfault.overlaps))}")
+
+        self.check(bool(self.function.invocations), "the function was never invoked")
+        unanswered = [i.kind for i in self.function.invocations if i.answered is None]
+        self.check(not unanswered, f"{len(unanswered)} of {len(self.function.invocations)} "
+                   f"invocations not answered by the deadline: {sorted(set(unanswered))}")
+        late = [i.answered - (i.deadline - MARGIN_S) for i in self.function.invocations
+                if i.answered is not None]
+        late = [seconds for seconds in late if seconds > ANSWER_TOLERANCE_S]
+        self.check(not late, f"{len(late)} answers after deadline − margin, up to "
+                   f"{max(late, default=0):.3f} s")
+
+
+def stream_result(esm: KinesisEsm, chunks: list[Chunk], arrivals: dict[bytes, float],
+                  memfault: ScriptedMemfault, queue: FailureQueue) -> Result:
+    s3 = [chunk_of_record_data(base64.b64decode(record["kinesis"]["data"]))
+          for stored in esm.s3 for record in json.loads(stored["payload"])["Records"]]
+    held = [chunk_of_record_data(record.data) for record in esm.held()]
+    return Result(chunks, arrivals, memfault, esm.function, queue.drain(), s3, held)
+
+
+def function_env(memfault: ScriptedMemfault, queue_url: str, **overrides: str) -> dict[str, str]:
+    return {
+        "MEMFAULT_CHUNKS_URL": memfault.url,
+        "MEMFAULT_FAILURE_QUEUE_URL": queue_url,
+        "MEMFAULT_STALL_LIMIT_SECONDS": str(STALL_LIMIT_S),
+        "MEMFAULT_DEADLINE_MARGIN_MS": str(int(MARGIN_S * 1000)),
+        # Short backoffs keep each scenario within seconds; the rules they follow are the same.
+        "MEMFAULT_RETRY_BASE_DELAY_MS": "20",
+        "MEMFAULT_RETRY_MAX_DELAY_MS": "200",
+        "MEMFAULT_REQUEST_TIMEOUT_MS": "1000",
+        **overrides,
+    }
+
+
+def run_stream(function: Function, chunks: list[Chunk], *, batch_size: int,
+               max_record_age_s: float, limit_s: float, per_second: float | None = None,
+               ) -> tuple[KinesisEsm, dict[bytes, float]]:
+    """Puts `chunks` on one shard (all at once, or `per_second` from a producer thread) and runs
+    the mapping until the shard is drained or `limit_s` has passed."""
+    shard = KinesisShard()
+    esm = KinesisEsm(shard, function, batch_size, max_record_age_s)
+    arrivals: dict[bytes, float] = {}
+
+    def produce() -> None:
+        for chunk in chunks:
+            record = shard.put(json.dumps(chunk.event()).encode(), partition_key=chunk.serial)
+            arrivals[chunk.data] = record.arrival
+            if per_second:
+                time.sleep(1 / per_second)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    if not per_second:
+        producer.join()
+    run_until(esm.step, lambda: not producer.is_alive(), limit_s)
+    producer.join(limit_s)
+    return esm, arrivals
+
+
+def run_until(step: Callable[[], bool], finished: Callable[[], bool], limit_s: float) -> None:
+    end = time.time() + limit_s
+    while time.time() < end:
+        if not step():
+            if finished():
+                return
+            time.sleep(IDLE_POLL_S)
+
+
+def metric_total(function: Function, name: str) -> int:
+    return sum(line.get(name, 0) for line in function.log_lines() if "_aws" in line)
+
+
+# The scenarios.
+
+def test_a_healthy_memfault_gets_every_chunk_once(
+        memfault, function, failure_queue: FailureQueue) -> None:
+    chunks = stream_of({f"device-{n:02d}": 10 for n in range(30)}, seed=0)
+    upstream = memfault([])
+    lambda_ = function(function_env(upstream, failure_queue.url), FUNCTION_TIMEOUT_S)
+
+    esm, arrivals = run_stream(lambda_, chunks, batch_size=100, max_record_age_s=20, limit_s=15)
+
+    result = stream_result(esm, chunks, arrivals, upstream, failure_queue)
+    result.check(not result.held and not result.s3 and not result.quarantined,
+                 "records left in the shard, in S3 or in the failure queue")
+    result.check(upstream.chunks_posted() == len(chunks),
+                 f"{upstream.chunks_posted()} chunk posts for {len(chunks)} records")
+    result.verdict()
+
+
+def test_one_device_always_failing_is_quarantined_alone_and_the_shard_moves_on(
+        memfault, function, failure_queue: FailureQueue) -> None:
+    sick = "sick-device"
+    healthy_devices = [f"healthy-{n:02d}" for n in range(11)]
+    # The fleet publishes on after the failing device's last chunk, for longer than the stall
+    # limit: a device is quarantined only while others are delivered in the same invocation, so
+    # a shard whose tail is the failing device's alone is held like an outage (or until the
+    # record age runs out) until other devices publish again.
+    chunks = stream_of({sick: 20, **{serial: 14 for serial in healthy_devices}}, seed=1,
+                       then={serial: 10 for serial in healthy_devices})
+    upstream = memfault([device_fails(sick, 500)])
+    lambda_ = function(function_env(upstream, failure_queue.url), FUNCTION_TIMEOUT_S)
+
+    esm, arrivals = run_stream(lambda_, chunks, batch_size=100, max_record_age_s=20,
+                               limit_s=20, per_second=40)
+
+    result = stream_result(esm, chunks, arrivals, upstream, failure_queue)
+    result.check(not result.s3 and not result.held,
+                 f"{len(result.held)} records still in the shard, {len(result.s3)} in S3")
+    sick_chunks = [(sick, c.data) for c in chunks if c.serial == sick]
+    result.check(result.quarantined == sick_chunks,
+                 f"quarantined {len(result.quarantined)} chunks; wanted the failing device's "
+                 f"{len(sick_chunks)}, each once, in stream order")
+    if result.failure_queue:
+        # Memfault is up, so the device is quarantined, but not before the stall limit.
+        waited = result.failure_queue[0].sent - arrivals[sick_chunks[0][1]]
+        result.check(waited >= STALL_LIMIT_S,
+                     f"the failing device's first chunk quarantined after {waited:.1f} s")
+    first = result.first_deliveries()
+    healthy = [c for c in chunks if c.serial != sick]
+    undelivered = [c for c in healthy if c.data not in first]
+    result.check(not undelivered, f"{len(undelivered)} healthy chunks not delivered")
+    # A healthy device waits at most for the stall limit and the batch that quarantines.
+    worst = max((first[c.data] - arrivals[c.data] for c in healthy if c.data in first), default=0)
+    result.check(worst <= STALL_LIMIT_S + FUNCTION_TIMEOUT_S,
+                 f"a healthy chunk waited {worst:.1f} s for its delivery")
+    result.verdict()
+
+
+def test_a_request_too_large_for_memfault_is_split_until_it_fits(
+        memfault, function, failure_queue: FailureQueue) -> None:
+    chunks = stream_of({"big-device": 214, **{f"neighbour-{n}": 10 for n in range(6)}}, seed=2)
+    upstream = memfault([multipart_larger_than(50, 413)])
+    lambda_ = function(function_env(upstream, failure_queue.url), FUNCTION_TIMEOUT_S)
+
+    esm, arrivals = run_stream(lambda_, chunks, batch_size=500, max_record_age_s=20, limit_s=20)
+
+    result = stream_result(esm, chunks, arrivals, upstream, failure_queue)
+    result.check(not result.quarantined, f"{len(result.quarantined)} good chunks quarantined")
+    undelivered = {c.data for c in chunks} - set(result.first_deliveries())
+    result.check(not undelivered, f"{len(undelivered)} chunks not delivered")
+    result.verdict()
+
+
+def refused_among_neighbours(seed: int) -> tuple[list[Chunk], Chunk]:
+    chunks = stream_of({"picky-device": 10, **{f"neighbour-{n}": 10 for n in range(5)}}, seed)
+    poison = [c for c in chunks if c.serial == "picky-device"][4]
+    return chunks, poison
+
+
+def check_only_the_refused_chunk_quarantined(result: Result, poison: Chunk) -> None:
+    result.check(result.quarantined == [(poison.serial, poison.data)],
+                 f"quarantined {len(result.quarantined)} chunks; wanted the refused one, once")
+    undelivered = {c.data for c in result.chunks} - {poison.data} - set(result.first_deliveries())
+    result.check(not undelivered, f"{len(undelivered)} other chunks not delivered "
+                 f"({sum(c.startswith(b'picky-') for c in undelivered)} of the refused one's "
+                 "device)")
+
+
+def test_one_refused_chunk_is_quarantined_alone_stream(
+        memfault, function, failure_queue: FailureQueue) -> None:
+    chunks, poison = refused_among_neighbours(seed=3)
+    upstream = memfault([chunk_refused(poison.data, 400)])
+    lambda_ = function(function_env(upstream, failure_queue.url), FUNCTION_TIMEOUT_S)
+
+    esm, arrivals = run_stream(lambda_, chunks, batch_size=100, max_record_age_s=20, limit_s=15)
+
+    result = stream_result(esm, chunks, arrivals, upstream, failure_queue)
+    check_only_the_refused_chunk_quarantined(result, poison)
+    result.check(not result.held and not result.s3,
+                 f"{len(result.held)} records still in the shard, {len(result.s3)} in S3")
+    result.verdict()
+
+
+def test_one_refused_chunk_is_quarantined_alone_queued(
+        memfault, function, failure_queue: FailureQueue) -> None:
+    chunks, poison = refused_among_neighbours(seed=4)
+    upstream = memfault([chunk_refused(poison.data, 400)])
+    lambda_ = function(function_env(upstream, failure_queue.url), FUNCTION_TIMEOUT_S)
+    esm = SqsEsm(lambda_, batch_size=100, visibility_timeout_s=2, max_receive_count=3, seed=4)
+    arrivals = {c.data: esm.send(json.dumps(c.event())).sent for c in chunks}
+
+    run_until(esm.step, lambda: True, limit_s=20)
+
+    result = Result(chunks, arrivals, upstream, lambda_, failure_queue.drain(),
+                    held=[chunk_of_record_data(m.body) for m in esm.messages],
+                    dead_letters=[chunk_of_record_data(m.body) for m in esm.dead_letters])
+    check_only_the_refused_chunk_quarantined(result, poison)
+    result.check(not result.dead_letters,
+                 f"{len(result.dead_letters)} chunks in the dead-letter queue")
+    result.check(not result.held, f"{len(result.held)} messages still in the queue")
+    result.verdict()
+
+
+def test_a_refused_project_key_quarantines_nothing(
+        memfault, function, failure_queue: FailureQueue) -> None:
+    chunks = stream_of({f"device-{n}": 10 for n in range(6)}, seed=5)
+    upstream = memfault([everything(403)])
+    lambda_ = function(function_env(upstream, failure_queue.url), FUNCTION_TIMEOUT_S)
+
+    # Held until the mapping's record age runs out: then the batch goes to the S3 store whole.
+    esm, arrivals = run_stream(lambda_, chunks, batch_size=100, max_record_age_s=3, limit_s=15)
+
+    result = stream_result(esm, chunks, arrivals, upstream, failure_queue)
+    result.check(not result.quarantined,
+                 f"{len(result.quarantined)} records drained into the failure queue")
+    result.check(result.s3 == [c.data for c in chunks],
+                 f"the S3 store holds {len(result.s3)} of {len(chunks)} records, or not in order")
+    rejected = metric_total(lambda_, "ConfigurationRejected")
+    result.check(rejected > 0, "no ConfigurationRejected metric")
+    result.verdict()
+
+
+def test_a_memfault_outage_quarantines_nothing_and_is_not_hammered(
+        memfault, function, failure_queue: FailureQueue) -> None:
+    chunks = stream_of({f"device-{n:02d}": 4 for n in range(30)}, seed=8)
+    upstream = memfault([everything(503)])
+    concurrency = 4
+    env = function_env(upstream, failure_queue.url, MEMFAULT_MAX_ATTEMPTS="1",
+                       MEMFAULT_UPLOAD_CONCURRENCY=str(concurrency))
+    lambda_ = function(env, FUNCTION_TIMEOUT_S)
+
+    esm, arrivals = run_stream(lambda_, chunks, batch_size=100, max_record_age_s=3, limit_s=15)
+
+    result = stream_result(esm, chunks, arrivals, upstream, failure_queue)
+    result.check(not result.quarantined,
+                 f"{len(result.quarantined)} records quarantined in an outage")
+    result.check(result.s3 == [c.data for c in chunks],
+                 f"the S3 store holds {len(result.s3)} of {len(chunks)} records, or not in order")
+    # Once uploads fail widely the function starts no more devices: about one request per
+    # concurrent upload per invocation, not one per device of the batch.
+    per_invocation = [sum(i.started <= r.started <= i.answered for r in upstream.requests)
+                      for i in lambda_.invocations if i.answered is not None]
+    result.check(max(per_invocation, default=0) <= 2 * concurrency,
+                 f"up to {max(per_invocation, default=0)} requests in one invocation with "
+                 f"{concurrency} uploads at once")
+    # But every retry tries: it is how the function finds Memfault back.
+    result.check(min(per_invocation, default=0) >= 1, "an invocation that did not try Memfault")
+    result.verdict()
+
+
+def test_a_slow_failure_queue_never_makes_the_function_late(
+        memfault, function, failure_queue: FailureQueue, moto, delaying_proxy) -> None:
+    chunks, poison = refused_among_neighbours(seed=6)
+    upstream = memfault([chunk_refused(poison.data, 400)])
+    proxy = delaying_proxy(moto.url, 3.0)
+    queue_url = failure_queue.url.replace(moto.url, proxy.url)
+    lambda_ = function(function_env(upstream, queue_url), timeout_s=2.0)
+
+    esm, arrivals = run_stream(lambda_, chunks, batch_size=100, max_record_age_s=5, limit_s=15)
+
+    result = stream_result(esm, chunks, arrivals, upstream, failure_queue)
+    # Every attempt writes the record (the proxy passes writes on at once, only the answers are
+    # late); the FIFO queue's deduplication keeps one copy to replay.
+    result.check(result.quarantined == [(poison.serial, poison.data)],
+                 f"the failure queue holds {len(result.quarantined)} copies of the refused chunk")
+    result.verdict()
+
+
+def test_ten_percent_failing_requests_cost_at_most_three_posts_per_record(
+        memfault, function, failure_queue: FailureQueue) -> None:
+    chunks = stream_of({f"device-{n:03d}": 5 for n in range(600)}, seed=7)
+    upstream = memfault([seeded_failures(seed=7, share=0.1, status=500)])
+    # The backlog is older than any short stall limit from the start; this scenario is about
+    # resends, so no record may be quarantined for its age.
+    env = function_env(upstream, failure_queue.url, MEMFAULT_MAX_ATTEMPTS="1",
+                       MEMFAULT_STALL_LIMIT_SECONDS="300")
+    lambda_ = function(env, FUNCTION_TIMEOUT_S)
+
+    esm, arrivals = run_stream(lambda_, chunks, batch_size=500, max_record_age_s=120,
+                               limit_s=60)
+
+    result = stream_result(esm, chunks, arrivals, upstream, failure_queue)
+    result.check(not result.held, f"{len(result.held)} records still in the shard")
+    result.check(not result.quarantined, f"{len(result.quarantined)} chunks quarantined")
+    posted = upstream.chunks_posted()
+    result.check(posted <= 3 * len(chunks), f"{posted} chunk posts for {len(chunks)} records "
+                 f"({posted / len(chunks):.1f}x)")
+    result.verdict()
