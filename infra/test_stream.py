@@ -228,11 +228,17 @@ def test_rule_role_may_put_records_only_on_the_stream(direct, queued, stream):
 # --- function -------------------------------------------------------------------------
 
 
-def test_failure_queue_url_is_given_to_the_function_only_in_stream_mode(direct, queued, stream):
-    variables = stream.function()["Properties"]["Environment"]["Variables"]
-    assert variables["MEMFAULT_FAILURE_QUEUE_URL"] == ref("FailureQueue")
-    for template in (direct, queued):
-        assert "MEMFAULT_FAILURE_QUEUE_URL" not in template.function()["Properties"]["Environment"]["Variables"]
+def test_the_function_sets_aside_on_the_fifo_quarantine_queue_in_every_mode(direct, queued, stream):
+    for template in (direct, queued, stream):
+        variables = template.function()["Properties"]["Environment"]["Variables"]
+        assert variables["MEMFAULT_FAILURE_QUEUE_URL"] == ref("QuarantineQueue")
+        queue = template.props("QuarantineQueue")
+        assert queue["FifoQueue"] is True and queue["ContentBasedDeduplication"] is False
+        assert queue["RedrivePolicy"]["deadLetterTargetArn"] == arn_of("QuarantineDeadLetterQueue")
+        assert template.props("QuarantineDeadLetterQueue")["FifoQueue"] is True
+        mapping = template.props("QuarantineReplayMapping")
+        assert mapping["EventSourceArn"] == arn_of("QuarantineQueue")
+        assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
 
 
 STREAM_READ = ["kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetRecords",
@@ -249,10 +255,11 @@ def test_function_role_in_stream_mode_is_least_privilege(stream):
         assert table[action] == [arn_of("IngestStream")], action
     assert table["s3:PutObject"] == [BUCKET_OBJECTS]
     assert table["s3:ListBucket"] == [arn_of("StreamFailureBucket")]
-    # Quarantine and replay use only the failure queue; the ingest queue does not exist.
-    assert table["sqs:SendMessage"] == [arn_of("FailureQueue")]
+    # Quarantine and replay use only the failure and quarantine queues; no ingest queue exists.
+    queues = [arn_of("FailureQueue"), arn_of("QuarantineQueue")]
+    assert table["sqs:SendMessage"] == queues
     for action in SQS_CONSUME:
-        assert table[action] == [arn_of("FailureQueue")], action
+        assert table[action] == queues, action
 
 
 def test_stream_and_bucket_permissions_only_in_stream_mode(direct, queued):
@@ -273,8 +280,7 @@ def test_sam_transform_keeps_the_stream_wiring():
     render_template.override_defaults(template, {"Mode": "Stream"})
     resources = render_template.sam_transform(template)["Resources"]
     variables = resources["ProxyFunction"]["Properties"]["Environment"]["Variables"]
-    assert variables["MEMFAULT_FAILURE_QUEUE_URL"] == {
-        "Fn::If": ["IsStream", ref("FailureQueue"), ref("AWS::NoValue")]}
+    assert variables["MEMFAULT_FAILURE_QUEUE_URL"] == ref("QuarantineQueue")
     mapping = resources["StreamEventSourceMapping"]["Properties"]
     assert mapping["FunctionName"] == ref("ProxyFunction")
     assert mapping["DestinationConfig"] == {"OnFailure": {"Destination": arn_of("StreamFailureBucket")}}

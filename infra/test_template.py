@@ -80,7 +80,8 @@ EXPECTED_ENVIRONMENT = {
     "MEMFAULT_MAX_ATTEMPTS": ("MaxAttempts", 4),
     "MEMFAULT_METRICS_NAMESPACE": ("MetricsNamespace", "MemfaultChunkProxy"),
     "MEMFAULT_BATCH_MAX_CHUNKS": ("BatchMaxChunks", 500),
-    "MEMFAULT_UPLOAD_CONCURRENCY": ("UploadConcurrency", 8),
+    "MEMFAULT_UPLOAD_CONCURRENCY": ("UploadConcurrency", 64),
+    "MEMFAULT_STALL_LIMIT_SECONDS": ("StallLimitSeconds", 300),
 }
 
 
@@ -91,15 +92,18 @@ def test_environment_wired_from_parameters(raw, direct):
         assert raw["Parameters"][parameter]["Default"] == default, parameter
     rendered = direct.function()["Properties"]["Environment"]["Variables"]
     # The pattern follows TopicLayout (infra/test_layouts.py); by default the Legacy one.
+    # The failure queue is the quarantine queue, in every mode.
     assert rendered == {v: d for v, (_, d) in EXPECTED_ENVIRONMENT.items()} | {
-        "MEMFAULT_TOPIC_PATTERN": "prod/+/{device_serial}/memfault/{project_key}/chunk"}
+        "MEMFAULT_TOPIC_PATTERN": "prod/+/{device_serial}/memfault/{project_key}/chunk",
+        "MEMFAULT_FAILURE_QUEUE_URL": ref("QuarantineQueue")}
     # The function rejects variables set to "": every value must be non-empty.
     assert all(str(value) for value in rendered.values())
 
 
 def test_parameter_ranges_match_the_function(raw):
     """The function refuses values outside these ranges at init (src/config.rs)."""
-    ranges = {"MaxAttempts": (1, 20), "BatchMaxChunks": (1, 10000), "UploadConcurrency": (1, 256)}
+    ranges = {"MaxAttempts": (1, 20), "BatchMaxChunks": (1, 10000), "UploadConcurrency": (1, 256),
+              "StallLimitSeconds": (1, 604800)}
     for name, (low, high) in ranges.items():
         spec = raw["Parameters"][name]
         assert (spec["MinValue"], spec["MaxValue"]) == (low, high), name
@@ -355,13 +359,15 @@ def test_function_role_least_privilege(direct, queued):
                       "Action": "sts:AssumeRole"}]
     consume = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
                "sqs:ReceiveMessage"]
-    for template, consumed in ((direct, ["FailureQueue"]), (queued, ["FailureQueue", "IngestQueue"])):
+    replayed = ["FailureQueue", "QuarantineQueue"]
+    for template, consumed in ((direct, replayed), (queued, sorted([*replayed, "IngestQueue"]))):
         table = template.grants("ProxyFunctionRole")
         assert sorted(table) == sorted(["logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage",
                                         *consume])
         assert table["logs:CreateLogStream"] == [arn_of("ProxyLogGroup")]
         assert table["logs:PutLogEvents"] == [arn_of("ProxyLogGroup")]
-        assert queue_arns(template, table["sqs:SendMessage"]) == ["FailureQueue"]
+        # Lambda's asynchronous destination, and the function's own quarantine writes.
+        assert queue_arns(template, table["sqs:SendMessage"]) == replayed
         for action in consume:
             assert queue_arns(template, table[action]) == consumed, action
 
@@ -463,6 +469,8 @@ ALLOWED_SKIPS = {
     ("ProxyLogGroup", "CKV_AWS_158"),  # logs not encrypted with a CMK
     ("FailureQueue", "CKV_AWS_27"),  # SSE-SQS rather than SSE-KMS
     ("ReplayDeadLetterQueue", "CKV_AWS_27"),
+    ("QuarantineQueue", "CKV_AWS_27"),
+    ("QuarantineDeadLetterQueue", "CKV_AWS_27"),
     ("IngestQueue", "CKV_AWS_27"),
     ("IngestDeadLetterQueue", "CKV_AWS_27"),
     ("RuleErrorQueue", "CKV_AWS_27"),
