@@ -46,13 +46,15 @@ const CONNECTION_INVOCATIONS: usize = 100;
 const QUEUED_BATCH_SIZES: [usize; 2] = [100, 1_000];
 const STREAM_BATCH_SIZE: usize = 1_000;
 /// The function's default `MEMFAULT_UPLOAD_CONCURRENCY`, which the bench leaves unset.
-const UPLOAD_CONCURRENCY: usize = 8;
+const UPLOAD_CONCURRENCY: usize = memfault_chunk_proxy::config::DEFAULT_UPLOAD_CONCURRENCY;
 /// Upstream round trips the stream runs simulate: a Memfault answer from the Lambda region, and
 /// loopback speed.
 const STREAM_ROUND_TRIPS: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(1)];
 const STREAM_BATCHES: usize = 4;
-const STREAM_DEVICES_PER_BATCH: usize = 100;
-const STREAM_CHUNKS_PER_DEVICE: usize = 5;
+/// A full batch of a shard written at its limit: 500 records from 500 distinct devices, the
+/// case where upload concurrency decides whether the function keeps up.
+const STREAM_DEVICES_PER_BATCH: usize = 500;
+const STREAM_CHUNKS_PER_DEVICE: usize = 1;
 /// A batch close to Lambda's 6 MB limit for a synchronous invocation's payload.
 const LARGE_BATCH_DEVICES: usize = 100;
 const LARGE_BATCH_CHUNKS_PER_DEVICE: usize = 10;
@@ -163,6 +165,8 @@ async fn run(function_binary: &function::Binary, idle_states: String) -> Results
     }
     progress("stream mode, one batch near 6 MB");
     let large_batch = large_batch(binary).await;
+    progress("memory of settled records, full");
+    let settled_memory_kib = settled_memory_kib();
 
     Results {
         machine,
@@ -181,7 +185,40 @@ async fn run(function_binary: &function::Binary, idle_states: String) -> Results
         fleet,
         stream,
         large_batch,
+        settled_memory_kib,
     }
+}
+
+/// What the memory of settled records costs when full: this process's resident set before and
+/// after filling one (the function's allocator is the same, the system's).
+fn settled_memory_kib() -> u64 {
+    use memfault_chunk_proxy::settled::{CAPACITY, SettledMemory, Settlement};
+    let resident_kib = || {
+        std::fs::read_to_string("/proc/self/status")
+            .expect("/proc/self/status")
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .expect("a VmRSS line")
+    };
+    let before = resident_kib();
+    let memory = SettledMemory::default();
+    for index in 0..CAPACITY * 2 {
+        let sequence = index.to_string();
+        memory.remember(
+            memory.key(&[workload::STREAM_ARN, &sequence]),
+            Settlement::Delivered,
+        );
+    }
+    assert_eq!(memory.len(), CAPACITY);
+    resident_kib().saturating_sub(before)
 }
 
 fn progress(step: &str) {

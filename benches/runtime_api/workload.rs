@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 pub const DEVICES: usize = 1_000;
 pub const CHUNKS_PER_DEVICE: usize = 10;
 pub const CHUNK_BYTES: usize = 80;
+pub const STREAM_ARN: &str =
+    "arn:aws:kinesis:eu-west-1:123456789012:stream/memfault-chunk-proxy-ingest";
 const SEED: u64 = 0x6d65_6d66_6175_6c74;
 
 /// `events/heartbeat.json`: a real 87-byte chunk in an IoT rule event.
@@ -127,7 +129,7 @@ fn kinesis_record(position: usize, event: &str) -> Value {
         "eventName": "aws:kinesis:record",
         "invokeIdentityArn": "arn:aws:iam::123456789012:role/memfault-chunk-proxy",
         "awsRegion": "eu-west-1",
-        "eventSourceARN": "arn:aws:kinesis:eu-west-1:123456789012:stream/memfault-chunk-proxy-ingest"
+        "eventSourceARN": STREAM_ARN
     })
 }
 
