@@ -236,6 +236,11 @@ def test_the_function_sets_aside_on_the_fifo_quarantine_queue_in_every_mode(dire
         assert queue["FifoQueue"] is True and queue["ContentBasedDeduplication"] is False
         assert queue["RedrivePolicy"]["deadLetterTargetArn"] == arn_of("QuarantineDeadLetterQueue")
         assert template.props("QuarantineDeadLetterQueue")["FifoQueue"] is True
+        bucket = variables.get("MEMFAULT_FAILURE_BUCKET_URL")
+        if template is stream:
+            assert bucket == "https://${StreamFailureBucket.RegionalDomainName}"
+        else:
+            assert bucket is None
         mapping = template.props("QuarantineReplayMapping")
         assert mapping["EventSourceArn"] == arn_of("QuarantineQueue")
         assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]

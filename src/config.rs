@@ -1,18 +1,16 @@
 //! Configuration from environment variables, validated once at init.
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
-use http::Uri;
 use thiserror::Error;
 
-use crate::failure_queue::FailureQueueConfig;
+use crate::aws::{BucketUrl, FailureQueueConfig};
 use crate::retry::RetryPolicy;
 use crate::routing::{
-    DeviceSerial, ProjectKey, ProjectKeys, TopicPattern, redact, redact_key_like,
-    redact_project_keys,
+    ProjectKey, ProjectKeys, TopicPattern, redact, redact_key_like, redact_project_keys,
 };
+pub use crate::url::ChunksUrl;
 
 pub const DEFAULT_CHUNKS_URL: &str = "https://chunks.memfault.com";
 pub const DEFAULT_METRICS_NAMESPACE: &str = "MemfaultChunkProxy";
@@ -39,85 +37,6 @@ pub struct ConfigError {
     problem: String,
 }
 
-/// Where chunks are posted: `{scheme}://{authority}{path_prefix}/api/v0/chunks/{serial}`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChunksUrl {
-    scheme: String,
-    authority: String,
-    path_prefix: String,
-}
-
-impl ChunksUrl {
-    pub fn for_device(&self, serial: &DeviceSerial) -> String {
-        format!(
-            "{}://{}{}/api/v0/chunks/{}",
-            self.scheme, self.authority, self.path_prefix, serial
-        )
-    }
-
-    pub fn is_https(&self) -> bool {
-        self.scheme == "https"
-    }
-}
-
-impl fmt::Display for ChunksUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}://{}{}",
-            self.scheme, self.authority, self.path_prefix
-        )
-    }
-}
-
-impl FromStr for ChunksUrl {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let url = PlainUrl::parse(text)?;
-        Ok(Self {
-            scheme: url.scheme,
-            authority: url.authority,
-            path_prefix: url.path.trim_end_matches('/').to_owned(),
-        })
-    }
-}
-
-/// An http(s) URL with a host and nothing that could carry a secret or change the request:
-/// no credentials, no query, no fragment.
-pub(crate) struct PlainUrl {
-    pub scheme: String,
-    pub authority: String,
-    pub path: String,
-}
-
-impl PlainUrl {
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let uri: Uri = text
-            .parse()
-            .map_err(|error| format!("not a URL: {error}"))?;
-        let scheme = match uri.scheme_str() {
-            Some(scheme @ ("https" | "http")) => scheme.to_owned(),
-            Some(other) => return Err(format!("scheme {other:?} is not http or https")),
-            None => return Err("needs a scheme, e.g. https://chunks.memfault.com".into()),
-        };
-        let authority = uri.authority().ok_or("has no host")?;
-        if authority.as_str().contains('@') {
-            return Err("must not carry credentials".into());
-        }
-        if authority.host().is_empty() {
-            return Err("has no host".into());
-        }
-        if uri.query().is_some() || text.contains('#') {
-            return Err("must not have a query or fragment".into());
-        }
-        Ok(Self {
-            scheme,
-            authority: authority.as_str().to_owned(),
-            path: uri.path().to_owned(),
-        })
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Config {
     pub chunks_url: ChunksUrl,
@@ -142,6 +61,8 @@ pub struct Config {
     /// Where records that can never be delivered are written; `None` leaves them with their
     /// source, reported as failures.
     pub failure_queue: Option<FailureQueueConfig>,
+    /// Where a failure record too large for the queue is put instead (stream mode).
+    pub failure_bucket: Option<BucketUrl>,
 }
 
 impl Default for Config {
@@ -162,6 +83,7 @@ impl Default for Config {
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
             stall_limit: Duration::from_secs(300),
             failure_queue: None,
+            failure_bucket: None,
         }
     }
 }
@@ -311,6 +233,19 @@ impl Config {
             .flatten()
             .map(|url| failure_queue_identity(&env, url))
             .transpose()?;
+        let failure_bucket = env
+            .parsed("MEMFAULT_FAILURE_BUCKET_URL", |text| match text {
+                "" => Ok(None),
+                url => url.parse().map(Some),
+            })?
+            .flatten();
+        if failure_bucket.is_some() && failure_queue.is_none() {
+            return Err(ConfigError {
+                variable: "MEMFAULT_FAILURE_BUCKET_URL",
+                shown: "(set)".into(),
+                problem: "needs MEMFAULT_FAILURE_QUEUE_URL: the bucket only takes records too large for the queue".into(),
+            });
+        }
 
         // Unset keeps the default namespace; set but empty turns metrics off.
         let metrics_namespace = env
@@ -351,6 +286,7 @@ impl Config {
                 .number("MEMFAULT_STALL_LIMIT_SECONDS", 1..=604_800)?
                 .map_or(defaults.stall_limit, Duration::from_secs),
             failure_queue,
+            failure_bucket,
         })
     }
 }
@@ -384,7 +320,7 @@ fn check_key_sources(
 /// the environment of every function.
 fn failure_queue_identity<F: Fn(&str) -> Option<String>>(
     env: &Reader<F>,
-    url: crate::failure_queue::QueueUrl,
+    url: crate::aws::QueueUrl,
 ) -> Result<FailureQueueConfig, ConfigError> {
     let required = |variable: &'static str| {
         (env.lookup)(variable)
@@ -469,7 +405,7 @@ mod tests {
     fn defaults_point_at_memfault() {
         let config = config(&[]).unwrap();
         assert_eq!(config.chunks_url.to_string(), "https://chunks.memfault.com");
-        assert!(config.chunks_url.is_https());
+        assert!(config.chunks_url.to_string().starts_with("https://"));
         assert_eq!(config.project_key, None);
         assert_eq!(config.topic_pattern, TopicPattern::default());
         assert_eq!(config.retry.max_attempts, 4);
@@ -497,7 +433,7 @@ mod tests {
             ("MEMFAULT_STALL_LIMIT_SECONDS", "45"),
         ])
         .unwrap();
-        let serial: DeviceSerial = "D1".parse().unwrap();
+        let serial: crate::routing::DeviceSerial = "D1".parse().unwrap();
         assert_eq!(
             config.chunks_url.for_device(&serial),
             "http://127.0.0.1:8080/proxy/api/v0/chunks/D1"
@@ -528,6 +464,20 @@ mod tests {
         .unwrap();
         assert_eq!(config.project_key, None);
         assert_eq!(config.metrics_namespace, None);
+    }
+
+    #[test]
+    fn a_failure_bucket_needs_a_failure_queue() {
+        let error = config(&[(
+            "MEMFAULT_FAILURE_BUCKET_URL",
+            "https://failures.s3.eu-west-1.amazonaws.com",
+        )])
+        .unwrap_err();
+        assert_eq!(error.variable, "MEMFAULT_FAILURE_BUCKET_URL");
+        assert!(
+            error.to_string().contains("MEMFAULT_FAILURE_QUEUE_URL"),
+            "{error}"
+        );
     }
 
     #[test]

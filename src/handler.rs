@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::failure_bucket::FailureBucket;
 use crate::failure_queue::FailureQueue;
 use crate::memfault::{ClientInitError, MemfaultClient};
 use crate::quarantine::{Invocation, Quarantine};
@@ -46,8 +47,18 @@ impl Forwarder {
     pub fn new(config: Config) -> Result<Self, ClientInitError> {
         let client = MemfaultClient::new(&config)?;
         let quarantine = config.failure_queue.clone().map(|queue| {
-            let queue = FailureQueue::new(queue, client.http().clone(), config.request_timeout);
-            Quarantine::new(queue, config.deadline_margin, config.upload_concurrency)
+            let http = client.http();
+            let queue = FailureQueue::new(queue, http.clone(), config.request_timeout);
+            let bucket = config
+                .failure_bucket
+                .clone()
+                .map(|url| FailureBucket::new(url, http.clone(), config.request_timeout));
+            Quarantine::new(
+                queue,
+                bucket,
+                config.deadline_margin,
+                config.upload_concurrency,
+            )
         });
         Ok(Self {
             config,

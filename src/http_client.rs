@@ -22,6 +22,8 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+pub const USER_AGENT_VALUE: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
+
 #[derive(Debug, Error)]
 pub enum ClientInitError {
     #[error(
@@ -44,6 +46,7 @@ pub fn build(config: &Config) -> Result<HttpClient, ClientInitError> {
                 .as_ref()
                 .map(|queue| queue.url.to_string()),
         )
+        .chain(config.failure_bucket.as_ref().map(ToString::to_string))
         .find(|url| url.starts_with("https:"));
     let roots = match https_url {
         Some(url) => {

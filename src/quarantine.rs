@@ -4,7 +4,9 @@
 //!
 //! Every write finishes by the invocation's deadline less MEMFAULT_DEADLINE_MARGIN_MS, with one
 //! retry inside that time; a record whose write did not finish stays with its source (reported
-//! as failed) and is written again by a later invocation, which a FIFO queue stores once.
+//! as failed) and is written again by a later invocation, which a FIFO queue stores once. A
+//! record too large for SQS goes to the failure bucket, when there is one, under a key derived
+//! from its identity.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,7 +16,9 @@ use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
-use crate::failure_queue::{FailureQueue, QuarantineError};
+use crate::aws::StoreError;
+use crate::failure_bucket::FailureBucket;
+use crate::failure_queue::{FailureQueue, MAX_MESSAGE_BYTES};
 
 /// The message group of records that name no valid device.
 const UNROUTABLE_GROUP: &str = "unroutable";
@@ -55,14 +59,21 @@ pub struct Invocation<'a> {
 
 pub struct Quarantine {
     queue: FailureQueue,
+    bucket: Option<FailureBucket>,
     margin: Duration,
     concurrency: usize,
 }
 
 impl Quarantine {
-    pub fn new(queue: FailureQueue, margin: Duration, concurrency: usize) -> Self {
+    pub fn new(
+        queue: FailureQueue,
+        bucket: Option<FailureBucket>,
+        margin: Duration,
+        concurrency: usize,
+    ) -> Self {
         Self {
             queue,
+            bucket,
             margin,
             concurrency: concurrency.max(1),
         }
@@ -134,20 +145,27 @@ impl Quarantine {
         group: &str,
         invocation: Invocation<'_>,
         give_up_at: Instant,
-    ) -> Result<(), QuarantineError> {
+    ) -> Result<(), StoreError> {
         let message = document(record, invocation);
         let deduplication_id = hex::encode(Sha256::digest(record.identity.as_bytes()));
-        let first = self
-            .queue
-            .send(&message, group, &deduplication_id, give_up_at)
-            .await;
-        match first {
-            Err(QuarantineError::TooLarge(_) | QuarantineError::NoTimeLeft) | Ok(()) => first,
-            Err(_) => {
-                self.queue
-                    .send(&message, group, &deduplication_id, give_up_at)
-                    .await
+        let store = || async {
+            match &self.bucket {
+                Some(bucket) if message.len() > MAX_MESSAGE_BYTES => {
+                    let key = format!("quarantine/{group}/{deduplication_id}.json");
+                    let identity = self.queue.identity();
+                    bucket.put(&key, &message, identity, give_up_at).await
+                }
+                _ => {
+                    self.queue
+                        .send(&message, group, &deduplication_id, give_up_at)
+                        .await
+                }
             }
+        };
+        let first = store().await;
+        match first {
+            Err(StoreError::TooLarge(..) | StoreError::NoTimeLeft) | Ok(()) => first,
+            Err(_) => store().await,
         }
     }
 }

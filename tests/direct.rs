@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use memfault_chunk_proxy::Response;
 use memfault_chunk_proxy::handler::{Delivered, ForwardError};
-use memfault_chunk_proxy::memfault::USER_AGENT_VALUE;
+use memfault_chunk_proxy::http_client::USER_AGENT_VALUE;
 use memfault_chunk_proxy::routing::ProjectKey;
 use serde_json::json;
 use support::*;

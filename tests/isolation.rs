@@ -453,3 +453,52 @@ async fn failure_queue_writes_end_by_the_deadline_less_the_margin() {
         "not written: it stays in the stream"
     );
 }
+
+#[tokio::test]
+async fn a_record_too_large_for_sqs_goes_to_the_failure_bucket_instead_of_stalling_its_shard() {
+    let server = memfault(|_: &Request| ResponseTemplate::new(202)).await;
+    let queue = failure_queue_answering(200).await;
+    let bucket = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(wiremock::matchers::path_regex(
+            "^/failures/quarantine/unroutable/[0-9a-f]{64}\\.json$",
+        ))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&bucket)
+        .await;
+    // Kinesis takes records of up to 10 MiB; this one's failure record is over SQS's 1 MiB.
+    let huge = vec![7u8; 1_200_000];
+    let records = vec![
+        record_of(0, &chunk_event("DEV", "Key", &huge)),
+        record_of(1, &chunk_event("DEV", "Key", b"after")),
+    ];
+    let with_bucket = stream_forwarder(&server, &queue, |config| {
+        config.failure_bucket = Some(format!("{}/failures", bucket.uri()).parse().unwrap());
+    });
+    let without_bucket = stream_forwarder(&server, &queue, |_| {});
+
+    let kept = run_kinesis(&without_bucket, batch(records.clone()), BUDGET).await;
+    let moved_on = run_kinesis(&with_bucket, batch(records), BUDGET).await;
+
+    assert_eq!(
+        reported(&kept),
+        [sequence(0)],
+        "without a bucket it stays in the stream"
+    );
+    assert!(reported(&moved_on).is_empty(), "{moved_on:?}");
+    assert!(quarantined(&queue).await.is_empty());
+    let puts = bucket.received_requests().await.unwrap();
+    assert_eq!(puts.len(), 1);
+    let authorization = puts[0].headers["authorization"].to_str().unwrap();
+    assert!(
+        authorization.contains("/eu-west-1/s3/aws4_request"),
+        "{authorization}"
+    );
+    assert!(puts[0].headers.contains_key("x-amz-content-sha256"));
+    let object: Value = serde_json::from_slice(&puts[0].body).unwrap();
+    assert_eq!(data_of(&object), huge, "the record's data, whole");
+    assert_eq!(
+        object["responseContext"]["errorType"],
+        "Permanent.PayloadTooLarge"
+    );
+}

@@ -14,11 +14,10 @@ use super::failure::{Failure, GiveUpReason, UploadError};
 use super::multipart::Upload;
 use crate::config::{ChunksUrl, Config, MIN_DEADLINE_MARGIN};
 pub use crate::http_client::ClientInitError;
-use crate::http_client::{self, HttpClient};
+use crate::http_client::{self, HttpClient, USER_AGENT_VALUE};
 use crate::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
 use crate::routing::{ProjectKey, Route};
 
-pub const USER_AGENT_VALUE: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
 const PROJECT_KEY_HEADER: &str = "Memfault-Project-Key";
 const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
 /// How long an answer's body may take once its status line is in. Memfault's answers are a few

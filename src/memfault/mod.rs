@@ -7,6 +7,6 @@ mod client;
 mod failure;
 mod multipart;
 
-pub use client::{ClientInitError, Delivery, MemfaultClient, USER_AGENT_VALUE};
+pub use client::{ClientInitError, Delivery, MemfaultClient};
 pub use failure::{Concern, Failure, GiveUpReason, UploadError};
 pub use multipart::Upload;

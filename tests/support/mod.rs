@@ -12,7 +12,7 @@ use aws_credential_types::Credentials;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use base64::Engine as _;
 use lambda_runtime::{Context, LambdaEvent};
-use memfault_chunk_proxy::failure_queue::FailureQueueConfig;
+use memfault_chunk_proxy::aws::FailureQueueConfig;
 use memfault_chunk_proxy::handler::ForwardError;
 use memfault_chunk_proxy::retry::RetryPolicy;
 use memfault_chunk_proxy::{Config, Forwarder, Response};

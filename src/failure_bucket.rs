@@ -1,0 +1,54 @@
+//! The failure bucket as a place the function writes to: a failure record too large for an SQS
+//! message (a Kinesis record may hold up to 10 MiB) is put there as an object instead, so that it
+//! does not hold its shard until the mapping gives up on it. Its key is derived from the record's
+//! identity, so a write repeated after a timeout replaces the same object.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use tokio::time::Instant;
+
+use crate::aws::{AwsRequest, BucketUrl, FailureQueueConfig, StoreError};
+use crate::http_client::HttpClient;
+
+pub struct FailureBucket {
+    url: BucketUrl,
+    http: HttpClient,
+    request_timeout: Duration,
+}
+
+impl FailureBucket {
+    pub fn new(url: BucketUrl, http: HttpClient, request_timeout: Duration) -> Self {
+        Self {
+            url,
+            http,
+            request_timeout,
+        }
+    }
+
+    /// Puts one object; `Ok` once S3 has stored it.
+    pub async fn put(
+        &self,
+        key: &str,
+        document: &str,
+        identity: &FailureQueueConfig,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(StoreError::NoTimeLeft);
+        }
+        let url = self.url.object(key);
+        let request = AwsRequest {
+            service: "s3",
+            method: "PUT",
+            url: &url,
+            headers: &[(CONTENT_TYPE.as_str(), "application/json")],
+            body: Bytes::copy_from_slice(document.as_bytes()),
+        };
+        request
+            .send(&self.http, identity, self.request_timeout.min(remaining))
+            .await
+    }
+}
