@@ -502,3 +502,25 @@ async fn a_record_too_large_for_sqs_goes_to_the_failure_bucket_instead_of_stalli
         "Permanent.PayloadTooLarge"
     );
 }
+
+#[tokio::test]
+async fn lambda_retrying_a_delivered_direct_event_is_answered_without_a_second_post() {
+    let server = memfault(|_: &Request| ResponseTemplate::new(202)).await;
+    let forwarder = forwarder(config_for(&server.uri()));
+    let event = sample_event("heartbeat.json");
+
+    let first = invoke_as(&forwarder, event.clone(), BUDGET, "request-a").await;
+    let retried = invoke_as(&forwarder, event.clone(), BUDGET, "request-a").await;
+    let another = invoke_as(&forwarder, event, BUDGET, "request-b").await;
+
+    assert!(matches!(first, Ok(Response::Delivered(_))), "{first:?}");
+    let Ok(Response::DeliveredEarlier(earlier)) = retried else {
+        panic!("answered from memory: {retried:?}");
+    };
+    assert_eq!(earlier.device_serial, "TESTSERIAL");
+    assert!(
+        matches!(another, Ok(Response::Delivered(_))),
+        "a new event is posted"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}

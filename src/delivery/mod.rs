@@ -178,14 +178,7 @@ pub async fn deliver(
             reason = ?reason,
             devices,
             chunks,
-            "uploads not started: {}",
-            match reason {
-                NotStarted::Deadline =>
-                    "the invocation deadline is within MEMFAULT_DEADLINE_MARGIN_MS",
-                NotStarted::Outage => "every device's uploads failed: Memfault looks unavailable",
-                NotStarted::ProjectRefused =>
-                    "Memfault refused the project key of these devices earlier in this invocation",
-            }
+            "uploads not started: {reason}"
         );
     }
     outcomes

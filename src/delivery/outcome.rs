@@ -56,24 +56,45 @@ pub enum Undeliverable {
     SetAsideEarlier,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Error)]
 pub enum Kept {
     /// The request that carried it failed for a reason that may pass (or a setting to fix).
+    #[error(transparent)]
     Failed(UploadError),
     /// Never sent: an earlier chunk of the same device was not delivered, and sending this one
     /// would let it overtake that chunk.
+    #[error("held back: an earlier chunk of the same device was not delivered")]
     BehindFailure,
     /// Never sent: see the reason.
+    #[error("not started: {0}")]
     NotStarted(NotStarted),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+impl Kept {
+    /// Lambda's `errorType` for it: always `Retryable.*`.
+    pub fn error_type(&self) -> String {
+        match self {
+            Self::Failed(error) => upload_error_type(error),
+            Self::BehindFailure => "Retryable.BehindFailure".to_owned(),
+            Self::NotStarted(NotStarted::Deadline) => "Retryable.UpstreamDeadline".to_owned(),
+            Self::NotStarted(NotStarted::Outage) => "Retryable.UpstreamOutage".to_owned(),
+            Self::NotStarted(NotStarted::ProjectRefused) => {
+                "Retryable.UpstreamConfiguration".to_owned()
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
 pub enum NotStarted {
     /// The deadline (less MEMFAULT_DEADLINE_MARGIN_MS) left no time for it.
+    #[error("the invocation deadline is within MEMFAULT_DEADLINE_MARGIN_MS")]
     Deadline,
     /// Uploads of this invocation were failing for every device: Memfault is down.
+    #[error("every device's uploads failed: Memfault looks unavailable")]
     Outage,
     /// Memfault refused the device's project key earlier in this invocation.
+    #[error("Memfault refused the project key of these devices earlier in this invocation")]
     ProjectRefused,
 }
 

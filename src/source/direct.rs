@@ -5,10 +5,10 @@
 
 use serde_json::{Value, json};
 
-use super::{Delivered, ForwardError, Response, Services, SetAside, cause, note_refusal};
-use crate::delivery::{Accepted, DeliveryLog, Item, Kept, NotStarted, Outcome, Undeliverable};
+use super::services::{cause, note_refusal};
+use super::{Delivered, DeliveredEarlier, ForwardError, Response, Services, SetAside};
+use crate::delivery::{Accepted, DeliveryLog, Item, Outcome, Refusal, Undeliverable};
 use crate::event::{EventError, parse_rule_event, unwrap_failure_record};
-use crate::memfault::UploadError;
 use crate::observability::{InvocationMetrics, emit_metrics};
 use crate::quarantine::FailureRecord;
 
@@ -18,22 +18,26 @@ pub async fn forward(services: &Services<'_>, payload: &str) -> Result<Response,
         what: "event",
         reason: error.to_string(),
     });
-    let content = services.routed(
-        event
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(parse_rule_event),
-    );
+    let content = event
+        .as_ref()
+        .map_err(|error| Refusal::from(error.clone()))
+        .and_then(|event| Ok(parse_rule_event(event)?))
+        .and_then(|message| services.routed(message));
     let bytes = content.as_ref().map_or(0, |routed| routed.payload.len());
-    let serial = content
+    let device_serial = content
         .as_ref()
         .ok()
         .map(|routed| routed.route.device_serial.to_string());
+    // Lambda retries an asynchronous invocation under the same request id: one that timed out
+    // after its upload went through is answered from the memory of settled records.
+    let request_id = services.invocation.request_id;
+    let identity = format!("direct {request_id}");
     let item = Item {
         content,
-        key: None,
+        key: (!request_id.is_empty()).then(|| services.memory.key(&[&identity])),
         arrived: None,
     };
+    let key = item.key;
     let outcome = services
         .deliver(vec![item], DeliveryLog::EachAtInfo, &mut metrics)
         .await
@@ -41,54 +45,48 @@ pub async fn forward(services: &Services<'_>, payload: &str) -> Result<Response,
         .expect("one outcome per item");
     let result = match outcome {
         Outcome::Delivered(Accepted::Now(delivery)) => Ok(Response::Delivered(Delivered {
-            device_serial: serial.clone().unwrap_or_default(),
+            device_serial: device_serial.unwrap_or_default(),
             bytes,
             status: delivery.status.as_u16(),
             attempts: delivery.attempts,
         })),
-        Outcome::Delivered(Accepted::Earlier) => {
-            unreachable!("a direct event has no record key to remember")
-        }
+        Outcome::Delivered(Accepted::Earlier) => Ok(Response::DeliveredEarlier(DeliveredEarlier {
+            device_serial: device_serial.unwrap_or_default(),
+            delivered_earlier: true,
+        })),
         Outcome::SetAside(undeliverable) => {
             if let Undeliverable::Refused(refusal) = &undeliverable {
                 note_refusal(&mut metrics, None, refusal);
             }
-            let record = FailureRecord {
-                identity: format!("direct {}", services.invocation.request_id),
-                device_serial: serial,
-                request_payload: event
-                    .ok()
-                    .map(|event| unwrap_failure_record(&event).clone())
-                    .filter(Value::is_object),
-                origin: ("DirectInvocation", json!({})),
-                cause: cause(&undeliverable),
+            let stored = match undeliverable {
+                Undeliverable::SetAsideEarlier => true,
+                _ => {
+                    let record = FailureRecord {
+                        identity,
+                        device_serial,
+                        request_payload: event
+                            .ok()
+                            .map(|event| unwrap_failure_record(&event).clone())
+                            .filter(Value::is_object),
+                        origin: ("DirectInvocation", json!({})),
+                        cause: cause(&undeliverable),
+                    };
+                    let stored = services.set_aside(vec![(record, key)], &mut metrics).await;
+                    stored.first().copied().unwrap_or(false)
+                }
             };
-            let stored = services.set_aside(vec![(record, None)], &mut metrics).await;
-            match (stored.first(), undeliverable) {
-                (Some(true), undeliverable) => {
-                    let cause = cause(&undeliverable);
-                    Ok(Response::SetAside(SetAside {
-                        set_aside: true,
-                        error_type: cause.error_type,
-                        error_message: cause.error_message,
-                    }))
-                }
-                (_, Undeliverable::Refused(refusal)) => Err(refusal.into()),
-                (_, Undeliverable::Rejected(error) | Undeliverable::Stalled(error)) => {
-                    Err(error.into())
-                }
-                (_, Undeliverable::SetAsideEarlier) => {
-                    unreachable!("a direct event has no record key to remember")
-                }
+            if stored {
+                let cause = cause(&undeliverable);
+                Ok(Response::SetAside(SetAside {
+                    set_aside: true,
+                    error_type: cause.error_type,
+                    error_message: cause.error_message,
+                }))
+            } else {
+                Err(ForwardError::Undeliverable(undeliverable))
             }
         }
-        Outcome::Kept(Kept::Failed(error)) => Err(error.into()),
-        Outcome::Kept(Kept::NotStarted(NotStarted::Deadline)) => {
-            Err(UploadError::NoTimeLeft.into())
-        }
-        Outcome::Kept(Kept::BehindFailure | Kept::NotStarted(_)) => {
-            unreachable!("a lone chunk has nothing before it to wait for")
-        }
+        Outcome::Kept(kept) => Err(kept.into()),
     };
     if result.is_err() {
         metrics.chunks_undelivered += 1;

@@ -24,11 +24,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::{
-    BatchRefused, Envelope, ForwardError, Response, Services, cause, device_serials, envelope,
-    is_settled, log_batch, note_refusal,
-};
-use crate::delivery::{DeliveryLog, Item, Outcome, Undeliverable};
+use super::services::{cause, device_serials, is_settled, log_batch, note_refusal};
+use super::{BatchRefused, Envelope, ForwardError, Response, Services, envelope};
+use crate::delivery::{DeliveryLog, Item, Outcome, Refusal, Undeliverable};
 use crate::event::{EventError, parse_rule_json};
 use crate::observability::{InvocationMetrics, emit_metrics};
 use crate::quarantine::FailureRecord;
@@ -215,7 +213,9 @@ pub async fn forward(
     let mut items = Vec::with_capacity(entries.len());
     for (record, message) in entries {
         items.push(Item {
-            content: services.routed(message),
+            content: message
+                .map_err(Refusal::from)
+                .and_then(|message| services.routed(message)),
             key: Some(services.memory.key(&[&record.identity()])),
             arrived: record.arrived(),
         });

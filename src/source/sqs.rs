@@ -11,8 +11,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::{BatchRefused, ForwardError, Response, Services, cause, log_batch, note_refusal};
-use crate::delivery::{DeliveryLog, Item, Outcome, Undeliverable};
+use super::services::{cause, device_serials, is_settled, log_batch, note_refusal};
+use super::{BatchRefused, ForwardError, Response, Services};
+use crate::delivery::{DeliveryLog, Item, Outcome, Refusal, Undeliverable};
 use crate::event::{EventError, parse_rule_json, unwrap_failure_record};
 use crate::observability::{InvocationMetrics, emit_metrics};
 use crate::quarantine::FailureRecord;
@@ -66,10 +67,11 @@ pub async fn forward(
                     reason: error.to_string(),
                 })
             });
-        let content = services.routed(
-            body.clone()
-                .and_then(|body| parse_rule_json(body.as_bytes(), "SQS message body")),
-        );
+        let content = body
+            .clone()
+            .and_then(|body| parse_rule_json(body.as_bytes(), "SQS message body"))
+            .map_err(Refusal::from)
+            .and_then(|message| services.routed(message));
         items.push(Item {
             content,
             key: Some(services.memory.key(&["sqs", &queue_arn, &id])),
@@ -82,7 +84,7 @@ pub async fn forward(
         });
     }
     let keys: Vec<_> = items.iter().map(|item| item.key).collect();
-    let serials = super::device_serials(&items);
+    let serials = device_serials(&items);
 
     let mut metrics = InvocationMetrics::default();
     let outcomes = services
@@ -113,7 +115,7 @@ pub async fn forward(
         }
     }
     let stored = services.set_aside(to_set_aside, &mut metrics).await;
-    let mut settled: Vec<bool> = outcomes.iter().map(super::is_settled).collect();
+    let mut settled: Vec<bool> = outcomes.iter().map(is_settled).collect();
     for (index, stored) in set_aside_at.into_iter().zip(stored) {
         settled[index] = stored;
     }

@@ -51,7 +51,22 @@ pub async fn invoke(
     payload: Value,
     budget: Duration,
 ) -> Result<Response, ForwardError> {
+    // Each invocation has its own request id, as on Lambda: a direct event's id names it in the
+    // function's memory of settled records.
+    static INVOCATIONS: AtomicUsize = AtomicUsize::new(0);
+    let request_id = format!("request-{}", INVOCATIONS.fetch_add(1, Ordering::Relaxed));
+    invoke_as(forwarder, payload, budget, &request_id).await
+}
+
+/// Invokes the handler under a given request id, as Lambda does when it retries an invocation.
+pub async fn invoke_as(
+    forwarder: &Forwarder,
+    payload: Value,
+    budget: Duration,
+    request_id: &str,
+) -> Result<Response, ForwardError> {
     let mut context = Context::default();
+    context.request_id = request_id.to_owned();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     context.deadline = (now + budget).as_millis() as u64;
     let payload = serde_json::value::to_raw_value(&payload).expect("a JSON value is JSON text");

@@ -1,0 +1,173 @@
+//! What the adapters share: routing a parsed message, running the delivery core, setting records
+//! aside, and the log lines of refusals and batches.
+
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::delivery::{
+    self, Accepted, DeliveryLog, Item, Outcome, Refusal, Routed, Settings, Undeliverable,
+};
+use crate::event::ChunkMessage;
+use crate::memfault::MemfaultClient;
+use crate::observability::InvocationMetrics;
+use crate::quarantine::{Cause, FailureRecord, Invocation, Quarantine};
+use crate::routing::{Claims, Route, RouteError, resolve};
+use crate::settled::{RecordKey, SettledMemory, Settlement};
+
+/// What an adapter works with, for one invocation.
+pub struct Services<'a> {
+    pub config: &'a Config,
+    pub client: &'a MemfaultClient,
+    pub memory: &'a SettledMemory,
+    pub quarantine: Option<&'a Quarantine>,
+    pub invocation: Invocation<'a>,
+    pub deadline: Instant,
+}
+
+impl Services<'_> {
+    /// Decides where a parsed message goes.
+    pub(super) fn routed(&self, message: ChunkMessage) -> Result<Routed, Refusal> {
+        let route = self.route(&message)?;
+        Ok(Routed {
+            route,
+            payload: message.payload,
+        })
+    }
+
+    fn route(&self, message: &ChunkMessage) -> Result<Route, RouteError> {
+        let claims = Claims {
+            topic: &message.topic,
+            device_serial: message.device_serial.as_deref(),
+            project_key: message.project_key.as_deref(),
+        };
+        resolve(
+            &self.config.topic_pattern,
+            self.config.project_key.as_ref(),
+            self.config.project_keys.as_ref(),
+            claims,
+        )
+    }
+
+    pub(super) async fn deliver(
+        &self,
+        items: Vec<Item>,
+        log: DeliveryLog,
+        metrics: &mut InvocationMetrics,
+    ) -> Vec<Outcome> {
+        let settings = Settings {
+            batch_max_chunks: self.config.batch_max_chunks,
+            upload_concurrency: self.config.upload_concurrency,
+            stall_limit: self.config.stall_limit,
+        };
+        delivery::deliver(
+            self.client,
+            self.memory,
+            settings,
+            log,
+            items,
+            self.deadline,
+            metrics,
+        )
+        .await
+    }
+
+    /// Writes `records` to the failure queue and returns, in the same order, which were stored;
+    /// a stored record is remembered as settled. Without a failure queue nothing is stored.
+    pub(super) async fn set_aside(
+        &self,
+        records: Vec<(FailureRecord, Option<RecordKey>)>,
+        metrics: &mut InvocationMetrics,
+    ) -> Vec<bool> {
+        let Some(quarantine) = self.quarantine else {
+            return vec![false; records.len()];
+        };
+        let (records, keys): (Vec<FailureRecord>, Vec<Option<RecordKey>>) =
+            records.into_iter().unzip();
+        let stored = quarantine
+            .set_aside(&records, self.invocation, self.deadline)
+            .await;
+        for (key, stored) in keys.iter().zip(&stored) {
+            if *stored {
+                metrics.chunks_quarantined += 1;
+                if let Some(key) = key {
+                    self.memory.remember(*key, Settlement::SetAside);
+                }
+            }
+        }
+        stored
+    }
+}
+
+/// The device each item goes to, for the failure queue's message groups.
+pub(super) fn device_serials(items: &[Item]) -> Vec<Option<String>> {
+    items
+        .iter()
+        .map(|item| {
+            item.content
+                .as_ref()
+                .ok()
+                .map(|routed| routed.route.device_serial.to_string())
+        })
+        .collect()
+}
+
+/// Settled before any failure-queue write: delivered, or set aside by an earlier invocation.
+pub(super) fn is_settled(outcome: &Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::Delivered(_) | Outcome::SetAside(Undeliverable::SetAsideEarlier)
+    )
+}
+
+/// What the failure queue's record says about why a record was set aside.
+pub(super) fn cause(undeliverable: &Undeliverable) -> Cause {
+    Cause {
+        condition: undeliverable.condition(),
+        error_type: undeliverable.error_type(),
+        error_message: undeliverable.message(),
+    }
+}
+
+/// The log line and the count for one refused item; `item_id` names it within its batch.
+pub(super) fn note_refusal(
+    metrics: &mut InvocationMetrics,
+    item_id: Option<&str>,
+    refusal: &Refusal,
+) {
+    metrics.refusals += 1;
+    tracing::warn!(
+        outcome = "refused",
+        item_id,
+        error_type = %format!("Permanent.{}", refusal.kind()),
+        error = %refusal,
+        "chunk refused"
+    );
+}
+
+/// The one summary line of a batch, with its slowest delivered upload and the item it carried.
+pub(super) fn log_batch<'a>(
+    metrics: &InvocationMetrics,
+    source_name: &str,
+    outcomes: impl Iterator<Item = (&'a str, &'a Outcome)>,
+) {
+    let slowest = outcomes
+        .filter_map(|(item_id, outcome)| match outcome {
+            Outcome::Delivered(Accepted::Now(delivery)) => Some((delivery.upstream, item_id)),
+            _ => None,
+        })
+        .max();
+    tracing::info!(
+        outcome = "batch",
+        source = source_name,
+        slowest_upstream_ms = slowest.map(|(upstream, _)| upstream.as_millis() as u64),
+        slowest_item_id = slowest.map(|(_, item_id)| item_id),
+        chunks_forwarded = metrics.chunks_forwarded,
+        bytes = metrics.bytes_forwarded,
+        upstream_requests = metrics.upstream_requests,
+        refused = metrics.refusals,
+        quarantined = metrics.chunks_quarantined,
+        undelivered = metrics.chunks_undelivered,
+        configuration_rejected = metrics.configuration_rejected,
+        "batch processed"
+    );
+}
