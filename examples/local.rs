@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use memfault_chunk_proxy::observability::init_logging;
-use memfault_chunk_proxy::routing::redact;
+use memfault_chunk_proxy::redact::redact;
 use memfault_chunk_proxy::{Config, Forwarder};
 use serde_json::value::RawValue;
 use wiremock::matchers::method;

@@ -6,10 +6,9 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::aws::{BucketUrl, FailureQueueConfig};
+use crate::redact::{redact, redact_key_like, redact_project_keys, redact_url};
 use crate::retry::RetryPolicy;
-use crate::routing::{
-    ProjectKey, ProjectKeys, TopicPattern, redact, redact_key_like, redact_project_keys,
-};
+use crate::routing::{ProjectKey, ProjectKeys, TopicPattern};
 pub use crate::url::ChunksUrl;
 
 pub const DEFAULT_CHUNKS_URL: &str = "https://chunks.memfault.com";
@@ -257,7 +256,11 @@ impl Config {
 
         Ok(Self {
             chunks_url: env
-                .parsed_showing("MEMFAULT_CHUNKS_URL", redact_url, str::parse)?
+                .parsed_showing(
+                    "MEMFAULT_CHUNKS_URL",
+                    |text| format!("{:?}", redact_url(text)),
+                    str::parse,
+                )?
                 .unwrap_or(defaults.chunks_url),
             project_key,
             project_keys,
@@ -345,36 +348,6 @@ fn failure_queue_identity<F: Fn(&str) -> Option<String>>(
         region: required("AWS_REGION")?,
         credentials,
     })
-}
-
-/// A URL as an error may quote it: user information (`user:password@`), query and fragment,
-/// which can hold credentials or tokens, are replaced by `…`. Works on any text, URL or not.
-fn redact_url(text: &str) -> String {
-    let (text, fragment) = match text.split_once('#') {
-        Some((before, _)) => (before, "#…"),
-        None => (text, ""),
-    };
-    let (text, query) = match text.split_once('?') {
-        Some((before, _)) => (before, "?…"),
-        None => (text, ""),
-    };
-    let authority_start = text.find("://").map_or(0, |at| at + 3);
-    let authority_end = text[authority_start..]
-        .find('/')
-        .map_or(text.len(), |at| authority_start + at);
-    let authority = &text[authority_start..authority_end];
-    let authority = match authority.rsplit_once('@') {
-        Some((_, host)) => format!("…@{host}"),
-        None => authority.to_owned(),
-    };
-    format!(
-        "{:?}",
-        format!(
-            "{}{authority}{}{query}{fragment}",
-            &text[..authority_start],
-            &text[authority_end..]
-        )
-    )
 }
 
 /// CloudWatch namespaces: 1 to 255 characters, letters, digits and `. - _ / # :` (and no leading colon).

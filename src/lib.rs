@@ -13,6 +13,7 @@ pub mod init_error;
 pub mod memfault;
 pub mod observability;
 pub mod quarantine;
+pub mod redact;
 pub mod retry;
 pub mod routing;
 pub mod settled;
