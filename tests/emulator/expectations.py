@@ -27,14 +27,6 @@ from typing import Any
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 SAMPLE_KEY = "YOUR_PROJECT_KEY"
 
-# Function configurations beyond the default topic layout. Each runs as its own function
-# process behind the same emulator.
-ENVIRONMENTS: dict[str, dict[str, str]] = {
-    "default": {},
-    "custom-layout": {"MEMFAULT_TOPIC_PATTERN": "fleet/+/devices/{device_serial}/memfault"},
-}
-
-
 def chunk(event_file: str) -> bytes:
     """The decoded chunk of a direct event."""
     event = json.loads((EVENTS / event_file).read_text())
@@ -55,14 +47,12 @@ class Expect:
     uploads: tuple[Upload, ...] = ()
     response: dict[str, Any] | None = None
     error_type: str | None = None
-    environment: str = "default"
 
 
-def delivered(serial: str, data: bytes, environment: str = "default") -> Expect:
+def delivered(serial: str, data: bytes) -> Expect:
     return Expect(
         uploads=(Upload(serial, (data,)),),
         response={"device_serial": serial, "bytes": len(data), "status": 202, "attempts": 1},
-        environment=environment,
     )
 
 
@@ -78,7 +68,8 @@ EXPECTATIONS: dict[str, Expect] = {
     "multi-chunk/1-of-3.json": delivered("TESTSERIAL", PARTS[0]),
     "multi-chunk/2-of-3.json": delivered("TESTSERIAL", PARTS[1]),
     "multi-chunk/3-of-3.json": delivered("TESTSERIAL", PARTS[2]),
-    "custom-layout.json": delivered("nrf-0042", HEARTBEAT, environment="custom-layout"),
+    # With the settings of events/custom-layout.env, as every sample with such a file.
+    "custom-layout.json": delivered("nrf-0042", HEARTBEAT),
     # Replay: the on-failure record's requestPayload is forwarded like the original event.
     "failure-record.json": delivered("TESTSERIAL", HEARTBEAT),
     # Records 1, 3 and 4 carry the multi-chunk message of TESTSERIAL: one multipart request,
