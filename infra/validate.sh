@@ -60,22 +60,31 @@ step() {
 
 checkov_report_ok() {
   # checkov exits 0 on files it cannot parse: require every file to be parsed and checked.
+  # The skips are summarised, not printed: each one's reason is the `comment` beside its id
+  # under the resource's Metadata.checkov.skip in template.yaml.
   python - "$1" "${@:2}" <<'EOF'
-import json, sys
+import collections, json, sys
 report = json.load(open(sys.argv[1]))
+results = report["results"]
 summary = report["summary"]
 checked = {r["file_path"].rsplit("/", 1)[-1]
            for kind in ("passed_checks", "failed_checks", "skipped_checks")
-           for r in report["results"][kind]}
+           for r in results[kind]}
 missing = [f for f in sys.argv[2:] if f.rsplit("/", 1)[-1] not in checked]
 problems = []
 if summary["parsing_errors"]:
-    problems.append(f"parsing errors: {report['results']['parsing_errors']}")
+    problems.append(f"parsing errors: {results['parsing_errors']}")
 if summary["failed"]:
-    problems.append(f"{summary['failed']} failed checks")
+    problems.append(f"{summary['failed']} failed checks (above)")
 if missing:
     problems.append(f"no checks ran on {missing}")
-print(f"checkov summary: {summary}")
+skipped = collections.Counter(r["check_id"] for r in results["skipped_checks"])
+print(f"checkov: {summary['passed']} passed, {summary['failed']} failed, "
+      f"{summary['skipped']} skipped, over {len(sys.argv) - 2} templates")
+if skipped:
+    print(f"checkov: the {summary['skipped']} skips are {len(skipped)} checks, each with its reason "
+          "in template.yaml (Metadata: checkov: skip: comment, on the resource): "
+          + ", ".join(f"{check} x{count}" for check, count in sorted(skipped.items())))
 for p in problems:
     print(f"checkov: {p}")
 sys.exit(1 if problems else 0)
@@ -85,7 +94,9 @@ EOF
 run_checkov() {
   local args=() status=0
   for f in "$@"; do args+=(-f "$f"); done
-  checkov --framework cloudformation --skip-download --compact "${args[@]}" \
+  # --quiet: the console shows failed checks only, with their resources; the JSON report has
+  # everything, for the summary.
+  checkov --framework cloudformation --skip-download --compact --quiet "${args[@]}" \
     -o cli -o json --output-file-path "console,$work/checkov.json" || status=$?
   checkov_report_ok "$work/checkov.json" "$@" || status=1
   return "$status"

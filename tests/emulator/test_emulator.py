@@ -256,6 +256,9 @@ def test_every_event_file_has_an_expectation() -> None:
     stale = sorted(EXPECTATIONS.keys() - files)
     assert not missing, f"events without an entry in tests/emulator/expectations.py: {missing}"
     assert not stale, f"entries in tests/emulator/expectations.py without an event file: {stale}"
+    orphans = sorted(path.relative_to(EVENTS).as_posix() for path in EVENTS.rglob("*.env")
+                     if not path.with_suffix(".json").exists())
+    assert not orphans, f"settings files without the event they belong to: {orphans}"
 
 
 def chunks_of(request: Received) -> tuple[bytes, ...]:
