@@ -47,7 +47,7 @@ local: ## Run the function on EVENT locally (loopback receiver unless MEMFAULT_C
 
 .PHONY: test
 test: ## Every check CI runs, each phase timed: lint, unit, validate, emulator, wire, deploy-path
-	@bash infra/phases.sh lint unit validate emulator wire deploy-path
+	@MAKE="$(MAKE)" bash infra/phases.sh lint unit validate emulator wire deploy-path
 
 .PHONY: lint
 lint: actionlint versions ## cargo fmt --check, clippy with warnings as errors, actionlint, version agreement
@@ -131,7 +131,7 @@ dist: ## Release artifacts in dist/: per-architecture zips, SHA256SUMS, the pack
 
 .PHONY: smoke
 smoke: ## Publish a test chunk to the deployed STACK through IoT Core and wait for Memfault's 202 in its log (DRY_RUN=1 prints the commands)
-	DRY_RUN=$(DRY_RUN) bash infra/smoke.sh "$(STACK)"
+	DRY_RUN=$(DRY_RUN) python3 infra/smoke.py "$(STACK)"
 
 .PHONY: deploy-cargo-lambda
 deploy-cargo-lambda: lambda-build ## cargo lambda deploy of target/lambda/ARCH with LAMBDA_ROLE_ARN and MEMFAULT_* from the environment

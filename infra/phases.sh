@@ -12,7 +12,7 @@ status=0
 for phase in "$@"; do
   printf '\n######## make %s\n' "$phase"
   start=$SECONDS
-  if make --no-print-directory "$phase"; then
+  if "${MAKE:-make}" --no-print-directory "$phase"; then
     verdict=ok
   else
     verdict=FAILED

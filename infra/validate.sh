@@ -5,6 +5,7 @@
 #   - the SAM transform, run offline as CloudFormation runs it at deploy time, and
 #     cfn-lint on the plain CloudFormation it produces;
 #   - sam validate --lint;
+#   - cfn-lint on the release's packaged templates (infra/package_template.py);
 #   - checkov on the template, on the variants (checkov only evaluates Conditions with
 #     the parameters' defaults) and on the transformed templates;
 #   - pytest infra/ (assertions on the template's contents).
@@ -74,6 +75,9 @@ missing = [f for f in sys.argv[2:] if f.rsplit("/", 1)[-1] not in checked]
 problems = []
 if summary["parsing_errors"]:
     problems.append(f"parsing errors: {results['parsing_errors']}")
+for failed in results["failed_checks"]:
+    print(f"FAILED {failed['check_id']} {failed['check_name']}: {failed['resource']} in "
+          f"{failed['file_path'].rsplit('/', 1)[-1]} ({failed.get('guideline') or 'no guideline'})")
 if summary["failed"]:
     problems.append(f"{summary['failed']} failed checks (above)")
 if missing:
@@ -94,10 +98,10 @@ EOF
 run_checkov() {
   local args=() status=0
   for f in "$@"; do args+=(-f "$f"); done
-  # --quiet: the console shows failed checks only, with their resources; the JSON report has
-  # everything, for the summary.
-  checkov --framework cloudformation --skip-download --compact --quiet "${args[@]}" \
-    -o cli -o json --output-file-path "console,$work/checkov.json" || status=$?
+  # Both reports to files: the console report would repeat every skip in full; the summary
+  # below prints the failed checks and counts the rest from the JSON report.
+  checkov --framework cloudformation --skip-download --compact "${args[@]}" \
+    -o cli -o json --output-file-path "$work/checkov.txt,$work/checkov.json" >/dev/null || status=$?
   checkov_report_ok "$work/checkov.json" "$@" || status=1
   return "$status"
 }
@@ -132,6 +136,16 @@ step "SAM transform, offline, of each variant" render_variants
 step "cfn-lint transformed templates" "${cfn_lint[@]}" -- "$work"/*.cfn.json
 
 step "sam validate --lint" sam validate --lint --template-file template.yaml
+
+# The release's packaged templates (infra/package_template.py): code from bucket/key parameters,
+# and the Serverless Application Repository's, with code at a fixed location.
+package_templates() {
+  python infra/package_template.py "$work/release.package.json" --version 0.0.0 &&
+    python infra/package_template.py "$work/sar.package.json" --version 0.0.0 --architecture arm64 \
+      --code-uri s3://example-artifacts-bucket/memfault-chunk-proxy-0.0.0-arm64.zip
+}
+step "packaged release templates" package_templates
+step "cfn-lint packaged release templates" "${cfn_lint[@]}" -- "$work"/*.package.json
 
 step "checkov" run_checkov template.yaml "$work"/*.sam.json "$work"/*.cfn.json
 
