@@ -228,3 +228,13 @@ def test_smoke_fails_on_a_refusal_and_on_silence(tmp_path: Path) -> None:
     silent = fake_aws(tmp_path, [{"outcome": "delivered", "device_serial": "other", "status": 202}])
     done = run_smoke(tmp_path, dry_run=False, stack_json=stack_answer(tmp_path), path=silent)
     assert done.returncode == 1 and "no log line" in done.stdout
+
+
+# --- the guided deploy's answer for "no project key" ------------------------------------------
+
+def test_a_dash_for_the_project_key_means_the_key_comes_from_the_topic(raw) -> None:
+    from template_model import Rendered
+
+    variables = Rendered(raw, MemfaultProjectKey="-").function()["Properties"]["Environment"][
+        "Variables"]
+    assert "MEMFAULT_PROJECT_KEY" not in variables
