@@ -19,6 +19,7 @@ import dist
 import versions
 from package_template import package
 from render_template import _NoManagedPolicies, load
+from template_model import Rendered
 
 INFRA = Path(__file__).resolve().parent
 REPO = INFRA.parent
@@ -233,8 +234,6 @@ def test_smoke_fails_on_a_refusal_and_on_silence(tmp_path: Path) -> None:
 # --- the guided deploy's answer for "no project key" ------------------------------------------
 
 def test_a_dash_for_the_project_key_means_the_key_comes_from_the_topic(raw) -> None:
-    from template_model import Rendered
-
     variables = Rendered(raw, MemfaultProjectKey="-").function()["Properties"]["Environment"][
         "Variables"]
     assert "MEMFAULT_PROJECT_KEY" not in variables
