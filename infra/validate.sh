@@ -5,6 +5,7 @@
 #   - the SAM transform, run offline as CloudFormation runs it at deploy time, and
 #     cfn-lint on the plain CloudFormation it produces;
 #   - sam validate --lint;
+#   - cfn-lint on the release's packaged templates (infra/package_template.py);
 #   - checkov on the template, on the variants (checkov only evaluates Conditions with
 #     the parameters' defaults) and on the transformed templates;
 #   - pytest infra/ (assertions on the template's contents).
@@ -65,22 +66,34 @@ step() {
 
 checkov_report_ok() {
   # checkov exits 0 on files it cannot parse: require every file to be parsed and checked.
+  # The skips are summarised, not printed: each one's reason is the `comment` beside its id
+  # under the resource's Metadata.checkov.skip in template.yaml.
   python - "$1" "${@:2}" <<'EOF'
-import json, sys
+import collections, json, sys
 report = json.load(open(sys.argv[1]))
+results = report["results"]
 summary = report["summary"]
 checked = {r["file_path"].rsplit("/", 1)[-1]
            for kind in ("passed_checks", "failed_checks", "skipped_checks")
-           for r in report["results"][kind]}
+           for r in results[kind]}
 missing = [f for f in sys.argv[2:] if f.rsplit("/", 1)[-1] not in checked]
 problems = []
 if summary["parsing_errors"]:
-    problems.append(f"parsing errors: {report['results']['parsing_errors']}")
+    problems.append(f"parsing errors: {results['parsing_errors']}")
+for failed in results["failed_checks"]:
+    print(f"FAILED {failed['check_id']} {failed['check_name']}: {failed['resource']} in "
+          f"{failed['file_path'].rsplit('/', 1)[-1]} ({failed.get('guideline') or 'no guideline'})")
 if summary["failed"]:
-    problems.append(f"{summary['failed']} failed checks")
+    problems.append(f"{summary['failed']} failed checks (above)")
 if missing:
     problems.append(f"no checks ran on {missing}")
-print(f"checkov summary: {summary}")
+skipped = collections.Counter(r["check_id"] for r in results["skipped_checks"])
+print(f"checkov: {summary['passed']} passed, {summary['failed']} failed, "
+      f"{summary['skipped']} skipped, over {len(sys.argv) - 2} templates")
+if skipped:
+    print(f"checkov: the {summary['skipped']} skips are {len(skipped)} checks, each with its reason "
+          "in template.yaml (Metadata: checkov: skip: comment, on the resource): "
+          + ", ".join(f"{check} x{count}" for check, count in sorted(skipped.items())))
 for p in problems:
     print(f"checkov: {p}")
 sys.exit(1 if problems else 0)
@@ -90,8 +103,10 @@ EOF
 run_checkov() {
   local args=() status=0
   for f in "$@"; do args+=(-f "$f"); done
+  # Both reports to files: the console report would repeat every skip in full; the summary
+  # below prints the failed checks and counts the rest from the JSON report.
   checkov --framework cloudformation --skip-download --compact "${args[@]}" \
-    -o cli -o json --output-file-path "console,$work/checkov.json" || status=$?
+    -o cli -o json --output-file-path "$work/checkov.txt,$work/checkov.json" >/dev/null || status=$?
   checkov_report_ok "$work/checkov.json" "$@" || status=1
   return "$status"
 }
@@ -131,6 +146,16 @@ step "SAM transform, offline, of each variant" render_variants
 step "cfn-lint transformed templates" "${cfn_lint[@]}" -- "$work"/*.cfn.json
 
 step "sam validate --lint" sam validate --lint --template-file template.yaml
+
+# The release's packaged templates (infra/package_template.py): code from bucket/key parameters,
+# and the Serverless Application Repository's, with code at a fixed location.
+package_templates() {
+  python infra/package_template.py "$work/release.package.json" --version 0.0.0 &&
+    python infra/package_template.py "$work/sar.package.json" --version 0.0.0 --architecture arm64 \
+      --code-uri s3://example-artifacts-bucket/memfault-chunk-proxy-0.0.0-arm64.zip
+}
+step "packaged release templates" package_templates
+step "cfn-lint packaged release templates" "${cfn_lint[@]}" -- "$work"/*.package.json
 
 step "checkov" run_checkov template.yaml "$work"/*.sam.json "$work"/*.cfn.json
 

@@ -97,6 +97,38 @@ pub fn unwrap_failure_record(event: &Value) -> &Value {
     event.get("requestPayload").unwrap_or(event)
 }
 
+/// The decoder's own wording ("Invalid symbol 33, offset 4") gives a byte value and a 0-based
+/// offset; whoever reads the refusal is looking at the event text, so name the character as it
+/// appears there and count positions from 1.
+fn describe_base64_error(error: &base64::DecodeError) -> String {
+    let character = |byte: u8| match byte {
+        0x21..=0x7e => format!("'{}'", byte as char),
+        b' ' => "a space".to_owned(),
+        _ => format!("byte 0x{byte:02x}"),
+    };
+    match *error {
+        base64::DecodeError::InvalidByte(offset, b'=') => {
+            format!("'=' at position {} is padding before the end", offset + 1)
+        }
+        base64::DecodeError::InvalidByte(offset, byte) => format!(
+            "{} at position {} is not a base64 character",
+            character(byte),
+            offset + 1
+        ),
+        base64::DecodeError::InvalidLastSymbol(offset, byte) => format!(
+            "{} at position {} (the last) leaves bits over: the text was cut or altered",
+            character(byte),
+            offset + 1
+        ),
+        base64::DecodeError::InvalidLength(length) => {
+            format!(
+                "{length} base64 characters cannot encode whole bytes (one is missing or extra)"
+            )
+        }
+        base64::DecodeError::InvalidPadding => "the '=' padding is misplaced".to_owned(),
+    }
+}
+
 /// Parses one IoT rule event, or an on-failure destination record wrapping one.
 pub fn parse_rule_event(event: &Value) -> Result<ChunkMessage, EventError> {
     let event = unwrap_failure_record(event);
@@ -113,7 +145,7 @@ pub fn parse_rule_event(event: &Value) -> Result<ChunkMessage, EventError> {
     }
     let payload = BASE64
         .decode(data)
-        .map_err(|error| EventError::BadBase64(error.to_string()))?;
+        .map_err(|error| EventError::BadBase64(describe_base64_error(&error)))?;
     if payload.is_empty() {
         return Err(EventError::EmptyPayload);
     }
@@ -212,6 +244,15 @@ mod tests {
             let error = parse_rule_event(&json!({"data": data, "topic": TOPIC})).unwrap_err();
             assert_eq!(error.kind(), "InvalidBase64", "{data}: {error}");
         }
+    }
+
+    #[test]
+    fn a_base64_refusal_names_the_character_and_its_position() {
+        let error = parse_rule_event(&json!({"data": "AQID!A==", "topic": TOPIC})).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "event field \"data\" is not valid base64: '!' at position 5 is not a base64 character"
+        );
     }
 
     #[test]

@@ -27,17 +27,6 @@ from typing import Any
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 SAMPLE_KEY = "YOUR_PROJECT_KEY"
 
-# Function configurations beyond the default topic layout. Each runs as its own function
-# process behind the same emulator.
-ENVIRONMENTS: dict[str, dict[str, str]] = {
-    "default": {},
-    "custom-layout": {"MEMFAULT_TOPIC_PATTERN": "fleet/+/devices/{device_serial}/memfault"},
-    # Memfault's current MQTT layout with two projects: the settings of events/guide/*.env.
-    "guide": {
-        "MEMFAULT_TOPIC_PATTERN": "memfault/{project_slug}/{device_serial}/chunks",
-        "MEMFAULT_PROJECT_KEYS": "project-a=YOUR_PROJECT_A_KEY,project-b=YOUR_PROJECT_B_KEY",
-    },
-}
 PROJECT_A_KEY = "YOUR_PROJECT_A_KEY"
 PROJECT_B_KEY = "YOUR_PROJECT_B_KEY"
 
@@ -62,20 +51,17 @@ class Expect:
     uploads: tuple[Upload, ...] = ()
     response: dict[str, Any] | None = None
     error_type: str | None = None
-    environment: str = "default"
 
 
-def delivered(serial: str, data: bytes, environment: str = "default",
-              project_key: str = SAMPLE_KEY) -> Expect:
+def delivered(serial: str, data: bytes, project_key: str = SAMPLE_KEY) -> Expect:
     return Expect(
         uploads=(Upload(serial, (data,), project_key),),
         response={"device_serial": serial, "bytes": len(data), "status": 202, "attempts": 1},
-        environment=environment,
     )
 
 
-def refused(error_type: str, environment: str = "default") -> Expect:
-    return Expect(error_type=error_type, environment=environment)
+def refused(error_type: str) -> Expect:
+    return Expect(error_type=error_type)
 
 
 HEARTBEAT = chunk("heartbeat.json")
@@ -86,7 +72,8 @@ EXPECTATIONS: dict[str, Expect] = {
     "multi-chunk/1-of-3.json": delivered("TESTSERIAL", PARTS[0]),
     "multi-chunk/2-of-3.json": delivered("TESTSERIAL", PARTS[1]),
     "multi-chunk/3-of-3.json": delivered("TESTSERIAL", PARTS[2]),
-    "custom-layout.json": delivered("nrf-0042", HEARTBEAT, environment="custom-layout"),
+    # With the settings of events/custom-layout.env, as every sample with such a file.
+    "custom-layout.json": delivered("nrf-0042", HEARTBEAT),
     # Replay: the on-failure record's requestPayload is forwarded like the original event.
     "failure-record.json": delivered("TESTSERIAL", HEARTBEAT),
     # Records 1, 3 and 4 carry the multi-chunk message of TESTSERIAL: one multipart request,
@@ -119,21 +106,19 @@ EXPECTATIONS: dict[str, Expect] = {
     "bad/key-header-injection.json": refused("Permanent.InvalidProjectKey"),
     # Memfault's current layout: the topic names the project by slug, and each slug's chunks
     # go with that project's key from MEMFAULT_PROJECT_KEYS; no key travels in the topic.
-    "guide/project-a.json": delivered("DEVICE-A1", HEARTBEAT, "guide", PROJECT_A_KEY),
-    "guide/project-b.json": delivered("DEVICE-B1", HEARTBEAT, "guide", PROJECT_B_KEY),
-    "guide/unknown-project.json": refused("Permanent.UnknownProject", "guide"),
+    "guide/project-a.json": delivered("DEVICE-A1", HEARTBEAT, PROJECT_A_KEY),
+    "guide/project-b.json": delivered("DEVICE-B1", HEARTBEAT, PROJECT_B_KEY),
+    "guide/unknown-project.json": refused("Permanent.UnknownProject"),
     # Both projects in one batch: each device's chunks with its own project's key, DEVICE-A1's
     # three in one multipart request, in message order.
     "guide/sqs-batch.json": Expect(
         uploads=(Upload("DEVICE-A1", PARTS, PROJECT_A_KEY),
                  Upload("DEVICE-B1", (HEARTBEAT,), PROJECT_B_KEY)),
         response={"batchItemFailures": []},
-        environment="guide",
     ),
     "guide/kinesis-batch.json": Expect(
         uploads=(Upload("DEVICE-A1", PARTS, PROJECT_A_KEY),
                  Upload("DEVICE-B1", (HEARTBEAT,), PROJECT_B_KEY)),
         response={"batchItemFailures": []},
-        environment="guide",
     ),
 }

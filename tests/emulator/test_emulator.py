@@ -6,7 +6,9 @@ loopback port; the function binary that `cargo test` built polls it, configured 
 watch` configures a function it starts, and forwards to a receiver on loopback that answers 202
 like Memfault and records every request. Each event in events/ is sent with `cargo lambda invoke`,
 and what reached the receiver (paths, project key, bytes, order per device) and the function's
-answer or errorType are compared with expectations.py.
+answer or errorType are compared with expectations.py. A sample with settings of its own
+(`events/NAME.env` beside `events/NAME.json`, as `make local` reads them) runs in a function
+process started with them.
 
 The function is started here rather than by `cargo lambda watch` itself, which would `cargo run`
 it: that builds the binary without the dev-dependencies' features that `cargo test` enables, so
@@ -37,7 +39,7 @@ from typing import Iterator
 
 import pytest
 
-from expectations import ENVIRONMENTS, EVENTS, EXPECTATIONS, Expect, Upload
+from expectations import EVENTS, EXPECTATIONS, Expect, Upload
 
 REPO = EVENTS.parent
 FUNCTION = "memfault-chunk-proxy"
@@ -111,6 +113,22 @@ def stop_group(process: subprocess.Popen[bytes]) -> None:
             continue
 
 
+def sample_settings(event_file: str) -> dict[str, str]:
+    """The KEY=VALUE lines of the sample's `.env` file beside it (`#` comments), if it has one."""
+    path = (EVENTS / event_file).with_suffix(".env")
+    if not path.exists():
+        return {}
+    settings = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, equals, value = line.partition("=")
+        assert equals, f"{path} line {number}: expected KEY=VALUE, found {line!r}"
+        settings[name.strip()] = value.strip()
+    return settings
+
+
 def tail(log: Path, lines: int = 12) -> str:
     text = log.read_text(errors="replace") if log.exists() else ""
     return "\n".join(text.splitlines()[-lines:])
@@ -163,15 +181,16 @@ class Emulator:
              "--invoke-address", LOOPBACK, "--invoke-port", str(self.port)],
             self.watch_log)
         self.function: subprocess.Popen[bytes] | None = None
-        self.environment: str | None = None
+        self.settings: dict[str, str] | None = None
+        self.starts = 0
         wait_for_port(self.port, self.watch, self.watch_log)
 
     def function_log(self) -> Path:
-        return self.logs / f"function-{self.environment}.log"
+        return self.logs / f"function-{self.starts}.log"
 
-    def use(self, environment: str) -> None:
-        """Runs the function with that environment's configuration, restarting it if needed."""
-        if self.environment == environment and self.function and self.function.poll() is None:
+    def use(self, settings: dict[str, str]) -> None:
+        """Runs the function with these settings, restarting it if they differ."""
+        if self.settings == settings and self.function and self.function.poll() is None:
             return
         if self.function:
             stop_group(self.function)
@@ -184,9 +203,10 @@ class Emulator:
             "AWS_LAMBDA_MAX_CONCURRENCY": "1",
             "AWS_LAMBDA_RUNTIME_API": f"http://{LOOPBACK}:{self.port}/.rt/{FUNCTION}",
             "MEMFAULT_CHUNKS_URL": self.receiver.url,
-            **ENVIRONMENTS[environment],
+            **settings,
         })
-        self.environment = environment
+        self.settings = settings
+        self.starts += 1
         self.function = start_group([str(self.binary)], self.function_log(), env)
 
     def invoke(self, event_file: str) -> subprocess.CompletedProcess[str]:
@@ -236,6 +256,9 @@ def test_every_event_file_has_an_expectation() -> None:
     stale = sorted(EXPECTATIONS.keys() - files)
     assert not missing, f"events without an entry in tests/emulator/expectations.py: {missing}"
     assert not stale, f"entries in tests/emulator/expectations.py without an event file: {stale}"
+    orphans = sorted(path.relative_to(EVENTS).as_posix() for path in EVENTS.rglob("*.env")
+                     if not path.with_suffix(".json").exists())
+    assert not orphans, f"settings files without the event they belong to: {orphans}"
 
 
 def chunks_of(request: Received) -> tuple[bytes, ...]:
@@ -277,7 +300,7 @@ def check_uploads(expected: tuple[Upload, ...], received: list[Received]) -> Non
 @pytest.mark.parametrize("event_file", list(EXPECTATIONS))
 def test_event_through_the_emulator(event_file: str, emulator: Emulator) -> None:
     expect: Expect = EXPECTATIONS[event_file]
-    emulator.use(expect.environment)
+    emulator.use(sample_settings(event_file))
     emulator.receiver.take()
 
     result = emulator.invoke(event_file)

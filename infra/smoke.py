@@ -1,0 +1,225 @@
+"""`make smoke STACK=...`: is a deployed stack forwarding? Publishes a known test chunk through
+AWS IoT Core, as a device would, and waits for the function's log line saying that Memfault
+answered 202 for it. Ends with one verdict line, PASS or FAIL, and exit status 0 or 1.
+
+    python3 infra/smoke.py STACK          (AWS CLI v2 and credentials for the stack's account)
+    DRY_RUN=1 python3 infra/smoke.py STACK   prints the commands instead of running them
+
+Environment:
+  MEMFAULT_PROJECT_KEY  the project key the topic carries, when the stack's TopicPattern has
+                        {project_key} (always shortened when printed)
+  SMOKE_SERIAL          the device serial to publish as (default: smoke-test-<unix time>, a device
+                        Memfault then lists; reuse one serial to keep it to one)
+  SMOKE_TIMEOUT         seconds to wait for the log line (default 120)
+  SMOKE_STACK_JSON      a `describe-stacks` answer to use instead of asking CloudFormation
+                        (with DRY_RUN=1, the default is the template's defaults)
+
+The chunk is the one of events/heartbeat.json (Memfault's own test chunk format). The stack's
+parameters decide the topic: its TopicPattern filled in (`+` levels read `smoke`), behind
+`$aws/rules/<TopicRuleName>/` with BasicIngest=true. In Direct mode each delivery is logged at
+INFO; in Queued and Stream modes a delivery's own line is at DEBUG (batches log a summary), so
+the smoke test asks for LogLevel=DEBUG there. Standard library only: it runs before any venv.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+POLL_S = 5
+TEMPLATE_DEFAULTS = {
+    "Mode": "Direct", "BasicIngest": "false", "TopicRuleName": "memfault_chunk_proxy",
+    "TopicPattern": "prod/+/{device_serial}/memfault/{project_key}/chunk",
+    "TopicFilter": "prod/+/+/memfault/#", "DeviceSerialFromClientId": "false",
+    "CreateTopicRule": "true", "LogLevel": "INFO",
+}
+
+
+class Fail(Exception):
+    pass
+
+
+def shorten(key: str) -> str:
+    """As the function logs a key: half of it, at most four characters, then an ellipsis."""
+    return key[:min(len(key) // 2, 4)] + "…"
+
+
+class Aws:
+    """Runs `aws` commands, or only prints them (DRY_RUN). Printed commands show the project
+    key shortened: they are for reading, and end up in terminals and CI logs."""
+
+    def __init__(self, dry_run: bool, secret: str | None) -> None:
+        self.dry_run = dry_run
+        self.secret = secret
+
+    def shown(self, command: list[str]) -> str:
+        text = shlex.join(command)
+        return text.replace(self.secret, shorten(self.secret)) if self.secret else text
+
+    def run(self, command: list[str], note: str = "") -> str:
+        print(f"$ {self.shown(command)}{'   # ' + note if note else ''}", flush=True)
+        if self.dry_run:
+            return ""
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise Fail(f"{command[0]} {command[1]} {command[2]} failed: {done.stderr.strip()}")
+        return done.stdout
+
+
+def stack_settings(aws: Aws, stack: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The stack's parameters (template defaults filled in) and outputs."""
+    command = ["aws", "cloudformation", "describe-stacks", "--stack-name", stack,
+               "--output", "json"]
+    given = os.environ.get("SMOKE_STACK_JSON")
+    if given:
+        answer = json.loads(Path(given).read_text())
+    else:
+        text = aws.run(command)
+        if not text:  # dry run: what a stack deployed with the template's defaults answers
+            print("  (dry run: assuming the template's default parameters)")
+            return dict(TEMPLATE_DEFAULTS), {"LogGroupName": f"/aws/lambda/{stack}"}
+        answer = json.loads(text)
+    found = answer["Stacks"][0]
+    parameters = dict(TEMPLATE_DEFAULTS)
+    parameters.update({p["ParameterKey"]: p.get("ParameterValue", "")
+                       for p in found.get("Parameters", [])})
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in found.get("Outputs", [])}
+    return parameters, outputs
+
+
+def topic_for(parameters: dict[str, str], serial: str, key: str | None) -> str:
+    if parameters["DeviceSerialFromClientId"] == "true":
+        raise Fail("DeviceSerialFromClientId=true: the serial is the publisher's MQTT client id, "
+                   "which `aws iot-data publish` (HTTPS) does not have; publish from a device")
+    levels = []
+    for level in parameters["TopicPattern"].split("/"):
+        if level == "{device_serial}":
+            levels.append(serial)
+        elif level == "{project_key}":
+            if not key:
+                raise Fail("the stack's TopicPattern carries the project key: set "
+                           "MEMFAULT_PROJECT_KEY to the key of the Memfault project to post to")
+            levels.append(key)
+        elif level in ("+", "#"):
+            levels.append("smoke")
+        else:
+            levels.append(level)
+    if "{device_serial}" not in parameters["TopicPattern"]:
+        raise Fail(f"the stack's TopicPattern {parameters['TopicPattern']!r} has no "
+                   "{device_serial}: its serial comes from the rule, not the topic; "
+                   "publish from a device")
+    topic = "/".join(levels)
+    if not mqtt_matches(parameters["TopicFilter"], topic):
+        raise Fail(f"the topic {topic!r} does not match the stack's TopicFilter "
+                   f"{parameters['TopicFilter']!r}: the rule would not see it")
+    if parameters["BasicIngest"] == "true":
+        topic = f"$aws/rules/{parameters['TopicRuleName']}/{topic}"
+    return topic
+
+
+def mqtt_matches(topic_filter: str, topic: str) -> bool:
+    wanted, levels = topic_filter.split("/"), topic.split("/")
+    for index, level in enumerate(wanted):
+        if level == "#":
+            return True
+        if index >= len(levels) or (level != "+" and level != levels[index]):
+            return False
+    return len(wanted) == len(levels)
+
+
+def verdict(messages: list[str], serial: str) -> str | None:
+    """'pass', or a failure reason, from the function's log lines naming the serial; None while
+    nothing decides it yet."""
+    for text in messages:
+        try:
+            line = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if line.get("device_serial") != serial:
+            continue
+        if line.get("outcome") == "delivered" and line.get("status") == 202:
+            return "pass"
+        if line.get("outcome") not in (None, "delivered"):
+            return f"the function logged: {text.strip()}"
+    return None
+
+
+def smoke(stack: str, aws: Aws, serial: str, key: str | None, timeout_s: int) -> None:
+    parameters, outputs = stack_settings(aws, stack)
+    if parameters["CreateTopicRule"] != "true":
+        raise Fail("the stack has no topic rule (CreateTopicRule=false): publishing would test "
+                   "your own rule, not the stack")
+    if parameters["Mode"] != "Direct" and parameters["LogLevel"] not in ("DEBUG", "TRACE"):
+        raise Fail(f"in {parameters['Mode']} mode a delivery's own log line is at DEBUG and the "
+                   f"stack logs at {parameters['LogLevel']}: deploy with LogLevel=DEBUG for the "
+                   "smoke test (sam deploy --parameter-overrides LogLevel=DEBUG), then again")
+    topic = topic_for(parameters, serial, key)
+    log_group = outputs.get("LogGroupName", f"/aws/lambda/{stack}")
+    event = json.loads((REPO / "events" / "heartbeat.json").read_text())
+    chunk = base64.b64encode(base64.b64decode(event["data"])).decode()
+
+    endpoint = aws.run(["aws", "iot", "describe-endpoint", "--endpoint-type", "iot:Data-ATS",
+                        "--query", "endpointAddress", "--output", "text"]).strip()
+    endpoint = endpoint or "<endpointAddress>"
+    start_ms = int(time.time() * 1000)
+    aws.run(["aws", "iot-data", "publish", "--endpoint-url", f"https://{endpoint}",
+             "--topic", topic, "--qos", "1", "--cli-binary-format", "raw-in-base64-out",
+             "--payload", chunk],
+            note=f"the chunk of events/heartbeat.json as device {serial}")
+    search = ["aws", "logs", "filter-log-events", "--log-group-name", log_group,
+              "--start-time", str(start_ms), "--filter-pattern", f'"{serial}"',
+              "--query", "events[].message", "--output", "json"]
+    if aws.dry_run:
+        aws.run(search, note=f"every {POLL_S} s until a line says status 202, or {timeout_s} s")
+        return
+    deadline = time.monotonic() + timeout_s
+    print(f"waiting up to {timeout_s} s for the function's log line in {log_group} …", flush=True)
+    while True:
+        done = subprocess.run(search, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise Fail(f"aws logs filter-log-events failed: {done.stderr.strip()}")
+        found = verdict(json.loads(done.stdout or "[]") or [], serial)
+        if found == "pass":
+            return
+        if found is not None:
+            raise Fail(found)
+        if time.monotonic() >= deadline:
+            raise Fail(f"no log line says Memfault answered 202 for {serial} within {timeout_s} s: "
+                       f"look at {log_group}, the rule's error queue and the failure queue "
+                       "(docs/operations.md)")
+        time.sleep(POLL_S)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1 or not argv[0]:
+        print("usage: python3 infra/smoke.py STACK   (make smoke STACK=...)", file=sys.stderr)
+        return 2
+    stack = argv[0]
+    key = os.environ.get("MEMFAULT_PROJECT_KEY") or None
+    serial = os.environ.get("SMOKE_SERIAL") or f"smoke-test-{int(time.time())}"
+    timeout_s = int(os.environ.get("SMOKE_TIMEOUT", "120"))
+    dry_run = os.environ.get("DRY_RUN") == "1"
+    started = time.monotonic()
+    try:
+        smoke(stack, Aws(dry_run, key), serial, key, timeout_s)
+    except Fail as failure:
+        print(f"smoke {stack}: FAIL: {failure}")
+        return 1
+    if dry_run:
+        print(f"smoke {stack}: dry run, nothing sent")
+    else:
+        print(f"smoke {stack}: PASS: Memfault answered 202 for {serial} "
+              f"({time.monotonic() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
