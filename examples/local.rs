@@ -24,8 +24,8 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
-use memfault_chunk_proxy::observability::init_logging;
-use memfault_chunk_proxy::redact::redact;
+use memfault_chunk_proxy::init_logging;
+use memfault_chunk_proxy::redact;
 use memfault_chunk_proxy::{Config, Forwarder};
 use serde_json::value::RawValue;
 use wiremock::matchers::method;

@@ -11,8 +11,8 @@ use crate::retry::RetryPolicy;
 use crate::routing::{ProjectKey, ProjectKeys, TopicPattern};
 pub use crate::url::ChunksUrl;
 
-pub const DEFAULT_CHUNKS_URL: &str = "https://chunks.memfault.com";
-pub const DEFAULT_METRICS_NAMESPACE: &str = "MemfaultChunkProxy";
+pub(crate) const DEFAULT_CHUNKS_URL: &str = "https://chunks.memfault.com";
+pub(crate) const DEFAULT_METRICS_NAMESPACE: &str = "MemfaultChunkProxy";
 /// The least time uploads leave between giving up and the invocation deadline
 /// (`MEMFAULT_DEADLINE_MARGIN_MS`), so that the function can still log, count and answer.
 /// Measured on a development machine (debug build): 0.4 ms from giving up to the answer for a

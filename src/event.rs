@@ -13,7 +13,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 /// AWS IoT Core refuses MQTT messages larger than 128 KiB, so no genuine chunk is larger.
-pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
+pub(crate) const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
 
 /// Base64 text for `MAX_PAYLOAD_BYTES`, checked before decoding so a huge string costs nothing.
 const MAX_ENCODED_LEN: usize = MAX_PAYLOAD_BYTES.div_ceil(3) * 4;
@@ -93,7 +93,7 @@ fn optional_string(event: &Value, field: &'static str) -> Result<Option<String>,
 
 /// An on-failure destination record carries the original event as `requestPayload`.
 /// The rule's event itself, also when it comes wrapped in a failure record (a replay).
-pub fn unwrap_failure_record(event: &Value) -> &Value {
+pub(crate) fn unwrap_failure_record(event: &Value) -> &Value {
     event.get("requestPayload").unwrap_or(event)
 }
 
@@ -162,7 +162,7 @@ pub fn parse_rule_event(event: &Value) -> Result<ChunkMessage, EventError> {
 
 /// Parses an IoT rule event (or a failure record) given as JSON text: an SQS message body, a
 /// Kinesis record's data. `what` names it in the refusal.
-pub fn parse_rule_json(text: &[u8], what: &'static str) -> Result<ChunkMessage, EventError> {
+pub(crate) fn parse_rule_json(text: &[u8], what: &'static str) -> Result<ChunkMessage, EventError> {
     let value: Value = serde_json::from_slice(text).map_err(|error| EventError::NotJson {
         what,
         reason: error.to_string(),

@@ -12,14 +12,14 @@ use tokio::time::Instant;
 use crate::aws::{AwsRequest, BucketUrl, FailureQueueConfig, StoreError};
 use crate::http_client::HttpClient;
 
-pub struct FailureBucket {
+pub(crate) struct FailureBucket {
     url: BucketUrl,
     http: HttpClient,
     request_timeout: Duration,
 }
 
 impl FailureBucket {
-    pub fn new(url: BucketUrl, http: HttpClient, request_timeout: Duration) -> Self {
+    pub(crate) fn new(url: BucketUrl, http: HttpClient, request_timeout: Duration) -> Self {
         Self {
             url,
             http,
@@ -28,7 +28,7 @@ impl FailureBucket {
     }
 
     /// Puts one object; `Ok` once S3 has stored it.
-    pub async fn put(
+    pub(crate) async fn put(
         &self,
         key: &str,
         document: &str,

@@ -22,17 +22,21 @@ const SQS_CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 /// SQS's message size limit, 1 MiB since August 2025 (SQS developer guide, "Amazon SQS message
 /// quotas"). An IoT message (at most 128 KiB) always fits, with room for the base64 growth and
 /// the record around it; a larger Kinesis record does not.
-pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Sends failure records to the queue. Shares the function's HTTP client and its connections.
-pub struct FailureQueue {
+pub(crate) struct FailureQueue {
     config: FailureQueueConfig,
     http: HttpClient,
     request_timeout: Duration,
 }
 
 impl FailureQueue {
-    pub fn new(config: FailureQueueConfig, http: HttpClient, request_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        config: FailureQueueConfig,
+        http: HttpClient,
+        request_timeout: Duration,
+    ) -> Self {
         Self {
             config,
             http,
@@ -42,7 +46,7 @@ impl FailureQueue {
 
     /// Sends one message; `Ok` once SQS has stored it. `group` and `deduplication_id` are used
     /// by a FIFO queue (each at most 128 characters of SQS's allowed set).
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         message: &str,
         group: &str,
@@ -82,7 +86,7 @@ impl FailureQueue {
     }
 
     /// The identity the queue's requests are signed with, for the function's other AWS writes.
-    pub fn identity(&self) -> &FailureQueueConfig {
+    pub(crate) fn identity(&self) -> &FailureQueueConfig {
         &self.config
     }
 }

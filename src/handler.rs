@@ -14,7 +14,7 @@ use crate::memfault::{ClientInitError, MemfaultClient};
 use crate::quarantine::{Invocation, Quarantine};
 use crate::settled::SettledMemory;
 use crate::source::{self, Envelope, Services};
-pub use crate::source::{Delivered, ForwardError, Response};
+use crate::source::{ForwardError, Response};
 
 /// Holds what lives from one invocation to the next: the configuration, the HTTP client with
 /// its connections, the failure queue, and the memory of settled records.

@@ -20,7 +20,7 @@ use crate::config::Config;
 /// `MemfaultClient::upload` retries that case at once on a fresh one.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 pub const USER_AGENT_VALUE: &str = concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"));
 
@@ -34,7 +34,7 @@ pub enum ClientInitError {
     Tls(#[from] rustls::Error),
 }
 
-pub fn build(config: &Config) -> Result<HttpClient, ClientInitError> {
+pub(crate) fn build(config: &Config) -> Result<HttpClient, ClientInitError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?;
@@ -95,7 +95,7 @@ fn trusted_roots() -> Result<rustls::RootCertStore, std::io::Error> {
 }
 
 /// hyper's errors say little at the top ("client error (Connect)"); the cause is further down.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -25,7 +25,7 @@ const REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// examples; a stable, documented name is what alarms and people searching for it can rely on.
 /// A client that cannot be built (no readable CA certificates) gets a name of its own, since
 /// the fix lies in the deployment rather than in a variable.
-pub fn init_error_type(error: &lambda_runtime::Error) -> &'static str {
+pub(crate) fn init_error_type(error: &lambda_runtime::Error) -> &'static str {
     if error.is::<ConfigError>() {
         "Runtime.ConfigInvalid"
     } else if error.is::<ClientInitError>() {

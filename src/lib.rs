@@ -1,24 +1,39 @@
 //! Forwards Memfault chunks that devices publish over AWS IoT Core MQTT to the Memfault chunks
 //! API, from an AWS Lambda function invoked by an IoT topic rule, an SQS queue or a Kinesis stream.
+//!
+//! The modules are private and point one way, from the Lambda handler down to plain values
+//! (docs/development.md, "Source layout"); what the binary, the tests and the benchmark use is
+//! re-exported here, so the compiler reports anything else that nothing uses.
 
-pub mod aws;
-pub mod config;
-pub mod delivery;
-pub mod event;
-pub mod failure_bucket;
-pub mod failure_queue;
-pub mod handler;
-pub mod http_client;
-pub mod init_error;
-pub mod memfault;
-pub mod observability;
-pub mod quarantine;
-pub mod redact;
-pub mod retry;
-pub mod routing;
-pub mod settled;
-pub mod source;
-pub mod url;
+mod aws;
+mod config;
+mod delivery;
+mod event;
+mod failure_bucket;
+mod failure_queue;
+mod handler;
+mod http_client;
+mod init_error;
+mod memfault;
+mod observability;
+mod quarantine;
+mod redact;
+mod retry;
+mod routing;
+mod settled;
+mod source;
+mod url;
 
-pub use config::Config;
-pub use handler::{Forwarder, Response};
+pub use aws::FailureQueueConfig;
+pub use config::{ChunksUrl, Config, DEFAULT_UPLOAD_CONCURRENCY, MIN_DEADLINE_MARGIN};
+pub use event::parse_rule_event;
+pub use handler::Forwarder;
+pub use http_client::USER_AGENT_VALUE;
+pub use init_error::report_init_error;
+pub use memfault::{ClientInitError, MemfaultClient};
+pub use observability::{InvocationMetrics, emf_documents, init_logging};
+pub use redact::redact;
+pub use retry::RetryPolicy;
+pub use routing::{Claims, ProjectKey, ProjectKeys, TopicPattern, resolve};
+pub use settled::{SettledMemory, Settlement};
+pub use source::{Delivered, DeliveredEarlier, ForwardError, Response, SetAside};

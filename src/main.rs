@@ -1,8 +1,8 @@
 use std::sync::Arc;
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use memfault_chunk_proxy::init_error::report_init_error;
-use memfault_chunk_proxy::observability::init_logging;
+use memfault_chunk_proxy::init_logging;
+use memfault_chunk_proxy::report_init_error;
 use memfault_chunk_proxy::{Config, Forwarder};
 use serde_json::value::RawValue;
 

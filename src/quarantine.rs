@@ -27,7 +27,7 @@ const MAX_GROUP_CHARS: usize = 128;
 
 /// Why a record is set aside, in the words of Lambda's destination records.
 #[derive(Debug, Clone)]
-pub struct Cause {
+pub(crate) struct Cause {
     /// `requestContext.condition`: `Undeliverable` or `Stalled`.
     pub condition: &'static str,
     pub error_type: String,
@@ -36,7 +36,7 @@ pub struct Cause {
 
 /// One record to set aside.
 #[derive(Debug, Clone)]
-pub struct FailureRecord {
+pub(crate) struct FailureRecord {
     /// The record's identity in its source, e.g. `kinesis <stream ARN> <event id>`: the
     /// deduplication id is its digest.
     pub identity: String,
@@ -52,12 +52,12 @@ pub struct FailureRecord {
 
 /// What the invocation is, for the records' `requestContext`.
 #[derive(Debug, Clone, Copy)]
-pub struct Invocation<'a> {
+pub(crate) struct Invocation<'a> {
     pub request_id: &'a str,
     pub function_arn: &'a str,
 }
 
-pub struct Quarantine {
+pub(crate) struct Quarantine {
     queue: FailureQueue,
     bucket: Option<FailureBucket>,
     margin: Duration,
@@ -65,7 +65,7 @@ pub struct Quarantine {
 }
 
 impl Quarantine {
-    pub fn new(
+    pub(crate) fn new(
         queue: FailureQueue,
         bucket: Option<FailureBucket>,
         margin: Duration,
@@ -81,7 +81,7 @@ impl Quarantine {
 
     /// Writes `records` and says, in the same order, which were stored. One device's records are
     /// written one after another, in order; devices in parallel.
-    pub async fn set_aside(
+    pub(crate) async fn set_aside(
         &self,
         records: &[FailureRecord],
         invocation: Invocation<'_>,

@@ -15,7 +15,7 @@ pub fn redact(secret: &str) -> String {
 /// `text` with every occurrence of `secret`, in any letter case, replaced by its redacted form.
 /// For text that may echo a secret it was not built from, such as an upstream's answer to a
 /// request that carried the secret.
-pub fn scrub<'t>(text: &'t str, secret: &str) -> Cow<'t, str> {
+pub(crate) fn scrub<'t>(text: &'t str, secret: &str) -> Cow<'t, str> {
     // An empty secret occurs everywhere and would never advance the scan.
     if secret.is_empty() {
         return Cow::Borrowed(text);
@@ -53,7 +53,7 @@ const KEY_LIKE_LEN: usize = 16;
 
 /// `text` with every run of `KEY_LIKE_LEN` or more key characters (`[A-Za-z0-9_-]`) redacted,
 /// for configuration values such as a topic pattern that may have a key written into it.
-pub fn redact_key_like(text: &str) -> Cow<'_, str> {
+pub(crate) fn redact_key_like(text: &str) -> Cow<'_, str> {
     let is_key_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
     let mut shown = String::new();
     let mut copied = 0;
@@ -82,7 +82,7 @@ pub fn redact_key_like(text: &str) -> Cow<'_, str> {
 
 /// A `MEMFAULT_PROJECT_KEYS` value (`slug=key,slug=key`) as an error may quote it, valid or not:
 /// every key redacted, and every slug shortened where it is as long as a key.
-pub fn redact_project_keys(text: &str) -> String {
+pub(crate) fn redact_project_keys(text: &str) -> String {
     let entries: Vec<String> = text
         .split(',')
         .map(|entry| match entry.split_once('=') {
@@ -97,7 +97,7 @@ pub fn redact_project_keys(text: &str) -> String {
 
 /// A URL as an error may quote it: user information (`user:password@`), query and fragment,
 /// which can hold credentials or tokens, are replaced by `…`. Works on any text, URL or not.
-pub fn redact_url(text: &str) -> String {
+pub(crate) fn redact_url(text: &str) -> String {
     let (text, fragment) = match text.split_once('#') {
         Some((before, _)) => (before, "#…"),
         None => (text, ""),

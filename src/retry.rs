@@ -49,7 +49,7 @@ impl RetryPolicy {
 /// Which answers are worth another attempt. Memfault documents 429, 503 and 529 as "retry after
 /// Retry-After"; other 5xx are treated alike since they are the server's fault, and 408 means the
 /// server gave up waiting for us. All other statuses say the request itself is wrong.
-pub fn is_retryable_status(status: StatusCode) -> bool {
+pub(crate) fn is_retryable_status(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
         || status.is_server_error()
@@ -58,7 +58,7 @@ pub fn is_retryable_status(status: StatusCode) -> bool {
 /// `Retry-After` as delta-seconds or as an HTTP date (RFC 9110 §10.2.3); a date in the past
 /// means "now". Seconds too many to count are `Duration::MAX`: longer than any deadline, which
 /// is what the server meant. Anything unparseable is ignored rather than trusted.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
         // Only a number with more digits than u64 holds fails to parse here.

@@ -11,10 +11,6 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 
-/// Five full batches of the largest size a mapping sends (10,000 records); about 2.5 MB when
-/// full (measured in docs/benchmark.md).
-pub const CAPACITY: usize = 50_000;
-
 /// A record's identity within its source (stream and shard and sequence number, queue and
 /// message id), as 128 bits: two independently keyed SipHash digests, so that telling two
 /// records apart does not rest on 64 bits.
@@ -41,11 +37,15 @@ struct Entries {
 
 impl Default for SettledMemory {
     fn default() -> Self {
-        Self::with_capacity(CAPACITY)
+        Self::with_capacity(Self::CAPACITY)
     }
 }
 
 impl SettledMemory {
+    /// Five full batches of the largest size a mapping sends (10,000 records); the size when
+    /// full is measured by `make bench` (docs/benchmark.md).
+    pub const CAPACITY: usize = 50_000;
+
     pub fn with_capacity(capacity: usize) -> Self {
         Self {
             hashers: [RandomState::new(), RandomState::new()],

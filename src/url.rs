@@ -49,14 +49,14 @@ impl FromStr for ChunksUrl {
 
 /// An http(s) URL with a host and nothing that could carry a secret or change the request:
 /// no credentials, no query, no fragment.
-pub struct PlainUrl {
+pub(crate) struct PlainUrl {
     pub scheme: String,
     pub authority: String,
     pub path: String,
 }
 
 impl PlainUrl {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let uri: Uri = text
             .parse()
             .map_err(|error| format!("not a URL: {error}"))?;

@@ -4,10 +4,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use memfault_chunk_proxy::ProjectKey;
 use memfault_chunk_proxy::Response;
-use memfault_chunk_proxy::handler::{Delivered, ForwardError};
-use memfault_chunk_proxy::http_client::USER_AGENT_VALUE;
-use memfault_chunk_proxy::routing::ProjectKey;
+use memfault_chunk_proxy::USER_AGENT_VALUE;
+use memfault_chunk_proxy::{Delivered, ForwardError};
 use serde_json::json;
 use support::*;
 use wiremock::matchers::{body_bytes, header, method, path};

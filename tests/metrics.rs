@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use memfault_chunk_proxy::observability::{InvocationMetrics, emf_documents};
+use memfault_chunk_proxy::{InvocationMetrics, emf_documents};
 use serde_json::Value;
 
 const TIMESTAMP_MS: u64 = 1_764_000_000_000;

@@ -2,9 +2,9 @@
 //! cannot change the request's path or headers.
 
 use http::{HeaderValue, Uri};
-use memfault_chunk_proxy::config::ChunksUrl;
-use memfault_chunk_proxy::event::parse_rule_event;
-use memfault_chunk_proxy::routing::{Claims, ProjectKeys, TopicPattern, resolve};
+use memfault_chunk_proxy::ChunksUrl;
+use memfault_chunk_proxy::parse_rule_event;
+use memfault_chunk_proxy::{Claims, ProjectKeys, TopicPattern, resolve};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -84,7 +84,7 @@ proptest! {
         pieces in prop::collection::vec("[a-zé\u{1F600}: \\-]{0,6}", 0..6),
         case_flips in prop::collection::vec(any::<bool>(), 40),
     ) {
-        let project_key: memfault_chunk_proxy::routing::ProjectKey = key.parse().unwrap();
+        let project_key: memfault_chunk_proxy::ProjectKey = key.parse().unwrap();
         let variant: String = key
             .chars()
             .zip(case_flips.iter().cycle())

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use memfault_chunk_proxy::memfault::{ClientInitError, MemfaultClient};
+use memfault_chunk_proxy::{ClientInitError, MemfaultClient};
 use memfault_chunk_proxy::{Forwarder, Response};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use support::*;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use memfault_chunk_proxy::MIN_DEADLINE_MARGIN;
 use memfault_chunk_proxy::Response;
-use memfault_chunk_proxy::config::MIN_DEADLINE_MARGIN;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

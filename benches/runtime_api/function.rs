@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 const BINARY_NAME: &str = "memfault-chunk-proxy";
 
 /// Cargo's target directory (`CARGO_TARGET_DIR`, else `target/` next to Cargo.toml).
-pub fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
 /// The binary under test, and where it came from.
-pub struct Binary {
+pub(crate) struct Binary {
     pub path: PathBuf,
     pub origin: &'static str,
 }
@@ -28,7 +28,7 @@ pub struct Binary {
 /// that build over `target/release/memfault-chunk-proxy` before the bench starts. That binary is
 /// not the one that ships. A plain `cargo build --release` in a separate target directory is;
 /// after the first run it is up to date and this takes well under a second.
-pub fn release_binary() -> Binary {
+pub(crate) fn release_binary() -> Binary {
     if let Some(path) = std::env::var_os("BENCH_FUNCTION_BIN") {
         let path = PathBuf::from(path);
         assert!(
@@ -94,7 +94,7 @@ pub fn release_binary() -> Binary {
 
 /// Where the function sends chunks.
 #[derive(Clone, Copy)]
-pub enum ChunksUrl<'a> {
+pub(crate) enum ChunksUrl<'a> {
     /// `MEMFAULT_CHUNKS_URL` set to this (loopback, plain http) URL.
     Loopback(&'a str),
     /// `MEMFAULT_CHUNKS_URL` unset: the https default, so init loads the CA store.
@@ -103,12 +103,12 @@ pub enum ChunksUrl<'a> {
 
 /// Whether the function's stdout and stderr reach the terminal (`BENCH_FUNCTION_LOGS`) or
 /// /dev/null.
-pub fn show_logs() -> bool {
+pub(crate) fn show_logs() -> bool {
     std::env::var_os("BENCH_FUNCTION_LOGS").is_some()
 }
 
 /// A running function process. It is killed when dropped.
-pub struct Function {
+pub(crate) struct Function {
     child: Child,
     pub spawned_at: Instant,
 }
@@ -117,7 +117,7 @@ impl Function {
     /// Starts the binary with the environment Lambda gives a function instance. Logs stay on at
     /// INFO, JSON formatted, as in production; they go to /dev/null unless `BENCH_FUNCTION_LOGS`
     /// is set.
-    pub fn spawn(binary: &Path, runtime_api: &str, chunks_url: ChunksUrl<'_>) -> Self {
+    pub(crate) fn spawn(binary: &Path, runtime_api: &str, chunks_url: ChunksUrl<'_>) -> Self {
         let mut command = Command::new(binary);
         command
             .env_clear()
@@ -150,7 +150,7 @@ impl Function {
     }
 
     /// Resolves when the process exits, which it never should on its own.
-    pub async fn exited(&mut self) -> ExitStatus {
+    pub(crate) async fn exited(&mut self) -> ExitStatus {
         loop {
             if let Some(status) = self.child.try_wait().expect("the function's status") {
                 return status;
@@ -160,7 +160,7 @@ impl Function {
     }
 
     /// The process's peak resident set size so far (`VmHWM`), in KiB.
-    pub fn peak_rss_kib(&mut self) -> u64 {
+    pub(crate) fn peak_rss_kib(&mut self) -> u64 {
         if let Ok(Some(status)) = self.child.try_wait() {
             panic!("the function exited early: {status}");
         }

@@ -3,7 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 
-pub struct Machine {
+pub(crate) struct Machine {
     pub cpus: usize,
     pub cpu_model: String,
     pub kernel: String,
@@ -12,7 +12,7 @@ pub struct Machine {
 }
 
 impl Machine {
-    pub fn probe() -> Self {
+    pub(crate) fn probe() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
@@ -46,7 +46,7 @@ const CPU_DMA_LATENCY: &str = "/dev/cpu_dma_latency";
 /// often that happens depends on what else the machine is doing. Asking the kernel for zero
 /// wake-up latency (PM QoS, the way latency benchmarks usually do) keeps the numbers about the
 /// function. The request holds while the file stays open and ends with the bench.
-pub enum IdleStates {
+pub(crate) enum IdleStates {
     /// The request lasts as long as this file is open.
     Limited {
         _request: File,
@@ -57,7 +57,7 @@ pub enum IdleStates {
 
 impl IdleStates {
     /// Limits idle states unless `BENCH_ALLOW_CPU_IDLE` is set.
-    pub fn limit() -> Self {
+    pub(crate) fn limit() -> Self {
         if std::env::var_os("BENCH_ALLOW_CPU_IDLE").is_some() {
             return Self::Allowed;
         }
@@ -74,7 +74,7 @@ impl IdleStates {
         }
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Self::Limited { .. } => format!(
                 "kept out of sleep states for the run ({CPU_DMA_LATENCY} = 0; `BENCH_ALLOW_CPU_IDLE=1` to measure without)"

@@ -46,7 +46,7 @@ const CONNECTION_INVOCATIONS: usize = 100;
 const QUEUED_BATCH_SIZES: [usize; 2] = [100, 1_000];
 const STREAM_BATCH_SIZE: usize = 1_000;
 /// The function's default `MEMFAULT_UPLOAD_CONCURRENCY`, which the bench leaves unset.
-const UPLOAD_CONCURRENCY: usize = memfault_chunk_proxy::config::DEFAULT_UPLOAD_CONCURRENCY;
+const UPLOAD_CONCURRENCY: usize = memfault_chunk_proxy::DEFAULT_UPLOAD_CONCURRENCY;
 /// Upstream round trips the stream runs simulate: a Memfault answer from the Lambda region, and
 /// loopback speed.
 const STREAM_ROUND_TRIPS: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(1)];
@@ -192,7 +192,7 @@ async fn run(function_binary: &function::Binary, idle_states: String) -> Results
 /// What the memory of settled records costs when full: this process's resident set before and
 /// after filling one (the function's allocator is the same, the system's).
 fn settled_memory_kib() -> u64 {
-    use memfault_chunk_proxy::settled::{CAPACITY, SettledMemory, Settlement};
+    use memfault_chunk_proxy::{SettledMemory, Settlement};
     let resident_kib = || {
         std::fs::read_to_string("/proc/self/status")
             .expect("/proc/self/status")
@@ -210,14 +210,14 @@ fn settled_memory_kib() -> u64 {
     };
     let before = resident_kib();
     let memory = SettledMemory::default();
-    for index in 0..CAPACITY * 2 {
+    for index in 0..SettledMemory::CAPACITY * 2 {
         let sequence = index.to_string();
         memory.remember(
             memory.key(&[workload::STREAM_ARN, &sequence]),
             Settlement::Delivered,
         );
     }
-    assert_eq!(memory.len(), CAPACITY);
+    assert_eq!(memory.len(), SettledMemory::CAPACITY);
     resident_kib().saturating_sub(before)
 }
 

@@ -17,7 +17,7 @@ const CONNECTIONS_TARGET: u64 = 1;
 const LARGE_BATCH_RSS_TARGET_KIB: u64 = 48 * 1024;
 
 /// One delivery of the whole fleet's chunks, in one mode.
-pub struct FleetRun {
+pub(crate) struct FleetRun {
     pub mode: String,
     pub invocations: usize,
     pub upstream: Seen,
@@ -26,7 +26,7 @@ pub struct FleetRun {
 }
 
 /// Kinesis batches through one instance against an upstream with a simulated round trip.
-pub struct StreamRun {
+pub(crate) struct StreamRun {
     pub round_trip: Duration,
     pub devices_per_batch: usize,
     pub chunks_per_batch: usize,
@@ -38,7 +38,7 @@ pub struct StreamRun {
 
 impl StreamRun {
     /// One multipart request per device, `concurrency` devices at a time.
-    pub fn ideal(&self) -> Duration {
+    pub(crate) fn ideal(&self) -> Duration {
         self.round_trip * self.devices_per_batch.div_ceil(self.concurrency) as u32
     }
 
@@ -54,7 +54,7 @@ impl StreamRun {
 }
 
 /// One Kinesis batch near Lambda's payload limit, through a fresh instance.
-pub struct LargeBatch {
+pub(crate) struct LargeBatch {
     pub event_bytes: usize,
     pub records: usize,
     pub chunk_bytes: usize,
@@ -62,7 +62,7 @@ pub struct LargeBatch {
     pub peak_rss_kib: u64,
 }
 
-pub struct Results {
+pub(crate) struct Results {
     pub machine: Machine,
     pub idle_states: String,
     pub binary: PathBuf,
@@ -84,7 +84,7 @@ pub struct Results {
 }
 
 /// Nearest-rank percentile of unsorted samples.
-pub fn percentile(samples: &[Duration], percent: f64) -> Duration {
+pub(crate) fn percentile(samples: &[Duration], percent: f64) -> Duration {
     let mut sorted = samples.to_vec();
     sorted.sort_unstable();
     let rank = (percent / 100.0 * sorted.len() as f64).ceil() as usize;
@@ -126,7 +126,7 @@ fn verdict(met: bool) -> &'static str {
 }
 
 impl Results {
-    pub fn markdown(&self, bench_time: Duration) -> String {
+    pub(crate) fn markdown(&self, bench_time: Duration) -> String {
         let mut out = String::new();
         self.write_markdown(&mut out, bench_time)
             .expect("writing to a String cannot fail");
@@ -342,7 +342,7 @@ impl Results {
         writeln!(
             out,
             "| Memory of settled records, full ({} entries), resident growth | {} ({} KiB) | | |",
-            grouped(memfault_chunk_proxy::settled::CAPACITY as u64),
+            grouped(memfault_chunk_proxy::SettledMemory::CAPACITY as u64),
             mib(self.settled_memory_kib * 1024),
             grouped(self.settled_memory_kib)
         )

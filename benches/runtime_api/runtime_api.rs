@@ -50,7 +50,7 @@ struct Shared {
 }
 
 /// One mock Runtime API, for one function process.
-pub struct RuntimeApi {
+pub(crate) struct RuntimeApi {
     server: Server,
     events: mpsc::UnboundedSender<Event>,
     polls: mpsc::UnboundedReceiver<Instant>,
@@ -61,14 +61,14 @@ pub struct RuntimeApi {
 }
 
 /// A completed invocation: the function's answer and how long it took.
-pub struct Completed {
+pub(crate) struct Completed {
     pub body: Bytes,
     /// From handing the event to the waiting `next` request to the arrival of the response.
     pub latency: Duration,
 }
 
 impl RuntimeApi {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let (events, pending) = mpsc::unbounded_channel();
         let (poll_sender, polls) = mpsc::unbounded_channel();
         let (report_sender, reports) = mpsc::unbounded_channel();
@@ -90,13 +90,13 @@ impl RuntimeApi {
     }
 
     /// The value for `AWS_LAMBDA_RUNTIME_API`.
-    pub fn host_port(&self) -> String {
+    pub(crate) fn host_port(&self) -> String {
         self.server.address().to_string()
     }
 
     /// Waits until the function has asked for an event (`GET invocation/next`); returns when
     /// that request arrived. The first one after a start marks the end of init.
-    pub async fn ready(&mut self) -> Instant {
+    pub(crate) async fn ready(&mut self) -> Instant {
         if let Some(since) = self.waiting_since {
             return since;
         }
@@ -118,7 +118,7 @@ impl RuntimeApi {
 
     /// Runs one invocation: waits until the function asks for an event, hands it `event`, and
     /// returns its response. An error response or an init error fails the bench.
-    pub async fn invoke(&mut self, event: Bytes) -> Completed {
+    pub(crate) async fn invoke(&mut self, event: Bytes) -> Completed {
         self.ready().await;
         self.waiting_since = None;
         self.invocations += 1;

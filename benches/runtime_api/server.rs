@@ -14,10 +14,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
-pub type Reply = Response<Full<Bytes>>;
+pub(crate) type Reply = Response<Full<Bytes>>;
 
 /// A running server. Dropping it stops the accept loop and closes every connection it holds.
-pub struct Server {
+pub(crate) struct Server {
     address: SocketAddr,
     task: JoinHandle<()>,
 }
@@ -25,7 +25,7 @@ pub struct Server {
 impl Server {
     /// Serves `handler` on an ephemeral port of 127.0.0.1; `on_accept` runs for each new TCP
     /// connection.
-    pub async fn start<H, F>(on_accept: impl Fn() + Send + 'static, handler: H) -> Self
+    pub(crate) async fn start<H, F>(on_accept: impl Fn() + Send + 'static, handler: H) -> Self
     where
         H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
         F: Future<Output = Reply> + Send + 'static,
@@ -63,7 +63,7 @@ impl Server {
         Self { address, task }
     }
 
-    pub fn address(&self) -> SocketAddr {
+    pub(crate) fn address(&self) -> SocketAddr {
         self.address
     }
 }
@@ -74,7 +74,7 @@ impl Drop for Server {
     }
 }
 
-pub fn reply(status: StatusCode, body: impl Into<Bytes>) -> Reply {
+pub(crate) fn reply(status: StatusCode, body: impl Into<Bytes>) -> Reply {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response

@@ -23,7 +23,7 @@ struct Counters {
 
 /// What the upstream saw, at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub connections: u64,
     pub requests: u64,
     /// Chunks: one per single-chunk request, one per part of a multipart request.
@@ -34,13 +34,13 @@ pub struct Seen {
     pub busy: Duration,
 }
 
-pub struct Upstream {
+pub(crate) struct Upstream {
     server: Server,
     counters: Arc<Counters>,
 }
 
 impl Upstream {
-    pub async fn start(delay: Duration) -> Self {
+    pub(crate) async fn start(delay: Duration) -> Self {
         let counters = Arc::new(Counters::default());
         let on_accept = {
             let counters = Arc::clone(&counters);
@@ -57,11 +57,11 @@ impl Upstream {
     }
 
     /// The value for `MEMFAULT_CHUNKS_URL`.
-    pub fn base_url(&self) -> String {
+    pub(crate) fn base_url(&self) -> String {
         format!("http://{}", self.server.address())
     }
 
-    pub fn seen(&self) -> Seen {
+    pub(crate) fn seen(&self) -> Seen {
         let counters = &self.counters;
         Seen {
             connections: counters.connections.load(Ordering::Relaxed),

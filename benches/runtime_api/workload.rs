@@ -7,22 +7,22 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-pub const DEVICES: usize = 1_000;
-pub const CHUNKS_PER_DEVICE: usize = 10;
-pub const CHUNK_BYTES: usize = 80;
-pub const STREAM_ARN: &str =
+pub(crate) const DEVICES: usize = 1_000;
+pub(crate) const CHUNKS_PER_DEVICE: usize = 10;
+pub(crate) const CHUNK_BYTES: usize = 80;
+pub(crate) const STREAM_ARN: &str =
     "arn:aws:kinesis:eu-west-1:123456789012:stream/memfault-chunk-proxy-ingest";
 const SEED: u64 = 0x6d65_6d66_6175_6c74;
 
 /// `events/heartbeat.json`: a real 87-byte chunk in an IoT rule event.
-pub struct Heartbeat {
+pub(crate) struct Heartbeat {
     pub event: Bytes,
     pub topic: String,
     pub chunk: Bytes,
 }
 
 impl Heartbeat {
-    pub fn load() -> Self {
+    pub(crate) fn load() -> Self {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("events/heartbeat.json");
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
@@ -38,20 +38,20 @@ impl Heartbeat {
     }
 
     /// The device serial and project key the topic names (`prod/<board>/<serial>/memfault/<key>/chunk`).
-    pub fn serial_and_key(&self) -> (&str, &str) {
+    pub(crate) fn serial_and_key(&self) -> (&str, &str) {
         let levels: Vec<&str> = self.topic.split('/').collect();
         (levels[2], levels[4])
     }
 }
 
 /// `DEVICES` devices publishing `CHUNKS_PER_DEVICE` chunks of `CHUNK_BYTES` each.
-pub fn fleet_events() -> Vec<String> {
+pub(crate) fn fleet_events() -> Vec<String> {
     interleaved_events(DEVICES, CHUNKS_PER_DEVICE, CHUNK_BYTES, SEED)
 }
 
 /// `devices` devices publishing `chunks_per_device` chunks each, interleaved in an order
 /// shuffled with `seed`. Each device's own chunks stay in order, as a device publishes them.
-pub fn interleaved_events(
+pub(crate) fn interleaved_events(
     devices: usize,
     chunks_per_device: usize,
     chunk_bytes: usize,
@@ -78,7 +78,7 @@ pub fn interleaved_events(
 }
 
 /// The direct-mode invocations: one IoT rule event each.
-pub fn direct_events(fleet: &[String]) -> Vec<Bytes> {
+pub(crate) fn direct_events(fleet: &[String]) -> Vec<Bytes> {
     fleet
         .iter()
         .map(|event| Bytes::from(event.clone()))
@@ -86,13 +86,13 @@ pub fn direct_events(fleet: &[String]) -> Vec<Bytes> {
 }
 
 /// The queued-mode invocations: SQS events of `batch_size` records whose bodies are the events.
-pub fn sqs_batches(fleet: &[String], batch_size: usize) -> Vec<Bytes> {
+pub(crate) fn sqs_batches(fleet: &[String], batch_size: usize) -> Vec<Bytes> {
     batches(fleet, batch_size, sqs_record)
 }
 
 /// The stream-mode invocations: Kinesis events of `batch_size` records whose data are the
 /// events, with sequence numbers ascending across batches as in one shard.
-pub fn kinesis_batches(fleet: &[String], batch_size: usize) -> Vec<Bytes> {
+pub(crate) fn kinesis_batches(fleet: &[String], batch_size: usize) -> Vec<Bytes> {
     batches(fleet, batch_size, kinesis_record)
 }
 

@@ -3,5 +3,6 @@
 mod destination;
 mod request;
 
-pub use destination::{BucketUrl, FailureQueueConfig, QueueUrl};
-pub use request::{AwsRequest, StoreError};
+pub use destination::FailureQueueConfig;
+pub(crate) use destination::{BucketUrl, QueueUrl};
+pub(crate) use request::{AwsRequest, StoreError};

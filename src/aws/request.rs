@@ -20,7 +20,7 @@ const ERROR_BODY_LIMIT: usize = 16 * 1024;
 const ERROR_BODY_SHOWN: usize = 200;
 
 #[derive(Debug, Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     #[error("the failure record is {0} bytes, more than SQS accepts ({1})")]
     TooLarge(usize, usize),
     #[error("cannot sign the request: {0}")]
@@ -46,7 +46,7 @@ pub enum StoreError {
 }
 
 /// One signed AWS request: `service` is SigV4's name for it (`sqs`, `s3`).
-pub struct AwsRequest<'a> {
+pub(crate) struct AwsRequest<'a> {
     pub service: &'static str,
     pub method: &'static str,
     pub url: &'a str,
@@ -95,7 +95,7 @@ impl AwsRequest<'_> {
     }
 
     /// Signs and sends the request; `Ok` for a 2xx answer within `timeout`.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         http: &HttpClient,
         identity: &FailureQueueConfig,

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use tokio::time::Instant;
 
-pub use outcome::{Accepted, Kept, NotStarted, Outcome, Refusal, Undeliverable, upload_error_type};
+pub(crate) use outcome::{Accepted, Kept, NotStarted, Outcome, Refusal, Undeliverable};
 
 use crate::memfault::{Concern, Delivery, MemfaultClient, Upload, UploadError};
 use crate::observability::InvocationMetrics;
@@ -38,14 +38,14 @@ use crate::settled::{RecordKey, SettledMemory, Settlement};
 
 /// A chunk that passed validation and knows where it goes.
 #[derive(Debug, Clone)]
-pub struct Routed {
+pub(crate) struct Routed {
     pub route: Route,
     pub payload: Bytes,
 }
 
 /// One item of an invocation, as its source adapter read it.
 #[derive(Debug)]
-pub struct Item {
+pub(crate) struct Item {
     pub content: Result<Routed, Refusal>,
     /// Names the record for the memory of settled records; none where the source never resends.
     pub key: Option<RecordKey>,
@@ -57,7 +57,7 @@ pub struct Item {
 /// delivered upload would cost about as much CloudWatch Logs ingestion as the rest of the
 /// pipeline together (docs/cost-model.md). Failures are logged one by one, always.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeliveryLog {
+pub(crate) enum DeliveryLog {
     /// Each delivered upload at INFO: the invocation's outcome is that line.
     EachAtInfo,
     /// Each delivered upload at DEBUG.
@@ -66,7 +66,7 @@ pub enum DeliveryLog {
 
 /// Limits from the configuration.
 #[derive(Debug, Clone, Copy)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Most chunks in one request.
     pub batch_max_chunks: usize,
     /// Most devices uploaded at once.
@@ -81,7 +81,7 @@ pub struct Settings {
 /// their first chunk in the batch, so that when the deadline cuts a run short the earliest
 /// chunks are the ones that were tried: a stream's checkpoint then moves forward with every
 /// retry instead of resending the same batch.
-pub async fn deliver(
+pub(crate) async fn deliver(
     client: &MemfaultClient,
     memory: &SettledMemory,
     settings: Settings,

@@ -26,7 +26,7 @@ impl Refusal {
 
 /// What became of one item.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Memfault accepted it.
     Delivered(Accepted),
     /// Retrying cannot help: it belongs in the failure store, with its data.
@@ -36,7 +36,7 @@ pub enum Outcome {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub enum Accepted {
+pub(crate) enum Accepted {
     /// By the request this invocation sent.
     Now(Delivery),
     /// A record the source sent again after this execution environment delivered it.
@@ -132,7 +132,7 @@ impl Undeliverable {
 
 /// `Retryable.Upstream<Class>` for failures that may pass, `Retryable.UpstreamConfiguration`
 /// for a key or URL Memfault refuses, `Permanent.UpstreamRejected` for a refused chunk.
-pub fn upload_error_type(error: &UploadError) -> String {
+pub(crate) fn upload_error_type(error: &UploadError) -> String {
     match error.concern() {
         Concern::Request => "Permanent.UpstreamRejected".to_owned(),
         Concern::Configuration => "Retryable.UpstreamConfiguration".to_owned(),

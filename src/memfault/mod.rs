@@ -7,6 +7,7 @@ mod client;
 mod failure;
 mod multipart;
 
-pub use client::{ClientInitError, Delivery, MemfaultClient};
-pub use failure::{Concern, Failure, GiveUpReason, UploadError};
-pub use multipart::Upload;
+pub(crate) use client::Delivery;
+pub use client::{ClientInitError, MemfaultClient};
+pub(crate) use failure::{Concern, UploadError};
+pub(crate) use multipart::Upload;

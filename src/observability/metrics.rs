@@ -156,7 +156,7 @@ pub fn emf_documents(
 }
 
 /// Writes the documents to stdout, one line each, as CloudWatch's EMF parser expects.
-pub fn emit_metrics(namespace: Option<&str>, mode: &str, metrics: &InvocationMetrics) {
+pub(crate) fn emit_metrics(namespace: Option<&str>, mode: &str, metrics: &InvocationMetrics) {
     let Some(namespace) = namespace else {
         return;
     };

@@ -9,4 +9,5 @@ mod logs;
 mod metrics;
 
 pub use logs::init_logging;
-pub use metrics::{InvocationMetrics, emf_documents, emit_metrics};
+pub(crate) use metrics::emit_metrics;
+pub use metrics::{InvocationMetrics, emf_documents};

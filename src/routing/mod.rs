@@ -12,11 +12,11 @@ use thiserror::Error;
 
 use crate::redact::redact_key_like;
 
-pub use identity::{DeviceSerial, IdentifierProblem, ProjectKey};
-pub use pattern::{
-    DEFAULT_TOPIC_PATTERN, PatternError, TopicCaptures, TopicMismatch, TopicPattern,
-};
-pub use project_keys::{ProjectKeys, ProjectKeysError};
+pub use identity::ProjectKey;
+pub(crate) use identity::{DeviceSerial, IdentifierProblem};
+pub(crate) use pattern::TopicMismatch;
+pub use pattern::TopicPattern;
+pub use project_keys::ProjectKeys;
 
 /// Where one chunk goes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -9,7 +9,8 @@ use crate::redact::redact_key_like;
 
 /// The layout of Memfault's older MQTT guide, `prod/<board>/<device>/memfault/<key>/chunk`. It
 /// stays the default so that a function configured before other layouts existed keeps working.
-pub const DEFAULT_TOPIC_PATTERN: &str = "prod/+/{device_serial}/memfault/{project_key}/chunk";
+pub(crate) const DEFAULT_TOPIC_PATTERN: &str =
+    "prod/+/{device_serial}/memfault/{project_key}/chunk";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Level {

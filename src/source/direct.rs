@@ -12,7 +12,10 @@ use crate::event::{EventError, parse_rule_event, unwrap_failure_record};
 use crate::observability::{InvocationMetrics, emit_metrics};
 use crate::quarantine::FailureRecord;
 
-pub async fn forward(services: &Services<'_>, payload: &str) -> Result<Response, ForwardError> {
+pub(crate) async fn forward(
+    services: &Services<'_>,
+    payload: &str,
+) -> Result<Response, ForwardError> {
     let mut metrics = InvocationMetrics::default();
     let event = serde_json::from_str::<Value>(payload).map_err(|error| EventError::Unreadable {
         what: "event",

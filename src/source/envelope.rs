@@ -7,7 +7,7 @@ use serde_json::value::RawValue;
 
 /// What an invocation's payload is. Batches borrow their records from the payload text.
 #[derive(Debug)]
-pub enum Envelope<'a> {
+pub(crate) enum Envelope<'a> {
     /// Anything that is not one of the batches below: an IoT rule event or a failure record of
     /// one, delivered or refused as a single chunk.
     Direct,
@@ -40,7 +40,7 @@ struct RecordHead<'a> {
 ///
 /// Only the envelope's own fields are read here; whatever else the payload holds, however
 /// deeply nested, is skipped without being parsed.
-pub fn envelope(payload: &str) -> Envelope<'_> {
+pub(crate) fn envelope(payload: &str) -> Envelope<'_> {
     let Ok(head) = serde_json::from_str::<Head<'_>>(payload) else {
         return Envelope::Direct;
     };

@@ -157,7 +157,7 @@ fn decoded(data: &KinesisData<'_>) -> Result<Vec<u8>, EventError> {
         })
 }
 
-pub async fn forward(
+pub(crate) async fn forward(
     services: &Services<'_>,
     records: Vec<&RawValue>,
 ) -> Result<Response, ForwardError> {
@@ -275,7 +275,7 @@ pub async fn forward(
 }
 
 /// Replays the S3 on-failure record of a batch: its `payload` is the batch's event as text.
-pub async fn forward_failure_record(
+pub(crate) async fn forward_failure_record(
     services: &Services<'_>,
     payload: &str,
 ) -> Result<Response, ForwardError> {

@@ -8,12 +8,13 @@
 //! | Kinesis batch, or the ESM's S3 failure record of one | [`kinesis`] | `batchItemFailures` by sequence number |
 
 mod answer;
-pub mod direct;
+pub(crate) mod direct;
 mod envelope;
-pub mod kinesis;
+pub(crate) mod kinesis;
 mod services;
-pub mod sqs;
+pub(crate) mod sqs;
 
-pub use answer::{BatchRefused, Delivered, DeliveredEarlier, ForwardError, Response, SetAside};
-pub use envelope::{Envelope, envelope};
-pub use services::Services;
+pub(crate) use answer::BatchRefused;
+pub use answer::{Delivered, DeliveredEarlier, ForwardError, Response, SetAside};
+pub(crate) use envelope::{Envelope, envelope};
+pub(crate) use services::Services;

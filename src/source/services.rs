@@ -15,7 +15,7 @@ use crate::routing::{Claims, Route, RouteError, resolve};
 use crate::settled::{RecordKey, SettledMemory, Settlement};
 
 /// What an adapter works with, for one invocation.
-pub struct Services<'a> {
+pub(crate) struct Services<'a> {
     pub config: &'a Config,
     pub client: &'a MemfaultClient,
     pub memory: &'a SettledMemory,

@@ -37,7 +37,7 @@ struct Received {
     body: Result<String, EventError>,
 }
 
-pub async fn forward(
+pub(crate) async fn forward(
     services: &Services<'_>,
     records: Vec<&RawValue>,
 ) -> Result<Response, ForwardError> {

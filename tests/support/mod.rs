@@ -12,9 +12,9 @@ use aws_credential_types::Credentials;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use base64::Engine as _;
 use lambda_runtime::{Context, LambdaEvent};
-use memfault_chunk_proxy::aws::FailureQueueConfig;
-use memfault_chunk_proxy::handler::ForwardError;
-use memfault_chunk_proxy::retry::RetryPolicy;
+use memfault_chunk_proxy::FailureQueueConfig;
+use memfault_chunk_proxy::ForwardError;
+use memfault_chunk_proxy::RetryPolicy;
 use memfault_chunk_proxy::{Config, Forwarder, Response};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,10 +22,10 @@ use tokio::net::{TcpListener, TcpStream};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-pub const SAMPLE_KEY: &str = "YOUR_PROJECT_KEY";
+pub(crate) const SAMPLE_KEY: &str = "YOUR_PROJECT_KEY";
 
 /// A configuration for a loopback upstream, with retry waits short enough for tests.
-pub fn config_for(base_url: &str) -> Config {
+pub(crate) fn config_for(base_url: &str) -> Config {
     Config {
         chunks_url: base_url.parse().expect("test URL"),
         retry: RetryPolicy {
@@ -41,12 +41,12 @@ pub fn config_for(base_url: &str) -> Config {
     }
 }
 
-pub fn forwarder(config: Config) -> Forwarder {
+pub(crate) fn forwarder(config: Config) -> Forwarder {
     Forwarder::new(config).expect("client builds")
 }
 
 /// Invokes the handler as the runtime would, with `budget` until the invocation deadline.
-pub async fn invoke(
+pub(crate) async fn invoke(
     forwarder: &Forwarder,
     payload: Value,
     budget: Duration,
@@ -59,7 +59,7 @@ pub async fn invoke(
 }
 
 /// Invokes the handler under a given request id, as Lambda does when it retries an invocation.
-pub async fn invoke_as(
+pub(crate) async fn invoke_as(
     forwarder: &Forwarder,
     payload: Value,
     budget: Duration,
@@ -73,7 +73,7 @@ pub async fn invoke_as(
     forwarder.handle(LambdaEvent::new(payload, context)).await
 }
 
-pub fn sample_event(relative: &str) -> Value {
+pub(crate) fn sample_event(relative: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("events")
         .join(relative);
@@ -82,7 +82,7 @@ pub fn sample_event(relative: &str) -> Value {
 }
 
 /// The chunk bytes a sample event carries.
-pub fn sample_payload(relative: &str) -> Vec<u8> {
+pub(crate) fn sample_payload(relative: &str) -> Vec<u8> {
     use base64::Engine as _;
     let event = sample_event(relative);
     let data = event["data"].as_str().expect("sample has data");
@@ -92,32 +92,33 @@ pub fn sample_payload(relative: &str) -> Vec<u8> {
 }
 
 /// The rule's event for one chunk on the default topic layout.
-pub fn chunk_event(serial: &str, key: &str, chunk: &[u8]) -> Value {
+pub(crate) fn chunk_event(serial: &str, key: &str, chunk: &[u8]) -> Value {
     json!({
         "data": base64::engine::general_purpose::STANDARD.encode(chunk),
         "topic": format!("prod/board/{serial}/memfault/{key}/chunk"),
     })
 }
 
-pub const STREAM_ARN: &str = "arn:aws:kinesis:eu-west-1:123456789012:stream/memfault-chunk-proxy";
+pub(crate) const STREAM_ARN: &str =
+    "arn:aws:kinesis:eu-west-1:123456789012:stream/memfault-chunk-proxy";
 
 /// A realistic sequence number prefix; records get consecutive numbers after it.
 const SEQUENCE_BASE: u128 = 49_657_214_283_546_289_216_733_063_488_119;
 
-pub fn sequence(index: usize) -> String {
+pub(crate) fn sequence(index: usize) -> String {
     (SEQUENCE_BASE + index as u128).to_string()
 }
 
 /// The Kinesis record at `index` of a shard, carrying `event`.
-pub fn record_of(index: usize, event: &Value) -> Value {
+pub(crate) fn record_of(index: usize, event: &Value) -> Value {
     kinesis_record(&sequence(index), event.to_string().as_bytes())
 }
 
-pub fn batch(records: Vec<Value>) -> Value {
+pub(crate) fn batch(records: Vec<Value>) -> Value {
     json!({ "Records": records })
 }
 
-pub async fn run_kinesis(
+pub(crate) async fn run_kinesis(
     forwarder: &Forwarder,
     event: Value,
     budget: Duration,
@@ -129,7 +130,7 @@ pub async fn run_kinesis(
 }
 
 /// The sequence numbers a Kinesis answer reports.
-pub fn reported(response: &KinesisEventResponse) -> Vec<String> {
+pub(crate) fn reported(response: &KinesisEventResponse) -> Vec<String> {
     response
         .batch_item_failures
         .iter()
@@ -137,11 +138,11 @@ pub fn reported(response: &KinesisEventResponse) -> Vec<String> {
         .collect()
 }
 
-pub fn serial_of(request: &Request) -> String {
+pub(crate) fn serial_of(request: &Request) -> String {
     request.url.path().rsplit('/').next().unwrap().to_owned()
 }
 
-pub fn with_failure_queue(mut config: Config, queue: &MockServer) -> Config {
+pub(crate) fn with_failure_queue(mut config: Config, queue: &MockServer) -> Config {
     config.failure_queue = Some(FailureQueueConfig {
         url: format!("{}/123456789012/memfault-failures", queue.uri())
             .parse()
@@ -159,7 +160,7 @@ pub fn with_failure_queue(mut config: Config, queue: &MockServer) -> Config {
 }
 
 /// A mock SQS that stores every message the JSON protocol's SendMessage carries.
-pub async fn failure_queue_answering(status: u16) -> MockServer {
+pub(crate) async fn failure_queue_answering(status: u16) -> MockServer {
     let queue = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/"))
@@ -174,7 +175,7 @@ pub async fn failure_queue_answering(status: u16) -> MockServer {
 }
 
 /// The failure records the mock SQS received, parsed.
-pub async fn quarantined(queue: &MockServer) -> Vec<Value> {
+pub(crate) async fn quarantined(queue: &MockServer) -> Vec<Value> {
     queue
         .received_requests()
         .await
@@ -188,7 +189,7 @@ pub async fn quarantined(queue: &MockServer) -> Vec<Value> {
 }
 
 /// A record that has just entered its stream, as Kinesis stamps it: seconds with a fraction.
-pub fn arrived_now() -> f64 {
+pub(crate) fn arrived_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -196,7 +197,7 @@ pub fn arrived_now() -> f64 {
 }
 
 /// A Kinesis record as Lambda delivers it, carrying the rule's JSON output as its data.
-pub fn kinesis_record(sequence_number: &str, data: &[u8]) -> Value {
+pub(crate) fn kinesis_record(sequence_number: &str, data: &[u8]) -> Value {
     json!({
         "kinesis": {
             "kinesisSchemaVersion": "1.0",
@@ -217,7 +218,7 @@ pub fn kinesis_record(sequence_number: &str, data: &[u8]) -> Value {
 
 /// Distinct, binary chunks with CR LF and dashes inside, so that multipart framing cannot
 /// depend on content.
-pub fn chunk(device: usize, index: usize) -> Vec<u8> {
+pub(crate) fn chunk(device: usize, index: usize) -> Vec<u8> {
     let mut bytes = vec![0x80, device as u8, index as u8, b'\r', b'\n', b'-', b'-'];
     bytes.extend(std::iter::repeat_n(0xA5, index % 5));
     bytes
@@ -226,7 +227,7 @@ pub fn chunk(device: usize, index: usize) -> Vec<u8> {
 /// Splits a `multipart/mixed` request with multer, an independent form-data parser, into its
 /// parts, checking that each is the form field `chunk<i>` with the file name `chunk.bin<i>`, as
 /// memfault-cli names them.
-pub async fn multipart_parts(request: &Request) -> Vec<Vec<u8>> {
+pub(crate) async fn multipart_parts(request: &Request) -> Vec<Vec<u8>> {
     let content_type: mime::Mime = request.headers["content-type"]
         .to_str()
         .unwrap()
@@ -267,7 +268,7 @@ pub async fn multipart_parts(request: &Request) -> Vec<Vec<u8>> {
 /// many are open at once, and can turn every open connection stale: the next request written
 /// to one is answered with a TCP reset, as a connection dropped while a Lambda container was
 /// frozen would be.
-pub struct Relay {
+pub(crate) struct Relay {
     address: SocketAddr,
     stats: Arc<RelayStats>,
 }
@@ -281,7 +282,7 @@ struct RelayStats {
 }
 
 impl Relay {
-    pub async fn start(upstream: SocketAddr) -> Self {
+    pub(crate) async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let stats = Arc::new(RelayStats::default());
@@ -295,19 +296,19 @@ impl Relay {
         Self { address, stats }
     }
 
-    pub fn uri(&self) -> String {
+    pub(crate) fn uri(&self) -> String {
         format!("http://{}", self.address)
     }
 
-    pub fn connections_opened(&self) -> usize {
+    pub(crate) fn connections_opened(&self) -> usize {
         self.stats.opened.load(Ordering::SeqCst)
     }
 
-    pub fn most_open_at_once(&self) -> usize {
+    pub(crate) fn most_open_at_once(&self) -> usize {
         self.stats.most_open.load(Ordering::SeqCst)
     }
 
-    pub fn make_open_connections_stale(&self) {
+    pub(crate) fn make_open_connections_stale(&self) {
         self.stats.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -345,7 +346,7 @@ async fn relay_connection(client: TcpStream, upstream: SocketAddr, stats: Arc<Re
 }
 
 /// A server that accepts connections, reads the request, then resets the connection.
-pub async fn resetting_server() -> (String, Arc<AtomicUsize>) {
+pub(crate) async fn resetting_server() -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let uri = format!("http://{}", listener.local_addr().unwrap());
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -363,7 +364,7 @@ pub async fn resetting_server() -> (String, Arc<AtomicUsize>) {
 }
 
 /// A mock Memfault that gives every POST the same answer.
-pub async fn server_answering(answer: ResponseTemplate) -> MockServer {
+pub(crate) async fn server_answering(answer: ResponseTemplate) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(answer)
@@ -373,7 +374,7 @@ pub async fn server_answering(answer: ResponseTemplate) -> MockServer {
 }
 
 /// A mock Memfault that answers the first POST with `first` and every later one with `then`.
-pub async fn server_answering_once_then(
+pub(crate) async fn server_answering_once_then(
     first: ResponseTemplate,
     then: ResponseTemplate,
 ) -> MockServer {
@@ -389,7 +390,7 @@ pub async fn server_answering_once_then(
 
 /// Answers every POST with `status` and a body that repeats the request's headers, as some
 /// proxies and web application firewalls do in their error pages.
-pub struct EchoHeaders(pub u16);
+pub(crate) struct EchoHeaders(pub u16);
 
 impl wiremock::Respond for EchoHeaders {
     fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
