@@ -13,8 +13,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use thiserror::Error;
 
-use crate::config::Config;
-
 /// Idle connections are closed before common load balancer idle timeouts (60 s) would close them
 /// under us. A container frozen between invocations can still come back to a dead connection:
 /// `MemfaultClient::upload` retries that case at once on a fresh one.
@@ -34,20 +32,25 @@ pub enum ClientInitError {
     Tls(#[from] rustls::Error),
 }
 
-pub(crate) fn build(config: &Config) -> Result<HttpClient, ClientInitError> {
+/// How the client connects: what the configuration says of it.
+pub(crate) struct ClientSettings<'a> {
+    /// Every URL the client will be asked for; only an https one needs the CA store, and reading
+    /// it costs a few milliseconds of init.
+    pub(crate) destinations: &'a [String],
+    pub(crate) connect_timeout: Duration,
+    /// Idle connections kept per host: one per upload that can run at once.
+    pub(crate) idle_per_host: usize,
+}
+
+pub(crate) fn build(settings: &ClientSettings<'_>) -> Result<HttpClient, ClientInitError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?;
-    // Only an https upstream needs the CA store; reading it costs a few milliseconds of init.
-    let https_url = std::iter::once(config.chunks_url.to_string())
-        .chain(
-            config
-                .failure_queue
-                .as_ref()
-                .map(|queue| queue.url.to_string()),
-        )
-        .chain(config.failure_bucket.as_ref().map(ToString::to_string))
-        .find(|url| url.starts_with("https:"));
+    let https_url = settings
+        .destinations
+        .iter()
+        .find(|url| url.starts_with("https:"))
+        .cloned();
     let roots = match https_url {
         Some(url) => {
             trusted_roots().map_err(|source| ClientInitError::TrustStore { url, source })?
@@ -59,7 +62,7 @@ pub(crate) fn build(config: &Config) -> Result<HttpClient, ClientInitError> {
     let mut tcp = HttpConnector::new();
     tcp.enforce_http(false);
     tcp.set_nodelay(true);
-    tcp.set_connect_timeout(Some(config.connect_timeout));
+    tcp.set_connect_timeout(Some(settings.connect_timeout));
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -68,7 +71,7 @@ pub(crate) fn build(config: &Config) -> Result<HttpClient, ClientInitError> {
     Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .pool_max_idle_per_host(config.upload_concurrency)
+        .pool_max_idle_per_host(settings.idle_per_host)
         .build(connector))
 }
 

@@ -14,7 +14,7 @@ use super::failure::{Failure, GiveUpReason, UploadError};
 use super::multipart::Upload;
 use crate::config::{ChunksUrl, Config, MIN_DEADLINE_MARGIN};
 pub use crate::http_client::ClientInitError;
-use crate::http_client::{self, HttpClient, USER_AGENT_VALUE};
+use crate::http_client::{self, ClientSettings, HttpClient, USER_AGENT_VALUE};
 use crate::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
 use crate::routing::{ProjectKey, Route};
 
@@ -53,7 +53,20 @@ pub struct MemfaultClient {
 
 impl MemfaultClient {
     pub fn new(config: &Config) -> Result<Self, ClientInitError> {
-        let http = http_client::build(config)?;
+        let destinations: Vec<String> = std::iter::once(config.chunks_url.to_string())
+            .chain(
+                config
+                    .failure_queue
+                    .iter()
+                    .map(|queue| queue.url.to_string()),
+            )
+            .chain(config.failure_bucket.iter().map(ToString::to_string))
+            .collect();
+        let http = http_client::build(&ClientSettings {
+            destinations: &destinations,
+            connect_timeout: config.connect_timeout,
+            idle_per_host: config.upload_concurrency,
+        })?;
         Ok(Self {
             http,
             chunks_url: Arc::new(config.chunks_url.clone()),
