@@ -56,6 +56,20 @@ async fn memfault(responder: impl Respond + 'static) -> MockServer {
     server
 }
 
+/// Answers 503 to every upload of device DOWN, 202 to the others.
+async fn memfault_with_device_down() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(path("/api/v0/chunks/DOWN"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&server)
+        .await;
+    server
+}
+
 /// Every chunk Memfault accepted, per request, in the order the requests arrived.
 async fn accepted_chunks(server: &MockServer, refused: &[u8]) -> Vec<Vec<u8>> {
     let mut chunks = Vec::new();
@@ -210,15 +224,7 @@ async fn a_refused_key_holds_its_chunks_sets_nothing_aside_and_stops_its_other_d
 
 #[tokio::test]
 async fn a_device_failing_while_others_deliver_is_set_aside_after_the_stall_limit() {
-    let server = MockServer::start().await;
-    Mock::given(path("/api/v0/chunks/DOWN"))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(202))
-        .mount(&server)
-        .await;
+    let server = memfault_with_device_down().await;
     let queue = failure_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| {
         config.stall_limit = Duration::from_secs(60);
@@ -287,15 +293,7 @@ async fn in_an_outage_nothing_is_set_aside_and_few_devices_are_tried() {
 
 #[tokio::test]
 async fn records_sent_again_after_a_failure_are_answered_from_memory() {
-    let server = MockServer::start().await;
-    Mock::given(path("/api/v0/chunks/DOWN"))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(202))
-        .mount(&server)
-        .await;
+    let server = memfault_with_device_down().await;
     let queue = failure_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| config.retry.max_attempts = 1);
     let serials = ["DOWN", "A", "B", "C", "D", "E"];
