@@ -81,7 +81,7 @@ wire: ## memfault-cli (Memfault's own client) and the function frame a multipart
 
 .PHONY: esm
 esm: ## The function binary behind simulated Kinesis and SQS event source mappings, with faults (tests/esm)
-	$(CARGO) build --locked
+	$(CARGO) test --locked --no-run
 	INFRA_VENV="$(CURDIR)/.venv-esm" bash -c 'source infra/venv.sh && infra_venv tests/esm/requirements.txt && python -m pytest -p no:cacheprovider tests/esm'
 
 .PHONY: build
