@@ -2,9 +2,9 @@
 where CloudFormation would change the stack; fails where a user's run would fail.
 
 From a copy of the repository (so the guided run's answers do not touch this one):
-  1. `make deploy-guided`, answering every question with Enter (the defaults) except the project
-     key, given as "-" (empty: the key comes from each topic; SAM asks for a NoEcho parameter
-     until it gets a value). Then: SAM read and wrote the repository's samconfig.toml (not one in
+  1. `make deploy-guided`, answering every question with Enter (the defaults) except the hidden
+     ones, the project key and the slug map, given as "-" (none: the key comes from each topic;
+     SAM asks for a NoEcho parameter until it gets a value). Then: SAM read and wrote the repository's samconfig.toml (not one in
      the build folder), uploaded the code, and asked CloudFormation for a change set of the stack
      with those parameters; the answer to "Deploy this changeset?" is the default, no.
   2. `make deploy`: the same, non-interactive, with the answers saved by step 1.
@@ -149,11 +149,11 @@ def main() -> int:
                                     TemplateBody=_get_stack_template(),
                                     Tags=[{"Key": "ManagedStackSource", "Value": "AwsSamCli"}])
 
-        # 1. The first deploy, guided. Enter for every question but the project key; the
-        # last Enter declines to execute the change set.
-        parameters = list(get_template_parameters(str(build / "template.yaml")))
-        answers = "\n\n" + "".join(f"{NO_KEY}\n" if name == "MemfaultProjectKey" else "\n"
-                                   for name in parameters) + "\n" * 20
+        # 1. The first deploy, guided. Enter for every question but the hidden ones (the project
+        # key and the slug map), which take "-"; the last Enter declines to execute the change set.
+        parameters = get_template_parameters(str(build / "template.yaml"))
+        answers = "\n\n" + "".join(f"{NO_KEY}\n" if str(props.get("NoEcho")).lower() == "true"
+                                   else "\n" for props in parameters.values()) + "\n" * 20
         output = run(["make", "-o", "sam-build", "deploy-guided"], work, env, answers)
         if "Changeset created successfully" not in output:
             raise Failed(f"the guided deploy created no change set:\n{output[-3000:]}")
@@ -168,9 +168,9 @@ def main() -> int:
             raise Failed("the guided answers were not saved: parameter_overrides="
                          f"{saved_parameters.get('parameter_overrides')!r}")
         check_change_set(cloudformation, {"Architecture": ARCH, "MemfaultProjectKey": NO_KEY,
-                                          "Mode": "Direct"}, 1)
-        print("--> the guided deploy read and saved the repository's samconfig.toml, took the "
-              "project key '-', uploaded the code and created the change set", flush=True)
+                                          "ProjectKeys": NO_KEY, "Mode": "Direct"}, 1)
+        print("--> the guided deploy read and saved the repository's samconfig.toml, took '-' "
+              "for the hidden parameters, uploaded the code and created the change set", flush=True)
 
         # 2. Later deploys: the saved answers, no questions but the change set's.
         output = run(["make", "-o", "sam-build", "deploy"], work, env, "\n" * 5)
