@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import re
 import stat
 import subprocess
 import sys
@@ -237,3 +238,9 @@ def test_a_dash_for_the_project_key_means_the_key_comes_from_the_topic(raw) -> N
     variables = Rendered(raw, MemfaultProjectKey="-").function()["Properties"]["Environment"][
         "Variables"]
     assert "MEMFAULT_PROJECT_KEY" not in variables
+
+
+def test_a_dash_for_the_slug_map_means_no_map(raw) -> None:
+    variables = Rendered(raw, ProjectKeys="-").function()["Properties"]["Environment"]["Variables"]
+    assert "MEMFAULT_PROJECT_KEYS" not in variables
+    assert re.fullmatch(raw["Parameters"]["ProjectKeys"]["AllowedPattern"], "-")
