@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import re
+import shutil
 import stat
 import subprocess
 import sys
