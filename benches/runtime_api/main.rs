@@ -38,6 +38,7 @@ use crate::report::{FleetRun, LargeBatch, Results, StreamRun};
 use crate::runtime_api::{Completed, RuntimeApi};
 use crate::upstream::Upstream;
 use crate::workload::Heartbeat;
+use memfault_chunk_proxy::SettledMemory;
 
 const INIT_STARTS: usize = 20;
 const WARM_UP: usize = 50;
@@ -166,7 +167,7 @@ async fn run(function_binary: &function::Binary, idle_states: String) -> Results
     progress("stream mode, one batch near 6 MB");
     let large_batch = large_batch(binary).await;
     progress("memory of settled records, full");
-    let settled_memory_kib = settled_memory_kib();
+    let settled_memory_kib = settled_memory_kib(binary).await;
 
     Results {
         machine,
@@ -189,36 +190,33 @@ async fn run(function_binary: &function::Binary, idle_states: String) -> Results
     }
 }
 
-/// What the memory of settled records costs when full: this process's resident set before and
-/// after filling one (the function's allocator is the same, the system's).
-fn settled_memory_kib() -> u64 {
-    use memfault_chunk_proxy::{SettledMemory, Settlement};
-    let resident_kib = || {
-        std::fs::read_to_string("/proc/self/status")
-            .expect("/proc/self/status")
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| {
-                value
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .expect("a VmRSS line")
-    };
-    let before = resident_kib();
-    let memory = SettledMemory::default();
-    for index in 0..SettledMemory::CAPACITY * 2 {
-        let sequence = index.to_string();
-        memory.remember(
-            memory.key(&[workload::STREAM_ARN, &sequence]),
-            Settlement::Delivered,
-        );
+/// What the memory of settled records costs the function when full: one instance's peak resident
+/// set after its first Kinesis batch, and again once its batches have named more distinct records
+/// than the memory holds (every batch alike otherwise: 1,000 records of 80-byte chunks).
+async fn settled_memory_kib(binary: &Path) -> u64 {
+    const RECORDS_PER_BATCH: usize = 1_000;
+    let batches = SettledMemory::CAPACITY / RECORDS_PER_BATCH + 10;
+    let shard: Vec<String> = (0..batches)
+        .flat_map(|batch| {
+            workload::interleaved_events(RECORDS_PER_BATCH, 1, workload::CHUNK_BYTES, batch as u64)
+        })
+        .collect();
+    let upstream = Upstream::start(Duration::ZERO).await;
+    let url = upstream.base_url();
+    let mut instance = Instance::start(binary, function::ChunksUrl::Loopback(&url)).await;
+    let mut events = workload::kinesis_batches(&shard, RECORDS_PER_BATCH).into_iter();
+    let first = events.next().expect("a first batch");
+    expect_no_batch_failures(&instance.invoke(first).await.body);
+    let empty_kib = instance.function.peak_rss_kib();
+    for event in events {
+        expect_no_batch_failures(&instance.invoke(event).await.body);
     }
-    assert_eq!(memory.len(), SettledMemory::CAPACITY);
-    resident_kib().saturating_sub(before)
+    assert_eq!(
+        upstream.seen().chunks,
+        shard.len() as u64,
+        "settled memory: chunks went missing"
+    );
+    instance.function.peak_rss_kib().saturating_sub(empty_kib)
 }
 
 fn progress(step: &str) {
@@ -406,22 +404,25 @@ async fn stream_round_trips(binary: &Path, round_trip: Duration) -> StreamRun {
     let upstream = Upstream::start(round_trip).await;
     let url = upstream.base_url();
     let mut instance = Instance::start(binary, function::ChunksUrl::Loopback(&url)).await;
+    let chunks_per_batch = STREAM_DEVICES_PER_BATCH * STREAM_CHUNKS_PER_DEVICE;
+    // One shard's consecutive batches: every record has a sequence number of its own.
+    let shard: Vec<String> = (0..STREAM_BATCHES)
+        .flat_map(|batch| {
+            workload::interleaved_events(
+                STREAM_DEVICES_PER_BATCH,
+                STREAM_CHUNKS_PER_DEVICE,
+                workload::CHUNK_BYTES,
+                batch as u64,
+            )
+        })
+        .collect();
     let mut invocations = Vec::with_capacity(STREAM_BATCHES);
-    for batch in 0..STREAM_BATCHES {
-        let events = workload::interleaved_events(
-            STREAM_DEVICES_PER_BATCH,
-            STREAM_CHUNKS_PER_DEVICE,
-            workload::CHUNK_BYTES,
-            batch as u64,
-        );
-        let [event] = <[Bytes; 1]>::try_from(workload::kinesis_batches(&events, events.len()))
-            .expect("one batch");
+    for event in workload::kinesis_batches(&shard, chunks_per_batch) {
         let completed = instance.invoke(event).await;
         expect_no_batch_failures(&completed.body);
         invocations.push(completed.latency);
     }
     let seen = upstream.seen();
-    let chunks_per_batch = STREAM_DEVICES_PER_BATCH * STREAM_CHUNKS_PER_DEVICE;
     assert_eq!(
         seen.chunks,
         (STREAM_BATCHES * chunks_per_batch) as u64,

@@ -288,7 +288,7 @@ impl Results {
         )?;
         writeln!(
             out,
-            "- Queued mode groups each SQS batch by device and sends one `multipart/mixed` request per device (up to 500 chunks), 8 devices at a time; with arrivals shuffled, a batch holds few chunks of any one device."
+            "- Queued mode groups each SQS batch by device and sends one `multipart/mixed` request per device (up to 500 chunks), `MEMFAULT_UPLOAD_CONCURRENCY` devices at a time; with arrivals shuffled, a batch holds few chunks of any one device."
         )?;
         writeln!(
             out,
@@ -341,7 +341,7 @@ impl Results {
         )?;
         writeln!(
             out,
-            "| Memory of settled records, full ({} entries), resident growth | {} ({} KiB) | | |",
+            "| Memory of settled records: peak RSS growth from the first batch to a full memory ({} entries), one instance | {} ({} KiB) | | |",
             grouped(memfault_chunk_proxy::SettledMemory::CAPACITY as u64),
             mib(self.settled_memory_kib * 1024),
             grouped(self.settled_memory_kib)
