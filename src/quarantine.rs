@@ -45,9 +45,26 @@ pub(crate) struct FailureRecord {
     /// The rule's event (`{"data", "topic", ...}`), which replay delivers; none when the record
     /// held no JSON object.
     pub request_payload: Option<Value>,
-    /// Where the record came from, under the source's own key (`KinesisRecord`, `SQSMessage`).
-    pub origin: (&'static str, Value),
+    pub origin: Origin,
     pub cause: Cause,
+}
+
+/// Where a record came from, written under the source's own key.
+#[derive(Debug, Clone)]
+pub(crate) enum Origin {
+    Direct,
+    Sqs(Value),
+    Kinesis(Value),
+}
+
+impl Origin {
+    fn key_and_details(&self) -> (&'static str, Value) {
+        match self {
+            Self::Direct => ("DirectInvocation", json!({})),
+            Self::Sqs(details) => ("SQSMessage", details.clone()),
+            Self::Kinesis(details) => ("KinesisRecord", details.clone()),
+        }
+    }
 }
 
 /// What the invocation is, for the records' `requestContext`.
@@ -193,7 +210,8 @@ fn document(record: &FailureRecord, invocation: Invocation<'_>) -> String {
             "errorMessage": record.cause.error_message,
         },
     });
-    document[record.origin.0] = record.origin.1.clone();
+    let (key, details) = record.origin.key_and_details();
+    document[key] = details;
     if let Some(payload) = &record.request_payload {
         document["requestPayload"] = payload.clone();
     }

@@ -3,14 +3,14 @@
 //! failure queue and answered as set aside, so that Lambda spends its retries only on what can
 //! succeed; anything else is an error whose `errorType` says whether trying again can help.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::services::{cause, note_refusal};
 use super::{Delivered, DeliveredEarlier, ForwardError, Response, Services, SetAside};
 use crate::delivery::{Accepted, DeliveryLog, Item, Outcome, Refusal, Undeliverable};
 use crate::event::{EventError, parse_rule_event, unwrap_failure_record};
 use crate::observability::{InvocationMetrics, emit_metrics};
-use crate::quarantine::FailureRecord;
+use crate::quarantine::{FailureRecord, Origin};
 
 pub(crate) async fn forward(
     services: &Services<'_>,
@@ -71,7 +71,7 @@ pub(crate) async fn forward(
                             .ok()
                             .map(|event| unwrap_failure_record(&event).clone())
                             .filter(Value::is_object),
-                        origin: ("DirectInvocation", json!({})),
+                        origin: Origin::Direct,
                         cause: cause(&undeliverable),
                     };
                     let stored = services.set_aside(vec![(record, key)], &mut metrics).await;

@@ -29,7 +29,7 @@ use super::{BatchRefused, Envelope, ForwardError, Response, Services, envelope};
 use crate::delivery::{DeliveryLog, Item, Outcome, Refusal, Undeliverable};
 use crate::event::{EventError, parse_rule_json};
 use crate::observability::{InvocationMetrics, emit_metrics};
-use crate::quarantine::FailureRecord;
+use crate::quarantine::{FailureRecord, Origin};
 
 /// Kinesis sequence numbers are decimal strings of up to 129 digits (Kinesis API `Record`).
 const MAX_SEQUENCE_DIGITS: usize = 129;
@@ -142,7 +142,7 @@ impl StreamRecord<'_> {
             identity: self.identity(),
             device_serial,
             request_payload: self.event.clone(),
-            origin: ("KinesisRecord", origin),
+            origin: Origin::Kinesis(origin),
             cause: cause(undeliverable),
         }
     }

@@ -16,7 +16,7 @@ use super::{BatchRefused, ForwardError, Response, Services};
 use crate::delivery::{DeliveryLog, Item, Outcome, Refusal, Undeliverable};
 use crate::event::{EventError, parse_rule_json, unwrap_failure_record};
 use crate::observability::{InvocationMetrics, emit_metrics};
-use crate::quarantine::FailureRecord;
+use crate::quarantine::{FailureRecord, Origin};
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 
 /// The parts of an SQS record the function reads; everything else is skipped unparsed.
@@ -166,7 +166,7 @@ fn failure_record(
         identity: format!("sqs {} {}", message.queue_arn, message.id),
         device_serial,
         request_payload,
-        origin: ("SQSMessage", origin),
+        origin: Origin::Sqs(origin),
         cause: cause(undeliverable),
     }
 }
