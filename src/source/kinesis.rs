@@ -24,9 +24,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::services::{cause, device_serials, is_settled, log_batch, note_refusal};
+use super::services::{BatchRecord, SetAsideReach, cause, log_batch};
 use super::{BatchRefused, Envelope, ForwardError, Response, Services, envelope};
-use crate::delivery::{DeliveryLog, Item, Outcome, Refusal, Undeliverable};
+use crate::delivery::{Item, Refusal, Undeliverable};
 use crate::event::{EventError, parse_rule_json};
 use crate::observability::{InvocationMetrics, emit_metrics};
 use crate::quarantine::{FailureRecord, Origin};
@@ -114,6 +114,12 @@ impl StreamRecord<'_> {
         let seconds: f64 = serde_json::from_str(raw.get()).ok()?;
         (seconds.is_finite() && seconds >= 0.0)
             .then(|| UNIX_EPOCH + Duration::from_secs_f64(seconds))
+    }
+}
+
+impl BatchRecord for StreamRecord<'_> {
+    fn item_id(&self) -> &str {
+        &self.sequence_number
     }
 
     fn failure_record(
@@ -221,44 +227,18 @@ pub(crate) async fn forward(
         });
         stream_records.push(record);
     }
-    let keys: Vec<_> = items.iter().map(|item| item.key).collect();
-    let serials = device_serials(&items);
-
     let mut metrics = InvocationMetrics::default();
-    let outcomes = services
-        .deliver(items, DeliveryLog::EachAtDebug, &mut metrics)
+    let (outcomes, settled) = services
+        .deliver_batch(
+            &stream_records,
+            items,
+            SetAsideReach::BeforeCheckpoint,
+            &mut metrics,
+        )
         .await;
-
-    let checkpoint = outcomes
-        .iter()
-        .position(|outcome| matches!(outcome, Outcome::Kept(_)))
-        .unwrap_or(outcomes.len());
-    let mut to_set_aside = Vec::new();
-    let mut set_aside_at = Vec::new();
-    for (index, outcome) in outcomes.iter().enumerate() {
-        let Outcome::SetAside(undeliverable) = outcome else {
-            continue;
-        };
-        let record = &stream_records[index];
-        if let Undeliverable::Refused(refusal) = undeliverable {
-            note_refusal(&mut metrics, Some(&record.sequence_number), refusal);
-        }
-        if index < checkpoint && !matches!(undeliverable, Undeliverable::SetAsideEarlier) {
-            set_aside_at.push(index);
-            let failure = record.failure_record(serials[index].clone(), undeliverable);
-            to_set_aside.push((failure, keys[index]));
-        }
-    }
-    let stored = services.set_aside(to_set_aside, &mut metrics).await;
-    let mut settled: Vec<bool> = outcomes.iter().map(is_settled).collect();
-    for (index, stored) in set_aside_at.into_iter().zip(stored) {
-        settled[index] = stored;
-    }
-
     let mut response = KinesisEventResponse::default();
     for (record, settled) in stream_records.iter().zip(settled) {
         if !settled {
-            metrics.chunks_undelivered += 1;
             response.add_failure(record.sequence_number.clone());
         }
     }

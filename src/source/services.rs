@@ -98,8 +98,82 @@ impl Services<'_> {
     }
 }
 
+/// A record of an SQS or Kinesis batch, as its adapter names it and would set it aside.
+pub(super) trait BatchRecord {
+    /// How the answer's `batchItemFailures` name it.
+    fn item_id(&self) -> &str;
+    /// Whether the function may write it to the failure queue: not a message that came from
+    /// there (a replay).
+    fn may_set_aside(&self) -> bool {
+        true
+    }
+    fn failure_record(
+        &self,
+        device_serial: Option<String>,
+        undeliverable: &Undeliverable,
+    ) -> FailureRecord;
+}
+
+/// Which of a batch's undeliverable records are written to the failure queue now.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum SetAsideReach {
+    /// Every one: the source never sends a settled record again (SQS).
+    EveryRecord,
+    /// Those before the first record kept for a retry: the source resends everything from
+    /// there, so those after it come back anyway (Kinesis).
+    BeforeCheckpoint,
+}
+
+impl Services<'_> {
+    /// Delivers a batch's items (one per record, in the same order), sets aside what can never
+    /// be delivered within `reach`, and says of each record whether it is settled: delivered, or
+    /// stored on the failure queue. The others are the batch's item failures.
+    pub(super) async fn deliver_batch<R: BatchRecord>(
+        &self,
+        records: &[R],
+        items: Vec<Item>,
+        reach: SetAsideReach,
+        metrics: &mut InvocationMetrics,
+    ) -> (Vec<Outcome>, Vec<bool>) {
+        let keys: Vec<_> = items.iter().map(|item| item.key).collect();
+        let serials = device_serials(&items);
+        let outcomes = self.deliver(items, DeliveryLog::EachAtDebug, metrics).await;
+        let reachable = match reach {
+            SetAsideReach::EveryRecord => outcomes.len(),
+            SetAsideReach::BeforeCheckpoint => outcomes
+                .iter()
+                .position(|outcome| matches!(outcome, Outcome::Kept(_)))
+                .unwrap_or(outcomes.len()),
+        };
+        let mut to_set_aside = Vec::new();
+        let mut set_aside_at = Vec::new();
+        for (index, outcome) in outcomes.iter().enumerate() {
+            let Outcome::SetAside(undeliverable) = outcome else {
+                continue;
+            };
+            let record = &records[index];
+            if let Undeliverable::Refused(refusal) = undeliverable {
+                note_refusal(metrics, Some(record.item_id()), refusal);
+            }
+            let written_earlier = matches!(undeliverable, Undeliverable::SetAsideEarlier);
+            if index < reachable && !written_earlier && record.may_set_aside() {
+                set_aside_at.push(index);
+                let failure = record.failure_record(serials[index].clone(), undeliverable);
+                to_set_aside.push((failure, keys[index]));
+            }
+        }
+        let stored = self.set_aside(to_set_aside, metrics).await;
+        let mut settled: Vec<bool> = outcomes.iter().map(is_settled).collect();
+        for (index, stored) in set_aside_at.into_iter().zip(stored) {
+            settled[index] = stored;
+        }
+        metrics.chunks_undelivered += settled.iter().filter(|settled| !**settled).count() as u64;
+        (outcomes, settled)
+    }
+}
+
 /// The device each item goes to, for the failure queue's message groups.
-pub(super) fn device_serials(items: &[Item]) -> Vec<Option<String>> {
+fn device_serials(items: &[Item]) -> Vec<Option<String>> {
     items
         .iter()
         .map(|item| {
@@ -112,7 +186,7 @@ pub(super) fn device_serials(items: &[Item]) -> Vec<Option<String>> {
 }
 
 /// Settled before any failure-queue write: delivered, or set aside by an earlier invocation.
-pub(super) fn is_settled(outcome: &Outcome) -> bool {
+fn is_settled(outcome: &Outcome) -> bool {
     matches!(
         outcome,
         Outcome::Delivered(_) | Outcome::SetAside(Undeliverable::SetAsideEarlier)

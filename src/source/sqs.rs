@@ -11,9 +11,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::services::{cause, device_serials, is_settled, log_batch, note_refusal};
+use super::services::{BatchRecord, SetAsideReach, cause, log_batch};
 use super::{BatchRefused, ForwardError, Response, Services};
-use crate::delivery::{DeliveryLog, Item, Outcome, Refusal, Undeliverable};
+use crate::delivery::{Item, Refusal, Undeliverable};
 use crate::event::{EventError, parse_rule_json, unwrap_failure_record};
 use crate::observability::{InvocationMetrics, emit_metrics};
 use crate::quarantine::{FailureRecord, Origin};
@@ -34,6 +34,8 @@ struct Message<'a> {
 struct Received {
     id: String,
     queue_arn: String,
+    /// It came from the failure queue itself.
+    replayed: bool,
     body: Result<String, EventError>,
 }
 
@@ -77,53 +79,25 @@ pub(crate) async fn forward(
             key: Some(services.memory.key(&["sqs", &queue_arn, &id])),
             arrived: None,
         });
-        received.push(Received {
-            id,
-            queue_arn,
-            body,
-        });
-    }
-    let keys: Vec<_> = items.iter().map(|item| item.key).collect();
-    let serials = device_serials(&items);
-
-    let mut metrics = InvocationMetrics::default();
-    let outcomes = services
-        .deliver(items, DeliveryLog::EachAtDebug, &mut metrics)
-        .await;
-
-    let replaying = |message: &Received| {
-        services
+        let replayed = services
             .config
             .failure_queue
             .as_ref()
-            .is_some_and(|queue| queue.url.is_queue_arn(&message.queue_arn))
-    };
-    let mut to_set_aside = Vec::new();
-    let mut set_aside_at = Vec::new();
-    for (index, outcome) in outcomes.iter().enumerate() {
-        let message = &received[index];
-        if let Outcome::SetAside(undeliverable) = outcome {
-            if let Undeliverable::Refused(refusal) = undeliverable {
-                note_refusal(&mut metrics, Some(&message.id), refusal);
-            }
-            if matches!(undeliverable, Undeliverable::SetAsideEarlier) || replaying(message) {
-                continue;
-            }
-            set_aside_at.push(index);
-            let record = failure_record(message, serials[index].clone(), undeliverable);
-            to_set_aside.push((record, keys[index]));
-        }
+            .is_some_and(|queue| queue.url.is_queue_arn(&queue_arn));
+        received.push(Received {
+            id,
+            queue_arn,
+            replayed,
+            body,
+        });
     }
-    let stored = services.set_aside(to_set_aside, &mut metrics).await;
-    let mut settled: Vec<bool> = outcomes.iter().map(is_settled).collect();
-    for (index, stored) in set_aside_at.into_iter().zip(stored) {
-        settled[index] = stored;
-    }
-
+    let mut metrics = InvocationMetrics::default();
+    let (outcomes, settled) = services
+        .deliver_batch(&received, items, SetAsideReach::EveryRecord, &mut metrics)
+        .await;
     let mut response = SqsBatchResponse::default();
     for (message, settled) in received.iter().zip(settled) {
         if !settled {
-            metrics.chunks_undelivered += 1;
             response.add_failure(message.id.clone());
         }
     }
@@ -143,30 +117,41 @@ pub(crate) async fn forward(
     Ok(Response::Sqs(response))
 }
 
-fn failure_record(
-    message: &Received,
-    device_serial: Option<String>,
-    undeliverable: &Undeliverable,
-) -> FailureRecord {
-    let event = message
-        .body
-        .as_ref()
-        .ok()
-        .and_then(|body| serde_json::from_str::<Value>(body).ok());
-    let request_payload = event
-        .as_ref()
-        .map(|event| unwrap_failure_record(event).clone())
-        .filter(Value::is_object);
-    let mut origin = json!({ "messageId": message.id, "eventSourceARN": message.queue_arn });
-    if request_payload.is_none() {
-        // Not a rule event: kept as it came, for inspection.
-        origin["body"] = json!(message.body.as_ref().ok());
+impl BatchRecord for Received {
+    fn item_id(&self) -> &str {
+        &self.id
     }
-    FailureRecord {
-        identity: format!("sqs {} {}", message.queue_arn, message.id),
-        device_serial,
-        request_payload,
-        origin: Origin::Sqs(origin),
-        cause: cause(undeliverable),
+
+    fn may_set_aside(&self) -> bool {
+        !self.replayed
+    }
+
+    fn failure_record(
+        &self,
+        device_serial: Option<String>,
+        undeliverable: &Undeliverable,
+    ) -> FailureRecord {
+        let message = self;
+        let event = message
+            .body
+            .as_ref()
+            .ok()
+            .and_then(|body| serde_json::from_str::<Value>(body).ok());
+        let request_payload = event
+            .as_ref()
+            .map(|event| unwrap_failure_record(event).clone())
+            .filter(Value::is_object);
+        let mut origin = json!({ "messageId": message.id, "eventSourceARN": message.queue_arn });
+        if request_payload.is_none() {
+            // Not a rule event: kept as it came, for inspection.
+            origin["body"] = json!(message.body.as_ref().ok());
+        }
+        FailureRecord {
+            identity: format!("sqs {} {}", message.queue_arn, message.id),
+            device_serial,
+            request_payload,
+            origin: Origin::Sqs(origin),
+            cause: cause(undeliverable),
+        }
     }
 }
