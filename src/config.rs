@@ -1,6 +1,7 @@
 //! Configuration from environment variables, validated once at init.
 
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -118,6 +119,18 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         })
     }
 
+    /// A value that templates may pass through empty when it is not given: empty means unset.
+    fn optional<T: FromStr<Err = String>>(
+        &self,
+        variable: &'static str,
+    ) -> Result<Option<T>, ConfigError> {
+        let parsed = self.parsed(variable, |text| match text {
+            "" => Ok(None),
+            text => text.parse().map(Some),
+        })?;
+        Ok(parsed.flatten())
+    }
+
     fn number(
         &self,
         variable: &'static str,
@@ -225,19 +238,10 @@ impl Config {
         }
 
         let failure_queue = env
-            .parsed("MEMFAULT_FAILURE_QUEUE_URL", |text| match text {
-                "" => Ok(None),
-                url => url.parse().map(Some),
-            })?
-            .flatten()
+            .optional("MEMFAULT_FAILURE_QUEUE_URL")?
             .map(|url| failure_queue_identity(&env, url))
             .transpose()?;
-        let failure_bucket = env
-            .parsed("MEMFAULT_FAILURE_BUCKET_URL", |text| match text {
-                "" => Ok(None),
-                url => url.parse().map(Some),
-            })?
-            .flatten();
+        let failure_bucket: Option<BucketUrl> = env.optional("MEMFAULT_FAILURE_BUCKET_URL")?;
         if failure_bucket.is_some() && failure_queue.is_none() {
             return Err(ConfigError {
                 variable: "MEMFAULT_FAILURE_BUCKET_URL",
