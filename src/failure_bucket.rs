@@ -35,10 +35,6 @@ impl FailureBucket {
         identity: &FailureQueueConfig,
         deadline: Instant,
     ) -> Result<(), StoreError> {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(StoreError::NoTimeLeft);
-        }
         let url = self.url.object(key);
         let request = AwsRequest {
             service: "s3",
@@ -48,7 +44,7 @@ impl FailureBucket {
             body: Bytes::copy_from_slice(document.as_bytes()),
         };
         request
-            .send(&self.http, identity, self.request_timeout.min(remaining))
+            .send(&self.http, identity, self.request_timeout, deadline)
             .await
     }
 }

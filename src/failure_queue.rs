@@ -56,10 +56,6 @@ impl FailureQueue {
         if message.len() > MAX_MESSAGE_BYTES {
             return Err(StoreError::TooLarge(message.len(), MAX_MESSAGE_BYTES));
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(StoreError::NoTimeLeft);
-        }
         let url = &self.config.url;
         let mut call = json!({"QueueUrl": url.to_string(), "MessageBody": message});
         if url.fifo {
@@ -77,11 +73,7 @@ impl FailureQueue {
             body: Bytes::from(call.to_string()),
         };
         request
-            .send(
-                &self.http,
-                &self.config,
-                self.request_timeout.min(remaining),
-            )
+            .send(&self.http, &self.config, self.request_timeout, deadline)
             .await
     }
 

@@ -12,6 +12,7 @@ use http::Request;
 use http::header::USER_AGENT;
 use http_body_util::{BodyExt as _, Full, Limited};
 use thiserror::Error;
+use tokio::time::Instant;
 
 use super::FailureQueueConfig;
 use crate::http_client::{HttpClient, USER_AGENT_VALUE, error_chain};
@@ -94,13 +95,20 @@ impl AwsRequest<'_> {
         Ok(request)
     }
 
-    /// Signs and sends the request; `Ok` for a 2xx answer within `timeout`.
+    /// Signs and sends the request; `Ok` for a 2xx answer within `request_timeout` and before
+    /// `deadline`.
     pub(crate) async fn send(
         &self,
         http: &HttpClient,
         identity: &FailureQueueConfig,
-        timeout: Duration,
+        request_timeout: Duration,
+        deadline: Instant,
     ) -> Result<(), StoreError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(StoreError::NoTimeLeft);
+        }
+        let timeout = request_timeout.min(remaining);
         let service = self.service;
         let request = self.signed(identity)?;
         let exchange = async {
