@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"source"},  # envelopes in, Lambda's answers out
     {"delivery", "init_error"},  # grouping, order, outcome classes / init failures for Lambda
     {"quarantine", "memfault", "settled"},  # failure records, the chunks API, resend memory
-    {"failure_queue", "failure_bucket"},  # the function's AWS writes
+    {"quarantine_queue", "stream_failure_bucket"},  # the function's AWS writes
     {"config"},  # environment -> Config, validated once
     {"aws"},  # AWS destinations and SigV4 requests
     {"http_client", "url", "routing", "event", "retry", "redact", "observability"},  # leaves

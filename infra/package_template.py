@@ -62,6 +62,13 @@ def package(template: dict[str, Any], version: str, code_uri: str | None = None,
                            + ZIP_NAME.format(version=version, architecture="<Architecture>")
                            + ". Its architecture must be Architecture's.",
         }
+        # The console shows these first, as the one thing a release deploy adds to a first deploy.
+        interface = template["Metadata"]["AWS::CloudFormation::Interface"]
+        interface["ParameterGroups"].insert(0, {
+            "Label": {"default": "Release code: the bucket that holds the release zip"},
+            "Parameters": ["CodeBucket", "CodeKey"]})
+        interface["ParameterLabels"]["CodeBucket"] = {"default": "Bucket of the release zip"}
+        interface["ParameterLabels"]["CodeKey"] = {"default": "Key of the release zip (empty: its file name)"}
         template.setdefault("Conditions", {})["HasCodeKey"] = {
             "Fn::Not": [{"Fn::Equals": [{"Ref": "CodeKey"}, ""]}]}
         function["Properties"]["CodeUri"] = {

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Replays the batches that the stream's event source mapping gave up on (Stream mode).
 #
-# When a record stays undelivered longer than StreamMaxRecordAgeSeconds (or StreamMaxRetryAttempts),
-# the mapping writes the whole batch to the StreamFailureBucket: one S3 object per batch, holding
+# When a record stays undelivered longer than StreamMaxRecordAgeSeconds, the mapping writes the
+# whole batch to the stream failure bucket (StreamFailureBucket): one S3 object per batch, holding
 # the batch as escaped JSON in "payload". The function accepts such an object as its event and
-# delivers the batch again (undeliverable records go to the failure queue as usual). This script
+# delivers the batch again (undeliverable records go to the quarantine queue as usual). This script
 # invokes the function synchronously with each object, one at a time and oldest first, and deletes
 # an object only when the function answered without an error and with no batchItemFailures.
 # Anything else is kept and listed; run the script again once the cause is fixed.

@@ -37,10 +37,10 @@ LAYOUTS: dict[str, dict[str, str]] = {
     "Legacy": {"TopicLayout": "Legacy"},
     "Custom-slug": {"TopicLayout": "Custom", "ProjectKeys": PROJECT_KEYS,
                     "TopicPattern": "fleet/{project_slug}/devices/{device_serial}/#",
-                    "TopicFilter": "fleet/+/devices/+/#", "DeviceSerialTopicLevel": "4"},
+                    "DeviceSerialTopicLevel": "4"},
     "Custom-key": {"TopicLayout": "Custom",
                    "TopicPattern": "things/{project_key}/+/{device_serial}",
-                   "TopicFilter": "things/+/+/+", "DeviceSerialTopicLevel": "4"},
+                   "DeviceSerialTopicLevel": "4"},
 }
 MODES = ("Direct", "Queued", "Stream")
 # What a device fills a pattern's levels with.
@@ -197,15 +197,16 @@ def test_layout_and_key_map_parameters(raw):
     # function ignores, is refused here for a value that shows nowhere once typed.
     for bad in ("a", "a=", "=k", "a=k,", "a=k,,b=l", "a=k b", "a=k=l", "a/b=k", "a=k;b=l"):
         assert not re.fullmatch(keys["AllowedPattern"], bad), bad
-    for name in ("TopicPattern", "TopicFilter"):
-        assert raw["Parameters"][name]["Default"] == "", name
+    assert raw["Parameters"]["TopicPattern"]["Default"] == ""
+    # The rule's filter is derived (from the layout, or a Custom TopicPattern), not asked for.
+    assert "TopicFilter" not in raw["Parameters"]
 
 
 def test_a_stack_created_before_topic_layout_updates_to_the_same_resources(raw):
     """Such a stack keeps its parameters' values, the old defaults, and gets TopicLayout's
-    default: the result is the Legacy layout, resource for resource."""
-    stored = {"TopicPattern": LEGACY_PATTERN, "TopicFilter": LEGACY_FILTER,
-              "DeviceSerialTopicLevel": "3"}
+    default: the result is the Legacy layout, resource for resource. (Its TopicFilter, no
+    longer a parameter, is dropped on update; the Legacy filter is the one it held.)"""
+    stored = {"TopicPattern": LEGACY_PATTERN, "DeviceSerialTopicLevel": "3"}
     for mode, basic_ingest in itertools.product(MODES, ("false", "true")):
         common = {"Mode": mode, "BasicIngest": basic_ingest, "CreateDevicePolicy": "true"}
         updated = Rendered(raw, **common, **stored)
@@ -220,25 +221,24 @@ def test_a_stack_created_before_topic_layout_updates_to_the_same_resources(raw):
 
 
 def test_a_stack_with_a_layout_of_its_own_is_refused_until_it_says_custom(raw):
-    own = {"TopicPattern": "fleet/+/devices/{device_serial}/memfault",
-           "TopicFilter": "fleet/+/devices/+/memfault", "DeviceSerialTopicLevel": "4"}
+    own = {"TopicPattern": "fleet/+/devices/{device_serial}/memfault", "DeviceSerialTopicLevel": "4"}
     for changed in own:
         with pytest.raises(Refused, match="LayoutParametersOnlyWithCustom"):
             Rendered(raw, Mode="Stream", **{changed: own[changed]})
     custom = Rendered(raw, Mode="Stream", TopicLayout="Custom", **own)
     assert environment(custom)["MEMFAULT_TOPIC_PATTERN"] == own["TopicPattern"]
-    assert rule_filter(custom) == own["TopicFilter"]
+    assert rule_filter(custom) == "fleet/+/devices/+/memfault"
 
 
 def test_moving_an_old_stack_to_the_guide_needs_only_the_layout_and_the_keys(raw):
     moved = Rendered(raw, TopicLayout="MemfaultGuide", ProjectKeys=PROJECT_KEYS,
-                     TopicPattern=LEGACY_PATTERN, TopicFilter=LEGACY_FILTER)
+                     TopicPattern=LEGACY_PATTERN)
     assert rule_filter(moved) == "memfault/+/+/chunks"
 
 
 @pytest.mark.parametrize("parameters, rule", [
     ({"TopicLayout": "Custom"}, "CustomLayoutIsComplete"),
-    ({"TopicLayout": "Custom", "TopicPattern": "a/{device_serial}"}, "CustomLayoutIsComplete"),
+    ({"TopicLayout": "Custom", "CreateTopicRule": "false"}, "CustomLayoutIsComplete"),
     ({"TopicLayout": "MemfaultGuide"}, "GuideLayoutHasItsKeys"),
     ({"TopicLayout": "MemfaultGuide", "MemfaultProjectKey": "k"}, "GuideLayoutHasItsKeys"),
     ({"TopicLayout": "MemfaultGuide", "ProjectKeys": "a=k", "MemfaultProjectKey": "k"},

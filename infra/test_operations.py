@@ -7,13 +7,14 @@ or a query that finds nothing, so they are checked against that list.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from typing import Any
 
 import pytest
 
-from template_model import TEMPLATE, Rendered, arn_of, as_list, ref
+from template_model import TEMPLATE, Refused, Rendered, arn_of, as_list, ref
 
 RUNBOOK = TEMPLATE.parent / "docs" / "operations.md"
 
@@ -31,15 +32,15 @@ LOG_FIELDS = {"outcome", "device_serial", "project_key", "chunks", "bytes", "sta
               "level", "message",
               "span.requestId"}
 
-ALWAYS = {"FunctionErrorsAlarm", "FunctionThrottlesAlarm", "FailureQueueMessagesAlarm",
-          "ReplayDeadLetterQueueMessagesAlarm", "QuarantineQueueMessagesAlarm",
+ALWAYS = {"FunctionErrorsAlarm", "FunctionThrottlesAlarm", "QuarantineQueueMessagesAlarm",
           "QuarantineDeadLetterQueueMessagesAlarm"}
 RULE = {"RuleErrorQueueMessagesAlarm", "TopicRuleActionFailuresAlarm", "TopicRuleErrorActionFailuresAlarm",
         "TopicRuleMessagesDroppedAlarm"}
 FUNCTION_METRIC_ALARMS = {"ChunksUndeliveredAlarm", "RefusalsAlarm", "UpstreamRejectedAlarm",
                           "ConfigurationRejectedAlarm"}
 PER_MODE = {
-    "Direct": {"AsyncEventAgeAlarm", "DestinationDeliveryFailuresAlarm"},
+    "Direct": {"AsyncEventAgeAlarm", "DestinationDeliveryFailuresAlarm", "OnFailureQueueMessagesAlarm",
+               "OnFailureDeadLetterQueueMessagesAlarm"},
     "Queued": {"IngestQueueAgeAlarm", "IngestDeadLetterQueueMessagesAlarm"},
     "Stream": {"StreamIteratorAgeAlarm", "StreamRecordsDiscardedAlarm", "DestinationDeliveryFailuresAlarm"},
 }
@@ -91,9 +92,13 @@ def test_alarm_set_of_each_mode(raw, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_function_metric_alarms_only_with_a_metrics_namespace(raw, mode):
-    template = Rendered(raw, Mode=mode, MetricsNamespace="")
-    assert set(alarms(template)) == ALWAYS | RULE | PER_MODE[mode]
+def test_alarms_without_a_metrics_namespace_are_refused(raw, mode):
+    """Four alarms read the function's metrics, which an empty namespace turns off."""
+    with pytest.raises(Refused) as refused:
+        Rendered(raw, Mode=mode, MetricsNamespace="")
+    assert [f.split(":")[0] for f in refused.value.failures] == ["AlarmsNeedMetrics"]
+    assert "MetricsNamespace" in str(refused.value)
+    assert not alarms(Rendered(raw, Mode=mode, MetricsNamespace="", CreateAlarms="false"))
 
 
 def test_function_metric_alarms_read_the_namespace_and_mode(raw):
@@ -203,15 +208,23 @@ def test_alarms_are_well_formed(raw, mode):
             assert used == inputs, (name, used, inputs)
 
 
-def test_queue_alarms_watch_their_queue(raw):
-    queue_alarms = {
-        "FailureQueueMessagesAlarm": ("FailureQueue", "ApproximateNumberOfMessagesVisible", 0),
-        "ReplayDeadLetterQueueMessagesAlarm": ("ReplayDeadLetterQueue", "ApproximateNumberOfMessagesVisible", 0),
+@pytest.mark.parametrize("mode, queue_alarms", [
+    ("Direct", {
+        "OnFailureQueueMessagesAlarm": ("OnFailureQueue", "ApproximateNumberOfMessagesVisible", 0),
+        "OnFailureDeadLetterQueueMessagesAlarm": (
+            "OnFailureDeadLetterQueue", "ApproximateNumberOfMessagesVisible", 0),
+        "QuarantineQueueMessagesAlarm": ("QuarantineQueue", "ApproximateNumberOfMessagesVisible", 0),
+        "QuarantineDeadLetterQueueMessagesAlarm": (
+            "QuarantineDeadLetterQueue", "ApproximateNumberOfMessagesVisible", 0),
+    }),
+    ("Queued", {
         "RuleErrorQueueMessagesAlarm": ("RuleErrorQueue", "ApproximateNumberOfMessagesVisible", 0),
         "IngestDeadLetterQueueMessagesAlarm": ("IngestDeadLetterQueue", "ApproximateNumberOfMessagesVisible", 0),
         "IngestQueueAgeAlarm": ("IngestQueue", "ApproximateAgeOfOldestMessage", 600),
-    }
-    table = alarms(Rendered(raw, Mode="Queued"))
+    }),
+])
+def test_queue_alarms_watch_their_queue(raw, mode, queue_alarms):
+    table = alarms(Rendered(raw, Mode=mode))
     for name, (queue, metric_name, threshold) in queue_alarms.items():
         (metric,) = metric_stats(table[name])
         assert (metric["Namespace"], metric["MetricName"], metric["Stat"]) == ("AWS/SQS", metric_name, "Maximum")
@@ -235,11 +248,11 @@ def test_function_alarms_watch_the_function(raw):
 
 @pytest.mark.parametrize("name,mode", [("AsyncEventAgeAlarm", "Direct"), ("StreamIteratorAgeAlarm", "Stream")])
 def test_millisecond_ages_are_compared_in_seconds(raw, name, mode):
-    alarm = alarms(Rendered(raw, Mode=mode, BacklogAgeAlarmSeconds="120"))[name]
+    alarm = alarms(Rendered(raw, Mode=mode))[name]
     (returned,) = [q for q in alarm["Metrics"] if q["ReturnData"]]
     assert returned["Expression"] == "age / 1000"
     assert metric_stats(alarm)[0]["Stat"] == "Maximum"
-    assert alarm["Threshold"] == 120
+    assert alarm["Threshold"] == raw["Mappings"]["Tuning"]["Alarms"]["BacklogAgeAlarmSeconds"] == 600
 
 
 def test_stream_discard_alarm_reads_the_mapping_metrics(stream):
@@ -263,12 +276,14 @@ def test_rule_alarms_read_this_rule(direct):
                     "RuleNotFound": {"RuleName": ref("TopicRule")}}
 
 
-def test_thresholds_and_periods_come_from_parameters(raw):
+def test_thresholds_and_periods_come_from_tuning(raw):
+    """Every alarm reads its period and thresholds from Mappings Tuning: changed there, they change."""
+    tuned = copy.deepcopy(raw)
+    tuned["Mappings"]["Tuning"]["Alarms"] = {
+        "AlarmPeriodSeconds": 60, "AlarmEvaluationPeriods": 3, "FunctionErrorsAlarmThreshold": 5,
+        "UndeliveredChunksAlarmThreshold": 7, "RefusalsAlarmThreshold": 11, "BacklogAgeAlarmSeconds": 900}
     for mode in MODES:
-        template = Rendered(raw, Mode=mode, AlarmPeriodSeconds="60", AlarmEvaluationPeriods="3",
-                            FunctionErrorsAlarmThreshold="5", UndeliveredChunksAlarmThreshold="7",
-                            RefusalsAlarmThreshold="11", BacklogAgeAlarmSeconds="900")
-        table = alarms(template)
+        table = alarms(Rendered(tuned, Mode=mode))
         for name, alarm in table.items():
             assert periods(alarm) and set(periods(alarm)) == {60}, name
             assert alarm["EvaluationPeriods"] == (3 if name in RATE_ALARMS else 1), name
@@ -280,9 +295,14 @@ def test_thresholds_and_periods_come_from_parameters(raw):
         assert table[backlog]["Threshold"] == 900
 
 
-def test_alarm_period_is_one_cloudwatch_accepts(raw):
+def test_alarm_defaults_are_ones_cloudwatch_accepts(raw, direct):
     # Standard resolution alarms take 60 s or a multiple of it.
-    assert all(p % 60 == 0 for p in raw["Parameters"]["AlarmPeriodSeconds"]["AllowedValues"])
+    tuning = raw["Mappings"]["Tuning"]["Alarms"]
+    assert tuning["AlarmPeriodSeconds"] == 300 and tuning["AlarmPeriodSeconds"] % 60 == 0
+    assert tuning["AlarmEvaluationPeriods"] == 1
+    for name, alarm in alarms(direct).items():
+        assert set(periods(alarm)) == {300}, name
+        assert alarm["EvaluationPeriods"] == 1, name
 
 
 # --- runbook ------------------------------------------------------------------------------
@@ -319,7 +339,7 @@ def plotted(board: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 VARIANTS = [dict(Mode=m) for m in MODES] + [
-    dict(Mode=m, CreateTopicRule="false", MetricsNamespace="") for m in MODES]
+    dict(Mode=m, CreateTopicRule="false", MetricsNamespace="", CreateAlarms="false") for m in MODES]
 
 
 @pytest.mark.parametrize("overrides", VARIANTS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
@@ -359,10 +379,13 @@ def test_dashboard_plots_the_queues_of_the_mode(raw):
         assert all(re.fullmatch(r"\$\{\w+\.QueueName\}", r[3]) for r in rows)
         return {r[3][2:].split(".")[0] for r in rows}
 
-    assert queues(Rendered(raw)) == {"FailureQueue", "ReplayDeadLetterQueue", "RuleErrorQueue"}
-    assert queues(Rendered(raw, Mode="Queued")) == {"FailureQueue", "ReplayDeadLetterQueue", "RuleErrorQueue",
-                                                    "IngestQueue", "IngestDeadLetterQueue"}
-    assert queues(Rendered(raw, CreateTopicRule="false")) == {"FailureQueue", "ReplayDeadLetterQueue"}
+    quarantine = {"QuarantineQueue", "QuarantineDeadLetterQueue"}
+    on_failure = {"OnFailureQueue", "OnFailureDeadLetterQueue"}
+    assert queues(Rendered(raw)) == quarantine | on_failure | {"RuleErrorQueue"}
+    assert queues(Rendered(raw, Mode="Queued")) == quarantine | {"RuleErrorQueue", "IngestQueue",
+                                                                 "IngestDeadLetterQueue"}
+    assert queues(Rendered(raw, Mode="Stream")) == quarantine | {"RuleErrorQueue"}
+    assert queues(Rendered(raw, CreateTopicRule="false")) == quarantine | on_failure
 
 
 def test_dashboard_is_optional(raw):

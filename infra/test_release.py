@@ -81,6 +81,13 @@ def test_the_packaged_template_takes_its_code_from_the_bucket_parameters() -> No
     source = load()
     assert set(packaged["Resources"]) == set(source["Resources"])
     assert set(packaged["Parameters"]) == set(source["Parameters"]) | {"CodeBucket", "CodeKey"}
+    # The code's parameters are asked first, labelled; every other group is template.yaml's.
+    interface = packaged["Metadata"]["AWS::CloudFormation::Interface"]
+    groups = interface["ParameterGroups"]
+    assert groups[0]["Parameters"] == ["CodeBucket", "CodeKey"]
+    assert groups[1:] == source["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    assert sorted(p for g in groups for p in g["Parameters"]) == sorted(packaged["Parameters"])
+    assert set(interface["ParameterLabels"]) == set(packaged["Parameters"])
 
 
 def test_the_sar_template_names_one_architecture_and_its_zip() -> None:
@@ -88,6 +95,8 @@ def test_the_sar_template_names_one_architecture_and_its_zip() -> None:
     packaged = package(load(), "1.2.3", code_uri=uri, architecture="arm64")
     assert packaged["Parameters"]["Architecture"]["AllowedValues"] == ["arm64"]
     assert "CodeBucket" not in packaged["Parameters"]
+    groups = packaged["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    assert sorted(p for g in groups for p in g["Parameters"]) == sorted(packaged["Parameters"])
     code = transformed(packaged)["Resources"]["ProxyFunction"]["Properties"]["Code"]
     assert code == {"S3Bucket": "releases",
                     "S3Key": "memfault-chunk-proxy/1.2.3/memfault-chunk-proxy-1.2.3-arm64.zip"}

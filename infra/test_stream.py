@@ -45,55 +45,61 @@ def partition_key(template: Rendered) -> str:
 
 STREAM_PARAMETERS = {
     # name: (default, min, max)
-    "StreamShardCount": (1, 1, None),
-    "StreamRetentionHours": (24, 24, 8760),
+    "StreamShardCount": (0, 0, 1000),
     "StreamBatchSize": (500, 1, 10000),
-    "StreamMaxBatchingWindowSeconds": (1, 0, 300),
     "StreamParallelizationFactor": (1, 1, 10),
-    "StreamMaxRetryAttempts": (-1, -1, 10000),
-    "StreamMaxRecordAgeSeconds": (21600, -1, 604800),
-    "StreamFailureRetentionDays": (30, 1, 3650),
+    "StreamMaxRecordAgeSeconds": (21600, -1, 86400),
     "DeviceSerialTopicLevel": (3, 1, 8),
 }
+# Folded into Mappings Tuning Stream: nobody needs to change them for Stream mode to work.
+STREAM_TUNING = {"StreamRetentionHours": 24, "StreamMaxRetryAttempts": -1,
+                 "StreamMaxBatchingWindowSeconds": 1, "StreamFailureRetentionDays": 30}
 
 
 def test_mode_and_stream_parameters(raw):
     assert raw["Parameters"]["Mode"]["AllowedValues"] == ["Direct", "Queued", "Stream"]
     assert raw["Parameters"]["Mode"]["Default"] == "Direct"
-    capacity = raw["Parameters"]["StreamCapacityMode"]
-    assert (capacity["Default"], capacity["AllowedValues"]) == ("ON_DEMAND", ["ON_DEMAND", "PROVISIONED"])
     for name, (default, low, high) in STREAM_PARAMETERS.items():
         spec = raw["Parameters"][name]
         assert spec["Type"] == "Number", name
         assert (spec["Default"], spec["MinValue"], spec.get("MaxValue")) == (default, low, high), name
+    assert raw["Mappings"]["Tuning"]["Stream"] == STREAM_TUNING
 
 
 def test_stream_parameter_ranges_fit_the_services(raw):
-    """Every value a parameter allows is one CloudFormation accepts for the property it feeds."""
+    """Every value a parameter allows, and every constant, is one CloudFormation accepts for the
+    property it feeds (a shard count of 0 stands for on-demand and sets none)."""
     parameters = raw["Parameters"]
     feeds = {
         "StreamBatchSize": ("AWS::Lambda::EventSourceMapping", "BatchSize"),
-        "StreamMaxBatchingWindowSeconds": ("AWS::Lambda::EventSourceMapping", "MaximumBatchingWindowInSeconds"),
         "StreamParallelizationFactor": ("AWS::Lambda::EventSourceMapping", "ParallelizationFactor"),
-        "StreamMaxRetryAttempts": ("AWS::Lambda::EventSourceMapping", "MaximumRetryAttempts"),
         "StreamMaxRecordAgeSeconds": ("AWS::Lambda::EventSourceMapping", "MaximumRecordAgeInSeconds"),
-        "StreamRetentionHours": ("AWS::Kinesis::Stream", "RetentionPeriodHours"),
-        "StreamShardCount": ("AWS::Kinesis::Stream", "ShardCount"),
     }
     for name, (resource_type, prop) in feeds.items():
         spec, limits = parameters[name], schema_property(resource_type, prop)
         assert spec["MinValue"] >= limits.get("minimum", spec["MinValue"]), name
-        if "MaxValue" in spec:
-            assert spec["MaxValue"] <= limits.get("maximum", spec["MaxValue"]), name
-    # Kinesis keeps records at least 24 hours; the mapping needs at least that long to
-    # retry through a Memfault outage before anything expires.
-    assert parameters["StreamRetentionHours"]["MinValue"] == 24
+        assert spec["MaxValue"] <= limits.get("maximum", spec["MaxValue"]), name
+    shards = schema_property("AWS::Kinesis::Stream", "ShardCount")
+    assert parameters["StreamShardCount"]["MaxValue"] <= shards.get("maximum", 1000)
+    assert shards.get("minimum", 1) == 1
+    constants = {
+        "StreamMaxBatchingWindowSeconds": ("AWS::Lambda::EventSourceMapping", "MaximumBatchingWindowInSeconds"),
+        "StreamMaxRetryAttempts": ("AWS::Lambda::EventSourceMapping", "MaximumRetryAttempts"),
+        "StreamRetentionHours": ("AWS::Kinesis::Stream", "RetentionPeriodHours"),
+    }
+    for name, (resource_type, prop) in constants.items():
+        limits = schema_property(resource_type, prop)
+        value = STREAM_TUNING[name]
+        assert limits.get("minimum", value) <= value <= limits.get("maximum", value), name
 
 
-def test_default_record_age_ends_retries_before_the_stream_drops_records(raw):
-    parameters = raw["Parameters"]
-    max_age = parameters["StreamMaxRecordAgeSeconds"]["Default"]
-    assert 60 <= max_age < parameters["StreamRetentionHours"]["Default"] * 3600
+def test_record_age_never_outlasts_the_streams_retention(raw):
+    """The mapping gives a record up to the stream failure bucket before the stream drops it:
+    the largest age the parameter allows is the retention (-1 is refused by a Rule)."""
+    retention_seconds = raw["Mappings"]["Tuning"]["Stream"]["StreamRetentionHours"] * 3600
+    spec = raw["Parameters"]["StreamMaxRecordAgeSeconds"]
+    assert spec["MaxValue"] == retention_seconds
+    assert 60 <= spec["Default"] < retention_seconds
 
 
 def test_serial_topic_level_default_is_where_both_preset_layouts_have_the_serial(raw):
@@ -112,9 +118,12 @@ def test_stream_resources_exist_only_in_stream_mode(direct, queued, stream):
     for absent in ("IngestQueue", "IngestDeadLetterQueue", "IngestEventSourceMapping",
                    "TopicRuleInvokePermission"):
         assert absent not in stream.resources, absent
-    # The failure queue, its replay mapping and the rule's error queue stay in Stream mode.
-    for present in ("FailureQueue", "ReplayDeadLetterQueue", "ReplayEventSourceMapping", "RuleErrorQueue"):
+    # The quarantine queue, its replay mapping and the rule's error queue stay in Stream mode;
+    # Lambda's on-failure queue is Direct mode's.
+    for present in ("QuarantineQueue", "QuarantineDeadLetterQueue", "QuarantineReplayMapping", "RuleErrorQueue"):
         assert present in stream.resources, present
+    for absent in ("OnFailureQueue", "OnFailureDeadLetterQueue", "OnFailureReplayMapping"):
+        assert absent not in stream.resources, absent
 
 
 def test_on_demand_stream_is_encrypted_and_keyed_by_partition(raw, stream):
@@ -128,15 +137,14 @@ def test_on_demand_stream_is_encrypted_and_keyed_by_partition(raw, stream):
     assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Retain", "Retain")
 
 
-def test_provisioned_stream_takes_its_shard_count(raw):
-    template = Rendered(raw, Mode="Stream", StreamCapacityMode="PROVISIONED", StreamShardCount="4",
-                        StreamRetentionHours="48")
+def test_a_shard_count_makes_the_stream_provisioned(raw):
+    template = Rendered(raw, Mode="Stream", StreamShardCount="4")
     p = template.props("IngestStream")
     assert p["StreamModeDetails"] == {"StreamMode": "PROVISIONED"}
     assert p["ShardCount"] == 4
     # Provisioned streams refuse the record distribution setting.
     assert "RecordDistributionStrategy" not in p
-    assert p["RetentionPeriodHours"] == 48
+    assert p["RetentionPeriodHours"] == 24
 
 
 def test_stream_mapping_defaults(stream):
@@ -159,12 +167,11 @@ def test_stream_mapping_defaults(stream):
 
 
 def test_stream_mapping_takes_its_parameters(raw):
-    template = Rendered(raw, Mode="Stream", StreamBatchSize="1000", StreamMaxBatchingWindowSeconds="5",
-                        StreamParallelizationFactor="4", StreamMaxRetryAttempts="100",
+    template = Rendered(raw, Mode="Stream", StreamBatchSize="1000", StreamParallelizationFactor="4",
                         StreamMaxRecordAgeSeconds="3600")
     mapping = template.props("StreamEventSourceMapping")
-    assert (mapping["BatchSize"], mapping["MaximumBatchingWindowInSeconds"], mapping["ParallelizationFactor"],
-            mapping["MaximumRetryAttempts"], mapping["MaximumRecordAgeInSeconds"]) == (1000, 5, 4, 100, 3600)
+    assert (mapping["BatchSize"], mapping["ParallelizationFactor"], mapping["MaximumRecordAgeInSeconds"]) == (
+        1000, 4, 3600)
 
 
 def test_failure_bucket_is_private_encrypted_versioned_and_expiring(raw, stream):
@@ -180,8 +187,6 @@ def test_failure_bucket_is_private_encrypted_versioned_and_expiring(raw, stream)
     assert lifecycle["NoncurrentVersionExpiration"] == {"NoncurrentDays": 30}
     resource = raw["Resources"]["StreamFailureBucket"]
     assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Retain", "Retain")
-    week = Rendered(raw, Mode="Stream", StreamFailureRetentionDays="7").props("StreamFailureBucket")
-    assert week["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == 7
 
 
 def test_failure_bucket_refuses_requests_without_tls(stream):
@@ -203,15 +208,13 @@ def test_rule_puts_records_keyed_by_the_serial_topic_level(raw, stream):
     assert action == {"Kinesis": {"StreamName": ref("IngestStream"), "PartitionKey": "${topic(3)}",
                                   "RoleArn": arn_of("TopicRuleRole")}}
     custom = Rendered(raw, Mode="Stream", TopicLayout="Custom",
-                      TopicPattern="fleet/+/devices/{device_serial}/memfault",
-                      TopicFilter="fleet/+/devices/+/memfault", DeviceSerialTopicLevel="4")
+                      TopicPattern="fleet/+/devices/{device_serial}/memfault", DeviceSerialTopicLevel="4")
     assert partition_key(custom) == "${topic(4)}"
 
 
 def test_partition_key_is_the_client_id_when_the_serial_comes_from_it(raw):
     template = Rendered(raw, Mode="Stream", DeviceSerialFromClientId="true", TopicLayout="Custom",
-                        TopicPattern="a/b/c/d/{device_serial}", TopicFilter="a/b/c/d/+",
-                        DeviceSerialTopicLevel="5")
+                        TopicPattern="a/b/c/d/{device_serial}", DeviceSerialTopicLevel="5")
     assert partition_key(template) == "${clientid()}"
     sql = template.props("TopicRule")["TopicRulePayload"]["Sql"]
     assert "clientid() AS device_serial" in sql
@@ -231,12 +234,12 @@ def test_rule_role_may_put_records_only_on_the_stream(direct, queued, stream):
 def test_the_function_sets_aside_on_the_fifo_quarantine_queue_in_every_mode(direct, queued, stream):
     for template in (direct, queued, stream):
         variables = template.function()["Properties"]["Environment"]["Variables"]
-        assert variables["MEMFAULT_FAILURE_QUEUE_URL"] == ref("QuarantineQueue")
+        assert variables["MEMFAULT_QUARANTINE_QUEUE_URL"] == ref("QuarantineQueue")
         queue = template.props("QuarantineQueue")
         assert queue["FifoQueue"] is True and queue["ContentBasedDeduplication"] is False
         assert queue["RedrivePolicy"]["deadLetterTargetArn"] == arn_of("QuarantineDeadLetterQueue")
         assert template.props("QuarantineDeadLetterQueue")["FifoQueue"] is True
-        bucket = variables.get("MEMFAULT_FAILURE_BUCKET_URL")
+        bucket = variables.get("MEMFAULT_STREAM_FAILURE_BUCKET_URL")
         if template is stream:
             assert bucket == "https://${StreamFailureBucket.RegionalDomainName}"
         else:
@@ -260,8 +263,8 @@ def test_function_role_in_stream_mode_is_least_privilege(stream):
         assert table[action] == [arn_of("IngestStream")], action
     assert table["s3:PutObject"] == [BUCKET_OBJECTS]
     assert table["s3:ListBucket"] == [arn_of("StreamFailureBucket")]
-    # Quarantine and replay use only the failure and quarantine queues; no ingest queue exists.
-    queues = [arn_of("FailureQueue"), arn_of("QuarantineQueue")]
+    # Quarantine and its replay use only the quarantine queue: no ingest queue, no on-failure queue.
+    queues = [arn_of("QuarantineQueue")]
     assert table["sqs:SendMessage"] == queues
     for action in SQS_CONSUME:
         assert table[action] == queues, action
@@ -285,7 +288,7 @@ def test_sam_transform_keeps_the_stream_wiring():
     render_template.override_defaults(template, {"Mode": "Stream"})
     resources = render_template.sam_transform(template)["Resources"]
     variables = resources["ProxyFunction"]["Properties"]["Environment"]["Variables"]
-    assert variables["MEMFAULT_FAILURE_QUEUE_URL"] == ref("QuarantineQueue")
+    assert variables["MEMFAULT_QUARANTINE_QUEUE_URL"] == ref("QuarantineQueue")
     mapping = resources["StreamEventSourceMapping"]["Properties"]
     assert mapping["FunctionName"] == ref("ProxyFunction")
     assert mapping["DestinationConfig"] == {"OnFailure": {"Destination": arn_of("StreamFailureBucket")}}

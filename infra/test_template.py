@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from template_model import TEMPLATE, Rendered, arn_of, as_list, ref
+from template_model import TEMPLATE, Refused, Rendered, arn_of, as_list, ref
 
 REPO = TEMPLATE.parent
 CLOUDWATCH_RETENTION_DAYS = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545,
@@ -35,6 +35,113 @@ def queue_arns(template: Rendered, resources: list[Any]) -> list[str]:
         assert attribute == "Arn"
         names.append(name)
     return sorted(names)
+
+
+# --- a first deploy: groups, labels, derived and folded settings, Rules ---------------
+
+FIRST_GROUP = ["Mode", "TopicLayout", "ProjectKeys", "MemfaultProjectKey", "AlarmEmail"]
+
+
+def interface(raw) -> dict[str, Any]:
+    return raw["Metadata"]["AWS::CloudFormation::Interface"]
+
+
+def test_at_most_thirty_parameters_each_in_one_labelled_group(raw):
+    parameters = list(raw["Parameters"])
+    assert len(parameters) <= 30
+    groups = interface(raw)["ParameterGroups"]
+    grouped = [name for group in groups for name in group["Parameters"]]
+    assert sorted(grouped) == sorted(parameters), "every parameter in exactly one group"
+    # `sam deploy --guided` asks in the template's order, the console in the groups' order:
+    # both the same.
+    assert grouped == parameters
+    for group in groups:
+        assert group["Label"]["default"].strip(), group
+    labels = interface(raw)["ParameterLabels"]
+    assert set(labels) == set(parameters)
+    assert all(label["default"].strip() for label in labels.values())
+
+
+def test_the_first_group_is_the_four_decisions_of_a_first_deploy(raw):
+    first = interface(raw)["ParameterGroups"][0]
+    assert first["Parameters"] == FIRST_GROUP
+    for word in ("mode", "layout", "key", "alarm"):
+        assert word in first["Label"]["default"].lower(), word
+    # The key source is two parameters, one of them per layout, both secret.
+    for name in ("ProjectKeys", "MemfaultProjectKey"):
+        assert raw["Parameters"][name]["NoEcho"] is True, name
+    # Direct's reordering is said where the mode is chosen.
+    assert "out of order" in raw["Parameters"]["Mode"]["Description"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("first_group", [
+    {"TopicLayout": "Legacy"},
+    {"TopicLayout": "Legacy", "MemfaultProjectKey": "example-key"},
+    {"TopicLayout": "MemfaultGuide", "ProjectKeys": "project-a=key-a,project-b=key-b"},
+])
+def test_the_first_group_alone_makes_a_working_deployment(raw, mode, first_group):
+    """Every other group's defaults pass the Rules and create a rule, alarms and a dashboard."""
+    template = Rendered(raw, Mode=mode, AlarmEmail="on-call@example.com", **first_group)
+    assert "TopicRule" in template.resources
+    assert "AlarmEmailSubscription" in template.resources
+    assert "Dashboard" in template.resources
+
+
+def test_tuning_names_no_parameter_and_every_entry_is_used(raw):
+    """The folded settings keep their old parameter names as keys, so no key may also be a
+    parameter (one name, two values), and each is read somewhere."""
+    text = TEMPLATE.read_text()
+    for section, entries in raw["Mappings"]["Tuning"].items():
+        for key in entries:
+            assert key not in raw["Parameters"], key
+            assert f"!FindInMap [Tuning, {section}, {key}]" in text, key
+
+
+REFUSED = [
+    # StreamMaxRecordAgeSeconds: Lambda takes -1 or 60 and up; -1 outlasts the retention.
+    ({"Mode": "Stream", "StreamMaxRecordAgeSeconds": "0"}, "StreamRecordAgeIsAMinuteOrMore"),
+    ({"Mode": "Stream", "StreamMaxRecordAgeSeconds": "59"}, "StreamRecordAgeIsAMinuteOrMore"),
+    ({"Mode": "Stream", "StreamMaxRecordAgeSeconds": "-1"}, "StreamRecordAgeWithinRetention"),
+    ({"Mode": "Queued", "SqsBatchSize": "11", "SqsMaxBatchingWindowSeconds": "0"}, "SqsBatchOver10NeedsWindow"),
+    ({"Mode": "Queued", "SqsBatchSize": "10000", "SqsMaxBatchingWindowSeconds": "0"},
+     "SqsBatchOver10NeedsWindow"),
+    ({"MetricsNamespace": ""}, "AlarmsNeedMetrics"),
+    ({"MetricsNamespace": "", "CreateAlarms": "true", "Mode": "Stream"}, "AlarmsNeedMetrics"),
+]
+ACCEPTED = [
+    {"Mode": "Stream", "StreamMaxRecordAgeSeconds": "60"},
+    {"Mode": "Stream", "StreamMaxRecordAgeSeconds": "86400", "StreamShardCount": "2"},
+    {"Mode": "Queued", "SqsBatchSize": "10", "SqsMaxBatchingWindowSeconds": "0"},
+    {"Mode": "Queued", "SqsBatchSize": "1", "SqsMaxBatchingWindowSeconds": "0"},
+    {"Mode": "Queued", "SqsBatchSize": "10000", "SqsMaxBatchingWindowSeconds": "1"},
+    {"MetricsNamespace": "", "CreateAlarms": "false"},
+]
+
+
+@pytest.mark.parametrize("parameters, rule", REFUSED, ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items())
+                         if isinstance(v, dict) else v)
+def test_each_combination_that_cannot_work_fails_with_its_reason(raw, parameters, rule):
+    with pytest.raises(Refused) as refused:
+        Rendered(raw, **parameters)
+    (failure,) = refused.value.failures
+    name, _, reason = failure.partition(": ")
+    assert name == rule
+    # The reason names the parameters to change.
+    for parameter in parameters:
+        if parameter != "Mode":
+            assert parameter in reason or parameter == "CreateAlarms", (parameter, reason)
+
+
+@pytest.mark.parametrize("parameters", ACCEPTED, ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()))
+def test_the_edges_of_each_rule_are_accepted(raw, parameters):
+    Rendered(raw, **parameters)
+
+
+def test_every_rule_gives_its_reason(raw):
+    for name, rule in raw["Rules"].items():
+        for assertion in rule["Assertions"]:
+            assert len(assertion["AssertDescription"].split()) >= 6, name
 
 
 # --- function -------------------------------------------------------------------
@@ -77,36 +184,43 @@ def test_architecture_parameter(raw, direct):
 
 EXPECTED_ENVIRONMENT = {
     "MEMFAULT_CHUNKS_URL": ("MemfaultChunksUrl", "https://chunks.memfault.com"),
-    "MEMFAULT_MAX_ATTEMPTS": ("MaxAttempts", 4),
     "MEMFAULT_METRICS_NAMESPACE": ("MetricsNamespace", "MemfaultChunkProxy"),
+    "MEMFAULT_STALL_LIMIT_SECONDS": ("StallLimitSeconds", 300),
+}
+# Set from Mappings Tuning, not parameters: (second-level key, value).
+EXPECTED_TUNED_ENVIRONMENT = {
+    "MEMFAULT_MAX_ATTEMPTS": ("MaxAttempts", 4),
     "MEMFAULT_BATCH_MAX_CHUNKS": ("BatchMaxChunks", 500),
     "MEMFAULT_UPLOAD_CONCURRENCY": ("UploadConcurrency", 64),
-    "MEMFAULT_STALL_LIMIT_SECONDS": ("StallLimitSeconds", 300),
 }
 
 
-def test_environment_wired_from_parameters(raw, direct):
+def test_environment_wired_from_parameters_and_tuning(raw, direct):
     variables = raw["Resources"]["ProxyFunction"]["Properties"]["Environment"]["Variables"]
     for variable, (parameter, default) in EXPECTED_ENVIRONMENT.items():
         assert variables[variable] == ref(parameter), variable
         assert raw["Parameters"][parameter]["Default"] == default, parameter
+    for variable, (key, value) in EXPECTED_TUNED_ENVIRONMENT.items():
+        assert variables[variable] == {"Fn::FindInMap": ["Tuning", "Delivery", key]}, variable
+        assert raw["Mappings"]["Tuning"]["Delivery"][key] == value, key
     rendered = direct.function()["Properties"]["Environment"]["Variables"]
     # The pattern follows TopicLayout (infra/test_layouts.py); by default the Legacy one.
-    # The failure queue is the quarantine queue, in every mode.
-    assert rendered == {v: d for v, (_, d) in EXPECTED_ENVIRONMENT.items()} | {
+    # The function sets chunks aside on the quarantine queue, in every mode.
+    expected = {v: d for v, (_, d) in (EXPECTED_ENVIRONMENT | EXPECTED_TUNED_ENVIRONMENT).items()}
+    assert rendered == expected | {
         "MEMFAULT_TOPIC_PATTERN": "prod/+/{device_serial}/memfault/{project_key}/chunk",
-        "MEMFAULT_FAILURE_QUEUE_URL": ref("QuarantineQueue")}
+        "MEMFAULT_QUARANTINE_QUEUE_URL": ref("QuarantineQueue")}
     # The function rejects variables set to "": every value must be non-empty.
     assert all(str(value) for value in rendered.values())
 
 
 def test_parameter_ranges_match_the_function(raw):
     """The function refuses values outside these ranges at init (src/config.rs)."""
-    ranges = {"MaxAttempts": (1, 20), "BatchMaxChunks": (1, 10000), "UploadConcurrency": (1, 256),
-              "StallLimitSeconds": (1, 604800)}
-    for name, (low, high) in ranges.items():
-        spec = raw["Parameters"][name]
-        assert (spec["MinValue"], spec["MaxValue"]) == (low, high), name
+    spec = raw["Parameters"]["StallLimitSeconds"]
+    assert (spec["MinValue"], spec["MaxValue"]) == (1, 604800)
+    tuned = {"MaxAttempts": (1, 20), "BatchMaxChunks": (1, 10000), "UploadConcurrency": (1, 256)}
+    for name, (low, high) in tuned.items():
+        assert low <= raw["Mappings"]["Tuning"]["Delivery"][name] <= high, name
     namespace = raw["Parameters"]["MetricsNamespace"]["AllowedPattern"]
     for ok in ("MemfaultChunkProxy", "Fleet/Chunks", ""):
         assert re.fullmatch(namespace, ok), ok
@@ -156,7 +270,13 @@ def test_retention_values_match_cloudformation_schema(raw):
     assert raw["Parameters"]["LogRetentionInDays"]["AllowedValues"] == enum
 
 
-# --- asynchronous invocation, failure queue, replay -------------------------------
+# --- asynchronous invocation, on-failure queue, replay -----------------------------
+
+# Lambda's on-failure destination and everything around it: asynchronous invocations
+# happen in Direct mode only.
+DIRECT_ONLY = {"ProxyFunctionEventInvokeConfig", "OnFailureQueue", "OnFailureDeadLetterQueue",
+               "OnFailureReplayMapping", "OnFailureQueueMessagesAlarm",
+               "OnFailureDeadLetterQueueMessagesAlarm", "AsyncEventAgeAlarm"}
 
 
 def test_on_failure_destination_is_encrypted_fourteen_day_queue(raw, direct):
@@ -164,49 +284,64 @@ def test_on_failure_destination_is_encrypted_fourteen_day_queue(raw, direct):
     p = config["Properties"]
     assert p["FunctionName"] == ref("ProxyFunction")
     assert p["Qualifier"] == "$LATEST"
-    assert p["DestinationConfig"]["OnFailure"]["Destination"] == arn_of("FailureQueue")
-    queue = direct.props("FailureQueue")
+    assert p["DestinationConfig"]["OnFailure"]["Destination"] == arn_of("OnFailureQueue")
+    queue = direct.props("OnFailureQueue")
     assert queue["MessageRetentionPeriod"] == FOURTEEN_DAYS
     assert queue["SqsManagedSseEnabled"] is True
 
 
-def test_async_retries_and_event_age_are_bounded(raw, direct):
+def test_direct_only_resources_exist_only_in_direct_mode(raw, direct, queued, stream):
+    assert DIRECT_ONLY <= set(direct.resources)
+    for template in (queued, stream):
+        assert not DIRECT_ONLY & set(template.resources)
+        assert not {name for name in template.outputs if name.startswith("OnFailure")}
+    for mode in ("Queued", "Stream"):
+        own_rule = Rendered(raw, Mode=mode, CreateTopicRule="false", ReplayFailedChunks="true")
+        assert not DIRECT_ONLY & set(own_rule.resources)
+
+
+def test_async_retries_and_event_age_are_lambdas_maximum(raw, direct):
     raw_config = raw["Resources"]["ProxyFunctionEventInvokeConfig"]["Properties"]
-    assert raw_config["MaximumRetryAttempts"] == ref("AsyncMaxRetryAttempts")
-    assert raw_config["MaximumEventAgeInSeconds"] == ref("AsyncMaxEventAgeSeconds")
-    retries = raw["Parameters"]["AsyncMaxRetryAttempts"]
-    age = raw["Parameters"]["AsyncMaxEventAgeSeconds"]
-    assert (retries["Default"], retries["MinValue"], retries["MaxValue"]) == (2, 0, 2)
-    assert age["Default"] == 21600 and age["MinValue"] >= 60 and age["MaxValue"] <= 21600
+    assert raw_config["MaximumRetryAttempts"] == {
+        "Fn::FindInMap": ["Tuning", "Direct", "AsyncMaxRetryAttempts"]}
+    assert raw_config["MaximumEventAgeInSeconds"] == {
+        "Fn::FindInMap": ["Tuning", "Direct", "AsyncMaxEventAgeSeconds"]}
     p = direct.props("ProxyFunctionEventInvokeConfig")
     assert (p["MaximumRetryAttempts"], p["MaximumEventAgeInSeconds"]) == (2, 21600)
 
 
-def test_failure_queue_redrives_to_its_own_dead_letter_queue(direct):
-    queue = direct.props("FailureQueue")
+def test_on_failure_queue_redrives_to_its_own_dead_letter_queue(direct):
+    queue = direct.props("OnFailureQueue")
     redrive = queue["RedrivePolicy"]
-    assert redrive["deadLetterTargetArn"] == arn_of("ReplayDeadLetterQueue")
+    assert redrive["deadLetterTargetArn"] == arn_of("OnFailureDeadLetterQueue")
     assert redrive["maxReceiveCount"] == 5
-    dlq = direct.props("ReplayDeadLetterQueue")
+    dlq = direct.props("OnFailureDeadLetterQueue")
     assert dlq["MessageRetentionPeriod"] == FOURTEEN_DAYS
     assert dlq["SqsManagedSseEnabled"] is True
 
 
-def test_replay_mapping_disabled_by_default(raw, direct, queued, stream):
+def test_replay_mappings_disabled_by_default_and_enabled_together(raw, direct, queued, stream):
     for template in (direct, queued, stream):
-        mapping = template.props("ReplayEventSourceMapping")
+        mapping = template.props("QuarantineReplayMapping")
         assert mapping["Enabled"] is False
-        assert mapping["EventSourceArn"] == arn_of("FailureQueue")
+        assert mapping["EventSourceArn"] == arn_of("QuarantineQueue")
+    mapping = direct.props("OnFailureReplayMapping")
+    assert mapping["Enabled"] is False
+    assert mapping["EventSourceArn"] == arn_of("OnFailureQueue")
+    for name in ("QuarantineReplayMapping", "OnFailureReplayMapping"):
+        mapping = direct.props(name)
         assert mapping["FunctionName"] == ref("ProxyFunction")
         assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert raw["Parameters"]["ReplayFailedChunks"]["Default"] == "false"
     enabled = Rendered(raw, ReplayFailedChunks="true")
-    assert enabled.props("ReplayEventSourceMapping")["Enabled"] is True
+    assert enabled.props("OnFailureReplayMapping")["Enabled"] is True
+    assert enabled.props("QuarantineReplayMapping")["Enabled"] is True
 
 
 def test_consumed_queues_hide_messages_for_six_function_timeouts(direct, queued):
     timeout = direct.function()["Properties"]["Timeout"]
-    assert direct.props("FailureQueue")["VisibilityTimeout"] >= 6 * timeout
+    for name in ("OnFailureQueue", "QuarantineQueue"):
+        assert direct.props(name)["VisibilityTimeout"] >= 6 * timeout
     assert queued.props("IngestQueue")["VisibilityTimeout"] >= 6 * timeout
 
 
@@ -221,9 +356,20 @@ def test_rule_sql_reads_the_layouts_topic_filter(raw, direct):
     payload = rule(direct)
     assert payload["AwsIotSqlVersion"] == "2016-03-23"
     assert payload["Sql"] == SQL_DIRECT.format("prod/+/+/memfault/#")
-    custom = Rendered(raw, TopicLayout="Custom", TopicPattern="fleet/+/{device_serial}/chunks/#",
-                      TopicFilter="fleet/+/+/chunks/#")
+    custom = Rendered(raw, TopicLayout="Custom", TopicPattern="fleet/+/{device_serial}/chunks/#")
     assert rule(custom)["Sql"] == SQL_DIRECT.format("fleet/+/+/chunks/#")
+
+
+@pytest.mark.parametrize("pattern, topic_filter", [
+    ("fleet/{project_slug}/devices/{device_serial}/#", "fleet/+/devices/+/#"),
+    ("acme/{device_serial}/memfault/{project_key}/chunk", "acme/+/memfault/+/chunk"),
+    ("{device_serial}/chunks", "+/chunks"),
+    ("a/+/{device_serial}", "a/+/+"),
+])
+def test_custom_layouts_filter_is_its_pattern_with_wildcards_for_captures(raw, pattern, topic_filter):
+    for mode in MODES:
+        custom = Rendered(raw, TopicLayout="Custom", TopicPattern=pattern, Mode=mode)
+        assert rule(custom)["Sql"] == SQL_DIRECT.format(topic_filter)
 
 
 def test_rule_sql_with_client_id_as_device_serial(raw):
@@ -235,9 +381,11 @@ def test_rule_sql_with_client_id_as_device_serial(raw):
     assert rule(queued)["Sql"] == SQL_CLIENT_ID.format("prod/+/+/memfault/#")
 
 
-def test_topic_filter_cannot_break_out_of_sql_quotes(raw):
-    pattern = raw["Parameters"]["TopicFilter"]["AllowedPattern"]
-    assert re.fullmatch(pattern, "prod/+/+/memfault/#")
+def test_topic_pattern_cannot_break_out_of_sql_quotes(raw):
+    """The rule's FROM filter is derived from TopicPattern, inside single quotes."""
+    pattern = raw["Parameters"]["TopicPattern"]["AllowedPattern"]
+    assert re.fullmatch(pattern, "fleet/{project_slug}/devices/{device_serial}/#")
+    assert re.fullmatch(pattern, "")
     assert not re.fullmatch(pattern, "x' OR 1=1 --")
 
 
@@ -359,15 +507,16 @@ def test_function_role_least_privilege(direct, queued):
                       "Action": "sts:AssumeRole"}]
     consume = ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
                "sqs:ReceiveMessage"]
-    replayed = ["FailureQueue", "QuarantineQueue"]
-    for template, consumed in ((direct, replayed), (queued, sorted([*replayed, "IngestQueue"]))):
+    # Direct: Lambda's on-failure destination, and the function's own quarantine writes.
+    direct_queues = ["OnFailureQueue", "QuarantineQueue"]
+    for template, sent, consumed in ((direct, direct_queues, direct_queues),
+                                     (queued, ["QuarantineQueue"], ["IngestQueue", "QuarantineQueue"])):
         table = template.grants("ProxyFunctionRole")
         assert sorted(table) == sorted(["logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage",
                                         *consume])
         assert table["logs:CreateLogStream"] == [arn_of("ProxyLogGroup")]
         assert table["logs:PutLogEvents"] == [arn_of("ProxyLogGroup")]
-        # Lambda's asynchronous destination, and the function's own quarantine writes.
-        assert queue_arns(template, table["sqs:SendMessage"]) == replayed
+        assert queue_arns(template, table["sqs:SendMessage"]) == sent
         for action in consume:
             assert queue_arns(template, table[action]) == consumed, action
 
@@ -429,10 +578,19 @@ def test_outputs(direct, queued, raw):
         "FunctionArn": arn_of("ProxyFunction"),
         "FunctionName": ref("ProxyFunction"),
         "LogGroupName": ref("ProxyLogGroup"),
-        "FailureQueueUrl": ref("FailureQueue"),
-        "FailureQueueArn": arn_of("FailureQueue"),
+        "QuarantineQueueUrl": ref("QuarantineQueue"),
+        "QuarantineQueueArn": arn_of("QuarantineQueue"),
+        "QuarantineDeadLetterQueueUrl": ref("QuarantineDeadLetterQueue"),
+        "QuarantineDeadLetterQueueArn": arn_of("QuarantineDeadLetterQueue"),
+        "QuarantineReplayMappingId": ref("QuarantineReplayMapping"),
         "TopicRuleName": ref("TopicRule"),
-        "ReplayEventSourceMappingId": ref("ReplayEventSourceMapping"),
+    }
+    expected_direct = {
+        "OnFailureQueueUrl": ref("OnFailureQueue"),
+        "OnFailureQueueArn": arn_of("OnFailureQueue"),
+        "OnFailureDeadLetterQueueUrl": ref("OnFailureDeadLetterQueue"),
+        "OnFailureDeadLetterQueueArn": arn_of("OnFailureDeadLetterQueue"),
+        "OnFailureReplayMappingId": ref("OnFailureReplayMapping"),
     }
     expected_queued = {
         "IngestQueueUrl": ref("IngestQueue"),
@@ -446,6 +604,9 @@ def test_outputs(direct, queued, raw):
     for name, value in expected_queued.items():
         assert queued.outputs[name]["Value"] == value, name
         assert name not in direct.outputs
+    for name, value in expected_direct.items():
+        assert direct.outputs[name]["Value"] == value, name
+        assert name not in queued.outputs
     stream_only = {"IngestStreamName", "IngestStreamArn", "StreamEventSourceMappingId",
                    "StreamFailureBucketName"}
     assert not stream_only & (set(direct.outputs) | set(queued.outputs))
@@ -467,8 +628,8 @@ ALLOWED_SKIPS = {
     ("ProxyFunction", "CKV_AWS_117"),  # not in a VPC
     ("ProxyFunction", "CKV_AWS_173"),  # environment not encrypted with a CMK
     ("ProxyLogGroup", "CKV_AWS_158"),  # logs not encrypted with a CMK
-    ("FailureQueue", "CKV_AWS_27"),  # SSE-SQS rather than SSE-KMS
-    ("ReplayDeadLetterQueue", "CKV_AWS_27"),
+    ("OnFailureQueue", "CKV_AWS_27"),  # SSE-SQS rather than SSE-KMS
+    ("OnFailureDeadLetterQueue", "CKV_AWS_27"),
     ("QuarantineQueue", "CKV_AWS_27"),
     ("QuarantineDeadLetterQueue", "CKV_AWS_27"),
     ("IngestQueue", "CKV_AWS_27"),

@@ -34,16 +34,22 @@ queued=(Mode=Queued DeviceSerialFromClientId=true CreateDevicePolicy=true
 own_rule=(CreateTopicRule=false)
 own_rule_queued=(CreateTopicRule=false Mode=Queued)
 stream=(Mode=Stream)
-stream_provisioned=(Mode=Stream StreamCapacityMode=PROVISIONED StreamShardCount=2
+stream_provisioned=(Mode=Stream StreamShardCount=2
   DeviceSerialFromClientId=true BasicIngest=true CreateDevicePolicy=true ReplayFailedChunks=true
   AlarmEmail=on-call@example.com)
 own_rule_stream=(CreateTopicRule=false Mode=Stream BasicIngest=true)
 existing_topic=(Mode=Queued AlarmTopicArn=arn:aws:sns:us-east-1:123456789012:on-call)
 no_monitoring=(CreateAlarms=false CreateDashboard=false MetricsNamespace=)
+# The edges of the template's Rules, each just on the side that works (pytest infra checks that
+# one step further is refused): the least record age, the longest (the stream's retention), the
+# largest SQS batch without a batching window, and no metrics with the alarms off (above).
+stream_record_age_edges=(Mode=Stream StreamMaxRecordAgeSeconds=60)
+stream_record_age_retention=(Mode=Stream StreamMaxRecordAgeSeconds=86400 StreamShardCount=1)
+queued_no_window=(Mode=Queued SqsBatchSize=10 SqsMaxBatchingWindowSeconds=0)
 guide=(TopicLayout=MemfaultGuide ProjectKeys=project-a=example-key-a,project-b=example-key-b
   Mode=Stream BasicIngest=true CreateDevicePolicy=true DeviceSerialFromClientId=true)
 custom_layout=(TopicLayout=Custom "TopicPattern=fleet/{project_slug}/devices/{device_serial}/#"
-  "TopicFilter=fleet/+/devices/+/#" DeviceSerialTopicLevel=4 ProjectKeys=project-a=example-key-a
+  DeviceSerialTopicLevel=4 ProjectKeys=project-a=example-key-a
   Mode=Stream CreateDevicePolicy=true)
 
 cfn_lint=(cfn-lint --include-checks I --non-zero-exit-code informational
@@ -125,7 +131,10 @@ render_variants() {
     python infra/render_template.py "$work/no-monitoring.cfn.json" --sam-transform "${no_monitoring[@]}" &&
     python infra/render_template.py "$work/guide.sam.json" "${guide[@]}" &&
     python infra/render_template.py "$work/guide.cfn.json" --sam-transform "${guide[@]}" &&
-    python infra/render_template.py "$work/custom-layout.cfn.json" --sam-transform "${custom_layout[@]}"
+    python infra/render_template.py "$work/custom-layout.cfn.json" --sam-transform "${custom_layout[@]}" &&
+    python infra/render_template.py "$work/stream-record-age-edges.cfn.json" --sam-transform "${stream_record_age_edges[@]}" &&
+    python infra/render_template.py "$work/stream-record-age-retention.cfn.json" --sam-transform "${stream_record_age_retention[@]}" &&
+    python infra/render_template.py "$work/queued-no-window.cfn.json" --sam-transform "${queued_no_window[@]}"
 }
 
 echo "==> Tools: $(cfn-lint --version), $(sam --version), checkov $(checkov --version), $(python -m pytest --version 2>&1)"
@@ -141,6 +150,9 @@ step "cfn-lint template.yaml (${existing_topic[*]})" "${cfn_lint[@]}" --paramete
 step "cfn-lint template.yaml (${no_monitoring[*]})" "${cfn_lint[@]}" --parameters "${no_monitoring[@]}" -- template.yaml
 step "cfn-lint template.yaml (${guide[*]})" "${cfn_lint[@]}" --parameters "${guide[@]}" -- template.yaml
 step "cfn-lint template.yaml (${custom_layout[*]})" "${cfn_lint[@]}" --parameters "${custom_layout[@]}" -- template.yaml
+step "cfn-lint template.yaml (${stream_record_age_edges[*]})" "${cfn_lint[@]}" --parameters "${stream_record_age_edges[@]}" -- template.yaml
+step "cfn-lint template.yaml (${stream_record_age_retention[*]})" "${cfn_lint[@]}" --parameters "${stream_record_age_retention[@]}" -- template.yaml
+step "cfn-lint template.yaml (${queued_no_window[*]})" "${cfn_lint[@]}" --parameters "${queued_no_window[@]}" -- template.yaml
 
 step "SAM transform, offline, of each variant" render_variants
 step "cfn-lint transformed templates" "${cfn_lint[@]}" -- "$work"/*.cfn.json

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::aws::{BucketUrl, FailureQueueConfig};
+use crate::aws::{BucketUrl, QuarantineQueueConfig};
 use crate::redact::{redact, redact_key_like, redact_project_keys, redact_url};
 use crate::retry::RetryPolicy;
 use crate::routing::{ProjectKey, ProjectKeys, TopicPattern};
@@ -60,9 +60,9 @@ pub struct Config {
     pub stall_limit: Duration,
     /// Where records that can never be delivered are written; `None` leaves them with their
     /// source, reported as failures.
-    pub failure_queue: Option<FailureQueueConfig>,
+    pub quarantine_queue: Option<QuarantineQueueConfig>,
     /// Where a failure record too large for the queue is put instead (stream mode).
-    pub failure_bucket: Option<BucketUrl>,
+    pub stream_failure_bucket: Option<BucketUrl>,
 }
 
 impl Default for Config {
@@ -82,8 +82,8 @@ impl Default for Config {
             batch_max_chunks: 500,
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
             stall_limit: Duration::from_secs(300),
-            failure_queue: None,
-            failure_bucket: None,
+            quarantine_queue: None,
+            stream_failure_bucket: None,
         }
     }
 }
@@ -237,16 +237,17 @@ impl Config {
             });
         }
 
-        let failure_queue = env
-            .optional("MEMFAULT_FAILURE_QUEUE_URL")?
-            .map(|url| failure_queue_identity(&env, url))
+        let quarantine_queue = env
+            .optional("MEMFAULT_QUARANTINE_QUEUE_URL")?
+            .map(|url| quarantine_queue_identity(&env, url))
             .transpose()?;
-        let failure_bucket: Option<BucketUrl> = env.optional("MEMFAULT_FAILURE_BUCKET_URL")?;
-        if failure_bucket.is_some() && failure_queue.is_none() {
+        let stream_failure_bucket: Option<BucketUrl> =
+            env.optional("MEMFAULT_STREAM_FAILURE_BUCKET_URL")?;
+        if stream_failure_bucket.is_some() && quarantine_queue.is_none() {
             return Err(ConfigError {
-                variable: "MEMFAULT_FAILURE_BUCKET_URL",
+                variable: "MEMFAULT_STREAM_FAILURE_BUCKET_URL",
                 shown: "(set)".into(),
-                problem: "needs MEMFAULT_FAILURE_QUEUE_URL: the bucket only takes records too large for the queue".into(),
+                problem: "needs MEMFAULT_QUARANTINE_QUEUE_URL: the bucket only takes records too large for the queue".into(),
             });
         }
 
@@ -292,8 +293,8 @@ impl Config {
             stall_limit: env
                 .number("MEMFAULT_STALL_LIMIT_SECONDS", 1..=604_800)?
                 .map_or(defaults.stall_limit, Duration::from_secs),
-            failure_queue,
-            failure_bucket,
+            quarantine_queue,
+            stream_failure_bucket,
         })
     }
 }
@@ -323,12 +324,12 @@ fn check_key_sources(
     })
 }
 
-/// The region and credentials the failure queue's requests are signed with: Lambda sets them in
+/// The region and credentials the quarantine queue's requests are signed with: Lambda sets them in
 /// the environment of every function.
-fn failure_queue_identity<F: Fn(&str) -> Option<String>>(
+fn quarantine_queue_identity<F: Fn(&str) -> Option<String>>(
     env: &Reader<F>,
     url: crate::aws::QueueUrl,
-) -> Result<FailureQueueConfig, ConfigError> {
+) -> Result<QuarantineQueueConfig, ConfigError> {
     let required = |variable: &'static str| {
         (env.lookup)(variable)
             .filter(|value| !value.is_empty())
@@ -336,7 +337,7 @@ fn failure_queue_identity<F: Fn(&str) -> Option<String>>(
                 variable,
                 shown: "(unset)".into(),
                 problem:
-                    "is needed to sign requests to MEMFAULT_FAILURE_QUEUE_URL (Lambda sets it)"
+                    "is needed to sign requests to MEMFAULT_QUARANTINE_QUEUE_URL (Lambda sets it)"
                         .into(),
             })
     };
@@ -347,7 +348,7 @@ fn failure_queue_identity<F: Fn(&str) -> Option<String>>(
         None,
         "environment",
     );
-    Ok(FailureQueueConfig {
+    Ok(QuarantineQueueConfig {
         url,
         region: required("AWS_REGION")?,
         credentials,
@@ -444,15 +445,15 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_bucket_needs_a_failure_queue() {
+    fn a_stream_failure_bucket_needs_a_quarantine_queue() {
         let error = config(&[(
-            "MEMFAULT_FAILURE_BUCKET_URL",
+            "MEMFAULT_STREAM_FAILURE_BUCKET_URL",
             "https://failures.s3.eu-west-1.amazonaws.com",
         )])
         .unwrap_err();
-        assert_eq!(error.variable, "MEMFAULT_FAILURE_BUCKET_URL");
+        assert_eq!(error.variable, "MEMFAULT_STREAM_FAILURE_BUCKET_URL");
         assert!(
-            error.to_string().contains("MEMFAULT_FAILURE_QUEUE_URL"),
+            error.to_string().contains("MEMFAULT_QUARANTINE_QUEUE_URL"),
             "{error}"
         );
     }

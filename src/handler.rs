@@ -8,16 +8,16 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::failure_bucket::FailureBucket;
-use crate::failure_queue::FailureQueue;
 use crate::memfault::{ClientInitError, MemfaultClient};
 use crate::quarantine::{Invocation, Quarantine};
+use crate::quarantine_queue::QuarantineQueue;
 use crate::settled::SettledMemory;
 use crate::source::{self, Envelope, Services};
 use crate::source::{ForwardError, Response};
+use crate::stream_failure_bucket::StreamFailureBucket;
 
 /// Holds what lives from one invocation to the next: the configuration, the HTTP client with
-/// its connections, the failure queue, and the memory of settled records.
+/// its connections, the quarantine queue, and the memory of settled records.
 pub struct Forwarder {
     config: Config,
     client: MemfaultClient,
@@ -46,13 +46,13 @@ fn deadline_instant(deadline_ms: u64) -> Instant {
 impl Forwarder {
     pub fn new(config: Config) -> Result<Self, ClientInitError> {
         let client = MemfaultClient::new(&config)?;
-        let quarantine = config.failure_queue.clone().map(|queue| {
+        let quarantine = config.quarantine_queue.clone().map(|queue| {
             let http = client.http();
-            let queue = FailureQueue::new(queue, http.clone(), config.request_timeout);
+            let queue = QuarantineQueue::new(queue, http.clone(), config.request_timeout);
             let bucket = config
-                .failure_bucket
+                .stream_failure_bucket
                 .clone()
-                .map(|url| FailureBucket::new(url, http.clone(), config.request_timeout));
+                .map(|url| StreamFailureBucket::new(url, http.clone(), config.request_timeout));
             Quarantine::new(
                 queue,
                 bucket,

@@ -1,5 +1,5 @@
 //! The one HTTP client of the function, built at init and shared by the Memfault client and the
-//! failure queue, so that consecutive requests reuse keep-alive connections instead of paying a
+//! quarantine queue, so that consecutive requests reuse keep-alive connections instead of paying a
 //! TCP and TLS handshake each.
 
 use std::sync::Arc;

@@ -1,11 +1,11 @@
-//! Setting records aside: what retrying cannot help is written to the failure queue with its
-//! data, in the shape of Lambda's on-failure destination records, so that the failure queue
+//! Setting records aside: what retrying cannot help is written to the quarantine queue with its
+//! data, in the shape of Lambda's on-failure destination records, so that the quarantine queue
 //! holds one kind of record whatever the mode and its replay mapping replays them all alike.
 //!
 //! Every write finishes by the invocation's deadline less MEMFAULT_DEADLINE_MARGIN_MS, with one
 //! retry inside that time; a record whose write did not finish stays with its source (reported
 //! as failed) and is written again by a later invocation, which a FIFO queue stores once. A
-//! record too large for SQS goes to the failure bucket, when there is one, under a key derived
+//! record too large for SQS goes to the stream failure bucket, when there is one, under a key derived
 //! from its identity.
 
 use std::collections::HashMap;
@@ -17,8 +17,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 use crate::aws::StoreError;
-use crate::failure_bucket::FailureBucket;
-use crate::failure_queue::{FailureQueue, MAX_MESSAGE_BYTES};
+use crate::quarantine_queue::{MAX_MESSAGE_BYTES, QuarantineQueue};
+use crate::stream_failure_bucket::StreamFailureBucket;
 
 /// The message group of records that name no valid device.
 const UNROUTABLE_GROUP: &str = "unroutable";
@@ -75,16 +75,16 @@ pub(crate) struct Invocation<'a> {
 }
 
 pub(crate) struct Quarantine {
-    queue: FailureQueue,
-    bucket: Option<FailureBucket>,
+    queue: QuarantineQueue,
+    bucket: Option<StreamFailureBucket>,
     margin: Duration,
     concurrency: usize,
 }
 
 impl Quarantine {
     pub(crate) fn new(
-        queue: FailureQueue,
-        bucket: Option<FailureBucket>,
+        queue: QuarantineQueue,
+        bucket: Option<StreamFailureBucket>,
         margin: Duration,
         concurrency: usize,
     ) -> Self {
@@ -139,7 +139,7 @@ impl Quarantine {
                             item_id = %record.identity,
                             condition = record.cause.condition,
                             error_type = %record.cause.error_type,
-                            "record set aside on the failure queue"
+                            "record set aside on the quarantine queue"
                         );
                     }
                     Err(error) => tracing::error!(
@@ -147,7 +147,7 @@ impl Quarantine {
                         item_id = %record.identity,
                         error_type = %record.cause.error_type,
                         error = %error,
-                        "record could not be written to the failure queue; it stays with its source"
+                        "record could not be written to the quarantine queue; it stays with its source"
                     ),
                 }
             }

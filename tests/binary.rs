@@ -353,7 +353,7 @@ async fn stream_mode_leaks_neither_the_key_nor_the_credentials_at_trace() {
     );
     let env = [
         (
-            "MEMFAULT_FAILURE_QUEUE_URL",
+            "MEMFAULT_QUARANTINE_QUEUE_URL",
             &*format!("{}/123456789012/failures", queue.uri()),
         ),
         ("AWS_REGION", "eu-west-1"),
@@ -372,7 +372,11 @@ async fn stream_mode_leaks_neither_the_key_nor_the_credentials_at_trace() {
     assert_eq!(run.body, serde_json::json!({"batchItemFailures": []}));
     assert_eq!(memfault.received_requests().await.unwrap().len(), 2);
     let written = queue.received_requests().await.unwrap();
-    assert_eq!(written.len(), 1, "the bad record goes to the failure queue");
+    assert_eq!(
+        written.len(),
+        1,
+        "the bad record goes to the quarantine queue"
+    );
     let lines = json_lines(&run.stdout);
     assert!(
         lines.iter().any(|line| line["outcome"] == "quarantined"),

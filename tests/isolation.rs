@@ -1,5 +1,5 @@
 //! Fault isolation: one device, one chunk or one mistake never holds back or condemns the rest.
-//! Each test drives the real handler against a scripted Memfault and a mock SQS failure queue
+//! Each test drives the real handler against a scripted Memfault and a mock SQS quarantine queue
 //! on loopback, and checks the outcome class table of docs/delivery.md.
 
 mod support;
@@ -97,7 +97,7 @@ fn stream_forwarder(
     queue: &MockServer,
     tune: impl Fn(&mut Config),
 ) -> Forwarder {
-    let mut config = with_failure_queue(config_for(&memfault.uri()), queue);
+    let mut config = with_quarantine_queue(config_for(&memfault.uri()), queue);
     tune(&mut config);
     forwarder(config)
 }
@@ -119,7 +119,7 @@ async fn a_refused_chunk_is_found_by_splitting_and_set_aside_alone() {
         status: 400,
     })
     .await;
-    let queue = failure_queue_answering(200).await;
+    let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |_| {});
     let chunks: Vec<Vec<u8>> = (0..7)
         .map(|index| {
@@ -161,7 +161,7 @@ async fn a_refused_chunk_is_found_by_splitting_and_set_aside_alone() {
 #[tokio::test]
 async fn a_request_memfault_finds_too_large_is_split_until_it_is_taken() {
     let server = memfault(RefuseMoreThan { most: 50 }).await;
-    let queue = failure_queue_answering(200).await;
+    let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |_| {});
     let chunks: Vec<Vec<u8>> = (0..214).map(|index| chunk(1, index)).collect();
     let records = chunks
@@ -195,7 +195,7 @@ async fn a_request_memfault_finds_too_large_is_split_until_it_is_taken() {
 #[tokio::test]
 async fn a_refused_key_holds_its_chunks_sets_nothing_aside_and_stops_its_other_devices() {
     let server = memfault(|_: &Request| ResponseTemplate::new(403)).await;
-    let queue = failure_queue_answering(200).await;
+    let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| config.upload_concurrency = 4);
     let records: Vec<Value> = (0..40)
         .map(|index| {
@@ -225,7 +225,7 @@ async fn a_refused_key_holds_its_chunks_sets_nothing_aside_and_stops_its_other_d
 #[tokio::test]
 async fn a_device_failing_while_others_deliver_is_set_aside_after_the_stall_limit() {
     let server = memfault_with_device_down().await;
-    let queue = failure_queue_answering(200).await;
+    let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| {
         config.stall_limit = Duration::from_secs(60);
         config.batch_max_chunks = 1;
@@ -264,7 +264,7 @@ async fn a_device_failing_while_others_deliver_is_set_aside_after_the_stall_limi
 #[tokio::test]
 async fn in_an_outage_nothing_is_set_aside_and_few_devices_are_tried() {
     let server = memfault(|_: &Request| ResponseTemplate::new(503)).await;
-    let queue = failure_queue_answering(200).await;
+    let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| {
         config.upload_concurrency = 4;
         config.retry.max_attempts = 1;
@@ -294,7 +294,7 @@ async fn in_an_outage_nothing_is_set_aside_and_few_devices_are_tried() {
 #[tokio::test]
 async fn records_sent_again_after_a_failure_are_answered_from_memory() {
     let server = memfault_with_device_down().await;
-    let queue = failure_queue_answering(200).await;
+    let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| config.retry.max_attempts = 1);
     let serials = ["DOWN", "A", "B", "C", "D", "E"];
     let records: Vec<Value> = serials
@@ -343,7 +343,7 @@ async fn queued_mode_sets_aside_a_refused_chunk_and_delivers_the_rest_of_its_dev
         status: 422,
     })
     .await;
-    let queue = failure_queue_answering(200).await;
+    let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |_| {});
     let chunks = [b"one".to_vec(), bad.clone(), b"three".to_vec()];
     let records = chunks
@@ -378,9 +378,9 @@ async fn queued_mode_sets_aside_a_refused_chunk_and_delivers_the_rest_of_its_dev
 }
 
 #[tokio::test]
-async fn a_replay_from_the_failure_queue_is_never_written_back_to_it() {
+async fn a_replay_from_the_quarantine_queue_is_never_written_back_to_it() {
     let server = memfault(|_: &Request| ResponseTemplate::new(400)).await;
-    let queue = failure_queue_answering(200).await;
+    let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |_| {});
     let records = vec![sqs_record(
         "r1",
@@ -404,10 +404,10 @@ async fn a_replay_from_the_failure_queue_is_never_written_back_to_it() {
 #[tokio::test]
 async fn a_direct_event_that_can_never_be_delivered_is_set_aside_in_device_order() {
     let server = memfault(|_: &Request| ResponseTemplate::new(400)).await;
-    let queue = failure_queue_answering(200).await;
+    let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| {
-        let url = config.failure_queue.as_ref().unwrap().url.to_string();
-        config.failure_queue.as_mut().unwrap().url = format!("{url}.fifo").parse().unwrap();
+        let url = config.quarantine_queue.as_ref().unwrap().url.to_string();
+        config.quarantine_queue.as_mut().unwrap().url = format!("{url}.fifo").parse().unwrap();
     });
 
     let response = invoke(&forwarder, sample_event("heartbeat.json"), BUDGET).await;
@@ -425,7 +425,7 @@ async fn a_direct_event_that_can_never_be_delivered_is_set_aside_in_device_order
 }
 
 #[tokio::test]
-async fn failure_queue_writes_end_by_the_deadline_less_the_margin() {
+async fn quarantine_queue_writes_end_by_the_deadline_less_the_margin() {
     let server = memfault(|_: &Request| ResponseTemplate::new(400)).await;
     let queue = MockServer::start().await;
     Mock::given(method("POST"))
@@ -453,9 +453,10 @@ async fn failure_queue_writes_end_by_the_deadline_less_the_margin() {
 }
 
 #[tokio::test]
-async fn a_record_too_large_for_sqs_goes_to_the_failure_bucket_instead_of_stalling_its_shard() {
+async fn a_record_too_large_for_sqs_goes_to_the_stream_failure_bucket_instead_of_stalling_its_shard()
+ {
     let server = memfault(|_: &Request| ResponseTemplate::new(202)).await;
-    let queue = failure_queue_answering(200).await;
+    let queue = quarantine_queue_answering(200).await;
     let bucket = MockServer::start().await;
     Mock::given(method("PUT"))
         .and(wiremock::matchers::path_regex(
@@ -471,7 +472,7 @@ async fn a_record_too_large_for_sqs_goes_to_the_failure_bucket_instead_of_stalli
         record_of(1, &chunk_event("DEV", "Key", b"after")),
     ];
     let with_bucket = stream_forwarder(&server, &queue, |config| {
-        config.failure_bucket = Some(format!("{}/failures", bucket.uri()).parse().unwrap());
+        config.stream_failure_bucket = Some(format!("{}/failures", bucket.uri()).parse().unwrap());
     });
     let without_bucket = stream_forwarder(&server, &queue, |_| {});
 

@@ -1,5 +1,5 @@
 //! Stream mode: Kinesis batches through the real handler, against a mock Memfault and a mock
-//! SQS failure queue on loopback.
+//! SQS quarantine queue on loopback.
 
 mod support;
 
@@ -99,8 +99,8 @@ async fn the_checkpoint_is_the_first_record_not_delivered_and_holds_back_its_dev
         .await;
     let mut config = config_for(&server.uri());
     config.batch_max_chunks = 1;
-    let queue = failure_queue_answering(200).await;
-    let forwarder = forwarder(with_failure_queue(config, &queue));
+    let queue = quarantine_queue_answering(200).await;
+    let forwarder = forwarder(with_quarantine_queue(config, &queue));
     let devices = ["UP1", "UP2", "DOWN", "UP1", "DOWN", "UP2", "UP3"];
     let records = devices
         .iter()
@@ -127,12 +127,13 @@ async fn the_checkpoint_is_the_first_record_not_delivered_and_holds_back_its_dev
     );
     assert!(
         queue.received_requests().await.unwrap().is_empty(),
-        "an outage sends nothing to the failure queue"
+        "an outage sends nothing to the quarantine queue"
     );
 }
 
 #[tokio::test]
-async fn undeliverable_records_go_to_the_failure_queue_with_their_data_and_do_not_hold_the_shard() {
+async fn undeliverable_records_go_to_the_quarantine_queue_with_their_data_and_do_not_hold_the_shard()
+ {
     let server = MockServer::start().await;
     Mock::given(path("/api/v0/chunks/REJECTED"))
         .respond_with(ResponseTemplate::new(400).set_body_string("malformed chunk"))
@@ -142,8 +143,8 @@ async fn undeliverable_records_go_to_the_failure_queue_with_their_data_and_do_no
         .respond_with(ResponseTemplate::new(202))
         .mount(&server)
         .await;
-    let queue = failure_queue_answering(200).await;
-    let forwarder = forwarder(with_failure_queue(config_for(&server.uri()), &queue));
+    let queue = quarantine_queue_answering(200).await;
+    let forwarder = forwarder(with_quarantine_queue(config_for(&server.uri()), &queue));
     let rejected = chunk_event("REJECTED", "Key", b"r");
     let outside_pattern = json!({"data": "AQ==", "topic": "elsewhere/OK1/chunk"});
     let records = vec![
@@ -211,10 +212,10 @@ async fn undeliverable_records_go_to_the_failure_queue_with_their_data_and_do_no
 }
 
 #[tokio::test]
-async fn failure_queue_requests_are_sqs_json_protocol_calls_signed_with_sigv4() {
+async fn quarantine_queue_requests_are_sqs_json_protocol_calls_signed_with_sigv4() {
     let server = server_answering(ResponseTemplate::new(202)).await;
-    let queue = failure_queue_answering(200).await;
-    let forwarder = forwarder(with_failure_queue(config_for(&server.uri()), &queue));
+    let queue = quarantine_queue_answering(200).await;
+    let forwarder = forwarder(with_quarantine_queue(config_for(&server.uri()), &queue));
 
     run(&forwarder, batch(vec![kinesis_record(&sequence(0), b"{}")])).await;
 
@@ -242,7 +243,7 @@ async fn failure_queue_requests_are_sqs_json_protocol_calls_signed_with_sigv4() 
 }
 
 #[tokio::test]
-async fn only_records_before_the_checkpoint_are_written_to_the_failure_queue() {
+async fn only_records_before_the_checkpoint_are_written_to_the_quarantine_queue() {
     let server = MockServer::start().await;
     Mock::given(path("/api/v0/chunks/DOWN"))
         .respond_with(ResponseTemplate::new(503))
@@ -252,8 +253,8 @@ async fn only_records_before_the_checkpoint_are_written_to_the_failure_queue() {
         .respond_with(ResponseTemplate::new(202))
         .mount(&server)
         .await;
-    let queue = failure_queue_answering(200).await;
-    let forwarder = forwarder(with_failure_queue(config_for(&server.uri()), &queue));
+    let queue = quarantine_queue_answering(200).await;
+    let forwarder = forwarder(with_quarantine_queue(config_for(&server.uri()), &queue));
     let records = vec![
         kinesis_record(&sequence(0), b"poison before"),
         record_of(1, &chunk_event("DOWN", "Key", b"d")),
@@ -272,10 +273,10 @@ async fn only_records_before_the_checkpoint_are_written_to_the_failure_queue() {
 }
 
 #[tokio::test]
-async fn a_record_the_failure_queue_does_not_take_stays_in_the_stream() {
+async fn a_record_the_quarantine_queue_does_not_take_stays_in_the_stream() {
     let server = server_answering(ResponseTemplate::new(202)).await;
-    let queue = failure_queue_answering(500).await;
-    let forwarder = forwarder(with_failure_queue(config_for(&server.uri()), &queue));
+    let queue = quarantine_queue_answering(500).await;
+    let forwarder = forwarder(with_quarantine_queue(config_for(&server.uri()), &queue));
     let records = vec![
         record_of(0, &chunk_event("OK", "Key", b"a")),
         kinesis_record(&sequence(1), b"poison"),
@@ -289,7 +290,7 @@ async fn a_record_the_failure_queue_does_not_take_stays_in_the_stream() {
 }
 
 #[tokio::test]
-async fn without_a_failure_queue_undeliverable_records_are_reported_to_the_stream() {
+async fn without_a_quarantine_queue_undeliverable_records_are_reported_to_the_stream() {
     let server = server_answering(ResponseTemplate::new(202)).await;
     let forwarder = forwarder(config_for(&server.uri()));
 
@@ -305,8 +306,8 @@ async fn without_a_failure_queue_undeliverable_records_are_reported_to_the_strea
 #[tokio::test]
 async fn the_sample_batch_delivers_the_multi_chunk_message_in_order_around_a_bad_record() {
     let server = server_answering(ResponseTemplate::new(202)).await;
-    let queue = failure_queue_answering(200).await;
-    let forwarder = forwarder(with_failure_queue(config_for(&server.uri()), &queue));
+    let queue = quarantine_queue_answering(200).await;
+    let forwarder = forwarder(with_quarantine_queue(config_for(&server.uri()), &queue));
 
     let response = run(&forwarder, sample_event("kinesis-batch.json")).await;
 
@@ -335,16 +336,16 @@ async fn the_sample_batch_delivers_the_multi_chunk_message_in_order_around_a_bad
 }
 
 #[tokio::test]
-async fn a_quarantined_record_replays_through_the_failure_queue_mapping() {
+async fn a_quarantined_record_replays_through_the_quarantine_queue_mapping() {
     let rejecting = server_answering(ResponseTemplate::new(422)).await;
-    let queue = failure_queue_answering(200).await;
+    let queue = quarantine_queue_answering(200).await;
     let event = chunk_event("TESTSERIAL", "Key", &sample_payload("heartbeat.json"));
-    let forwarder_then = forwarder(with_failure_queue(config_for(&rejecting.uri()), &queue));
+    let forwarder_then = forwarder(with_quarantine_queue(config_for(&rejecting.uri()), &queue));
     run(&forwarder_then, batch(vec![record_of(0, &event)])).await;
     let message = queue.received_requests().await.unwrap()[0].body.clone();
     let message: Value = serde_json::from_slice(&message).unwrap();
 
-    // Once the cause is fixed, the replay mapping hands the failure queue's message, as it is,
+    // Once the cause is fixed, the replay mapping hands the quarantine queue's message, as it is,
     // to the function as an SQS batch.
     let accepting = server_answering(ResponseTemplate::new(202)).await;
     let forwarder_now = forwarder(config_for(&accepting.uri()));

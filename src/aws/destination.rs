@@ -1,4 +1,4 @@
-//! Where the function's AWS writes go and as whom: the failure queue's and the failure bucket's
+//! Where the function's AWS writes go and as whom: the quarantine queue's and the stream failure bucket's
 //! URLs and the execution role's identity. Plain values, parsed from the configuration.
 
 use std::fmt;
@@ -8,7 +8,7 @@ use aws_credential_types::Credentials;
 
 use crate::url::PlainUrl;
 
-/// `MEMFAULT_FAILURE_QUEUE_URL`: an SQS queue URL such as
+/// `MEMFAULT_QUARANTINE_QUEUE_URL`: an SQS queue URL such as
 /// `https://sqs.eu-west-1.amazonaws.com/123456789012/memfault-quarantine.fifo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueUrl {
@@ -51,7 +51,7 @@ impl fmt::Display for QueueUrl {
     }
 }
 
-/// `MEMFAULT_FAILURE_BUCKET_URL`: where objects of the failure bucket are put, virtual-hosted
+/// `MEMFAULT_STREAM_FAILURE_BUCKET_URL`: where objects of the stream failure bucket are put, virtual-hosted
 /// (`https://<bucket>.s3.<region>.amazonaws.com`) or path-style (`http://127.0.0.1:9000/<bucket>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketUrl {
@@ -87,7 +87,7 @@ impl fmt::Display for BucketUrl {
 
 /// Where and as whom the function writes what it sets aside.
 #[derive(Debug, Clone)]
-pub struct FailureQueueConfig {
+pub struct QuarantineQueueConfig {
     pub url: QueueUrl,
     /// The signing region: Lambda's `AWS_REGION`.
     pub region: String,

@@ -3,6 +3,6 @@
 mod destination;
 mod request;
 
-pub use destination::FailureQueueConfig;
+pub use destination::QuarantineQueueConfig;
 pub(crate) use destination::{BucketUrl, QueueUrl};
 pub(crate) use request::{AwsRequest, StoreError};

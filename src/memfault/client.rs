@@ -56,11 +56,11 @@ impl MemfaultClient {
         let destinations: Vec<String> = std::iter::once(config.chunks_url.to_string())
             .chain(
                 config
-                    .failure_queue
+                    .quarantine_queue
                     .iter()
                     .map(|queue| queue.url.to_string()),
             )
-            .chain(config.failure_bucket.iter().map(ToString::to_string))
+            .chain(config.stream_failure_bucket.iter().map(ToString::to_string))
             .collect();
         let http = http_client::build(&ClientSettings {
             destinations: &destinations,

@@ -16,7 +16,7 @@ pub struct InvocationMetrics {
     pub retries: u64,
     /// Chunks left for a later retry: batch item failures, or a failed direct invocation.
     pub chunks_undelivered: u64,
-    /// Chunks set aside as undeliverable, on the failure queue.
+    /// Chunks set aside as undeliverable, on the quarantine queue.
     pub chunks_quarantined: u64,
     /// Chunks held because Memfault refused the project key or the URL: a setting to fix.
     pub configuration_rejected: u64,

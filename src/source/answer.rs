@@ -77,7 +77,7 @@ pub struct Delivered {
 }
 
 /// What a direct invocation answers when the chunk can never be delivered and was written to the
-/// failure queue instead: not a delivery, and not an error Lambda would retry in vain.
+/// quarantine queue instead: not a delivery, and not an error Lambda would retry in vain.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SetAside {
     pub set_aside: bool,

@@ -1,6 +1,6 @@
 //! Direct invocations: one IoT rule event (or Lambda's on-failure record of one) per
 //! invocation. The answer is the delivery; a chunk that can never be delivered is written to the
-//! failure queue and answered as set aside, so that Lambda spends its retries only on what can
+//! quarantine queue and answered as set aside, so that Lambda spends its retries only on what can
 //! succeed; anything else is an error whose `errorType` says whether trying again can help.
 
 use serde_json::Value;

@@ -7,7 +7,7 @@
 //! A record that can never be delivered (malformed, refused by validation, refused by Memfault
 //! when sent alone, or a device stalled past the stall limit) would hold the checkpoint, and so
 //! every device on its shard, until the mapping discards it. Such records are written to the
-//! failure queue with their data instead, and the checkpoint moves past them. Only records
+//! quarantine queue with their data instead, and the checkpoint moves past them. Only records
 //! before the checkpoint are written: those after it come back with the retry anyway.
 //!
 //! The event source mapping's S3 on-failure record of a batch (the batch as escaped JSON in

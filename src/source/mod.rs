@@ -4,7 +4,7 @@
 //! | envelope | adapter | answer |
 //! |---|---|---|
 //! | IoT rule event, or Lambda's on-failure record of one | [`direct`] | delivered, set aside, or an error |
-//! | SQS batch (queued mode, failure queue replay) | [`sqs`] | `batchItemFailures` by message id |
+//! | SQS batch (queued mode, quarantine queue replay) | [`sqs`] | `batchItemFailures` by message id |
 //! | Kinesis batch, or the ESM's S3 failure record of one | [`kinesis`] | `batchItemFailures` by sequence number |
 
 mod answer;

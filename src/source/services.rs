@@ -71,8 +71,8 @@ impl Services<'_> {
         .await
     }
 
-    /// Writes `records` to the failure queue and returns, in the same order, which were stored;
-    /// a stored record is remembered as settled. Without a failure queue nothing is stored.
+    /// Writes `records` to the quarantine queue and returns, in the same order, which were stored;
+    /// a stored record is remembered as settled. Without a quarantine queue nothing is stored.
     pub(super) async fn set_aside(
         &self,
         records: Vec<(FailureRecord, Option<RecordKey>)>,
@@ -102,7 +102,7 @@ impl Services<'_> {
 pub(super) trait BatchRecord {
     /// How the answer's `batchItemFailures` name it.
     fn item_id(&self) -> &str;
-    /// Whether the function may write it to the failure queue: not a message that came from
+    /// Whether the function may write it to the quarantine queue: not a message that came from
     /// there (a replay).
     fn may_set_aside(&self) -> bool {
         true
@@ -114,7 +114,7 @@ pub(super) trait BatchRecord {
     ) -> FailureRecord;
 }
 
-/// Which of a batch's undeliverable records are written to the failure queue now.
+/// Which of a batch's undeliverable records are written to the quarantine queue now.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum SetAsideReach {
     /// Every one: the source never sends a settled record again (SQS).
@@ -127,7 +127,7 @@ pub(super) enum SetAsideReach {
 impl Services<'_> {
     /// Delivers a batch's items (one per record, in the same order), sets aside what can never
     /// be delivered within `reach`, and says of each record whether it is settled: delivered, or
-    /// stored on the failure queue. The others are the batch's item failures.
+    /// stored on the quarantine queue. The others are the batch's item failures.
     pub(super) async fn deliver_batch<R: BatchRecord>(
         &self,
         records: &[R],
@@ -172,7 +172,7 @@ impl Services<'_> {
     }
 }
 
-/// The device each item goes to, for the failure queue's message groups.
+/// The device each item goes to, for the quarantine queue's message groups.
 fn device_serials(items: &[Item]) -> Vec<Option<String>> {
     items
         .iter()
@@ -185,7 +185,7 @@ fn device_serials(items: &[Item]) -> Vec<Option<String>> {
         .collect()
 }
 
-/// Settled before any failure-queue write: delivered, or set aside by an earlier invocation.
+/// Settled before any quarantine-queue write: delivered, or set aside by an earlier invocation.
 fn is_settled(outcome: &Outcome) -> bool {
     matches!(
         outcome,
@@ -193,7 +193,7 @@ fn is_settled(outcome: &Outcome) -> bool {
     )
 }
 
-/// What the failure queue's record says about why a record was set aside.
+/// What the quarantine queue's record says about why a record was set aside.
 pub(super) fn cause(undeliverable: &Undeliverable) -> Cause {
     Cause {
         condition: undeliverable.condition(),

@@ -1,11 +1,11 @@
-//! SQS batches: queued mode's ingest queue, and replays of the failure queue. Every message is
-//! delivered, set aside on the failure queue, or named in `batchItemFailures`; SQS deletes the
+//! SQS batches: queued mode's ingest queue, and replays of the quarantine queue. Every message is
+//! delivered, set aside on the quarantine queue, or named in `batchItemFailures`; SQS deletes the
 //! others and redelivers these after the visibility timeout, until the queue's redrive policy
 //! moves them to its dead-letter queue.
 //!
-//! Messages that come from the failure queue itself (a replay) are never written back to it: a
+//! Messages that come from the quarantine queue itself (a replay) are never written back to it: a
 //! chunk that still cannot be delivered is reported, and the redrive policy moves it to the
-//! replay dead-letter queue.
+//! quarantine dead-letter queue.
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -34,7 +34,7 @@ struct Message<'a> {
 struct Received {
     id: String,
     queue_arn: String,
-    /// It came from the failure queue itself.
+    /// It came from the quarantine queue itself.
     replayed: bool,
     body: Result<String, EventError>,
 }
@@ -81,7 +81,7 @@ pub(crate) async fn forward(
         });
         let replayed = services
             .config
-            .failure_queue
+            .quarantine_queue
             .as_ref()
             .is_some_and(|queue| queue.url.is_queue_arn(&queue_arn));
         received.push(Received {

@@ -85,7 +85,7 @@ EXPECTATIONS: dict[str, Expect] = {
             {"itemIdentifier": "0b6a7c5e-0000-4000-8000-000000000005"}]},
     ),
     # The same records in a Kinesis batch, the bad one between a device's chunks: without a
-    # failure queue configured it is reported by its sequence number and the checkpoint stays
+    # quarantine queue configured it is reported by its sequence number and the checkpoint stays
     # there; the devices around it are delivered, in order.
     "kinesis-batch.json": Expect(
         uploads=(Upload("TESTSERIAL", PARTS), Upload("SECONDDEVICE", (HEARTBEAT,))),

@@ -95,7 +95,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
         iam = boto3.client("iam", **anonymous)
         role = iam.create_role(RoleName="memfault-chunk-proxy",
                                AssumeRolePolicyDocument=TRUST_POLICY)["Role"]
-        iam.put_role_policy(RoleName="memfault-chunk-proxy", PolicyName="failure-queue",
+        iam.put_role_policy(RoleName="memfault-chunk-proxy", PolicyName="quarantine-queue",
                             PolicyDocument=ROLE_POLICY)
         # A session with a token, like the credentials Lambda gives a function.
         credentials = boto3.client("sts", **anonymous).assume_role(
@@ -119,7 +119,7 @@ class Quarantined:
 
 
 @dataclass
-class FailureQueue:
+class QuarantineQueue:
     url: str
     client: Any
 
@@ -146,17 +146,17 @@ _queue_numbers = itertools.count(1)
 
 
 @pytest.fixture
-def failure_queue(moto: Moto) -> FailureQueue:
+def quarantine_queue(moto: Moto) -> QuarantineQueue:
     client = moto.sqs()
     name = f"memfault-failures-{next(_queue_numbers)}.fifo"
     client.create_queue(QueueName=name, Attributes={"FifoQueue": "true"})
     # The URL the function is given, with the account and name as on AWS; requests go to moto.
-    return FailureQueue(f"{moto.url}/{ACCOUNT}/{name}", client)
+    return QuarantineQueue(f"{moto.url}/{ACCOUNT}/{name}", client)
 
 
 class DelayingProxy:
     """A TCP proxy that passes requests on at once and holds every answer back for `delay_s`:
-    a failure queue that accepts a write but answers late."""
+    a quarantine queue that accepts a write but answers late."""
 
     def __init__(self, upstream: str, delay_s: float) -> None:
         host, port = upstream.removeprefix("http://").split(":")

@@ -1,9 +1,9 @@
 """The function binary behind simulated event source mappings, against a scripted Memfault and a
-SigV4-checking SQS FIFO failure queue: one test per fault scenario of issue 13 (its table, and a
+SigV4-checking SQS FIFO quarantine queue: one test per fault scenario of issue 13 (its table, and a
 Memfault outage), and a control with a healthy Memfault.
 
 Each scenario asserts what a user of the function cares about:
-- nothing is lost: every chunk was accepted by Memfault, or is in the failure queue with its
+- nothing is lost: every chunk was accepted by Memfault, or is in the quarantine queue with its
   data, or, where the scenario says so, still in the stream, in the mapping's S3 on-failure
   store or in the dead-letter queue;
 - each device's first deliveries keep the stream's order, and no device ever has two requests
@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import FailureQueue, Quarantined
+from conftest import QuarantineQueue, Quarantined
 from esm import IDLE_POLL_S, KinesisEsm, KinesisShard, SqsEsm
 from memfault import (ScriptedMemfault, chunk_refused, device_fails, everything,
                       multipart_larger_than, seeded_failures)
@@ -38,7 +38,7 @@ FUNCTION_TIMEOUT_S = 3.0
 MARGIN_S = 0.5
 # Between giving up at deadline − margin and its answer arriving, the function logs, counts and
 # answers: 0.4 ms for a direct event and 22 ms for a 1,000-device batch on a development machine,
-# debug build (src/config.rs, MIN_DEADLINE_MARGIN); 5 ms in the slow failure queue scenario here.
+# debug build (src/config.rs, MIN_DEADLINE_MARGIN); 5 ms in the slow quarantine queue scenario here.
 # The rest of this allowance is headroom for a loaded machine: two shared cores run the function,
 # the simulators' threads and moto at once.
 ANSWER_TOLERANCE_S = 0.25
@@ -89,7 +89,7 @@ class Result:
     arrivals: dict[bytes, float]
     memfault: ScriptedMemfault
     function: Function
-    failure_queue: list[Quarantined]  # in the queue's order
+    quarantine_queue: list[Quarantined]  # in the queue's order
     s3: list[bytes] = field(default_factory=list)  # in the mapping's S3 on-failure store
     held: list[bytes] = field(default_factory=list)  # still in the stream or the queue
     dead_letters: list[bytes] = field(default_factory=list)
@@ -97,9 +97,9 @@ class Result:
 
     @property
     def quarantined(self) -> list[tuple[str, bytes]]:
-        """(message group, chunk) of each message in the failure queue."""
+        """(message group, chunk) of each message in the quarantine queue."""
         return [(message.group, chunk_of_event(json.loads(message.body)["requestPayload"]))
-                for message in self.failure_queue]
+                for message in self.quarantine_queue]
 
     def first_deliveries(self) -> dict[bytes, float]:
         """Each delivered chunk and when Memfault first accepted it."""
@@ -151,7 +151,7 @@ class Result:
 
 
 def stream_result(esm: KinesisEsm, chunks: list[Chunk], arrivals: dict[bytes, float],
-                  memfault: ScriptedMemfault, queue: FailureQueue) -> Result:
+                  memfault: ScriptedMemfault, queue: QuarantineQueue) -> Result:
     s3 = [chunk_of_record_data(base64.b64decode(record["kinesis"]["data"]))
           for stored in esm.s3 for record in json.loads(stored["payload"])["Records"]]
     held = [chunk_of_record_data(record.data) for record in esm.held()]
@@ -161,7 +161,7 @@ def stream_result(esm: KinesisEsm, chunks: list[Chunk], arrivals: dict[bytes, fl
 def function_env(memfault: ScriptedMemfault, queue_url: str, **overrides: str) -> dict[str, str]:
     return {
         "MEMFAULT_CHUNKS_URL": memfault.url,
-        "MEMFAULT_FAILURE_QUEUE_URL": queue_url,
+        "MEMFAULT_QUARANTINE_QUEUE_URL": queue_url,
         "MEMFAULT_STALL_LIMIT_SECONDS": str(STALL_LIMIT_S),
         "MEMFAULT_DEADLINE_MARGIN_MS": str(int(MARGIN_S * 1000)),
         # Short backoffs keep each scenario within seconds; the rules they follow are the same.
@@ -213,23 +213,23 @@ def metric_total(function: Function, name: str) -> int:
 # The scenarios.
 
 def test_a_healthy_memfault_gets_every_chunk_once(
-        memfault, function, failure_queue: FailureQueue) -> None:
+        memfault, function, quarantine_queue: QuarantineQueue) -> None:
     chunks = stream_of({f"device-{n:02d}": 10 for n in range(30)}, seed=0)
     upstream = memfault([])
-    lambda_ = function(function_env(upstream, failure_queue.url), FUNCTION_TIMEOUT_S)
+    lambda_ = function(function_env(upstream, quarantine_queue.url), FUNCTION_TIMEOUT_S)
 
     esm, arrivals = run_stream(lambda_, chunks, batch_size=100, max_record_age_s=20, limit_s=15)
 
-    result = stream_result(esm, chunks, arrivals, upstream, failure_queue)
+    result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
     result.check(not result.held and not result.s3 and not result.quarantined,
-                 "records left in the shard, in S3 or in the failure queue")
+                 "records left in the shard, in S3 or in the quarantine queue")
     result.check(upstream.chunks_posted() == len(chunks),
                  f"{upstream.chunks_posted()} chunk posts for {len(chunks)} records")
     result.verdict()
 
 
 def test_one_device_always_failing_is_quarantined_alone_and_the_shard_moves_on(
-        memfault, function, failure_queue: FailureQueue) -> None:
+        memfault, function, quarantine_queue: QuarantineQueue) -> None:
     sick = "sick-device"
     healthy_devices = [f"healthy-{n:02d}" for n in range(11)]
     # The fleet publishes on after the failing device's last chunk, for longer than the stall
@@ -239,21 +239,21 @@ def test_one_device_always_failing_is_quarantined_alone_and_the_shard_moves_on(
     chunks = stream_of({sick: 20, **{serial: 14 for serial in healthy_devices}}, seed=1,
                        then={serial: 10 for serial in healthy_devices})
     upstream = memfault([device_fails(sick, 500)])
-    lambda_ = function(function_env(upstream, failure_queue.url), FUNCTION_TIMEOUT_S)
+    lambda_ = function(function_env(upstream, quarantine_queue.url), FUNCTION_TIMEOUT_S)
 
     esm, arrivals = run_stream(lambda_, chunks, batch_size=100, max_record_age_s=20,
                                limit_s=20, per_second=40)
 
-    result = stream_result(esm, chunks, arrivals, upstream, failure_queue)
+    result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
     result.check(not result.s3 and not result.held,
                  f"{len(result.held)} records still in the shard, {len(result.s3)} in S3")
     sick_chunks = [(sick, c.data) for c in chunks if c.serial == sick]
     result.check(result.quarantined == sick_chunks,
                  f"quarantined {len(result.quarantined)} chunks; wanted the failing device's "
                  f"{len(sick_chunks)}, each once, in stream order")
-    if result.failure_queue:
+    if result.quarantine_queue:
         # Memfault is up, so the device is quarantined, but not before the stall limit.
-        waited = result.failure_queue[0].sent - arrivals[sick_chunks[0][1]]
+        waited = result.quarantine_queue[0].sent - arrivals[sick_chunks[0][1]]
         result.check(waited >= STALL_LIMIT_S,
                      f"the failing device's first chunk quarantined after {waited:.1f} s")
     first = result.first_deliveries()
@@ -268,14 +268,14 @@ def test_one_device_always_failing_is_quarantined_alone_and_the_shard_moves_on(
 
 
 def test_a_request_too_large_for_memfault_is_split_until_it_fits(
-        memfault, function, failure_queue: FailureQueue) -> None:
+        memfault, function, quarantine_queue: QuarantineQueue) -> None:
     chunks = stream_of({"big-device": 214, **{f"neighbour-{n}": 10 for n in range(6)}}, seed=2)
     upstream = memfault([multipart_larger_than(50, 413)])
-    lambda_ = function(function_env(upstream, failure_queue.url), FUNCTION_TIMEOUT_S)
+    lambda_ = function(function_env(upstream, quarantine_queue.url), FUNCTION_TIMEOUT_S)
 
     esm, arrivals = run_stream(lambda_, chunks, batch_size=500, max_record_age_s=20, limit_s=20)
 
-    result = stream_result(esm, chunks, arrivals, upstream, failure_queue)
+    result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
     result.check(not result.quarantined, f"{len(result.quarantined)} good chunks quarantined")
     undelivered = {c.data for c in chunks} - set(result.first_deliveries())
     result.check(not undelivered, f"{len(undelivered)} chunks not delivered")
@@ -298,14 +298,14 @@ def check_only_the_refused_chunk_quarantined(result: Result, poison: Chunk) -> N
 
 
 def test_one_refused_chunk_is_quarantined_alone_stream(
-        memfault, function, failure_queue: FailureQueue) -> None:
+        memfault, function, quarantine_queue: QuarantineQueue) -> None:
     chunks, poison = refused_among_neighbours(seed=3)
     upstream = memfault([chunk_refused(poison.data, 400)])
-    lambda_ = function(function_env(upstream, failure_queue.url), FUNCTION_TIMEOUT_S)
+    lambda_ = function(function_env(upstream, quarantine_queue.url), FUNCTION_TIMEOUT_S)
 
     esm, arrivals = run_stream(lambda_, chunks, batch_size=100, max_record_age_s=20, limit_s=15)
 
-    result = stream_result(esm, chunks, arrivals, upstream, failure_queue)
+    result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
     check_only_the_refused_chunk_quarantined(result, poison)
     result.check(not result.held and not result.s3,
                  f"{len(result.held)} records still in the shard, {len(result.s3)} in S3")
@@ -313,16 +313,16 @@ def test_one_refused_chunk_is_quarantined_alone_stream(
 
 
 def test_one_refused_chunk_is_quarantined_alone_queued(
-        memfault, function, failure_queue: FailureQueue) -> None:
+        memfault, function, quarantine_queue: QuarantineQueue) -> None:
     chunks, poison = refused_among_neighbours(seed=4)
     upstream = memfault([chunk_refused(poison.data, 400)])
-    lambda_ = function(function_env(upstream, failure_queue.url), FUNCTION_TIMEOUT_S)
+    lambda_ = function(function_env(upstream, quarantine_queue.url), FUNCTION_TIMEOUT_S)
     esm = SqsEsm(lambda_, batch_size=100, visibility_timeout_s=2, max_receive_count=3, seed=4)
     arrivals = {c.data: esm.send(json.dumps(c.event())).sent for c in chunks}
 
     run_until(esm.step, lambda: True, limit_s=20)
 
-    result = Result(chunks, arrivals, upstream, lambda_, failure_queue.drain(),
+    result = Result(chunks, arrivals, upstream, lambda_, quarantine_queue.drain(),
                     held=[chunk_of_record_data(m.body) for m in esm.messages],
                     dead_letters=[chunk_of_record_data(m.body) for m in esm.dead_letters])
     check_only_the_refused_chunk_quarantined(result, poison)
@@ -333,17 +333,17 @@ def test_one_refused_chunk_is_quarantined_alone_queued(
 
 
 def test_a_refused_project_key_quarantines_nothing(
-        memfault, function, failure_queue: FailureQueue) -> None:
+        memfault, function, quarantine_queue: QuarantineQueue) -> None:
     chunks = stream_of({f"device-{n}": 10 for n in range(6)}, seed=5)
     upstream = memfault([everything(403)])
-    lambda_ = function(function_env(upstream, failure_queue.url), FUNCTION_TIMEOUT_S)
+    lambda_ = function(function_env(upstream, quarantine_queue.url), FUNCTION_TIMEOUT_S)
 
     # Held until the mapping's record age runs out: then the batch goes to the S3 store whole.
     esm, arrivals = run_stream(lambda_, chunks, batch_size=100, max_record_age_s=3, limit_s=15)
 
-    result = stream_result(esm, chunks, arrivals, upstream, failure_queue)
+    result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
     result.check(not result.quarantined,
-                 f"{len(result.quarantined)} records drained into the failure queue")
+                 f"{len(result.quarantined)} records drained into the quarantine queue")
     result.check(result.s3 == [c.data for c in chunks],
                  f"the S3 store holds {len(result.s3)} of {len(chunks)} records, or not in order")
     rejected = metric_total(lambda_, "ConfigurationRejected")
@@ -352,17 +352,17 @@ def test_a_refused_project_key_quarantines_nothing(
 
 
 def test_a_memfault_outage_quarantines_nothing_and_is_not_hammered(
-        memfault, function, failure_queue: FailureQueue) -> None:
+        memfault, function, quarantine_queue: QuarantineQueue) -> None:
     chunks = stream_of({f"device-{n:02d}": 4 for n in range(30)}, seed=8)
     upstream = memfault([everything(503)])
     concurrency = 4
-    env = function_env(upstream, failure_queue.url, MEMFAULT_MAX_ATTEMPTS="1",
+    env = function_env(upstream, quarantine_queue.url, MEMFAULT_MAX_ATTEMPTS="1",
                        MEMFAULT_UPLOAD_CONCURRENCY=str(concurrency))
     lambda_ = function(env, FUNCTION_TIMEOUT_S)
 
     esm, arrivals = run_stream(lambda_, chunks, batch_size=100, max_record_age_s=3, limit_s=15)
 
-    result = stream_result(esm, chunks, arrivals, upstream, failure_queue)
+    result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
     result.check(not result.quarantined,
                  f"{len(result.quarantined)} records quarantined in an outage")
     result.check(result.s3 == [c.data for c in chunks],
@@ -379,38 +379,38 @@ def test_a_memfault_outage_quarantines_nothing_and_is_not_hammered(
     result.verdict()
 
 
-def test_a_slow_failure_queue_never_makes_the_function_late(
-        memfault, function, failure_queue: FailureQueue, moto, delaying_proxy) -> None:
+def test_a_slow_quarantine_queue_never_makes_the_function_late(
+        memfault, function, quarantine_queue: QuarantineQueue, moto, delaying_proxy) -> None:
     chunks, poison = refused_among_neighbours(seed=6)
     upstream = memfault([chunk_refused(poison.data, 400)])
     proxy = delaying_proxy(moto.url, 3.0)
-    queue_url = failure_queue.url.replace(moto.url, proxy.url)
+    queue_url = quarantine_queue.url.replace(moto.url, proxy.url)
     lambda_ = function(function_env(upstream, queue_url), timeout_s=2.0)
 
     esm, arrivals = run_stream(lambda_, chunks, batch_size=100, max_record_age_s=5, limit_s=15)
 
-    result = stream_result(esm, chunks, arrivals, upstream, failure_queue)
+    result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
     # Every attempt writes the record (the proxy passes writes on at once, only the answers are
     # late); the FIFO queue's deduplication keeps one copy to replay.
     result.check(result.quarantined == [(poison.serial, poison.data)],
-                 f"the failure queue holds {len(result.quarantined)} copies of the refused chunk")
+                 f"the quarantine queue holds {len(result.quarantined)} copies of the refused chunk")
     result.verdict()
 
 
 def test_ten_percent_failing_requests_cost_at_most_three_posts_per_record(
-        memfault, function, failure_queue: FailureQueue) -> None:
+        memfault, function, quarantine_queue: QuarantineQueue) -> None:
     chunks = stream_of({f"device-{n:03d}": 5 for n in range(600)}, seed=7)
     upstream = memfault([seeded_failures(seed=7, share=0.1, status=500)])
     # The backlog is older than any short stall limit from the start; this scenario is about
     # resends, so no record may be quarantined for its age.
-    env = function_env(upstream, failure_queue.url, MEMFAULT_MAX_ATTEMPTS="1",
+    env = function_env(upstream, quarantine_queue.url, MEMFAULT_MAX_ATTEMPTS="1",
                        MEMFAULT_STALL_LIMIT_SECONDS="300")
     lambda_ = function(env, FUNCTION_TIMEOUT_S)
 
     esm, arrivals = run_stream(lambda_, chunks, batch_size=500, max_record_age_s=120,
                                limit_s=60)
 
-    result = stream_result(esm, chunks, arrivals, upstream, failure_queue)
+    result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
     result.check(not result.held, f"{len(result.held)} records still in the shard")
     result.check(not result.quarantined, f"{len(result.quarantined)} chunks quarantined")
     posted = upstream.chunks_posted()

@@ -12,8 +12,8 @@ use aws_credential_types::Credentials;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use base64::Engine as _;
 use lambda_runtime::{Context, LambdaEvent};
-use memfault_chunk_proxy::FailureQueueConfig;
 use memfault_chunk_proxy::ForwardError;
+use memfault_chunk_proxy::QuarantineQueueConfig;
 use memfault_chunk_proxy::RetryPolicy;
 use memfault_chunk_proxy::{Config, Forwarder, Response};
 use serde_json::{Value, json};
@@ -142,8 +142,8 @@ pub(crate) fn serial_of(request: &Request) -> String {
     request.url.path().rsplit('/').next().unwrap().to_owned()
 }
 
-pub(crate) fn with_failure_queue(mut config: Config, queue: &MockServer) -> Config {
-    config.failure_queue = Some(FailureQueueConfig {
+pub(crate) fn with_quarantine_queue(mut config: Config, queue: &MockServer) -> Config {
+    config.quarantine_queue = Some(QuarantineQueueConfig {
         url: format!("{}/123456789012/memfault-failures", queue.uri())
             .parse()
             .unwrap(),
@@ -160,7 +160,7 @@ pub(crate) fn with_failure_queue(mut config: Config, queue: &MockServer) -> Conf
 }
 
 /// A mock SQS that stores every message the JSON protocol's SendMessage carries.
-pub(crate) async fn failure_queue_answering(status: u16) -> MockServer {
+pub(crate) async fn quarantine_queue_answering(status: u16) -> MockServer {
     let queue = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/"))

@@ -1,4 +1,4 @@
-//! The failure bucket as a place the function writes to: a failure record too large for an SQS
+//! The stream failure bucket as a place the function writes to: a failure record too large for an SQS
 //! message (a Kinesis record may hold up to 10 MiB) is put there as an object instead, so that it
 //! does not hold its shard until the mapping gives up on it. Its key is derived from the record's
 //! identity, so a write repeated after a timeout replaces the same object.
@@ -9,16 +9,16 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use tokio::time::Instant;
 
-use crate::aws::{AwsRequest, BucketUrl, FailureQueueConfig, StoreError};
+use crate::aws::{AwsRequest, BucketUrl, QuarantineQueueConfig, StoreError};
 use crate::http_client::HttpClient;
 
-pub(crate) struct FailureBucket {
+pub(crate) struct StreamFailureBucket {
     url: BucketUrl,
     http: HttpClient,
     request_timeout: Duration,
 }
 
-impl FailureBucket {
+impl StreamFailureBucket {
     pub(crate) fn new(url: BucketUrl, http: HttpClient, request_timeout: Duration) -> Self {
         Self {
             url,
@@ -32,7 +32,7 @@ impl FailureBucket {
         &self,
         key: &str,
         document: &str,
-        identity: &FailureQueueConfig,
+        identity: &QuarantineQueueConfig,
         deadline: Instant,
     ) -> Result<(), StoreError> {
         let url = self.url.object(key);

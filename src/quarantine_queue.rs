@@ -1,4 +1,4 @@
-//! The failure queue as a place the function writes to: records that retrying cannot help are
+//! The quarantine queue as a place the function writes to: records that retrying cannot help are
 //! sent there with their data (src/quarantine.rs says which and how), as SQS `SendMessage` calls
 //! (JSON protocol) signed with the execution role's credentials.
 //!
@@ -14,7 +14,7 @@ use http::header::CONTENT_TYPE;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::aws::{AwsRequest, FailureQueueConfig, StoreError};
+use crate::aws::{AwsRequest, QuarantineQueueConfig, StoreError};
 use crate::http_client::HttpClient;
 
 const SQS_TARGET: &str = "AmazonSQS.SendMessage";
@@ -25,15 +25,15 @@ const SQS_CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 pub(crate) const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Sends failure records to the queue. Shares the function's HTTP client and its connections.
-pub(crate) struct FailureQueue {
-    config: FailureQueueConfig,
+pub(crate) struct QuarantineQueue {
+    config: QuarantineQueueConfig,
     http: HttpClient,
     request_timeout: Duration,
 }
 
-impl FailureQueue {
+impl QuarantineQueue {
     pub(crate) fn new(
-        config: FailureQueueConfig,
+        config: QuarantineQueueConfig,
         http: HttpClient,
         request_timeout: Duration,
     ) -> Self {
@@ -78,7 +78,7 @@ impl FailureQueue {
     }
 
     /// The identity the queue's requests are signed with, for the function's other AWS writes.
-    pub(crate) fn identity(&self) -> &FailureQueueConfig {
+    pub(crate) fn identity(&self) -> &QuarantineQueueConfig {
         &self.config
     }
 }
