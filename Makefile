@@ -10,6 +10,12 @@ CARGO ?= cargo
 EVENT ?= events/heartbeat.json
 # The CloudFormation stack of `deploy`, `smoke` and `replay-stream`.
 STACK ?= memfault-chunk-proxy
+# The samconfig.toml environment of `deploy` and `deploy-guided` (default, dev, prod, or a new one for `deploy-guided`).
+CONFIG_ENV ?= default
+# Parameters for `deploy` and `deploy-guided`, "Name=Value Name=Value", merged over CONFIG_ENV's saved ones.
+PARAMS ?=
+# Passed through the environment: a value may hold quotes.
+export CONFIG_ENV PARAMS
 # For `make deploy-cargo-lambda`: an existing execution role (see docs/deploy.md).
 LAMBDA_ROLE_ARN ?=
 # Lambda architecture of `lambda-build`, `sam-build` and the deploys: arm64 or x86_64.
@@ -27,9 +33,6 @@ VERBOSE ?=
 DRY_RUN ?=
 # cargo-lambda, and the zig it links with, live in .venv (infra/requirements-lambda.txt).
 WITH_VENV := PATH="$(CURDIR)/.venv/bin:$$PATH"
-# Deploys read the repository's samconfig.toml, not one beside the built template (SAM's default).
-SAM_CONFIG := --config-file "$(CURDIR)/samconfig.toml"
-SAM_TEMPLATE := --template-file .aws-sam/build-$(ARCH)/template.yaml
 
 .PHONY: help
 help: ## List the targets and the variables with their defaults
@@ -119,13 +122,12 @@ sam-build: ## sam build for ARCH=arm64|x86_64 into .aws-sam/build-ARCH
 	ARCH=$(ARCH) bash infra/sam-build.sh
 
 .PHONY: deploy-guided
-deploy-guided: sam-build ## First deploy: sam deploy --guided of .aws-sam/build-ARCH, answers saved to samconfig.toml
-	$(WITH_VENV) sam deploy --guided $(SAM_CONFIG) $(SAM_TEMPLATE) --parameter-overrides Architecture=$(ARCH)
+deploy-guided: sam-build ## First deploy: sam deploy --guided of .aws-sam/build-ARCH, answers saved to CONFIG_ENV in samconfig.toml (PARAMS: defaults to offer)
+	@$(WITH_VENV) ARCH=$(ARCH) python3 infra/sam_deploy.py guided
 
 .PHONY: deploy
-deploy: sam-build ## sam deploy of .aws-sam/build-ARCH with the answers in samconfig.toml
-	@python3 infra/samconfig_architecture.py $(ARCH)
-	$(WITH_VENV) sam deploy $(SAM_CONFIG) $(SAM_TEMPLATE)
+deploy: sam-build ## sam deploy of .aws-sam/build-ARCH with CONFIG_ENV's answers in samconfig.toml, PARAMS="Name=Value ..." merged over them
+	@$(WITH_VENV) ARCH=$(ARCH) python3 infra/sam_deploy.py deploy
 
 .PHONY: deploy-path
 deploy-path: ## The documented deploy commands, driven against a local AWS API (moto server) up to the stack change
