@@ -111,6 +111,10 @@ invoke: cargo-lambda ## Send EVENT to the running `make watch` (its receiver pri
 	$(WITH_VENV) cargo lambda invoke --invoke-address $(LAMBDA_ADDRESS) --invoke-port $(LAMBDA_PORT) \
 	  --data-file $(EVENT) memfault-chunk-proxy
 
+.PHONY: watch-invoke
+watch-invoke: cargo-lambda ## `make watch` in the background, `make invoke` on documented samples: answers and the receiver's printout checked, watch stopped
+	python3 infra/watch_invoke.py
+
 .PHONY: lambda-build
 lambda-build: ## Release build for Lambda, ARCH=arm64|x86_64, into target/lambda/ARCH/memfault-chunk-proxy/bootstrap
 	bash infra/install-cargo-lambda.sh $(ARCH)

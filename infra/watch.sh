@@ -26,7 +26,8 @@ echo "==> Building the function and the local receiver"
 
 # The function's settings go in one env file: `cargo lambda watch` takes one --env-file, and
 # refuses `--env-var NAME=` with an empty value, which is how MEMFAULT_METRICS_NAMESPACE turns
-# the metrics off. The file is the sample's settings, then this script's (later lines win).
+# the metrics off. The file is the sample's settings, then this script's (later lines win), each
+# value single-quoted: its parser reads `{...}` in a bare value as a substitution.
 settings_dir="$(mktemp -d)"
 env_file="$settings_dir/watch.env"
 receiver=
@@ -36,27 +37,36 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+setting() {
+  if [[ "$2" == *"'"* ]]; then
+    echo "$1: a value with a single quote cannot be passed to cargo lambda watch" >&2
+    exit 2
+  fi
+  printf "%s='%s'\n" "$1" "$2" >>"$env_file"
+}
 
 settings="${event%.json}.env"
 if [[ -f "$settings" ]]; then
   echo "==> Settings of $event from $settings:"
   grep -Ev '^[[:space:]]*(#|$)' "$settings" | sed 's/^/    /'
-  grep -Ev '^[[:space:]]*(#|$)' "$settings" >>"$env_file"
+  while IFS= read -r line; do
+    setting "${line%%=*}" "${line#*=}"
+  done < <(grep -Ev '^[[:space:]]*(#|$)' "$settings")
 fi
 
 if [[ -z "${MEMFAULT_CHUNKS_URL:-}" ]]; then
   "$cargo" build --locked --example local
   "$cargo" run --locked --quiet --example local -- --receive "127.0.0.1:$receiver_port" &
   receiver=$!
-  echo "MEMFAULT_CHUNKS_URL=http://127.0.0.1:$receiver_port" >>"$env_file"
+  setting MEMFAULT_CHUNKS_URL "http://127.0.0.1:$receiver_port"
 else
   echo "==> Posting to $MEMFAULT_CHUNKS_URL (MEMFAULT_CHUNKS_URL)"
-  echo "MEMFAULT_CHUNKS_URL=$MEMFAULT_CHUNKS_URL" >>"$env_file"
+  setting MEMFAULT_CHUNKS_URL "$MEMFAULT_CHUNKS_URL"
 fi
 
 if [[ "${VERBOSE:-}" != 1 && -z "${MEMFAULT_METRICS_NAMESPACE+set}" ]]; then
   # An empty namespace is the function's own switch for "no metrics".
-  echo "MEMFAULT_METRICS_NAMESPACE=" >>"$env_file"
+  setting MEMFAULT_METRICS_NAMESPACE ""
 fi
 
 echo "==> cargo lambda watch on $address:$port   (then, in another shell: make invoke EVENT=$event)"
