@@ -50,11 +50,11 @@ def saved_overrides(samconfig: Path, config_env: str) -> dict[str, str] | None:
     return parse_pairs(pairs, f"{samconfig.name} [{config_env}.deploy.parameters]")
 
 
-def parse_pairs(words: list[str], source: str) -> dict[str, str]:
+def parse_pairs(words: list[str], source: str, names: str = r"[A-Za-z0-9]+") -> dict[str, str]:
     pairs: dict[str, str] = {}
     for word in words:
         name, equals, value = word.partition("=")
-        if not equals or not re.fullmatch(r"[A-Za-z0-9]+", name):
+        if not equals or not re.fullmatch(names, name):
             raise Refused(f"{source}: {word!r} is not Name=Value (a template parameter, '=', its "
                           "value; quote a value with spaces: PARAMS='Name=\"a b\"')")
         pairs[name] = value
@@ -102,13 +102,24 @@ def command(action: str, arch: str, config_env: str, overrides: dict[str, str]) 
     words += ["--config-file", str(SAMCONFIG), "--config-env", config_env,
               "--template-file", f".aws-sam/build-{arch}/template.yaml",
               "--parameter-overrides"]
-    return words + [f"{name}={value}" for name, value in overrides.items()]
+    return words + [override(name, value) for name, value in overrides.items()]
+
+
+def override(name: str, value: str) -> str:
+    """One --parameter-overrides word. The SAM CLI reads `Name=` (empty) and a value with a space
+    only quoted, as its guided run saves them: Name="Value"."""
+    if value and not re.search(r"[\s\"']", value):
+        return f"{name}={value}"
+    quote = "'" if '"' in value else '"'
+    if quote in value:
+        raise Refused(f"{name}: a value with both quote characters cannot be passed to SAM")
+    return f"{name}={quote}{value}{quote}"
 
 
 def shown(words: list[str], secret: set[str]) -> str:
     def hide(word: str) -> str:
         name, equals, value = word.partition("=")
-        return f"{name}={shorten(value)}" if equals and name in secret else word
+        return f"{name}={shorten(value.strip(chr(34) + chr(39)))}" if equals and name in secret else word
     return shlex.join(hide(word) for word in words)
 
 
