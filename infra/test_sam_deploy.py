@@ -4,6 +4,7 @@ samconfig.toml become one `sam deploy` command, and what is refused before SAM r
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,18 @@ def test_refusals_happen_before_sam_runs() -> None:
     assert "make deploy-guided CONFIG_ENV=staging" in done.stderr
     done = run({"PARAMS": "Mode Stream"})
     assert done.returncode == 1 and "'Mode' is not Name=Value" in done.stderr
+
+
+@pytest.mark.parametrize("config_env", ["default", "dev", "prod"])
+def test_samconfig_overrides_are_valid_parameter_values(raw, config_env: str) -> None:
+    import tomllib
+    config = tomllib.loads((REPO / "samconfig.toml").read_text())
+    overrides = dict(sam_deploy.saved_overrides(REPO / "samconfig.toml", config_env) or {})
+    build = config[config_env].get("build", {}).get("parameters", {})
+    overrides.update(sam_deploy.parse_pairs(build.get("parameter_overrides", []), "build"))
+    for name, value in overrides.items():
+        spec = raw["Parameters"][name]
+        if "AllowedValues" in spec:
+            assert value in [str(v) for v in spec["AllowedValues"]], (name, value)
+        if "AllowedPattern" in spec:
+            assert re.fullmatch(spec["AllowedPattern"], value), (name, value)
