@@ -11,6 +11,8 @@ What is checked, in README.md and docs/*.md:
   level: `Mappings.Tuning.Delivery.MaxAttempts` counts), a metric the template or the code
   names, a type of the code (src/, tests/, examples/, benches/: docs/development.md names
   them), or on ALLOWED below with its reason;
+- each link to a file of the repository finds it, and its `#anchor` a heading there (GitHub's
+  anchors: lower case, punctuation dropped, spaces as hyphens);
 - no command calls a bare `sam`: a shell block line, or an inline command, starting `sam <sub>`
   (`.venv` holds the SAM CLI, the build is in .aws-sam/build-<arch> and samconfig.toml has
   environments: `make deploy`, `make deploy-guided`, `make sam-build` and `make validate` drive
@@ -204,6 +206,39 @@ def name_problems(text: str, names: Known) -> list[str]:
     return problems
 
 
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def anchor(heading: str) -> str:
+    text = heading.strip().lower().replace("`", "")
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    found: set[str] = set()
+    for heading in re.findall(r"^#+ (.+)$", FENCE.sub("", path.read_text()), re.MULTILINE):
+        slug = anchor(heading)
+        number = 0
+        while (slug if number == 0 else f"{slug}-{number}") in found:
+            number += 1
+        found.add(slug if number == 0 else f"{slug}-{number}")
+    return found
+
+
+def link_problems(document: Path, text: str) -> list[str]:
+    problems = []
+    for target in LINK.findall(FENCE.sub("", text)):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, fragment = target.partition("#")
+        linked = (document.parent / path).resolve() if path else document
+        if not linked.exists():
+            problems.append(f"link to {target}: no such file")
+        elif fragment and linked.suffix == ".md" and fragment not in anchors(linked):
+            problems.append(f"link to {target}: no heading with that anchor in {linked.name}")
+    return problems
+
+
 def documents(repo: Path) -> list[Path]:
     return [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
 
@@ -214,7 +249,8 @@ def main(argv: list[str]) -> int:
     failures = 0
     for document in documents(repo):
         text = document.read_text()
-        for problem in dict.fromkeys(sam_problems(text) + name_problems(text, names)):
+        found = sam_problems(text) + name_problems(text, names) + link_problems(document, text)
+        for problem in dict.fromkeys(found):
             print(f"{document.relative_to(repo)}: {problem}")
             failures += 1
     if failures:

@@ -99,3 +99,14 @@ def test_every_allowed_name_has_a_reason_and_is_not_ours() -> None:
     for name, reason in check_docs.ALLOWED.items():
         assert reason.strip(), name
         assert name not in names.template, f"{name} is the template's: no need to allow it"
+
+
+def test_links_and_anchors_are_followed(tmp_path: Path) -> None:
+    repo = repo_with(tmp_path, "")
+    (repo / "docs" / "deploy.md").write_text("# Deploy\n\n## Deploy with SAM\n\n## Topic `layouts`, and more\n")
+    readme = ("[ok](docs/deploy.md#deploy-with-sam) [ok](docs/deploy.md#topic-layouts-and-more) "
+              "[web](https://example.com/x#y) [gone](docs/recipes.md) "
+              "[anchor](docs/deploy.md#the-failure-queue)\n")
+    found = check_docs.link_problems(repo / "README.md", readme)
+    assert found == ["link to docs/recipes.md: no such file",
+                     "link to docs/deploy.md#the-failure-queue: no heading with that anchor in deploy.md"]
