@@ -15,9 +15,10 @@ From copies of the repository (so that a guided run's answers do not touch this 
      change set of the stack of its CONFIG_ENV carrying each PARAMS value and Architecture=ARCH,
      its printed command must not show a project key in full, and every PARAMS name must be a
      template parameter whose value the template allows.
-  4. Every JSON payload of `aws iot replace-topic-rule` in docs/recipes.md (a ```json block whose
-     first line is `// rule.json: ...`), placeholders replaced, is given to IoT's
-     ReplaceTopicRule: AWS's own request model checks its shape.
+  4. Every JSON payload of `aws iot replace-topic-rule` in docs/recipes.md (a ```json block after
+     `<!-- topic-rule-payload -->`), placeholders replaced, is given to IoT's ReplaceTopicRule,
+     and the recipe's role (trust and policy documents) to IAM's CreateRole and PutRolePolicy:
+     AWS's own request models check their shape.
 
 AWS is moto server (PyPI, pinned in infra/requirements-moto.txt) on loopback, through
 AWS_ENDPOINT_URL, with made-up credentials: nothing leaves the machine. Two stand-ins, each for
@@ -49,6 +50,7 @@ import tomllib
 from pathlib import Path
 
 import boto3
+from botocore.exceptions import ClientError
 from samcli.commands._utils.template import get_template_data, move_template, get_template_parameters
 from samcli.lib.bootstrap.bootstrap import SAM_CLI_STACK_NAME, _get_stack_template
 
@@ -63,9 +65,14 @@ RUN_TIMEOUT_S = 180
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 RECIPES = REPO / "docs" / "recipes.md"
 SHELL_BLOCK = re.compile(r"^```(?:sh|shell|bash|console)\n(.*?)^```", re.MULTILINE | re.DOTALL)
-RULE_BLOCK = re.compile(r"^```json\n// (\S+): .*?\n(.*?)^```", re.MULTILINE | re.DOTALL)
 DEPLOY_LINE = re.compile(r"^make (deploy|deploy-guided)(\s|$)")
 PLACEHOLDER = re.compile(r"<([^<>]+)>")
+ARNS = {  # made-up ARNs for placeholders such as <IngestStreamArn>, <role ARN>
+    "stream": "arn:aws:kinesis:us-east-1:123456789012:stream/example",
+    "queue": "arn:aws:sqs:us-east-1:123456789012:example",
+    "function": "arn:aws:lambda:us-east-1:123456789012:function:example",
+    "role": "arn:aws:iam::123456789012:role/example",
+}
 
 
 class Failed(Exception):
@@ -209,6 +216,8 @@ def documented_commands() -> list[tuple[str, str]]:
 def made_up(match: re.Match[str]) -> str:
     """A value for a placeholder that fits the parameter it stands in for."""
     name = match.group(1).lower()
+    if "arn" in name:
+        return next((arn for word, arn in ARNS.items() if word in name), ARNS["role"])
     if "mail" in name or "address" in name:
         return "ops@example.com"
     if "key" in name:
@@ -262,6 +271,24 @@ def documented_rule_payloads() -> list[str]:
     return [PLACEHOLDER.sub(made_up, body) for body in
             re.findall(r"^<!-- topic-rule-payload -->\n```json\n(.*?)^```", RECIPES.read_text(),
                        re.MULTILINE | re.DOTALL)] if RECIPES.exists() else []
+
+
+def documented_block(marker: str) -> str:
+    found = re.search(rf"^<!-- {marker} -->\n```json\n(.*?)^```", RECIPES.read_text(),
+                      re.MULTILINE | re.DOTALL)
+    if not found:
+        raise Failed(f"docs/recipes.md has no <!-- {marker} --> block")
+    return PLACEHOLDER.sub(lambda m: "123456789012" if "account" in m.group(1) else
+                           "us-east-1" if "region" in m.group(1) else made_up(m), found.group(1))
+
+
+def check_rule_role() -> None:
+    """The recipe's role for the rule's SQS or Kinesis action, through IAM's own API."""
+    iam = boto3.client("iam")
+    iam.create_role(RoleName="fleet-rule-to-chunk-proxy",
+                    AssumeRolePolicyDocument=documented_block("iam-trust-policy"))
+    iam.put_role_policy(RoleName="fleet-rule-to-chunk-proxy", PolicyName="put-stream-records",
+                        PolicyDocument=documented_block("iam-role-policy"))
 
 
 def check_rule_payloads() -> int:
@@ -318,7 +345,9 @@ def main() -> int:
         rules = check_rule_payloads()
         print(f"--> docs/recipes.md: {rules} topic rule payload(s) accepted by IoT's "
               "ReplaceTopicRule", flush=True)
-    except (Failed, Refused, subprocess.TimeoutExpired) as failure:
+        check_rule_role()
+        print("--> docs/recipes.md: the rule action's role and policy accepted by IAM", flush=True)
+    except (Failed, Refused, ClientError, subprocess.TimeoutExpired) as failure:
         print(f"deploy-path: FAILED: {failure}")
         return 1
     finally:
