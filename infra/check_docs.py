@@ -118,8 +118,8 @@ ALLOWED = {
 }
 # Spans that are not names of ours in CamelCase: errorTypes (`Permanent.TopicMismatch`, built
 # from the error's class; docs/delivery.md lists them), IAM actions (`s3:PutObject`), AWS
-# metric namespaces (`AWS/IoT`).
-NOT_NAMES = re.compile(r"(?:Permanent|Retryable|Runtime)\.\w+|[a-z0-9-]+:\S+|AWS/\S+")
+# metric namespaces (`AWS/IoT`) and resource types (`AWS::IoT::TopicRule`).
+NOT_NAMES = re.compile(r"(?:Permanent|Retryable|Runtime)\.\w+|[a-z0-9-]+:\S+|AWS/\S+|AWS::\S+")
 INLINE_SAM_ALLOWED = {
     "sam validate --lint": "a check `make validate` runs, named as such",
     "sam build": "the build step `make sam-build` runs, named as such",

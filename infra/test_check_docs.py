@@ -36,7 +36,7 @@ def test_the_repositorys_docs_pass() -> None:
 def test_names_that_exist_pass(tmp_path: Path) -> None:
     readme = ("Set `MEMFAULT_TOPIC_PATTERN`; `TopicLayout=MemfaultGuide` with `ProjectKeys`; the\n"
               "`QuarantineQueue` resource, its `QuarantineQueueUrl` output, the `ChunksQuarantined`\n"
-              "metric and `IteratorAge`; a line with outcome=\"delivered\" or `outcome = \"refused\"`.\n"
+              "metric, `IteratorAge` and `AWS::CloudFormation::Interface`; a line with outcome=\"delivered\" or `outcome = \"refused\"`.\n"
               "```sh\nmake deploy PARAMS=\"Mode=Stream\"\n```\n")
     assert problems(tmp_path, readme) == []
 
