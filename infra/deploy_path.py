@@ -1,13 +1,24 @@
 """`make deploy-path`: the documented deploy commands, run as a user runs them, up to the point
 where CloudFormation would change the stack; fails where a user's run would fail.
 
-From a copy of the repository (so the guided run's answers do not touch this one):
+From copies of the repository (so that a guided run's answers do not touch this one):
   1. `make deploy-guided`, answering every question with Enter (the defaults) except the hidden
      ones, the project key and the slug map, given as "-" (none: the key comes from each topic;
-     SAM asks for a NoEcho parameter until it gets a value). Then: SAM read and wrote the repository's samconfig.toml (not one in
-     the build folder), uploaded the code, and asked CloudFormation for a change set of the stack
-     with those parameters; the answer to "Deploy this changeset?" is the default, no.
-  2. `make deploy`: the same, non-interactive, with the answers saved by step 1.
+     SAM asks for a NoEcho parameter until it gets a value). Then: SAM read and wrote the
+     repository's samconfig.toml (not one in the build folder), uploaded the code, and asked
+     CloudFormation for a change set of the stack with those parameters; the answer to "Deploy
+     this changeset?" is the default, no.
+  2. `make deploy` in the same copy: the same, non-interactive, with the answers saved by step 1.
+  3. Every `make deploy ...` and `make deploy-guided ...` line in a shell block of README.md and
+     docs/*.md, as written (placeholders such as `<key of project-a>` replaced by made-up values
+     that fit the parameter), each from a fresh copy: it must reach CloudFormation and leave a
+     change set of the stack of its CONFIG_ENV carrying each PARAMS value and Architecture=ARCH,
+     its printed command must not show a project key in full, and every PARAMS name must be a
+     template parameter whose value the template allows.
+  4. Every JSON payload of `aws iot replace-topic-rule` in docs/recipes.md (a ```json block after
+     `<!-- topic-rule-payload -->`), placeholders replaced, is given to IoT's ReplaceTopicRule,
+     and the recipe's role (trust and policy documents) to IAM's CreateRole and PutRolePolicy:
+     AWS's own request models check their shape.
 
 AWS is moto server (PyPI, pinned in infra/requirements-moto.txt) on loopback, through
 AWS_ENDPOINT_URL, with made-up credentials: nothing leaves the machine. Two stand-ins, each for
@@ -24,7 +35,10 @@ what cannot run here quickly or at all:
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -36,17 +50,29 @@ import tomllib
 from pathlib import Path
 
 import boto3
+from botocore.exceptions import ClientError
 from samcli.commands._utils.template import get_template_data, move_template, get_template_parameters
 from samcli.lib.bootstrap.bootstrap import SAM_CLI_STACK_NAME, _get_stack_template
 
-from samconfig_architecture import deployed_architecture
+from sam_deploy import Refused, deployed_architecture, parse_pairs, secret_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 ARCH = "arm64"  # the Makefile's default ARCH, as a user's first run has it
-STACK = "memfault-chunk-proxy"
+ARCHS = ("arm64", "x86_64")
 FUNCTION = "ProxyFunction"
 NO_KEY = "-"
 RUN_TIMEOUT_S = 180
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+RECIPES = REPO / "docs" / "recipes.md"
+SHELL_BLOCK = re.compile(r"^```(?:sh|shell|bash|console)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+DEPLOY_LINE = re.compile(r"^make (deploy|deploy-guided)(\s|$)")
+PLACEHOLDER = re.compile(r"<([^<>]+)>")
+ARNS = {  # made-up ARNs for placeholders such as <IngestStreamArn>, <role ARN>
+    "stream": "arn:aws:kinesis:us-east-1:123456789012:stream/example",
+    "queue": "arn:aws:sqs:us-east-1:123456789012:example",
+    "function": "arn:aws:lambda:us-east-1:123456789012:function:example",
+    "role": "arn:aws:iam::123456789012:role/example",
+}
 
 
 class Failed(Exception):
@@ -76,17 +102,23 @@ def start_moto(port: int, log: Path) -> subprocess.Popen[bytes]:
     raise Failed("moto server did not listen within 30 s")
 
 
-def copy_repository(work: Path) -> None:
-    for name in ("Makefile", "samconfig.toml", "template.yaml", "LICENSE", "README.md"):
-        shutil.copy2(REPO / name, work / name)
+def fresh_copy(parent: Path, name: str) -> Path:
+    """A copy of what a clone has that the deploys read, with the stand-in builds."""
+    work = parent / name
+    work.mkdir()
+    for file in ("Makefile", "samconfig.toml", "template.yaml", "LICENSE", "README.md"):
+        shutil.copy2(REPO / file, work / file)
     shutil.copytree(REPO / "infra", work / "infra",
                     ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
     (work / ".venv").symlink_to(REPO / ".venv")
+    for arch in ARCHS:
+        stand_in_build(work, arch)
+    return work
 
 
-def stand_in_build(work: Path) -> Path:
-    """What `make sam-build ARCH=arm64` leaves in .aws-sam/build-arm64, bootstrap aside."""
-    build = work / ".aws-sam" / f"build-{ARCH}"
+def stand_in_build(work: Path, arch: str) -> Path:
+    """What `make sam-build ARCH=...` leaves in .aws-sam/build-ARCH, bootstrap aside."""
+    build = work / ".aws-sam" / f"build-{arch}"
     artifact = build / FUNCTION
     artifact.mkdir(parents=True)
     bootstrap = artifact / "bootstrap"
@@ -99,35 +131,183 @@ def stand_in_build(work: Path) -> Path:
 
 
 def run(command: list[str], work: Path, env: dict[str, str], answers: str) -> str:
-    print(f"$ {' '.join(command)}", flush=True)
+    print(f"$ {shlex.join(command)}", flush=True)
     # A session of its own, without a terminal: SAM's hidden prompt (the NoEcho project key)
     # then reads standard input, as the visible ones do.
     done = subprocess.run(command, cwd=work, env=env, input=answers, capture_output=True,
                           text=True, timeout=RUN_TIMEOUT_S, start_new_session=True)
     output = done.stdout + done.stderr
     if done.returncode != 0:
-        raise Failed(f"{' '.join(command)} exited {done.returncode}:\n{output[-4000:]}")
+        raise Failed(f"{shlex.join(command)} exited {done.returncode}:\n{output[-4000:]}")
+    if "Changeset created successfully" not in output:
+        raise Failed(f"{shlex.join(command)} created no change set:\n{output[-3000:]}")
     return output
 
 
-def check_change_set(cloudformation, expected: dict[str, str], count: int) -> None:
-    change_sets = cloudformation.list_change_sets(StackName=STACK)["Summaries"]
-    if len(change_sets) != count:
-        raise Failed(f"expected {count} change set(s) of {STACK}, CloudFormation has "
-                     f"{[c['ChangeSetName'] for c in change_sets]}")
+def guided_answers(template: Path) -> str:
+    """Enter for every question but the hidden ones (the project key and the slug map), which
+    take "-"; the last Enters decline to execute the change set."""
+    parameters = get_template_parameters(str(template))
+    return "\n\n" + "".join(f"{NO_KEY}\n" if str(props.get("NoEcho")).lower() == "true"
+                            else "\n" for props in parameters.values()) + "\n" * 20
+
+
+def latest_change_set(cloudformation, stack: str) -> dict[str, str]:
+    change_sets = cloudformation.list_change_sets(StackName=stack)["Summaries"]
+    if not change_sets:
+        raise Failed(f"CloudFormation has no change set of {stack}")
     latest = cloudformation.describe_change_set(
-        StackName=STACK, ChangeSetName=change_sets[-1]["ChangeSetId"])
-    given = {p["ParameterKey"]: p.get("ParameterValue") for p in latest.get("Parameters", [])}
+        StackName=stack, ChangeSetName=change_sets[-1]["ChangeSetId"])
+    return {p["ParameterKey"]: p.get("ParameterValue") for p in latest.get("Parameters", [])}
+
+
+def check_change_set(cloudformation, stack: str, expected: dict[str, str], count: int) -> None:
+    found = len(cloudformation.list_change_sets(StackName=stack)["Summaries"])
+    if found != count:
+        raise Failed(f"expected {count} change set(s) of {stack}, CloudFormation has {found}")
+    given = latest_change_set(cloudformation, stack)
     wrong = {name: (value, given.get(name)) for name, value in expected.items()
              if given.get(name) != value}
     if wrong:
-        raise Failed(f"change set parameters (wanted, given): {wrong}")
+        raise Failed(f"change set parameters of {stack} (wanted, given): {wrong}")
 
 
-def main() -> int:
-    work = Path(tempfile.mkdtemp(prefix="deploy-path-"))
-    port = free_port()
-    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+def guided_then_deploy(parent: Path, env: dict[str, str], cloudformation) -> None:
+    """Steps 1 and 2: the first deploy, guided, then `make deploy` with its saved answers."""
+    work = fresh_copy(parent, "guided")
+    build = work / ".aws-sam" / f"build-{ARCH}"
+    run(["make", "-o", "sam-build", "deploy-guided"], work, env,
+        guided_answers(build / "template.yaml"))
+    if (build / "samconfig.toml").exists():
+        raise Failed("the guided run saved its answers in the build folder, which the next "
+                     "build wipes")
+    config = tomllib.loads((work / "samconfig.toml").read_text())
+    stack = config["default"]["global"]["parameters"].get("stack_name")
+    if stack != "memfault-chunk-proxy":
+        raise Failed(f"samconfig.toml after the guided run: {config['default']}")
+    if deployed_architecture(work / "samconfig.toml") != ARCH:
+        raise Failed("the guided answers were not saved: " + str(config["default"]["deploy"]))
+    if set(config) < {"dev", "prod"}:
+        raise Failed(f"the guided run lost the other environments: {sorted(config)}")
+    check_change_set(cloudformation, stack, {"Architecture": ARCH, "MemfaultProjectKey": NO_KEY,
+                                             "ProjectKeys": NO_KEY, "Mode": "Direct"}, 1)
+    print("--> the guided deploy read and saved the repository's samconfig.toml, took '-' "
+          "for the hidden parameters, uploaded the code and created the change set", flush=True)
+
+    run(["make", "-o", "sam-build", "deploy"], work, env, "\n" * 5)
+    check_change_set(cloudformation, stack, {"Architecture": ARCH, "Mode": "Direct"}, 2)
+    print("--> make deploy used the saved answers and created the change set", flush=True)
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(document, command line) of every `make deploy` / `make deploy-guided` line in a shell
+    block of the README and docs/, continuation lines joined, each command once."""
+    found: dict[tuple[str, ...], tuple[str, str]] = {}
+    for document in DOCUMENTS:
+        for block in SHELL_BLOCK.findall(document.read_text()):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.strip()
+                if DEPLOY_LINE.match(line):
+                    words = tuple(shlex.split(line, comments=True))
+                    found.setdefault(words, (document.relative_to(REPO).as_posix(), line))
+    return list(found.values())
+
+
+def made_up(match: re.Match[str]) -> str:
+    """A value for a placeholder that fits the parameter it stands in for."""
+    name = match.group(1).lower()
+    if "arn" in name:
+        return next((arn for word, arn in ARNS.items() if word in name), ARNS["role"])
+    if "mail" in name or "address" in name:
+        return "ops@example.com"
+    if "key" in name:
+        return "examplekey0123"
+    return "example_name"
+
+
+def check_parameters(params: dict[str, str], template: dict) -> None:
+    for name, value in params.items():
+        spec = template["Parameters"].get(name)
+        if spec is None:
+            raise Failed(f"PARAMS names {name}, which the template does not have")
+        allowed = spec.get("AllowedValues")
+        if allowed is not None and value not in [str(a) for a in allowed]:
+            raise Failed(f"{name}={value}: the template allows {allowed}")
+        pattern = spec.get("AllowedPattern")
+        if pattern is not None and not re.fullmatch(pattern, value):
+            raise Failed(f"{name}={value}: the template's AllowedPattern {pattern} refuses it")
+
+
+def documented_deploy(parent: Path, number: int, line: str, env: dict[str, str],
+                      cloudformation) -> None:
+    words = shlex.split(PLACEHOLDER.sub(made_up, line), comments=True)
+    variables = parse_pairs(words[2:], line, names=r"[A-Z_]+")
+    arch = variables.get("ARCH", ARCH)
+    config_env = variables.get("CONFIG_ENV", "default")
+    params = parse_pairs(shlex.split(variables.get("PARAMS", "")), f"PARAMS of {line}")
+    work = fresh_copy(parent, f"documented-{number}")
+    check_parameters(params, get_template_data(str(work / "template.yaml")))
+    config = tomllib.loads((work / "samconfig.toml").read_text())
+    stack = config[config_env]["global"]["parameters"]["stack_name"]
+    guided = words[1] == "deploy-guided"
+    secret = secret_parameters(work / "template.yaml")
+    output = run(["make", "-o", "sam-build", *words[1:]], work, env,
+                 guided_answers(work / ".aws-sam" / f"build-{arch}" / "template.yaml")
+                 if guided else "\n" * 5)
+    shown = [name for name in secret if params.get(name, NO_KEY) not in (NO_KEY, "")
+             and params[name] in output]
+    if shown:
+        raise Failed(f"{line}: the output shows {shown} in full")
+    # The guided run asks for the hidden parameters itself (and is given "-").
+    expected = {name: value for name, value in params.items() if not (guided and name in secret)}
+    given = latest_change_set(cloudformation, stack)
+    wrong = {name: (value, given.get(name)) for name, value in {**expected, "Architecture": arch}.items()
+             if given.get(name) != value}
+    if wrong:
+        raise Failed(f"{line}: change set parameters of {stack} (wanted, given): {wrong}")
+
+
+def documented_rule_payloads() -> list[str]:
+    return [PLACEHOLDER.sub(made_up, body) for body in
+            re.findall(r"^<!-- topic-rule-payload -->\n```json\n(.*?)^```", RECIPES.read_text(),
+                       re.MULTILINE | re.DOTALL)] if RECIPES.exists() else []
+
+
+def documented_block(marker: str) -> str:
+    found = re.search(rf"^<!-- {marker} -->\n```json\n(.*?)^```", RECIPES.read_text(),
+                      re.MULTILINE | re.DOTALL)
+    if not found:
+        raise Failed(f"docs/recipes.md has no <!-- {marker} --> block")
+    return PLACEHOLDER.sub(lambda m: "123456789012" if "account" in m.group(1) else
+                           "us-east-1" if "region" in m.group(1) else made_up(m), found.group(1))
+
+
+def check_rule_role() -> None:
+    """The recipe's role for the rule's SQS or Kinesis action, through IAM's own API."""
+    iam = boto3.client("iam")
+    iam.create_role(RoleName="fleet-rule-to-chunk-proxy",
+                    AssumeRolePolicyDocument=documented_block("iam-trust-policy"))
+    iam.put_role_policy(RoleName="fleet-rule-to-chunk-proxy", PolicyName="put-stream-records",
+                        PolicyDocument=documented_block("iam-role-policy"))
+
+
+def check_rule_payloads() -> int:
+    iot = boto3.client("iot")
+    payloads = documented_rule_payloads()
+    for number, text in enumerate(payloads):
+        payload = json.loads(text)
+        name = f"existing_rule_{number}"
+        iot.create_topic_rule(ruleName=name, topicRulePayload={
+            "sql": "SELECT * FROM 'prod/#'", "actions": []})
+        iot.replace_topic_rule(ruleName=name, topicRulePayload=payload)
+        if iot.get_topic_rule(ruleName=name)["rule"]["sql"] != payload["sql"]:
+            raise Failed(f"the rule payload {number} was not applied")
+    return len(payloads)
+
+
+def aws_env(work: Path, port: int) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("AWS_") and name not in ("ARCH", "CONFIG_ENV", "PARAMS")}
     env.update({
         # "localhost": moto finds a template that SAM uploaded by the TemplateURL's path only
         # when the URL names that host.
@@ -138,47 +318,36 @@ def main() -> int:
         "AWS_SHARED_CREDENTIALS_FILE": str(work / "no-aws-credentials"),
         "SAM_CLI_TELEMETRY": "0", "MAKEFLAGS": "",
     })
+    return env
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="deploy-path-"))
+    port = free_port()
+    env = aws_env(work, port)
     server = None
     try:
-        copy_repository(work)
-        build = stand_in_build(work)
         server = start_moto(port, work / "moto.log")
         os.environ.update({k: env[k] for k in env if k.startswith("AWS_")})
         cloudformation = boto3.client("cloudformation")
         cloudformation.create_stack(StackName=SAM_CLI_STACK_NAME,
                                     TemplateBody=_get_stack_template(),
                                     Tags=[{"Key": "ManagedStackSource", "Value": "AwsSamCli"}])
+        guided_then_deploy(work, env, cloudformation)
 
-        # 1. The first deploy, guided. Enter for every question but the hidden ones (the project
-        # key and the slug map), which take "-"; the last Enter declines to execute the change set.
-        parameters = get_template_parameters(str(build / "template.yaml"))
-        answers = "\n\n" + "".join(f"{NO_KEY}\n" if str(props.get("NoEcho")).lower() == "true"
-                                   else "\n" for props in parameters.values()) + "\n" * 20
-        output = run(["make", "-o", "sam-build", "deploy-guided"], work, env, answers)
-        if "Changeset created successfully" not in output:
-            raise Failed(f"the guided deploy created no change set:\n{output[-3000:]}")
-        if (build / "samconfig.toml").exists():
-            raise Failed("the guided run saved its answers in the build folder, which the next "
-                         "build wipes")
-        saved = tomllib.loads((work / "samconfig.toml").read_text())["default"]
-        saved_parameters = saved["deploy"]["parameters"]
-        if saved["global"]["parameters"].get("stack_name") != STACK:
-            raise Failed(f"samconfig.toml after the guided run: {saved}")
-        if deployed_architecture(work / "samconfig.toml") != ARCH:
-            raise Failed("the guided answers were not saved: parameter_overrides="
-                         f"{saved_parameters.get('parameter_overrides')!r}")
-        check_change_set(cloudformation, {"Architecture": ARCH, "MemfaultProjectKey": NO_KEY,
-                                          "ProjectKeys": NO_KEY, "Mode": "Direct"}, 1)
-        print("--> the guided deploy read and saved the repository's samconfig.toml, took '-' "
-              "for the hidden parameters, uploaded the code and created the change set", flush=True)
-
-        # 2. Later deploys: the saved answers, no questions but the change set's.
-        output = run(["make", "-o", "sam-build", "deploy"], work, env, "\n" * 5)
-        if "Changeset created successfully" not in output:
-            raise Failed(f"make deploy created no change set:\n{output[-3000:]}")
-        check_change_set(cloudformation, {"Architecture": ARCH, "Mode": "Direct"}, 2)
-        print("--> make deploy used the saved answers and created the change set", flush=True)
-    except (Failed, subprocess.TimeoutExpired) as failure:
+        commands = documented_commands()
+        if len(commands) < 4:
+            raise Failed(f"found only {commands} in README.md and docs/: is the search broken?")
+        for number, (document, line) in enumerate(commands):
+            documented_deploy(work, number, line, env, cloudformation)
+            print(f"--> {document}: `{line}` reached CloudFormation with its parameters",
+                  flush=True)
+        rules = check_rule_payloads()
+        print(f"--> docs/recipes.md: {rules} topic rule payload(s) accepted by IoT's "
+              "ReplaceTopicRule", flush=True)
+        check_rule_role()
+        print("--> docs/recipes.md: the rule action's role and policy accepted by IAM", flush=True)
+    except (Failed, Refused, ClientError, subprocess.TimeoutExpired) as failure:
         print(f"deploy-path: FAILED: {failure}")
         return 1
     finally:

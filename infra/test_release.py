@@ -1,5 +1,5 @@
 """The release tooling: the version check, the packaged template, the checks on a release
-binary and its zip, and the smoke test's decisions (with a stand-in for the AWS CLI)."""
+binary and its zip (the smoke test's: test_smoke.py)."""
 
 from __future__ import annotations
 
@@ -151,94 +151,6 @@ def test_the_zip_holds_bootstrap_executable_and_is_reproducible(tmp_path: Path) 
         assert archive.read("bootstrap") == b"\x7fELF stand-in"
     sums = dist.sha256sums([first])
     assert sums.endswith("  a.zip\n") and len(sums.split()[0]) == 64
-
-
-# --- make smoke -------------------------------------------------------------------------------
-
-SMOKE = INFRA / "smoke.py"
-KEY = "abcdefgh12345678"
-
-
-def stack_answer(tmp_path: Path, **parameters: str) -> Path:
-    path = tmp_path / "stack.json"
-    path.write_text(json.dumps({"Stacks": [{
-        "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
-        "Outputs": [{"OutputKey": "LogGroupName", "OutputValue": "/aws/lambda/edge"}],
-    }]}))
-    return path
-
-
-def run_smoke(tmp_path: Path, dry_run: bool, stack_json: Path | None = None,
-              path: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MEMFAULT_PROJECT_KEY": KEY, "SMOKE_SERIAL": "smoke-1",
-           "SMOKE_TIMEOUT": "0", "DRY_RUN": "1" if dry_run else ""}
-    if stack_json:
-        env["SMOKE_STACK_JSON"] = str(stack_json)
-    if path:
-        env["PATH"] = f"{path}:{env['PATH']}"
-    return subprocess.run([sys.executable, str(SMOKE), "edge"], capture_output=True, text=True,
-                          env=env, timeout=60)
-
-
-def test_smoke_dry_run_prints_the_commands_and_shortens_the_key(tmp_path: Path) -> None:
-    done = run_smoke(tmp_path, dry_run=True)
-    assert done.returncode == 0, done.stdout + done.stderr
-    commands = [line for line in done.stdout.splitlines() if line.startswith("$ ")]
-    assert [c.split()[1:3] for c in commands] == [
-        ["aws", "cloudformation"], ["aws", "iot"], ["aws", "iot-data"], ["aws", "logs"]]
-    assert "--topic prod/smoke/smoke-1/memfault/abcd…/chunk" in commands[2]
-    assert KEY not in done.stdout
-    assert "--log-group-name /aws/lambda/edge" in commands[3]
-
-
-def test_smoke_publishes_through_basic_ingest_when_the_stack_uses_it(tmp_path: Path) -> None:
-    answer = stack_answer(tmp_path, BasicIngest="true", TopicRuleName="fleet_rule")
-    done = run_smoke(tmp_path, dry_run=True, stack_json=answer)
-    assert "--topic '$aws/rules/fleet_rule/prod/smoke/smoke-1/memfault/abcd…/chunk'" in done.stdout
-
-
-def test_smoke_asks_for_debug_logs_in_batch_modes(tmp_path: Path) -> None:
-    done = run_smoke(tmp_path, dry_run=True, stack_json=stack_answer(tmp_path, Mode="Stream"))
-    assert done.returncode == 1
-    assert "FAIL" in done.stdout and "LogLevel=DEBUG" in done.stdout
-
-
-def fake_aws(tmp_path: Path, log_lines: list[dict]) -> str:
-    """An `aws` that answers describe-endpoint, publish and filter-log-events."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    messages = json.dumps([json.dumps(line) for line in log_lines])
-    script = bin_dir / "aws"
-    script.write_text(f"""#!/bin/sh
-case "$1 $2" in
-  "iot describe-endpoint") echo example-ats.iot.us-east-1.amazonaws.com ;;
-  "iot-data publish") echo "$@" > "{tmp_path}/published" ;;
-  "logs filter-log-events") echo '{messages}' ;;
-  *) echo "unexpected: $*" >&2; exit 1 ;;
-esac
-""")
-    script.chmod(0o755)
-    return str(bin_dir)
-
-
-def test_smoke_passes_on_memfaults_202(tmp_path: Path) -> None:
-    aws = fake_aws(tmp_path, [{"outcome": "delivered", "device_serial": "smoke-1", "status": 202}])
-    done = run_smoke(tmp_path, dry_run=False, stack_json=stack_answer(tmp_path), path=aws)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "PASS" in done.stdout
-    assert "prod/smoke/smoke-1/memfault/abcdefgh12345678/chunk" in (tmp_path / "published").read_text()
-
-
-def test_smoke_fails_on_a_refusal_and_on_silence(tmp_path: Path) -> None:
-    refused = fake_aws(tmp_path, [{"outcome": "refused", "device_serial": "smoke-1",
-                                   "error_type": "Permanent.TopicMismatch"}])
-    done = run_smoke(tmp_path, dry_run=False, stack_json=stack_answer(tmp_path), path=refused)
-    assert done.returncode == 1 and "FAIL" in done.stdout and "TopicMismatch" in done.stdout
-
-    shutil.rmtree(tmp_path / "bin")
-    silent = fake_aws(tmp_path, [{"outcome": "delivered", "device_serial": "other", "status": 202}])
-    done = run_smoke(tmp_path, dry_run=False, stack_json=stack_answer(tmp_path), path=silent)
-    assert done.returncode == 1 and "no log line" in done.stdout
 
 
 # --- the guided deploy's answer for "no project key" ------------------------------------------

@@ -23,30 +23,52 @@ receiver_port="${RECEIVER_PORT:-9001}"
 
 echo "==> Building the function and the local receiver"
 "$cargo" build --locked --bin memfault-chunk-proxy
-watch_args=(--invoke-address "$address" --invoke-port "$port")
 
-if [[ -z "${MEMFAULT_CHUNKS_URL:-}" ]]; then
-  "$cargo" build --locked --example local
-  "$cargo" run --locked --quiet --example local -- --receive "127.0.0.1:$receiver_port" &
-  receiver=$!
-  trap 'kill "$receiver" 2>/dev/null || true' EXIT
-  watch_args+=(--env-var "MEMFAULT_CHUNKS_URL=http://127.0.0.1:$receiver_port")
-else
-  echo "==> Posting to $MEMFAULT_CHUNKS_URL (MEMFAULT_CHUNKS_URL)"
-  watch_args+=(--env-var "MEMFAULT_CHUNKS_URL=$MEMFAULT_CHUNKS_URL")
-fi
-
-if [[ "${VERBOSE:-}" != 1 && -z "${MEMFAULT_METRICS_NAMESPACE+set}" ]]; then
-  # An empty namespace is the function's own switch for "no metrics".
-  watch_args+=(--env-var "MEMFAULT_METRICS_NAMESPACE=")
-fi
+# The function's settings go in one env file: `cargo lambda watch` takes one --env-file, and
+# refuses `--env-var NAME=` with an empty value, which is how MEMFAULT_METRICS_NAMESPACE turns
+# the metrics off. The file is the sample's settings, then this script's (later lines win), each
+# value single-quoted: its parser reads `{...}` in a bare value as a substitution.
+settings_dir="$(mktemp -d)"
+env_file="$settings_dir/watch.env"
+receiver=
+cleanup() {
+  if [[ -n "$receiver" ]]; then kill "$receiver" 2>/dev/null || true; fi
+  rm -rf "$settings_dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+setting() {
+  if [[ "$2" == *"'"* ]]; then
+    echo "$1: a value with a single quote cannot be passed to cargo lambda watch" >&2
+    exit 2
+  fi
+  printf "%s='%s'\n" "$1" "$2" >>"$env_file"
+}
 
 settings="${event%.json}.env"
 if [[ -f "$settings" ]]; then
   echo "==> Settings of $event from $settings:"
   grep -Ev '^[[:space:]]*(#|$)' "$settings" | sed 's/^/    /'
-  watch_args+=(--env-file "$settings")
+  while IFS= read -r line; do
+    setting "${line%%=*}" "${line#*=}"
+  done < <(grep -Ev '^[[:space:]]*(#|$)' "$settings")
 fi
 
-echo "==> cargo lambda watch ${watch_args[*]}   (then, in another shell: make invoke EVENT=$event)"
-cargo lambda watch "${watch_args[@]}"
+if [[ -z "${MEMFAULT_CHUNKS_URL:-}" ]]; then
+  "$cargo" build --locked --example local
+  "$cargo" run --locked --quiet --example local -- --receive "127.0.0.1:$receiver_port" &
+  receiver=$!
+  setting MEMFAULT_CHUNKS_URL "http://127.0.0.1:$receiver_port"
+else
+  echo "==> Posting to $MEMFAULT_CHUNKS_URL (MEMFAULT_CHUNKS_URL)"
+  setting MEMFAULT_CHUNKS_URL "$MEMFAULT_CHUNKS_URL"
+fi
+
+if [[ "${VERBOSE:-}" != 1 && -z "${MEMFAULT_METRICS_NAMESPACE+set}" ]]; then
+  # An empty namespace is the function's own switch for "no metrics".
+  setting MEMFAULT_METRICS_NAMESPACE ""
+fi
+
+echo "==> cargo lambda watch on $address:$port   (then, in another shell: make invoke EVENT=$event)"
+# Not exec: the trap above stops the receiver when watch ends.
+cargo lambda watch --invoke-address "$address" --invoke-port "$port" --env-file "$env_file"

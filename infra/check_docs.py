@@ -1,0 +1,265 @@
+"""Docs that cannot drift: every name README.md and docs/ give a reader must exist where it says.
+
+    python3 infra/check_docs.py [REPO]      (run by `make lint`; standard library only)
+
+What is checked, in README.md and docs/*.md:
+- each environment variable `MEMFAULT_...` (anywhere in the text) is named in src/;
+- each log outcome value (`outcome="x"`, `outcome=x`, `outcome = "x"`, `outcome: x`) is a string
+  the code writes (a snake_case string literal in src/);
+- each backticked CamelCase name (two humps or more, e.g. `QuarantineQueue`, or the name in
+  `Name=Value`) is a template parameter, resource, output, condition, rule or mapping key (any
+  level: `Mappings.Tuning.Delivery.MaxAttempts` counts), a metric the template or the code
+  names, a type of the code (src/, tests/, examples/, benches/: docs/development.md names
+  them), or on ALLOWED below with its reason;
+- each link to a file of the repository finds it, and its `#anchor` a heading there (GitHub's
+  anchors: lower case, punctuation dropped, spaces as hyphens);
+- no command calls a bare `sam`: a shell block line, or an inline command, starting `sam <sub>`
+  (`.venv` holds the SAM CLI, the build is in .aws-sam/build-<arch> and samconfig.toml has
+  environments: `make deploy`, `make deploy-guided`, `make sam-build` and `make validate` drive
+  it). INLINE_SAM_ALLOWED lists the inline mentions that name a check rather than give a command.
+
+The template is read as text (the layout cfn-lint and the template tests keep: a section at
+column 0, its entries at two spaces, mapping keys deeper), so that lint needs no venv;
+infra/test_check_docs.py holds that reading to cfn-lint's.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SECTIONS = ("Parameters", "Resources", "Outputs", "Conditions", "Rules", "Mappings")
+ENV_VAR = re.compile(r"\bMEMFAULT_[A-Z0-9_]*[A-Z0-9]\b")
+OUTCOME = re.compile(r"\boutcome(?:\s*=\s*[\\\"'`]*|:\s*[\\\"'`]+)([a-z][a-z_]*)")
+INLINE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
+CAMEL = re.compile(r"[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)+")
+FENCE = re.compile(r"^```([a-z]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+SAM_COMMAND = re.compile(r"(?:^|&&|;|\|\||\$\(|\|)\s*(?:\$\s+)?sam\s+[a-z]")
+
+# Names docs may give that are not ours, each with why it is not in src/ or template.yaml.
+ALLOWED = {
+    # AWS service metrics and attributes the template's alarms and the docs name
+    "IteratorAge": "Lambda's metric for a stream mapping's lag",
+    "ApproximateNumberOfMessagesVisible": "SQS metric",
+    "ApproximateNumberOfMessages": "SQS queue attribute",
+    "ApproximateAgeOfOldestMessage": "SQS metric",
+    "ApproximateReceiveCount": "SQS message attribute",
+    "NumberOfMessagesSent": "SQS metric",
+    "AsyncEventAge": "Lambda metric",
+    "AsyncEventsDropped": "Lambda metric",
+    "DestinationDeliveryFailures": "Lambda metric",
+    "ConcurrentExecutions": "Lambda metric",
+    "IncomingRecords": "Kinesis metric",
+    "WriteProvisionedThroughputExceeded": "Kinesis metric",
+    "GetRecords": "Kinesis API",
+    "PutRecord": "Kinesis API",
+    "PutRecords": "Kinesis API",
+    "SendMessage": "SQS API",
+    "ReplaceTopicRule": "IoT API",
+    "TopicRulePayload": "IoT rule property",
+    "RuleMessageThrottled": "IoT metric",
+    "TopicMatch": "IoT metric",
+    "ParseError": "IoT metric",
+    "RuleNotFound": "IoT metric",
+    "ReportBatchItemFailures": "Lambda event source mapping setting",
+    "BatchItemFailures": "Lambda's batch response field",
+    "MaximumRecordAgeInSeconds": "Lambda event source mapping setting",
+    "MaximumRetryAttempts": "Lambda event source mapping setting",
+    "BisectBatchOnFunctionError": "Lambda event source mapping setting",
+    "ParallelizationFactor": "Lambda event source mapping setting",
+    "MaximumBatchingWindowInSeconds": "Lambda event source mapping setting",
+    "ScalingConfig": "Lambda event source mapping setting",
+    "MaximumConcurrency": "Lambda event source mapping setting",
+    "FunctionResponseTypes": "Lambda event source mapping setting",
+    "DestinationConfig": "Lambda setting",
+    "OnFailure": "Lambda destination setting",
+    "LoggingConfig": "Lambda function setting",
+    "ReservedConcurrentExecutions": "Lambda function setting",
+    "EventInvokeConfig": "SAM function property (AWS::Lambda::EventInvokeConfig)",
+    "RedrivePolicy": "SQS queue setting",
+    "VisibilityTimeout": "SQS queue setting",
+    "MessageGroupId": "SQS FIFO message field",
+    "MessageDeduplicationId": "SQS FIFO message field",
+    "ContentBasedDeduplication": "SQS FIFO queue setting",
+    "ShardId": "Kinesis record field",
+    "SequenceNumber": "Kinesis record field",
+    "PartitionKey": "Kinesis record field",
+    "StreamModeDetails": "Kinesis stream setting",
+    "UsePreviousValue": "CloudFormation parameter setting",
+    "NoEcho": "CloudFormation parameter setting",
+    "AllowedPattern": "CloudFormation parameter setting",
+    "AllowedValues": "CloudFormation parameter setting",
+    "AssertDescription": "CloudFormation rule field",
+    "DeletionPolicy": "CloudFormation resource attribute",
+    "UpdateReplacePolicy": "CloudFormation resource attribute",
+    "TemplateURL": "CloudFormation request field",
+    "BuildMethod": "SAM build setting",
+    "CodeUri": "SAM function property",
+    "CodeBucket": "the packaged template's parameter (infra/package_template.py)",
+    "CodeKey": "the packaged template's parameter (infra/package_template.py)",
+    "SemanticVersion": "SAR metadata field",
+    "ThingName": "IoT policy variable",
+    "RetryAfter": "HTTP header spelled as a word",
+    "MemfaultChunkProxy": "the default metrics namespace (a value, in src/config.rs)",
+    "ApplicationLogLevel": "Lambda LoggingConfig field",
+    "ErrorActionFailure": "IoT metric",
+    "ErrorActionSuccess": "IoT metric",
+    "ActionType": "IoT metric dimension",
+    "RuleName": "IoT metric dimension",
+    "EventCount": "Lambda event source mapping metric",
+    "PolledEventCount": "Lambda event source mapping metric",
+    "EventSourceMappingUUID": "Lambda metric dimension",
+    "MetricsConfig": "Lambda event source mapping setting",
+    "ProvisionedThroughputExceededException": "Kinesis error",
+    "UpdateStreamRecordDistributionStrategy": "Kinesis API named in a reference",
+    "EnvFilter": "tracing-subscriber's type, which the function does not use",
+}
+# Spans that are not names of ours in CamelCase: errorTypes (`Permanent.TopicMismatch`, built
+# from the error's class; docs/delivery.md lists them), IAM actions (`s3:PutObject`), AWS
+# metric namespaces (`AWS/IoT`) and resource types (`AWS::IoT::TopicRule`).
+NOT_NAMES = re.compile(r"(?:Permanent|Retryable|Runtime)\.\w+|[a-z0-9-]+:\S+|AWS/\S+|AWS::\S+")
+INLINE_SAM_ALLOWED = {
+    "sam validate --lint": "a check `make validate` runs, named as such",
+    "sam build": "the build step `make sam-build` runs, named as such",
+    "sam deploy": "the SAM CLI's command that `make deploy` runs, named as such",
+    "sam deploy --guided": "the SAM CLI's command that `make deploy-guided` runs, named as such",
+}
+
+
+@dataclass
+class Known:
+    template: set[str] = field(default_factory=set)
+    metrics: set[str] = field(default_factory=set)
+    src_text: str = ""
+    src_strings: set[str] = field(default_factory=set)
+    code_words: set[str] = field(default_factory=set)
+
+    def names(self) -> set[str]:
+        return self.template | self.metrics | self.code_words | set(ALLOWED)
+
+
+def template_names(text: str) -> tuple[set[str], set[str]]:
+    """The names a reader may meet: entries of each section (Mappings at every level), and
+    the metrics the alarms watch."""
+    names: set[str] = set()
+    section = None
+    for line in text.splitlines():
+        top = re.fullmatch(r"([A-Za-z]+):.*", line)
+        if top:
+            section = top.group(1)
+            continue
+        entry = re.fullmatch(r"(  +)([A-Za-z0-9]+):.*", line)
+        if section in SECTIONS and entry:
+            depth = len(entry.group(1)) // 2
+            if depth == 1 or (section == "Mappings" and depth <= 3):
+                names.add(entry.group(2))
+    metrics = set(re.findall(r"MetricName:\s*['\"]?([A-Za-z0-9]+)", text))
+    return names, metrics
+
+
+def known(repo: Path) -> Known:
+    template, template_metrics = template_names((repo / "template.yaml").read_text())
+    src_text = "\n".join(path.read_text() for path in sorted((repo / "src").rglob("*.rs")))
+    literals = set(re.findall(r"\"([A-Za-z][A-Za-z0-9_]*)\"", src_text))
+    metrics = template_metrics | {s for s in literals if CAMEL.fullmatch(s)}
+    # Types and functions the docs on development name, wherever the code has them.
+    code = [path for folder in ("src", "tests", "examples", "benches")
+            for path in sorted((repo / folder).rglob("*")) if path.suffix in (".rs", ".py")]
+    words = set(re.findall(r"\b[A-Z][A-Za-z0-9]+\b", "\n".join(p.read_text() for p in code)))
+    return Known(template, metrics, src_text, {s for s in literals if re.fullmatch(r"[a-z_]+", s)},
+                 {w for w in words if CAMEL.fullmatch(w)})
+
+
+def sam_problems(text: str) -> list[str]:
+    problems = []
+    for language, body in FENCE.findall(text):
+        if language not in ("sh", "shell", "bash", "console", ""):
+            continue
+        for line in body.replace("\\\n", " ").splitlines():
+            command = line.split(" #", 1)[0]
+            if not command.lstrip().startswith("#") and SAM_COMMAND.search(command):
+                problems.append(f"a bare `sam` command: {line.strip()}")
+    for span in INLINE.findall(FENCE.sub("", text)):
+        if SAM_COMMAND.search(span) and span.strip() not in INLINE_SAM_ALLOWED:
+            problems.append(f"a bare `sam` command: `{span}`")
+    return problems
+
+
+def name_problems(text: str, names: Known) -> list[str]:
+    problems = []
+    for variable in sorted(set(ENV_VAR.findall(text))):
+        if variable not in names.src_text:
+            problems.append(f"{variable}: no such environment variable in src/")
+    for value in sorted(set(OUTCOME.findall(text))):
+        if value not in names.src_strings:
+            problems.append(f"outcome={value}: the code logs no such outcome")
+    every = names.names()
+    for span in INLINE.findall(FENCE.sub("", text)):
+        if NOT_NAMES.fullmatch(span.strip()):
+            continue
+        for word in re.split(r"[\s=,.()\[\]/:{}<>\"'*|&;!?+-]+", span):
+            if CAMEL.fullmatch(word) and word not in every:
+                problems.append(f"`{span}`: {word} is no template parameter, resource, output, "
+                                "condition, rule, mapping key or metric")
+    return problems
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def anchor(heading: str) -> str:
+    text = heading.strip().lower().replace("`", "")
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    found: set[str] = set()
+    for heading in re.findall(r"^#+ (.+)$", FENCE.sub("", path.read_text()), re.MULTILINE):
+        slug = anchor(heading)
+        number = 0
+        while (slug if number == 0 else f"{slug}-{number}") in found:
+            number += 1
+        found.add(slug if number == 0 else f"{slug}-{number}")
+    return found
+
+
+def link_problems(document: Path, text: str) -> list[str]:
+    problems = []
+    for target in LINK.findall(FENCE.sub("", text)):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, fragment = target.partition("#")
+        linked = (document.parent / path).resolve() if path else document
+        if not linked.exists():
+            problems.append(f"link to {target}: no such file")
+        elif fragment and linked.suffix == ".md" and fragment not in anchors(linked):
+            problems.append(f"link to {target}: no heading with that anchor in {linked.name}")
+    return problems
+
+
+def documents(repo: Path) -> list[Path]:
+    return [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
+
+
+def main(argv: list[str]) -> int:
+    repo = Path(argv[0]) if argv else Path(__file__).resolve().parents[1]
+    names = known(repo)
+    failures = 0
+    for document in documents(repo):
+        text = document.read_text()
+        found = sam_problems(text) + name_problems(text, names) + link_problems(document, text)
+        for problem in dict.fromkeys(found):
+            print(f"{document.relative_to(repo)}: {problem}")
+            failures += 1
+    if failures:
+        print(f"check_docs: {failures} problem(s); a name that is rightly not ours goes on "
+              "ALLOWED in infra/check_docs.py, with its reason")
+        return 1
+    print(f"check_docs: ok ({len(documents(repo))} documents)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

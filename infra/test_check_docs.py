@@ -1,0 +1,112 @@
+"""infra/check_docs.py: names in the docs that the code or template do not have are found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import check_docs
+from template_model import load_raw
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def repo_with(tmp_path: Path, readme: str) -> Path:
+    """A repository with the real template and code, and a README of the test's."""
+    for name in ("template.yaml",):
+        (tmp_path / name).write_text((REPO / name).read_text())
+    for folder in ("src", "tests", "examples", "benches"):
+        (tmp_path / folder).symlink_to(REPO / folder)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text(readme)
+    return tmp_path
+
+
+def problems(tmp_path: Path, readme: str) -> list[str]:
+    repo = repo_with(tmp_path, readme)
+    names = check_docs.known(repo)
+    return check_docs.sam_problems(readme) + check_docs.name_problems(readme, names)
+
+
+def test_the_repositorys_docs_pass() -> None:
+    assert check_docs.main([str(REPO)]) == 0
+
+
+def test_names_that_exist_pass(tmp_path: Path) -> None:
+    readme = ("Set `MEMFAULT_TOPIC_PATTERN`; `TopicLayout=MemfaultGuide` with `ProjectKeys`; the\n"
+              "`QuarantineQueue` resource, its `QuarantineQueueUrl` output, the `ChunksQuarantined`\n"
+              "metric, `IteratorAge` and `AWS::CloudFormation::Interface`; a line with outcome=\"delivered\" or `outcome = \"refused\"`.\n"
+              "```sh\nmake deploy PARAMS=\"Mode=Stream\"\n```\n")
+    assert problems(tmp_path, readme) == []
+
+
+@pytest.mark.parametrize("text, found", [
+    ("the `MEMFAULT_FAILURE_QUEUE_URLS` variable", "MEMFAULT_FAILURE_QUEUE_URLS: no such"),
+    ("MEMFAULT_NO_SUCH_SETTING=1 make local", "MEMFAULT_NO_SUCH_SETTING: no such"),
+    ("logs outcome=\"exploded\"", "outcome=exploded: the code logs no such outcome"),
+    ("a query `filter outcome = \"upstream_gone\"`", "outcome=upstream_gone"),
+    ("the `NoSuchQueueUrl` output", "NoSuchQueueUrl is no template"),
+    ("give `StreamCapacityModes=PROVISIONED`", "StreamCapacityModes is no template"),
+    ("```sh\nsam deploy --parameter-overrides Mode=Stream\n```\n", "a bare `sam` command"),
+    ("```sh\nmake sam-build && sam deploy --guided\n```\n", "a bare `sam` command"),
+    ("run `sam deploy --parameter-overrides Mode=Queued` once", "a bare `sam` command"),
+])
+def test_names_and_commands_that_drift_are_found(tmp_path: Path, text: str, found: str) -> None:
+    assert any(found in problem for problem in problems(tmp_path, text)), problems(tmp_path, text)
+
+
+def test_named_checks_and_comments_are_not_commands(tmp_path: Path) -> None:
+    readme = ("`make validate` runs `sam validate --lint`.\n"
+              "```sh\nmake deploy   # afterwards: build + sam deploy with the saved answers\n```\n")
+    assert problems(tmp_path, readme) == []
+
+
+def test_the_main_exit_status_follows_the_problems(tmp_path: Path, capsys) -> None:
+    repo = repo_with(tmp_path, "the `NoSuchThing` resource\n")
+    assert check_docs.main([str(repo)]) == 1
+    assert "README.md: `NoSuchThing`" in capsys.readouterr().out
+
+
+def test_the_text_reading_of_the_template_is_cfn_lints() -> None:
+    raw = load_raw()
+    names, metrics = check_docs.template_names((REPO / "template.yaml").read_text())
+    wanted = set()
+    for section in ("Parameters", "Resources", "Outputs", "Conditions", "Rules"):
+        wanted |= set(raw.get(section, {}))
+    for mapping, tops in raw.get("Mappings", {}).items():
+        wanted.add(mapping)
+        for top, seconds in tops.items():
+            wanted |= {top, *seconds}
+    assert names == wanted
+    found_metrics = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("MetricName"), str):
+                found_metrics.add(node["MetricName"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(raw["Resources"])
+    assert metrics == found_metrics
+
+
+def test_every_allowed_name_has_a_reason_and_is_not_ours() -> None:
+    names = check_docs.known(REPO)
+    for name, reason in check_docs.ALLOWED.items():
+        assert reason.strip(), name
+        assert name not in names.template, f"{name} is the template's: no need to allow it"
+
+
+def test_links_and_anchors_are_followed(tmp_path: Path) -> None:
+    repo = repo_with(tmp_path, "")
+    (repo / "docs" / "deploy.md").write_text("# Deploy\n\n## Deploy with SAM\n\n## Topic `layouts`, and more\n")
+    readme = ("[ok](docs/deploy.md#deploy-with-sam) [ok](docs/deploy.md#topic-layouts-and-more) "
+              "[web](https://example.com/x#y) [gone](docs/recipes.md) "
+              "[anchor](docs/deploy.md#the-failure-queue)\n")
+    found = check_docs.link_problems(repo / "README.md", readme)
+    assert found == ["link to docs/recipes.md: no such file",
+                     "link to docs/deploy.md#the-failure-queue: no heading with that anchor in deploy.md"]
