@@ -660,3 +660,42 @@ async fn lambda_retrying_a_delivered_direct_event_is_answered_without_a_second_p
     );
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn uploads_leave_the_failure_queue_its_write_budget_and_report_their_last_failure() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).set_delay(Duration::from_millis(100)))
+        .mount(&server)
+        .await;
+    let queue = failure_queue_answering(200).await;
+    let forwarder = stream_forwarder(&server, &queue, |config| {
+        config.retry.max_attempts = 100;
+    });
+    let started = Instant::now();
+
+    let answer = invoke(
+        &forwarder,
+        chunk_event("DEV", "Key", b"x"),
+        Duration::from_secs(2),
+    )
+    .await;
+
+    // Deadline 2 s, margin 200 ms (tests/support), write budget 500 ms: uploads stop by 1.3 s,
+    // not by 1.8 s (deadline − margin) as they did before there was a budget.
+    let error = answer.expect_err("Memfault never accepted it");
+    // The last attempt may be cut short by the bound itself: a timeout, still a real failure.
+    assert!(
+        ["Retryable.UpstreamServerError", "Retryable.UpstreamTimeout"]
+            .contains(&error.error_type().as_str()),
+        "the last real failure, not 'no time left': {} {error}",
+        error.error_type()
+    );
+    let last_post = server.received_requests().await.unwrap().len();
+    assert!(last_post > 3, "it kept trying: {last_post} posts");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1_650),
+        "uploads ran on past deadline − margin − write budget: {took:?}"
+    );
+}
