@@ -12,9 +12,9 @@
 //! - a request Memfault refuses for what it carries is split in halves until the refused chunks
 //!   stand alone; those are set aside, their neighbours delivered;
 //! - a refused project key or URL keeps the device's chunks (and stops that key's other devices
-//!   in this invocation), a transient failure keeps them too; in a stream, a device that keeps
-//!   failing while others are delivered is set aside once its oldest failing record is older than
-//!   the stall limit;
+//!   in this invocation), a transient failure keeps them too; in a stream, a device (or a
+//!   refused project) that has kept failing for the stall limit while Memfault was demonstrably
+//!   up is set aside (`stall`);
 //! - when every device fails, no further devices are started: an outage costs Memfault about
 //!   `upload_concurrency` uploads per invocation, not the whole batch.
 
@@ -52,7 +52,8 @@ pub(crate) struct Item {
     pub content: Result<Routed, Refusal>,
     /// Names the record for the memory of settled records; none where the source never resends.
     pub key: Option<RecordKey>,
-    /// When the record entered its stream, where stalling is bounded (Kinesis).
+    /// When the record entered its stream (Kinesis), for the log line of a stall: record age
+    /// decides nothing, as after an outage or a backlog every record is old.
     pub arrived: Option<SystemTime>,
 }
 
