@@ -699,3 +699,33 @@ async fn uploads_leave_the_failure_queue_its_write_budget_and_report_their_last_
         "uploads ran on past deadline − margin − write budget: {took:?}"
     );
 }
+
+#[tokio::test]
+async fn a_device_whose_uploads_hang_until_the_bound_still_leaves_time_for_the_probe() {
+    let server = MockServer::start().await;
+    Mock::given(path("/api/v0/chunks/DOWN"))
+        .respond_with(ResponseTemplate::new(202).set_delay(Duration::from_secs(10)))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&server)
+        .await;
+    let queue = failure_queue_answering(200).await;
+    let forwarder = stream_forwarder(&server, &queue, |config| {
+        config.stall_limit = Duration::from_secs(2);
+        config.batch_max_chunks = 1;
+    });
+    // Each invocation: DOWN's upload runs to the upload bound (2 s − 200 ms − 500 ms), then the
+    // probe has half the write budget.
+    let budget = Duration::from_secs(2);
+
+    for _ in 0..2 {
+        let held = run_kinesis(&forwarder, batch_with_a_failing_device(), budget).await;
+        assert_eq!(reported(&held), [sequence(1), sequence(3)]);
+    }
+    let stalled = run_kinesis(&forwarder, batch_with_a_failing_device(), budget).await;
+
+    assert!(reported(&stalled).is_empty(), "{stalled:?}");
+    assert_eq!(quarantined(&queue).await.len(), 2);
+}

@@ -460,7 +460,7 @@ impl Invocation<'_> {
         let upload = Upload::Single(routed.payload.clone());
         let result = self
             .client
-            .upload(&routed.route, &upload, self.deadline)
+            .probe(&routed.route, &upload, self.deadline)
             .await;
         let attempts = match &result {
             Ok(delivery) => delivery.attempts,

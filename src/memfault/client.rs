@@ -55,6 +55,8 @@ pub struct MemfaultClient {
     /// How long before the deadline uploads stop: the margin, and the write budget when there
     /// is a failure queue to write to.
     upload_margin: Duration,
+    /// The failure queue's share of the time before the margin (zero without one).
+    write_budget: Duration,
 }
 
 impl MemfaultClient {
@@ -79,6 +81,7 @@ impl MemfaultClient {
             retry: config.retry,
             request_timeout: config.request_timeout,
             upload_margin: upload_margin(config),
+            write_budget: write_budget(config),
         })
     }
 
@@ -97,10 +100,35 @@ impl MemfaultClient {
         deadline: Instant,
     ) -> Result<Delivery, UploadError> {
         let give_up_at = deadline.checked_sub(self.upload_margin).unwrap_or(deadline);
+        self.post_until(route, upload, give_up_at, self.retry.max_attempts)
+            .await
+    }
+
+    /// One request to learn whether Memfault is up, made after the invocation's uploads: it
+    /// may use half of the write budget, so that a device whose uploads ran to the upload bound
+    /// still leaves it time, and the writes keep the other half.
+    pub async fn probe(
+        &self,
+        route: &Route,
+        upload: &Upload,
+        deadline: Instant,
+    ) -> Result<Delivery, UploadError> {
+        let margin = self.upload_margin.saturating_sub(self.write_budget / 2);
+        let give_up_at = deadline.checked_sub(margin).unwrap_or(deadline);
+        self.post_until(route, upload, give_up_at, 1).await
+    }
+
+    async fn post_until(
+        &self,
+        route: &Route,
+        upload: &Upload,
+        give_up_at: Instant,
+        max_attempts: u32,
+    ) -> Result<Delivery, UploadError> {
         let started = Instant::now();
         let (body, content_type) = upload.encode();
         let uri = self.chunks_url.for_device(&route.device_serial);
-        let (mut attempts, mut allowed_attempts) = (0, self.retry.max_attempts);
+        let (mut attempts, mut allowed_attempts) = (0, max_attempts);
         let (mut fresh_connection_retry_used, mut last) = (false, None);
         loop {
             let remaining = give_up_at.saturating_duration_since(Instant::now());
@@ -231,10 +259,13 @@ fn out_of_time(last: Option<Failure>, attempts: u32) -> UploadError {
 /// The margin before the deadline at which uploads stop (docs/delivery.md, "Deadlines").
 fn upload_margin(config: &Config) -> Duration {
     // Also for a Config built in code, past the check of MEMFAULT_DEADLINE_MARGIN_MS.
-    let margin = config.deadline_margin.max(MIN_DEADLINE_MARGIN);
+    config.deadline_margin.max(MIN_DEADLINE_MARGIN) + write_budget(config)
+}
+
+fn write_budget(config: &Config) -> Duration {
     match config.failure_queue {
-        Some(_) => margin + QUARANTINE_WRITE_BUDGET,
-        None => margin,
+        Some(_) => QUARANTINE_WRITE_BUDGET,
+        None => Duration::ZERO,
     }
 }
 
