@@ -149,6 +149,31 @@ def per_million(fleet: Fleet, plan: Plan, basic_ingest: bool, info_logs: bool) -
     return cost
 
 
+# A shard held by one failing device (docs/delivery.md, "Stalled devices and projects"): Lambda
+# resends the batch at once; each invocation makes the failing device's MEMFAULT_MAX_ATTEMPTS
+# attempts (4 by default) with full-jitter backoff between them (ceilings 200, 400, 800 ms: 700 ms
+# expected), and at most one probe.
+HELD_ATTEMPTS = 4
+HELD_BACKOFF_S = (0.200 + 0.400 + 0.800) / 2
+STALL_LIMIT_S = 300  # StallLimitSeconds, the template's default
+
+
+def held_shard() -> dict[str, float]:
+    """What one held shard costs until its failing device is set aside, probes included."""
+    without_probe = HELD_ATTEMPTS * ROUND_TRIP_S + HELD_BACKOFF_S
+    seconds = billed_seconds(without_probe + ROUND_TRIP_S)
+    invocations = STALL_LIMIT_S / seconds
+    return {
+        "seconds": seconds,
+        "invocations": invocations,
+        "probes": invocations,  # at most one per held invocation
+        "device_requests": invocations * HELD_ATTEMPTS,
+        "probe_gb_s_cost": invocations * ROUND_TRIP_S * MEMORY_GB * PRICES["lambda_gb_second"],
+        "lambda_cost": invocations * (PRICES["lambda_request"]
+                                      + seconds * MEMORY_GB * PRICES["lambda_gb_second"]),
+    }
+
+
 def money(value: float) -> str:
     if value >= 100:
         return f"${value:,.0f}"
@@ -183,6 +208,13 @@ def main() -> None:
             concurrency = plan.invocations_per_s * plan.seconds_per_invocation
             print(f"| {label} | {plan.note or '—'} | {plan.invocations_per_s:,.1f} | {plan.seconds_per_invocation * 1000:,.0f} ms | "
                   f"{concurrency:,.1f} | {plan.concurrency_cap} | {fleet.rate * ROUND_TRIP_S:,.0f} |")
+
+    held = held_shard()
+    print(f"\n### A shard held by one failing device, for StallLimitSeconds {STALL_LIMIT_S}\n")
+    print("| time per held invocation | invocations | probes (at most one each) | the failing device's requests | Lambda, all held invocations | of which probes |")
+    print("|---|---|---|---|---|---|")
+    print(f"| {held['seconds'] * 1000:,.0f} ms | {held['invocations']:,.0f} | {held['probes']:,.0f} | "
+          f"{held['device_requests']:,.0f} | ${held['lambda_cost']:.4f} | ${held['probe_gb_s_cost']:.6f} |")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::delivery::StallClocks;
 use crate::memfault::{ClientInitError, MemfaultClient};
 use crate::quarantine::{Invocation, Quarantine};
 use crate::quarantine_queue::QuarantineQueue;
@@ -17,11 +18,12 @@ use crate::source::{ForwardError, Response};
 use crate::stream_failure_bucket::StreamFailureBucket;
 
 /// Holds what lives from one invocation to the next: the configuration, the HTTP client with
-/// its connections, the quarantine queue, and the memory of settled records.
+/// its connections, the quarantine queue, the memory of settled records, and the stall clocks.
 pub struct Forwarder {
     config: Config,
     client: MemfaultClient,
     memory: SettledMemory,
+    clocks: StallClocks,
     quarantine: Option<Quarantine>,
 }
 
@@ -64,6 +66,7 @@ impl Forwarder {
             config,
             client,
             memory: SettledMemory::default(),
+            clocks: StallClocks::default(),
             quarantine,
         })
     }
@@ -85,6 +88,7 @@ impl Forwarder {
             config: &self.config,
             client: &self.client,
             memory: &self.memory,
+            clocks: &self.clocks,
             quarantine: self.quarantine.as_ref(),
             invocation: Invocation {
                 request_id: &event.context.request_id,

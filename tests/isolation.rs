@@ -222,43 +222,175 @@ async fn a_refused_key_holds_its_chunks_sets_nothing_aside_and_stops_its_other_d
     );
 }
 
+const STALL_LIMIT: Duration = Duration::from_millis(600);
+
+/// A little more than half the stall limit: evidence of Memfault being up must be fresher than
+/// the stall limit to count, and Lambda resends a held batch at once.
+async fn half_the_stall_limit_passes() {
+    tokio::time::sleep(STALL_LIMIT / 2 + Duration::from_millis(50)).await;
+}
+
+/// UP1, DOWN, UP2, DOWN, UP1 (chunks 1 to 5): one failing device among healthy ones, and
+/// records an hour old, older than any stall limit: age does not decide a stall.
+fn batch_with_a_failing_device() -> Value {
+    let records = ["UP1", "DOWN", "UP2", "DOWN", "UP1"]
+        .iter()
+        .enumerate()
+        .map(|(index, serial)| {
+            let event = chunk_event(serial, "Key", &[index as u8 + 1]);
+            record_aged(index, &event, Duration::from_secs(3_600))
+        })
+        .collect();
+    batch(records)
+}
+
 #[tokio::test]
-async fn a_device_failing_while_others_deliver_is_set_aside_after_the_stall_limit() {
+async fn a_device_failing_while_memfault_is_up_is_set_aside_after_the_stall_limit_of_healthy_time()
+{
     let server = memfault_with_device_down().await;
     let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| {
-        config.stall_limit = Duration::from_secs(60);
+        config.stall_limit = STALL_LIMIT;
         config.batch_max_chunks = 1;
+        config.retry.max_attempts = 1;
     });
-    let devices = ["UP1", "DOWN", "UP2", "DOWN", "UP1"];
-    let batch_aged = |age: Duration, first: usize| {
-        let records = devices
-            .iter()
-            .enumerate()
-            .map(|(index, serial)| {
-                let event = chunk_event(serial, "Key", &[index as u8 + 1]);
-                record_aged(first + index, &event, age)
-            })
-            .collect();
-        batch(records)
-    };
 
-    // Younger than the limit: the device keeps its place, and the shard waits for it.
-    let young = run_kinesis(&forwarder, batch_aged(Duration::from_secs(5), 0), BUDGET).await;
-    assert_eq!(reported(&young), [sequence(1), sequence(3)]);
+    // Old records, but the device has just started failing: it keeps its place.
+    let first = run_kinesis(&forwarder, batch_with_a_failing_device(), BUDGET).await;
+    assert_eq!(reported(&first), [sequence(1), sequence(3)]);
     assert!(quarantined(&queue).await.is_empty());
 
-    // Older: its records are set aside, in order, and the shard moves on.
-    let old = run_kinesis(&forwarder, batch_aged(Duration::from_secs(120), 10), BUDGET).await;
-    assert!(reported(&old).is_empty(), "{old:?}");
+    // Lambda resends the batch from the checkpoint: the healthy records are answered from
+    // memory, so nothing is delivered in the invocation; one probe shows Memfault up.
+    half_the_stall_limit_passes().await;
+    let posts_before = server.received_requests().await.unwrap().len();
+    let again = run_kinesis(&forwarder, batch_with_a_failing_device(), BUDGET).await;
+    assert_eq!(reported(&again), [sequence(1), sequence(3)]);
+    half_the_stall_limit_passes().await;
+    let held = run_kinesis(&forwarder, batch_with_a_failing_device(), BUDGET).await;
+    assert!(reported(&held).is_empty(), "{held:?}");
     let set_aside = quarantined(&queue).await;
     let data: Vec<Vec<u8>> = set_aside.iter().map(data_of).collect();
-    assert_eq!(data, [vec![2], vec![4]]);
+    assert_eq!(data, [vec![2], vec![4]], "the device's records, in order");
     assert!(
         set_aside
             .iter()
             .all(|record| record["requestContext"]["condition"] == "Stalled")
     );
+    let posts: Vec<String> = server.received_requests().await.unwrap()[posts_before..]
+        .iter()
+        .map(serial_of)
+        .collect();
+    assert_eq!(
+        posts.len(),
+        4,
+        "the failing device and one probe, twice: {posts:?}"
+    );
+    assert_eq!(posts.iter().filter(|serial| *serial == "DOWN").count(), 2);
+}
+
+#[tokio::test]
+async fn an_outage_restarts_the_stall_clock() {
+    let server = MockServer::start().await;
+    let queue = quarantine_queue_answering(200).await;
+    let forwarder = stream_forwarder(&server, &queue, |config| {
+        config.stall_limit = STALL_LIMIT;
+        config.batch_max_chunks = 1;
+        config.retry.max_attempts = 1;
+    });
+    let device_down =
+        Mock::given(path("/api/v0/chunks/DOWN")).respond_with(ResponseTemplate::new(503));
+    let all_down = Mock::given(method("POST")).respond_with(ResponseTemplate::new(503));
+    let all_up = Mock::given(method("POST")).respond_with(ResponseTemplate::new(202));
+
+    let guard = device_down.mount_as_scoped(&server).await;
+    let up = all_up.mount_as_scoped(&server).await;
+    let first = run_kinesis(&forwarder, batch_with_a_failing_device(), BUDGET).await;
+    assert_eq!(reported(&first), [sequence(1), sequence(3)]);
+    drop(up);
+    // Memfault goes down: the probe fails, and every clock starts again.
+    let outage = all_down.mount_as_scoped(&server).await;
+    let during = run_kinesis(&forwarder, batch_with_a_failing_device(), BUDGET).await;
+    assert_eq!(reported(&during), [sequence(1), sequence(3)]);
+    drop(outage);
+    let _up = Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount_as_scoped(&server)
+        .await;
+    // Back up, and the device fails on: its healthy time starts now, not before the outage.
+    for _ in 0..2 {
+        half_the_stall_limit_passes().await;
+        let after = run_kinesis(&forwarder, batch_with_a_failing_device(), BUDGET).await;
+        assert_eq!(reported(&after), [sequence(1), sequence(3)]);
+    }
+    assert!(quarantined(&queue).await.is_empty());
+    half_the_stall_limit_passes().await;
+    let later = run_kinesis(&forwarder, batch_with_a_failing_device(), BUDGET).await;
+    assert!(reported(&later).is_empty(), "{later:?}");
+    assert_eq!(quarantined(&queue).await.len(), 2);
+    drop(guard);
+}
+
+#[tokio::test]
+async fn a_refused_project_stalls_alone_while_other_projects_are_delivered() {
+    let server = MockServer::start().await;
+    Mock::given(wiremock::matchers::header("Memfault-Project-Key", "KeyA"))
+        .respond_with(ResponseTemplate::new(403))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&server)
+        .await;
+    let queue = quarantine_queue_answering(200).await;
+    let forwarder = stream_forwarder(&server, &queue, |config| {
+        config.stall_limit = STALL_LIMIT;
+        config.upload_concurrency = 1;
+    });
+    // Project A's devices A1 and A2, project B's B1 and B2, interleaved.
+    let layout = [
+        ("A1", "KeyA"),
+        ("B1", "KeyB"),
+        ("A2", "KeyA"),
+        ("B2", "KeyB"),
+        ("A1", "KeyA"),
+    ];
+    let records: Vec<Value> = layout
+        .iter()
+        .enumerate()
+        .map(|(index, (serial, key))| record_of(index, &chunk_event(serial, key, &[index as u8])))
+        .collect();
+
+    let first = run_kinesis(&forwarder, batch(records.clone()), BUDGET).await;
+    assert_eq!(reported(&first), [sequence(0), sequence(2), sequence(4)]);
+    assert!(
+        quarantined(&queue).await.is_empty(),
+        "not before the stall limit"
+    );
+
+    half_the_stall_limit_passes().await;
+    let again = run_kinesis(&forwarder, batch(records.clone()), BUDGET).await;
+    assert_eq!(reported(&again), [sequence(0), sequence(2), sequence(4)]);
+    half_the_stall_limit_passes().await;
+    let held = run_kinesis(&forwarder, batch(records), BUDGET).await;
+    assert!(reported(&held).is_empty(), "{held:?}");
+    let set_aside = quarantined(&queue).await;
+    // The quarantine queue keeps each device's order (a message group per device).
+    let of_device = |serial: &str| -> Vec<Vec<u8>> {
+        let topic = format!("prod/board/{serial}/memfault/KeyA/chunk");
+        set_aside
+            .iter()
+            .filter(|record| record["requestPayload"]["topic"] == topic.as_str())
+            .map(data_of)
+            .collect()
+    };
+    assert_eq!(set_aside.len(), 3, "project A's records only");
+    assert_eq!(of_device("A1"), [vec![0], vec![4]]);
+    assert_eq!(of_device("A2"), [vec![2]]);
+    assert!(set_aside.iter().all(|record| {
+        record["requestContext"]["condition"] == "Stalled"
+            && record["responseContext"]["errorType"] == "Retryable.UpstreamConfiguration"
+    }));
 }
 
 #[tokio::test]
@@ -311,7 +443,13 @@ async fn records_sent_again_after_a_failure_are_answered_from_memory() {
 
     let requests = server.received_requests().await.unwrap();
     let healthy = requests.iter().filter(|r| serial_of(r) != "DOWN").count();
-    assert_eq!(healthy, 5, "each healthy record is posted once");
+    // Each healthy record once, and one of them again in each resent invocation, which
+    // delivered nothing itself: the probe that says Memfault is up.
+    assert_eq!(
+        healthy,
+        5 + 2,
+        "each healthy record once, and a probe per resend"
+    );
     assert_eq!(
         requests.len() - healthy,
         3,
@@ -522,4 +660,73 @@ async fn lambda_retrying_a_delivered_direct_event_is_answered_without_a_second_p
         "a new event is posted"
     );
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn uploads_leave_the_quarantine_queue_its_write_budget_and_report_their_last_failure() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).set_delay(Duration::from_millis(100)))
+        .mount(&server)
+        .await;
+    let queue = quarantine_queue_answering(200).await;
+    let forwarder = stream_forwarder(&server, &queue, |config| {
+        config.retry.max_attempts = 100;
+    });
+    let started = Instant::now();
+
+    let answer = invoke(
+        &forwarder,
+        chunk_event("DEV", "Key", b"x"),
+        Duration::from_secs(2),
+    )
+    .await;
+
+    // Deadline 2 s, margin 200 ms (tests/support), write budget 500 ms: uploads stop by 1.3 s,
+    // not by 1.8 s (deadline − margin) as they did before there was a budget.
+    let error = answer.expect_err("Memfault never accepted it");
+    // The last attempt may be cut short by the bound itself: a timeout, still a real failure.
+    assert!(
+        ["Retryable.UpstreamServerError", "Retryable.UpstreamTimeout"]
+            .contains(&error.error_type().as_str()),
+        "the last real failure, not 'no time left': {} {error}",
+        error.error_type()
+    );
+    let last_post = server.received_requests().await.unwrap().len();
+    assert!(last_post > 3, "it kept trying: {last_post} posts");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1_650),
+        "uploads ran on past deadline − margin − write budget: {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_device_whose_uploads_hang_until_the_bound_still_leaves_time_for_the_probe() {
+    let server = MockServer::start().await;
+    Mock::given(path("/api/v0/chunks/DOWN"))
+        .respond_with(ResponseTemplate::new(202).set_delay(Duration::from_secs(10)))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(202))
+        .mount(&server)
+        .await;
+    let queue = quarantine_queue_answering(200).await;
+    let forwarder = stream_forwarder(&server, &queue, |config| {
+        config.stall_limit = Duration::from_secs(2);
+        config.batch_max_chunks = 1;
+    });
+    // Each invocation: DOWN's upload runs to the upload bound (2 s − 200 ms − 500 ms), then the
+    // probe has half the write budget.
+    let budget = Duration::from_secs(2);
+
+    for _ in 0..2 {
+        let held = run_kinesis(&forwarder, batch_with_a_failing_device(), budget).await;
+        assert_eq!(reported(&held), [sequence(1), sequence(3)]);
+    }
+    let stalled = run_kinesis(&forwarder, batch_with_a_failing_device(), budget).await;
+
+    assert!(reported(&stalled).is_empty(), "{stalled:?}");
+    assert_eq!(quarantined(&queue).await.len(), 2);
 }

@@ -191,7 +191,7 @@ fn the_new_counters_are_declared_as_counts_in_the_mode_totals() {
     let declared = totals["_aws"]["CloudWatchMetrics"][0]["Metrics"]
         .as_array()
         .unwrap();
-    for name in ["ChunksUndelivered", "ChunksQuarantined"] {
+    for name in ["ChunksUndelivered", "ChunksQuarantined", "ProbeUploads"] {
         let definition = declared.iter().find(|m| m["Name"] == name).expect(name);
         assert_eq!(definition["Unit"], "Count");
     }

@@ -12,13 +12,14 @@
 //! - a request Memfault refuses for what it carries is split in halves until the refused chunks
 //!   stand alone; those are set aside, their neighbours delivered;
 //! - a refused project key or URL keeps the device's chunks (and stops that key's other devices
-//!   in this invocation), a transient failure keeps them too; in a stream, a device that keeps
-//!   failing while others are delivered is set aside once its oldest failing record is older than
-//!   the stall limit;
+//!   in this invocation), a transient failure keeps them too; in a stream, a device (or a
+//!   refused project) that has kept failing for the stall limit while Memfault was demonstrably
+//!   up is set aside (`stall`);
 //! - when every device fails, no further devices are started: an outage costs Memfault about
 //!   `upload_concurrency` uploads per invocation, not the whole batch.
 
 mod outcome;
+mod stall;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -30,6 +31,8 @@ use futures_util::StreamExt as _;
 use tokio::time::Instant;
 
 pub(crate) use outcome::{Accepted, Kept, NotStarted, Outcome, Refusal, Undeliverable};
+pub(crate) use stall::StallClocks;
+use stall::{Evidence, Observed};
 
 use crate::memfault::{Concern, Delivery, MemfaultClient, Upload, UploadError};
 use crate::observability::InvocationMetrics;
@@ -49,7 +52,8 @@ pub(crate) struct Item {
     pub content: Result<Routed, Refusal>,
     /// Names the record for the memory of settled records; none where the source never resends.
     pub key: Option<RecordKey>,
-    /// When the record entered its stream, where stalling is bounded (Kinesis).
+    /// When the record entered its stream (Kinesis), for the log line of a stall: record age
+    /// decides nothing, as after an outage or a backlog every record is old.
     pub arrived: Option<SystemTime>,
 }
 
@@ -71,8 +75,17 @@ pub(crate) struct Settings {
     pub batch_max_chunks: usize,
     /// Most devices uploaded at once.
     pub upload_concurrency: usize,
-    /// How long a device's failing record may hold its stream while other devices are delivered.
-    pub stall_limit: Duration,
+    /// How long a failing device may hold its stream while Memfault is up; none where the
+    /// source holds nothing behind a failing device (SQS, direct invocations).
+    pub stall_limit: Option<Duration>,
+}
+
+/// What lives from one invocation to the next, in the execution environment.
+#[derive(Clone, Copy)]
+pub(crate) struct Environment<'a> {
+    pub client: &'a MemfaultClient,
+    pub memory: &'a SettledMemory,
+    pub clocks: &'a StallClocks,
 }
 
 /// Delivers `items` and returns one outcome per item, in the same order.
@@ -82,77 +95,36 @@ pub(crate) struct Settings {
 /// chunks are the ones that were tried: a stream's checkpoint then moves forward with every
 /// retry instead of resending the same batch.
 pub(crate) async fn deliver(
-    client: &MemfaultClient,
-    memory: &SettledMemory,
+    environment: Environment<'_>,
     settings: Settings,
     log: DeliveryLog,
     items: Vec<Item>,
     deadline: Instant,
     metrics: &mut InvocationMetrics,
 ) -> Vec<Outcome> {
-    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(items.len());
-    let mut devices: Vec<DeviceQueue> = Vec::new();
-    let mut device_of: HashMap<Route, usize> = HashMap::new();
-    for (index, item) in items.into_iter().enumerate() {
-        let recalled = item.key.and_then(|key| memory.recall(key));
-        match (item.content, recalled) {
-            (_, Some(Settlement::Delivered)) => {
-                outcomes.push(Some(Outcome::Delivered(Accepted::Earlier)));
-            }
-            (_, Some(Settlement::SetAside)) => {
-                outcomes.push(Some(Outcome::SetAside(Undeliverable::SetAsideEarlier)));
-            }
-            (Err(refusal), None) => {
-                outcomes.push(Some(Outcome::SetAside(Undeliverable::Refused(refusal))))
-            }
-            (Ok(Routed { route, payload }), None) => {
-                let device = *device_of.entry(route.clone()).or_insert_with(|| {
-                    devices.push(DeviceQueue {
-                        route,
-                        chunks: Vec::new(),
-                    });
-                    devices.len() - 1
-                });
-                devices[device].chunks.push(Chunk {
-                    index,
-                    payload,
-                    key: item.key,
-                    arrived: item.arrived,
-                });
-                outcomes.push(None);
-            }
-        }
-    }
-
+    let Plan {
+        mut outcomes,
+        devices,
+        delivered_earlier,
+    } = Plan::of(items, environment.memory);
     let invocation = Invocation {
-        client,
+        client: environment.client,
         settings,
         log,
         deadline,
         health: Health::default(),
     };
-    let mut runs: Vec<DeviceRun> = Vec::with_capacity(devices.len());
-    // A lone device (every direct invocation) needs no scheduling between devices.
-    if devices.len() == 1 {
-        let device = devices.pop().expect("one device");
-        runs.push(invocation.deliver_device(device).await);
-    } else {
-        let mut stream = std::pin::pin!(
-            futures_util::stream::iter(devices)
-                .map(|device| invocation.deliver_device(device))
-                .buffer_unordered(settings.upload_concurrency.max(1))
-        );
-        while let Some(run) = stream.next().await {
-            runs.push(run);
-        }
+    let mut runs = invocation.run_devices(devices).await;
+    if let Some(limit) = settings.stall_limit {
+        let stalls = Stalls {
+            clocks: environment.clocks,
+            limit,
+            delivered_earlier,
+        };
+        invocation.decide_stalls(&mut runs, stalls, metrics).await;
     }
-
-    let memfault_answered = invocation.health.deliveries.load(Ordering::Relaxed) > 0;
     let mut not_started: HashMap<NotStarted, (usize, usize)> = HashMap::new();
-    for mut run in runs {
-        if memfault_answered {
-            run.set_aside_if_stalled(settings.stall_limit);
-        }
+    for run in runs {
         if let Some(reason) = run.not_started {
             let (devices, chunks) = not_started.entry(reason).or_default();
             *devices += 1;
@@ -165,13 +137,21 @@ pub(crate) async fn deliver(
         metrics.merge(run.metrics);
         for (index, key, outcome) in run.outcomes {
             if let (Some(key), Outcome::Delivered(_)) = (key, &outcome) {
-                memory.remember(key, Settlement::Delivered);
+                environment.memory.remember(key, Settlement::Delivered);
             }
             outcomes[index] = Some(outcome);
         }
     }
-    // Devices left unstarted get one line per reason, not one each: a large batch would
-    // otherwise spend the time it has left on writing them.
+    log_not_started(not_started);
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("every item has exactly one outcome"))
+        .collect()
+}
+
+/// Devices left unstarted get one line per reason, not one each: a large batch would otherwise
+/// spend the time it has left on writing them.
+fn log_not_started(not_started: HashMap<NotStarted, (usize, usize)>) {
     for (reason, (devices, chunks)) in not_started {
         tracing::warn!(
             outcome = "not_started",
@@ -181,10 +161,57 @@ pub(crate) async fn deliver(
             "uploads not started: {reason}"
         );
     }
-    outcomes
-        .into_iter()
-        .map(|outcome| outcome.expect("every item has exactly one outcome"))
-        .collect()
+}
+
+/// An invocation's items sorted out: answered already, or queued for their device.
+struct Plan {
+    outcomes: Vec<Option<Outcome>>,
+    devices: Vec<DeviceQueue>,
+    /// Chunks this environment delivered earlier, sent again: what a probe may re-post.
+    delivered_earlier: Vec<Routed>,
+}
+
+impl Plan {
+    fn of(items: Vec<Item>, memory: &SettledMemory) -> Self {
+        let mut plan = Plan {
+            outcomes: Vec::with_capacity(items.len()),
+            devices: Vec::new(),
+            delivered_earlier: Vec::new(),
+        };
+        let mut device_of: HashMap<Route, usize> = HashMap::new();
+        for (index, item) in items.into_iter().enumerate() {
+            let recalled = item.key.and_then(|key| memory.recall(key));
+            let outcome = match (item.content, recalled) {
+                (content, Some(Settlement::Delivered)) => {
+                    plan.delivered_earlier.extend(content.ok());
+                    Some(Outcome::Delivered(Accepted::Earlier))
+                }
+                (_, Some(Settlement::SetAside)) => {
+                    Some(Outcome::SetAside(Undeliverable::SetAsideEarlier))
+                }
+                (Err(refusal), None) => Some(Outcome::SetAside(Undeliverable::Refused(refusal))),
+                (Ok(Routed { route, payload }), None) => {
+                    let devices = &mut plan.devices;
+                    let device = *device_of.entry(route.clone()).or_insert_with(|| {
+                        devices.push(DeviceQueue {
+                            route,
+                            chunks: Vec::new(),
+                        });
+                        devices.len() - 1
+                    });
+                    devices[device].chunks.push(Chunk {
+                        index,
+                        payload,
+                        key: item.key,
+                        arrived: item.arrived,
+                    });
+                    None
+                }
+            };
+            plan.outcomes.push(outcome);
+        }
+        plan
+    }
 }
 
 struct Chunk {
@@ -203,8 +230,6 @@ struct DeviceQueue {
 /// What the devices of one invocation learn about Memfault from each other.
 #[derive(Default)]
 struct Health {
-    /// Uploads Memfault accepted in this invocation.
-    deliveries: AtomicUsize,
     /// Devices whose last upload failed transiently, since the last delivery.
     failing_devices: AtomicUsize,
     outage: AtomicBool,
@@ -225,7 +250,6 @@ impl Health {
     }
 
     fn delivered(&self) {
-        self.deliveries.fetch_add(1, Ordering::Relaxed);
         self.failing_devices.store(0, Ordering::Relaxed);
     }
 
@@ -253,53 +277,70 @@ struct Invocation<'a> {
     health: Health,
 }
 
+/// What a stall decision works with.
+struct Stalls<'a> {
+    clocks: &'a StallClocks,
+    limit: Duration,
+    delivered_earlier: Vec<Routed>,
+}
+
 struct DeviceRun {
+    route: Route,
     outcomes: Vec<(usize, Option<RecordKey>, Outcome)>,
     metrics: InvocationMetrics,
     not_started: Option<NotStarted>,
-    /// The transient failure that ended the run, and when its oldest kept record arrived.
-    stalled_since: Option<(UploadError, Option<SystemTime>)>,
+    /// Whether Memfault accepted at least one of its uploads.
+    delivered: bool,
+    /// The failure that ended the run after real attempts: transient, or a refused key.
+    failure: Option<UploadError>,
+    /// When its oldest kept record entered its stream, for the log line of a stall.
+    oldest_kept: Option<SystemTime>,
 }
 
 impl Invocation<'_> {
+    async fn run_devices(&self, mut devices: Vec<DeviceQueue>) -> Vec<DeviceRun> {
+        // A lone device (every direct invocation) needs no scheduling between devices.
+        if devices.len() == 1 {
+            let device = devices.pop().expect("one device");
+            return vec![self.deliver_device(device).await];
+        }
+        let mut runs: Vec<DeviceRun> = Vec::with_capacity(devices.len());
+        let mut stream = std::pin::pin!(
+            futures_util::stream::iter(devices)
+                .map(|device| self.deliver_device(device))
+                .buffer_unordered(self.settings.upload_concurrency.max(1))
+        );
+        while let Some(run) = stream.next().await {
+            runs.push(run);
+        }
+        runs
+    }
+
     /// Posts one device's chunks in order, in as few requests as the limits and Memfault's
     /// answers allow.
     async fn deliver_device(&self, device: DeviceQueue) -> DeviceRun {
-        let mut run = DeviceRun {
-            outcomes: Vec::with_capacity(device.chunks.len()),
-            metrics: InvocationMetrics::default(),
-            not_started: None,
-            stalled_since: None,
-        };
         let route = device.route;
+        let mut run = DeviceRun::new(route.clone(), device.chunks.len());
         if let Some(reason) = self.health.reason_not_to_start(&route.project_key) {
             run.keep_all(device.chunks, reason);
             return run;
         }
-        let mut pending: VecDeque<Vec<Chunk>> = VecDeque::new();
-        let mut chunks = device.chunks.into_iter().peekable();
-        while chunks.peek().is_some() {
-            pending.push_back(
-                chunks
-                    .by_ref()
-                    .take(self.settings.batch_max_chunks.max(1))
-                    .collect(),
-            );
-        }
+        let mut pending = requests(device.chunks, self.settings.batch_max_chunks);
         while let Some(mut group) = pending.pop_front() {
             let parts: Vec<Bytes> = group.iter().map(|chunk| chunk.payload.clone()).collect();
             let upload = match <[Bytes; 1]>::try_from(parts) {
                 Ok([single]) => Upload::Single(single),
                 Err(parts) => Upload::Multipart(parts),
             };
-            let result = self.client.upload(&route, &upload, self.deadline).await;
-            let error = match result {
+            let error = match self.client.upload(&route, &upload, self.deadline).await {
                 Ok(delivery) => {
                     self.health.delivered();
+                    run.delivered = true;
                     record_delivery(&mut run.metrics, &route, &upload, &delivery, self.log);
                     run.settle(group, |_| Outcome::Delivered(Accepted::Now(delivery)));
                     continue;
                 }
+                // No attempt was made: the deadline, not Memfault, stopped this device.
                 Err(UploadError::NoTimeLeft) => {
                     run.metrics.record_failure(UploadError::NoTimeLeft.class());
                     let rest = group.into_iter().chain(pending.into_iter().flatten());
@@ -309,40 +350,185 @@ impl Invocation<'_> {
                 Err(error) => error,
             };
             record_failure(&mut run.metrics, &route, &upload, &error);
-            match error.concern() {
-                Concern::Request if group.len() > 1 => {
-                    // Halves, in order, until the refused chunks stand alone.
-                    let second = group.split_off(group.len() / 2);
-                    pending.push_front(second);
-                    pending.push_front(group);
-                }
-                Concern::Request => {
-                    run.settle(group, |_| {
-                        Outcome::SetAside(Undeliverable::Rejected(error.clone()))
-                    });
-                }
-                Concern::Configuration => {
-                    self.health.refused_key(&route.project_key);
-                    run.metrics.configuration_rejected +=
-                        (group.len() + pending.iter().map(Vec::len).sum::<usize>()) as u64;
-                    run.keep_after_failure(group, pending, error);
-                    return run;
-                }
-                Concern::Transient => {
-                    self.health
-                        .failed_transiently(self.settings.upload_concurrency);
-                    let arrived = group.first().and_then(|chunk| chunk.arrived);
-                    run.stalled_since = Some((error.clone(), arrived));
-                    run.keep_after_failure(group, pending, error);
-                    return run;
-                }
+            if error.concern() == Concern::Request && group.len() > 1 {
+                // Halves, in order, until the refused chunks stand alone.
+                let second = group.split_off(group.len() / 2);
+                pending.push_front(second);
+                pending.push_front(group);
+            } else if error.concern() == Concern::Request {
+                run.settle(group, |_| {
+                    Outcome::SetAside(Undeliverable::Rejected(error.clone()))
+                });
+            } else {
+                self.ended_by(&mut run, group, pending, error);
+                return run;
             }
         }
         run
     }
+
+    /// Keeps a device's chunks after a failure that may pass or a refused key, and tells the
+    /// other devices of this invocation.
+    fn ended_by(
+        &self,
+        run: &mut DeviceRun,
+        group: Vec<Chunk>,
+        pending: VecDeque<Vec<Chunk>>,
+        error: UploadError,
+    ) {
+        if error.concern() == Concern::Configuration {
+            self.health.refused_key(&run.route.project_key);
+            run.metrics.configuration_rejected +=
+                (group.len() + pending.iter().map(Vec::len).sum::<usize>()) as u64;
+        } else {
+            self.health
+                .failed_transiently(self.settings.upload_concurrency);
+        }
+        run.failure = Some(error.clone());
+        run.keep_after_failure(group, pending, error);
+    }
+
+    /// Sets aside the kept chunks of devices, and of projects, that have kept failing for the
+    /// stall limit while Memfault was up (docs/delivery.md, "Stalled devices").
+    async fn decide_stalls(
+        &self,
+        runs: &mut [DeviceRun],
+        stalls: Stalls<'_>,
+        metrics: &mut InvocationMetrics,
+    ) {
+        let observed = observed(runs);
+        let evidence = self
+            .evidence(&observed, &stalls.delivered_earlier, metrics)
+            .await;
+        let stalled = stalls
+            .clocks
+            .observe(&evidence, &observed, stalls.limit, Instant::now());
+        if stalled.devices.is_empty() && stalled.projects.is_empty() {
+            return;
+        }
+        // A refused project's devices that were not started set aside with the refusal.
+        let refusals: HashMap<ProjectKey, UploadError> = runs
+            .iter()
+            .filter_map(|run| Some((run.route.project_key.clone(), run.failure.clone()?)))
+            .filter(|(_, error)| error.concern() == Concern::Configuration)
+            .collect();
+        for run in runs {
+            let error = if stalled.devices.contains(&run.route) {
+                run.failure.clone()
+            } else if stalled.projects.contains(&run.route.project_key) {
+                refusals.get(&run.route.project_key).cloned()
+            } else {
+                None
+            };
+            if let Some(error) = error {
+                run.set_aside_as_stalled(error);
+            }
+        }
+    }
+
+    /// What this invocation shows of Memfault: its own accepted uploads, an outage it ran
+    /// into, or, when a decision needs it and nothing else tells, one probe.
+    async fn evidence<'r>(
+        &self,
+        observed: &Observed<'r>,
+        delivered_earlier: &'r [Routed],
+        metrics: &mut InvocationMetrics,
+    ) -> Evidence<'r> {
+        if self.health.outage.load(Ordering::Relaxed) {
+            return Evidence::Down;
+        }
+        if !observed.accepted.is_empty() {
+            return Evidence::Up(observed.accepted.clone());
+        }
+        if observed.failing.is_empty() && observed.refused.is_empty() {
+            return Evidence::Unknown;
+        }
+        // A device that failed here, or a key refused here, would prove nothing.
+        let candidate = delivered_earlier.iter().find(|routed| {
+            !observed.failing.contains(&&routed.route)
+                && !observed.refused.contains(&&routed.route.project_key)
+        });
+        match candidate {
+            Some(routed) => self.probe(routed, metrics).await,
+            None => Evidence::Unknown,
+        }
+    }
+
+    /// Re-posts one chunk Memfault accepted earlier, alone: Memfault drops duplicate chunks
+    /// (docs/delivery.md, "Duplicates"), and its answer says whether Memfault is up now.
+    async fn probe<'r>(&self, routed: &'r Routed, metrics: &mut InvocationMetrics) -> Evidence<'r> {
+        let upload = Upload::Single(routed.payload.clone());
+        let result = self
+            .client
+            .probe(&routed.route, &upload, self.deadline)
+            .await;
+        let attempts = match &result {
+            Ok(delivery) => delivery.attempts,
+            Err(error) => error.attempts(),
+        };
+        metrics.probe_uploads += u64::from(attempts);
+        let evidence = match &result {
+            Ok(_) => Evidence::Up(vec![&routed.route.project_key]),
+            Err(error) if error.attempts() > 0 && error.concern() == Concern::Transient => {
+                Evidence::Down
+            }
+            Err(_) => Evidence::Unknown,
+        };
+        tracing::info!(
+            outcome = "probe",
+            device_serial = %routed.route.device_serial,
+            project_key = %routed.route.project_key,
+            attempts,
+            memfault_up = matches!(evidence, Evidence::Up(_)),
+            error = result.err().map(|error| error.to_string()),
+            "re-posted a chunk delivered earlier to learn whether Memfault is up"
+        );
+        evidence
+    }
+}
+
+/// What the clocks need to know of an invocation's runs.
+fn observed(runs: &[DeviceRun]) -> Observed<'_> {
+    let mut observed = Observed::default();
+    for run in runs {
+        if run.delivered {
+            observed.delivered.push(&run.route);
+            observed.accepted.push(&run.route.project_key);
+        }
+        match run.failure.as_ref().map(UploadError::concern) {
+            Some(Concern::Transient) => observed.failing.push(&run.route),
+            Some(Concern::Configuration) if !observed.refused.contains(&&run.route.project_key) => {
+                observed.refused.push(&run.route.project_key)
+            }
+            _ => {}
+        }
+    }
+    observed
+}
+
+/// A device's chunks in requests of at most `most` chunks, in order.
+fn requests(chunks: Vec<Chunk>, most: usize) -> VecDeque<Vec<Chunk>> {
+    let mut requests = VecDeque::new();
+    let mut chunks = chunks.into_iter().peekable();
+    while chunks.peek().is_some() {
+        requests.push_back(chunks.by_ref().take(most.max(1)).collect());
+    }
+    requests
 }
 
 impl DeviceRun {
+    fn new(route: Route, chunks: usize) -> Self {
+        Self {
+            route,
+            outcomes: Vec::with_capacity(chunks),
+            metrics: InvocationMetrics::default(),
+            not_started: None,
+            delivered: false,
+            failure: None,
+            oldest_kept: None,
+        }
+    }
+
     fn settle(&mut self, chunks: Vec<Chunk>, outcome: impl Fn(&Chunk) -> Outcome) {
         self.outcomes.extend(
             chunks
@@ -351,9 +537,16 @@ impl DeviceRun {
         );
     }
 
+    fn keep(&mut self, chunks: Vec<Chunk>, outcome: impl Fn(&Chunk) -> Outcome) {
+        if self.oldest_kept.is_none() {
+            self.oldest_kept = chunks.first().and_then(|chunk| chunk.arrived);
+        }
+        self.settle(chunks, outcome);
+    }
+
     fn keep_all(&mut self, chunks: Vec<Chunk>, reason: NotStarted) {
         self.not_started = Some(reason);
-        self.settle(chunks, |_| Outcome::Kept(Kept::NotStarted(reason)));
+        self.keep(chunks, |_| Outcome::Kept(Kept::NotStarted(reason)));
     }
 
     fn keep_after_failure(
@@ -362,34 +555,31 @@ impl DeviceRun {
         behind: VecDeque<Vec<Chunk>>,
         error: UploadError,
     ) {
-        self.settle(failed, |_| Outcome::Kept(Kept::Failed(error.clone())));
-        self.settle(behind.into_iter().flatten().collect(), |_| {
+        self.keep(failed, |_| Outcome::Kept(Kept::Failed(error.clone())));
+        self.keep(behind.into_iter().flatten().collect(), |_| {
             Outcome::Kept(Kept::BehindFailure)
         });
     }
 
-    /// Sets the device's kept chunks aside when its oldest failing record has waited longer than
-    /// `limit`. Called only when Memfault accepted other uploads in the same invocation: in an
-    /// outage every device waits, and nothing is set aside.
-    fn set_aside_if_stalled(&mut self, limit: Duration) {
-        let Some((error, Some(arrived))) = &self.stalled_since else {
-            return;
-        };
-        let waited = SystemTime::now()
-            .duration_since(*arrived)
-            .unwrap_or_default();
-        if waited <= limit {
-            return;
-        }
+    /// Sets the device's kept chunks aside, in order, for `error`.
+    fn set_aside_as_stalled(&mut self, error: UploadError) {
+        let kept = |outcome: &Outcome| matches!(outcome, Outcome::Kept(_));
+        let chunks = self.outcomes.iter().filter(|(_, _, outcome)| kept(outcome));
+        let record_age_s = self
+            .oldest_kept
+            .and_then(|arrived| SystemTime::now().duration_since(arrived).ok())
+            .map(|age| age.as_secs());
         tracing::warn!(
             outcome = "stalled",
-            waited_s = waited.as_secs(),
-            chunks = self.outcomes.iter().filter(|(_, _, outcome)| matches!(outcome, Outcome::Kept(_))).count(),
+            device_serial = %self.route.device_serial,
+            project_key = %self.route.project_key,
+            chunks = chunks.count(),
+            record_age_s,
             error = %error,
-            "a device's uploads kept failing while other devices' were delivered: its chunks are set aside (MEMFAULT_STALL_LIMIT_SECONDS)"
+            "a device's uploads kept failing while Memfault was up: its chunks are set aside (MEMFAULT_STALL_LIMIT_SECONDS)"
         );
         for (_, _, outcome) in &mut self.outcomes {
-            if matches!(outcome, Outcome::Kept(_)) {
+            if kept(outcome) {
                 *outcome = Outcome::SetAside(Undeliverable::Stalled(error.clone()));
             }
         }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
-use http::{Request, StatusCode};
+use http::{HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
@@ -25,6 +25,10 @@ const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
 /// 250 ms still allows one between distant AWS regions (assumed at most about 200 ms); a body
 /// incomplete after that is not coming, and a fresh connection costs less than waiting longer.
 const BODY_GRACE: Duration = Duration::from_millis(250);
+/// How much of an invocation's time uploads leave to the quarantine queue's writes, before the
+/// safety margin: two SQS round trips (the write and its one retry), each assumed under 250 ms
+/// in the function's own region. docs/delivery.md ("Deadlines") gives the arithmetic.
+const QUARANTINE_WRITE_BUDGET: Duration = Duration::from_millis(500);
 /// Memfault accepted the upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
@@ -48,7 +52,11 @@ pub struct MemfaultClient {
     chunks_url: Arc<ChunksUrl>,
     retry: RetryPolicy,
     request_timeout: Duration,
-    deadline_margin: Duration,
+    /// How long before the deadline uploads stop: the margin, and the write budget when there
+    /// is a quarantine queue to write to.
+    upload_margin: Duration,
+    /// The quarantine queue's share of the time before the margin (zero without one).
+    write_budget: Duration,
 }
 
 impl MemfaultClient {
@@ -72,8 +80,8 @@ impl MemfaultClient {
             chunks_url: Arc::new(config.chunks_url.clone()),
             retry: config.retry,
             request_timeout: config.request_timeout,
-            // Also for a Config built in code, past the check of MEMFAULT_DEADLINE_MARGIN_MS.
-            deadline_margin: config.deadline_margin.max(MIN_DEADLINE_MARGIN),
+            upload_margin: upload_margin(config),
+            write_budget: write_budget(config),
         })
     }
 
@@ -83,62 +91,67 @@ impl MemfaultClient {
     }
 
     /// Posts `upload` for `route` until Memfault accepts it, refuses it, the attempts run out,
-    /// or the next try would end after `deadline` less the safety margin.
+    /// or the next try would end after the upload bound: `deadline` less the safety margin and,
+    /// with a quarantine queue, its write budget (docs/delivery.md, "Deadlines").
     pub async fn upload(
         &self,
         route: &Route,
         upload: &Upload,
         deadline: Instant,
     ) -> Result<Delivery, UploadError> {
-        let give_up_at = deadline
-            .checked_sub(self.deadline_margin)
-            .unwrap_or(deadline);
+        let give_up_at = deadline.checked_sub(self.upload_margin).unwrap_or(deadline);
+        self.post_until(route, upload, give_up_at, self.retry.max_attempts)
+            .await
+    }
+
+    /// One request to learn whether Memfault is up, made after the invocation's uploads: it
+    /// may use half of the write budget, so that a device whose uploads ran to the upload bound
+    /// still leaves it time, and the writes keep the other half.
+    pub async fn probe(
+        &self,
+        route: &Route,
+        upload: &Upload,
+        deadline: Instant,
+    ) -> Result<Delivery, UploadError> {
+        let margin = self.upload_margin.saturating_sub(self.write_budget / 2);
+        let give_up_at = deadline.checked_sub(margin).unwrap_or(deadline);
+        self.post_until(route, upload, give_up_at, 1).await
+    }
+
+    async fn post_until(
+        &self,
+        route: &Route,
+        upload: &Upload,
+        give_up_at: Instant,
+        max_attempts: u32,
+    ) -> Result<Delivery, UploadError> {
         let started = Instant::now();
         let (body, content_type) = upload.encode();
         let uri = self.chunks_url.for_device(&route.device_serial);
-        let mut attempts = 0;
-        let mut allowed_attempts = self.retry.max_attempts;
-        let mut fresh_connection_retry_used = false;
+        let (mut attempts, mut allowed_attempts) = (0, max_attempts);
+        let (mut fresh_connection_retry_used, mut last) = (false, None);
         loop {
             let remaining = give_up_at.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(UploadError::NoTimeLeft);
+                return Err(out_of_time(last, attempts));
             }
             attempts += 1;
-            let request = Request::post(&uri)
-                .header(CONTENT_TYPE, content_type.clone())
-                .header(USER_AGENT, USER_AGENT_VALUE)
-                .header(PROJECT_KEY_HEADER, route.project_key.expose())
-                .body(Full::new(body.clone()));
-            // Device serials and keys are validated to [A-Za-z0-9_-] and the base URL at init.
-            let request = request.expect("validated parts make a valid request");
+            let request = post(&uri, &content_type, &route.project_key, &body);
             let attempt_timeout = self.request_timeout.min(remaining);
-            let failure = match self
+            let answer = self
                 .attempt(request, attempt_timeout, &route.project_key)
-                .await
-            {
-                Ok(answer) if answer.status.is_success() => {
+                .await;
+            let failure = match answer_or_failure(answer, &route.project_key) {
+                Ok(status) => {
                     return Ok(Delivery {
-                        status: answer.status,
+                        status,
                         attempts,
                         upstream: started.elapsed(),
                     });
                 }
-                Ok(answer) => {
-                    let failure = Failure::from_answer(
-                        answer.status,
-                        answer.retry_after,
-                        &answer.body,
-                        &route.project_key,
-                    );
-                    if !is_retryable_status(answer.status) {
-                        return Err(UploadError::Rejected { failure, attempts });
-                    }
-                    failure
-                }
-                Err(failure) => failure,
+                Err((failure, false)) => return Err(UploadError::Rejected { failure, attempts }),
+                Err((failure, true)) => failure,
             };
-
             // A pooled connection may have died while the container was frozen; the failed one
             // has left the pool, so try once more straight away, and not at the expense of the
             // configured attempts.
@@ -148,43 +161,57 @@ impl MemfaultClient {
                 fresh_connection_retry_used = true;
                 allowed_attempts += 1;
             }
-            if attempts >= allowed_attempts {
-                return Err(UploadError::GaveUp {
-                    reason: GiveUpReason::AttemptsExhausted,
-                    last: failure,
-                    attempts,
-                });
-            }
-            let retry_after = match &failure {
-                Failure::Status { retry_after, .. } => *retry_after,
-                _ => None,
-            };
-            let delay = if stale_connection_suspected {
-                Duration::ZERO
-            } else {
-                self.retry.delay(attempts, fastrand::f64(), retry_after)
-            };
-            let remaining = give_up_at.saturating_duration_since(Instant::now());
-            if delay >= remaining {
-                let reason = match retry_after {
-                    Some(wait) if wait >= remaining => GiveUpReason::RetryAfterBeyondDeadline(wait),
-                    _ => GiveUpReason::DeadlineReached,
-                };
-                return Err(UploadError::GaveUp {
-                    reason,
-                    last: failure,
-                    attempts,
-                });
-            }
-            tracing::debug!(
-                device_serial = %route.device_serial,
-                attempt = attempts,
-                failure = %failure,
-                delay_ms = delay.as_millis() as u64,
-                "retrying upload"
-            );
+            let delay = self.wait_before_retry(
+                &failure,
+                (attempts, allowed_attempts),
+                stale_connection_suspected,
+                give_up_at,
+            )?;
+            last = Some(failure);
+            tracing::debug!(device_serial = %route.device_serial, attempt = attempts,
+                delay_ms = delay.as_millis() as u64, "retrying upload");
             tokio::time::sleep(delay).await;
         }
+    }
+
+    /// How long to wait before the next attempt after `failure` (no time `at_once`), or the
+    /// error to give up with: the attempts are used up, or the wait would end past `give_up_at`.
+    /// Either way the error carries this real failure, not "no time left", which is for uploads
+    /// never tried.
+    fn wait_before_retry(
+        &self,
+        failure: &Failure,
+        (attempts, allowed_attempts): (u32, u32),
+        at_once: bool,
+        give_up_at: Instant,
+    ) -> Result<Duration, UploadError> {
+        let give_up = |reason| UploadError::GaveUp {
+            reason,
+            last: failure.clone(),
+            attempts,
+        };
+        if attempts >= allowed_attempts {
+            return Err(give_up(GiveUpReason::AttemptsExhausted));
+        }
+        let retry_after = match failure {
+            Failure::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        let delay = if at_once {
+            Duration::ZERO
+        } else {
+            self.retry.delay(attempts, fastrand::f64(), retry_after)
+        };
+        let remaining = give_up_at.saturating_duration_since(Instant::now());
+        if delay >= remaining {
+            let reason = match retry_after {
+                Some(wait) if wait >= remaining => GiveUpReason::RetryAfterBeyondDeadline(wait),
+                _ => GiveUpReason::DeadlineReached,
+            };
+            return Err(give_up(reason));
+        }
+        tracing::debug!(failure = %failure, "upload attempt failed");
+        Ok(delay)
     }
 
     /// One request. Its outcome is decided by the status line; the body is only read so that
@@ -213,6 +240,63 @@ impl MemfaultClient {
             retry_after,
             body,
         })
+    }
+}
+
+/// The error of an upload that reached its bound: its last real failure when it made attempts
+/// (a sleep can overrun the bound), "no time left" only when it made none.
+fn out_of_time(last: Option<Failure>, attempts: u32) -> UploadError {
+    match last {
+        Some(last) => UploadError::GaveUp {
+            reason: GiveUpReason::DeadlineReached,
+            last,
+            attempts,
+        },
+        None => UploadError::NoTimeLeft,
+    }
+}
+
+/// The margin before the deadline at which uploads stop (docs/delivery.md, "Deadlines").
+fn upload_margin(config: &Config) -> Duration {
+    // Also for a Config built in code, past the check of MEMFAULT_DEADLINE_MARGIN_MS.
+    config.deadline_margin.max(MIN_DEADLINE_MARGIN) + write_budget(config)
+}
+
+fn write_budget(config: &Config) -> Duration {
+    match config.quarantine_queue {
+        Some(_) => QUARANTINE_WRITE_BUDGET,
+        None => Duration::ZERO,
+    }
+}
+
+fn post(
+    uri: &str,
+    content_type: &HeaderValue,
+    key: &ProjectKey,
+    body: &Bytes,
+) -> Request<Full<Bytes>> {
+    Request::post(uri)
+        .header(CONTENT_TYPE, content_type.clone())
+        .header(USER_AGENT, USER_AGENT_VALUE)
+        .header(PROJECT_KEY_HEADER, key.expose())
+        .body(Full::new(body.clone()))
+        // Device serials and keys are validated to [A-Za-z0-9_-] and the base URL at init.
+        .expect("validated parts make a valid request")
+}
+
+/// A success status, or the failure of an answer (or of no answer) and whether it may pass.
+fn answer_or_failure(
+    answer: Result<Answer, Failure>,
+    key: &ProjectKey,
+) -> Result<StatusCode, (Failure, bool)> {
+    match answer {
+        Ok(answer) if answer.status.is_success() => Ok(answer.status),
+        Ok(answer) => {
+            let failure =
+                Failure::from_answer(answer.status, answer.retry_after, &answer.body, key);
+            Err((failure, is_retryable_status(answer.status)))
+        }
+        Err(failure) => Err((failure, true)),
     }
 }
 

@@ -20,6 +20,8 @@ pub struct InvocationMetrics {
     pub chunks_quarantined: u64,
     /// Chunks held because Memfault refused the project key or the URL: a setting to fix.
     pub configuration_rejected: u64,
+    /// Requests that re-posted a chunk delivered earlier to learn whether Memfault is up.
+    pub probe_uploads: u64,
     pub upstream_latency_ms: Vec<f64>,
     pub failures_by_class: BTreeMap<&'static str, u64>,
 }
@@ -44,6 +46,7 @@ impl InvocationMetrics {
         self.chunks_undelivered += other.chunks_undelivered;
         self.chunks_quarantined += other.chunks_quarantined;
         self.configuration_rejected += other.configuration_rejected;
+        self.probe_uploads += other.probe_uploads;
         self.upstream_latency_ms.extend(other.upstream_latency_ms);
         for (class, count) in other.failures_by_class {
             *self.failures_by_class.entry(class).or_default() += count;
@@ -114,6 +117,7 @@ pub fn emf_documents(
         ("ChunksUndelivered", "Count"),
         ("ChunksQuarantined", "Count"),
         ("ConfigurationRejected", "Count"),
+        ("ProbeUploads", "Count"),
     ];
     let mut totals = json!({
         "Mode": mode,
@@ -125,6 +129,7 @@ pub fn emf_documents(
         "ChunksUndelivered": metrics.chunks_undelivered,
         "ChunksQuarantined": metrics.chunks_quarantined,
         "ConfigurationRejected": metrics.configuration_rejected,
+        "ProbeUploads": metrics.probe_uploads,
     });
     // Declared only when there are values: a declared metric with no member is an invalid document.
     if let Some(values) = latency.next() {
@@ -194,7 +199,7 @@ mod tests {
         assert_eq!(declared["Namespace"], "Ns");
         assert_eq!(totals["_aws"]["Timestamp"], 1_700_000_000_000u64);
         let metrics_declared = declared["Metrics"].as_array().unwrap();
-        assert_eq!(metrics_declared.len(), 9);
+        assert_eq!(metrics_declared.len(), 10);
         for metric in metrics_declared {
             let name = metric["Name"].as_str().unwrap();
             assert!(!totals[name].is_null(), "{name} is declared but missing");

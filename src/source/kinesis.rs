@@ -112,8 +112,10 @@ impl StreamRecord<'_> {
             .kinesis
             .approximate_arrival_timestamp?;
         let seconds: f64 = serde_json::from_str(raw.get()).ok()?;
-        (seconds.is_finite() && seconds >= 0.0)
-            .then(|| UNIX_EPOCH + Duration::from_secs_f64(seconds))
+        // Any JSON may stand here (an edited failure record, a direct invoke): a timestamp that
+        // is negative, not a number or beyond what the clock holds is no time at all.
+        let since_epoch = Duration::try_from_secs_f64(seconds).ok()?;
+        UNIX_EPOCH.checked_add(since_epoch)
     }
 }
 
@@ -285,5 +287,40 @@ mod tests {
         assert_eq!(sequence_order("100", "99"), Ordering::Greater);
         assert_eq!(sequence_order("123", "124"), Ordering::Less);
         assert_eq!(sequence_order("55", "55"), Ordering::Equal);
+    }
+
+    #[test]
+    fn an_arrival_time_the_clock_cannot_hold_is_no_time_rather_than_a_panic() {
+        let arrived = |timestamp: &str| {
+            let text = format!(
+                r#"{{"kinesis": {{"sequenceNumber": "1", "data": "", "approximateArrivalTimestamp": {timestamp}}}}}"#
+            );
+            let raw: Box<RawValue> = serde_json::from_str(&text).unwrap();
+            let parsed = serde_json::from_str::<KinesisRecord<'_>>(raw.get()).unwrap();
+            let record = StreamRecord {
+                sequence_number: "1".to_owned(),
+                raw: &raw,
+                parsed: Some(parsed),
+                event: None,
+            };
+            record.arrived()
+        };
+        for unusable in [
+            "1e19",
+            "1e40",
+            "1.7976931348623157e308",
+            "-1",
+            "-0.5",
+            "\"soon\"",
+            "null",
+            "[]",
+            "{}",
+        ] {
+            assert_eq!(arrived(unusable), None, "{unusable}");
+        }
+        assert_eq!(
+            arrived("1700000000.5"),
+            Some(UNIX_EPOCH + Duration::from_millis(1_700_000_000_500))
+        );
     }
 }

@@ -4,8 +4,11 @@
 use tokio::time::Instant;
 
 use crate::config::Config;
+use std::time::Duration;
+
 use crate::delivery::{
-    self, Accepted, DeliveryLog, Item, Outcome, Refusal, Routed, Settings, Undeliverable,
+    self, Accepted, DeliveryLog, Environment, Item, Outcome, Refusal, Routed, Settings,
+    StallClocks, Undeliverable,
 };
 use crate::event::ChunkMessage;
 use crate::memfault::MemfaultClient;
@@ -19,6 +22,7 @@ pub(crate) struct Services<'a> {
     pub config: &'a Config,
     pub client: &'a MemfaultClient,
     pub memory: &'a SettledMemory,
+    pub clocks: &'a StallClocks,
     pub quarantine: Option<&'a Quarantine>,
     pub invocation: Invocation<'a>,
     pub deadline: Instant,
@@ -48,27 +52,34 @@ impl Services<'_> {
         )
     }
 
+    /// Delivers items of a source that holds nothing behind a failing device.
     pub(super) async fn deliver(
         &self,
         items: Vec<Item>,
         log: DeliveryLog,
         metrics: &mut InvocationMetrics,
     ) -> Vec<Outcome> {
+        self.deliver_within(items, log, None, metrics).await
+    }
+
+    async fn deliver_within(
+        &self,
+        items: Vec<Item>,
+        log: DeliveryLog,
+        stall_limit: Option<Duration>,
+        metrics: &mut InvocationMetrics,
+    ) -> Vec<Outcome> {
         let settings = Settings {
             batch_max_chunks: self.config.batch_max_chunks,
             upload_concurrency: self.config.upload_concurrency,
-            stall_limit: self.config.stall_limit,
+            stall_limit,
         };
-        delivery::deliver(
-            self.client,
-            self.memory,
-            settings,
-            log,
-            items,
-            self.deadline,
-            metrics,
-        )
-        .await
+        let environment = Environment {
+            client: self.client,
+            memory: self.memory,
+            clocks: self.clocks,
+        };
+        delivery::deliver(environment, settings, log, items, self.deadline, metrics).await
     }
 
     /// Writes `records` to the quarantine queue and returns, in the same order, which were stored;
@@ -137,7 +148,14 @@ impl Services<'_> {
     ) -> (Vec<Outcome>, Vec<bool>) {
         let keys: Vec<_> = items.iter().map(|item| item.key).collect();
         let serials = device_serials(&items);
-        let outcomes = self.deliver(items, DeliveryLog::EachAtDebug, metrics).await;
+        // Only a stream holds records behind a failing device: there, it may stall.
+        let stall_limit = match reach {
+            SetAsideReach::EveryRecord => None,
+            SetAsideReach::BeforeCheckpoint => Some(self.config.stall_limit),
+        };
+        let outcomes = self
+            .deliver_within(items, DeliveryLog::EachAtDebug, stall_limit, metrics)
+            .await;
         let reachable = match reach {
             SetAsideReach::EveryRecord => outcomes.len(),
             SetAsideReach::BeforeCheckpoint => outcomes

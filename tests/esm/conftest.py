@@ -256,3 +256,14 @@ def function(binary: Path, moto: Moto, tmp_path: Path) -> Iterator[Callable[...,
     yield start
     for function in started:
         function.stop()
+
+
+# The production ratios each stream scenario ran at (test_esm.note_ratios), for the run's summary.
+RATIOS: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if RATIOS:
+        terminalreporter.section("stream scenarios at production's ratios")
+        for line in RATIOS:
+            terminalreporter.write_line(line)

@@ -119,6 +119,10 @@ class KinesisEsm:
     checkpoint: int = 0  # index of the first record not yet done with
     s3: list[dict[str, Any]] = field(default_factory=list)  # on-failure destination objects
     attempts: int = 0  # invocations for the batch at the checkpoint
+    # Since when the record at the checkpoint has waited to be read, and the longest such wait
+    # that ended with the checkpoint moving past it.
+    held_since: float | None = None
+    longest_hold_s: float = 0.0
 
     def step(self) -> bool:
         """One invocation (or one expiry); False when the shard has nothing past the checkpoint."""
@@ -126,6 +130,8 @@ class KinesisEsm:
         if not batch:
             return False
         now = time.time()
+        if self.held_since is None:
+            self.held_since = max(now, batch[0].arrival)
         expired = [record for record in batch if now - record.arrival > self.max_record_age_s]
         if expired and self.attempts:
             # Records are in arrival order, so the expired ones are the batch's head.
@@ -143,6 +149,14 @@ class KinesisEsm:
         if records:
             self.checkpoint += records
             self.attempts = 0
+            if self.held_since is not None:
+                self.longest_hold_s = max(self.longest_hold_s, time.time() - self.held_since)
+            self.held_since = None
+
+    def longest_hold(self) -> float:
+        """The longest time the checkpoint stood still with records past it, so far."""
+        pending = time.time() - self.held_since if self.held_since is not None else 0.0
+        return max(self.longest_hold_s, pending)
 
     def held(self) -> list[KinesisRecord]:
         """Records still in the shard past the checkpoint."""

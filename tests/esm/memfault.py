@@ -55,6 +55,31 @@ def everything(status: int) -> Rule:
     return lambda device, chunks, multipart: status
 
 
+def in_phases(phases: list[tuple[float, Rule]], then: Rule) -> Rule:
+    """Each rule of `phases` for its number of seconds in turn, counted from the first request,
+    then `then`: an outage that starts and ends, say."""
+    started: list[float] = []
+    lock = threading.Lock()
+
+    def rule(device: str, chunks: tuple[bytes, ...], multipart: bool) -> int | None:
+        with lock:
+            if not started:
+                started.append(time.time())
+        elapsed = time.time() - started[0]
+        for seconds, phase in phases:
+            if elapsed < seconds:
+                return phase(device, chunks, multipart)
+            elapsed -= seconds
+        return then(device, chunks, multipart)
+
+    return rule
+
+
+def nothing(device: str, chunks: tuple[bytes, ...], multipart: bool) -> int | None:
+    """No opinion: the next rule, or 202."""
+    return None
+
+
 def seeded_failures(seed: int, share: float, status: int = 500) -> Rule:
     """`share` of the requests fail, drawn from one seeded generator in arrival order."""
     draw = random.Random(seed)

@@ -26,14 +26,18 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import QuarantineQueue, Quarantined
+from conftest import RATIOS, QuarantineQueue, Quarantined
 from esm import IDLE_POLL_S, KinesisEsm, KinesisShard, SqsEsm
-from memfault import (ScriptedMemfault, chunk_refused, device_fails, everything,
-                      multipart_larger_than, seeded_failures)
+from memfault import (ScriptedMemfault, chunk_refused, device_fails, everything, in_phases,
+                      multipart_larger_than, nothing, seeded_failures)
 from runtime_api import Function
 
 PROJECT_KEY = "esmProjectKey_0123456789abcdef"
+OTHER_PROJECT_KEY = "esmOtherProject_0123456789abc"
 STALL_LIMIT_S = 2
+# The template's defaults (StreamBatchSize, StallLimitSeconds), for the ratios each run states.
+TEMPLATE_BATCH_SIZE = 500
+TEMPLATE_STALL_LIMIT_S = 300
 FUNCTION_TIMEOUT_S = 3.0
 MARGIN_S = 0.5
 # Between giving up at deadline − margin and its answer arriving, the function logs, counts and
@@ -48,11 +52,32 @@ ANSWER_TOLERANCE_S = 0.25
 class Chunk:
     serial: str
     data: bytes
+    project_key: str = PROJECT_KEY
 
     def event(self) -> dict[str, str]:
         """The IoT rule's event for this chunk, as the default topic pattern expects it."""
         return {"data": base64.b64encode(self.data).decode(),
-                "topic": f"prod/esm-board/{self.serial}/memfault/{PROJECT_KEY}/chunk"}
+                "topic": f"prod/esm-board/{self.serial}/memfault/{self.project_key}/chunk"}
+
+
+def note_ratios(scenario: str, *, rate: float, stall_limit_s: float, batch_size: int,
+                outage_s: float | None = None) -> None:
+    """States the ratios a stream scenario runs at (records/s × stall limit ÷ BatchSize, and
+    outage length ÷ stall limit), next to the template defaults' ratio at the same rate: a
+    scaled-down scenario is only worth as much as the ratios it keeps."""
+    line = (f"{scenario}: {rate:g} records/s x {stall_limit_s:g} s / BatchSize {batch_size} = "
+            f"{rate * stall_limit_s / batch_size:.2f}; template defaults: {rate:g} x "
+            f"{TEMPLATE_STALL_LIMIT_S} / {TEMPLATE_BATCH_SIZE} = "
+            f"{rate * TEMPLATE_STALL_LIMIT_S / TEMPLATE_BATCH_SIZE:.0f}")
+    if outage_s is not None:
+        line += f"; outage {outage_s:g} s / stall limit = {outage_s / stall_limit_s:.1f}"
+    RATIOS.append(line)
+    print(line)
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, -(-99 * len(ordered) // 100) - 1)] if ordered else 0.0
 
 
 def stream_of(devices: dict[str, int], seed: int, then: dict[str, int] | None = None
@@ -158,11 +183,12 @@ def stream_result(esm: KinesisEsm, chunks: list[Chunk], arrivals: dict[bytes, fl
     return Result(chunks, arrivals, memfault, esm.function, queue.drain(), s3, held)
 
 
-def function_env(memfault: ScriptedMemfault, queue_url: str, **overrides: str) -> dict[str, str]:
+def function_env(memfault: ScriptedMemfault, queue_url: str, stall_limit_s: int = STALL_LIMIT_S,
+                 **overrides: str) -> dict[str, str]:
     return {
         "MEMFAULT_CHUNKS_URL": memfault.url,
         "MEMFAULT_QUARANTINE_QUEUE_URL": queue_url,
-        "MEMFAULT_STALL_LIMIT_SECONDS": str(STALL_LIMIT_S),
+        "MEMFAULT_STALL_LIMIT_SECONDS": str(stall_limit_s),
         "MEMFAULT_DEADLINE_MARGIN_MS": str(int(MARGIN_S * 1000)),
         # Short backoffs keep each scenario within seconds; the rules they follow are the same.
         "MEMFAULT_RETRY_BASE_DELAY_MS": "20",
@@ -232,14 +258,14 @@ def test_one_device_always_failing_is_quarantined_alone_and_the_shard_moves_on(
         memfault, function, quarantine_queue: QuarantineQueue) -> None:
     sick = "sick-device"
     healthy_devices = [f"healthy-{n:02d}" for n in range(11)]
-    # The fleet publishes on after the failing device's last chunk, for longer than the stall
-    # limit: a device is quarantined only while others are delivered in the same invocation, so
-    # a shard whose tail is the failing device's alone is held like an outage (or until the
-    # record age runs out) until other devices publish again.
+    # A quiet shard: fewer records arrive within the stall limit than a batch holds. The fleet
+    # publishes on after the failing device's last chunk.
     chunks = stream_of({sick: 20, **{serial: 14 for serial in healthy_devices}}, seed=1,
                        then={serial: 10 for serial in healthy_devices})
     upstream = memfault([device_fails(sick, 500)])
     lambda_ = function(function_env(upstream, quarantine_queue.url), FUNCTION_TIMEOUT_S)
+    note_ratios("quiet shard, one device failing", rate=40, stall_limit_s=STALL_LIMIT_S,
+                batch_size=100)
 
     esm, arrivals = run_stream(lambda_, chunks, batch_size=100, max_record_age_s=20,
                                limit_s=20, per_second=40)
@@ -416,4 +442,139 @@ def test_ten_percent_failing_requests_cost_at_most_three_posts_per_record(
     posted = upstream.chunks_posted()
     result.check(posted <= 3 * len(chunks), f"{posted} chunk posts for {len(chunks)} records "
                  f"({posted / len(chunks):.1f}x)")
+    result.verdict()
+
+
+# Issue 19's scenarios: stall decisions under Lambda's retries, at production's ratios.
+
+def first_delivery_waits(result: Result, chunks: list[Chunk]) -> list[float]:
+    first = result.first_deliveries()
+    return [first[c.data] - result.arrivals[c.data] for c in chunks if c.data in first]
+
+
+def check_device_order_in_queue(result: Result, chunks: list[Chunk], what: str) -> None:
+    """Each of `chunks` quarantined once, and each device's in stream order (the quarantine queue
+    keeps order within a device's message group)."""
+    wanted: dict[str, list[bytes]] = {}
+    for chunk in chunks:
+        wanted.setdefault(chunk.serial, []).append(chunk.data)
+    got: dict[str, list[bytes]] = {}
+    for group, data in result.quarantined:
+        got.setdefault(group, []).append(data)
+    result.check(got == wanted, f"quarantined {len(result.quarantined)} chunks; wanted {what} "
+                 f"({len(chunks)}), each once, in each device's stream order")
+
+
+def test_i_a_failing_device_on_a_busy_shard_is_quarantined_and_the_shard_moves_on(
+        memfault, function, quarantine_queue: QuarantineQueue) -> None:
+    rate, batch_size, stall_s, record_age_s = 100, 75, 3, 30
+    note_ratios("(i) the stuck batch", rate=rate, stall_limit_s=stall_s, batch_size=batch_size)
+    sick = "sick-device"
+    chunks = stream_of({sick: 10, **{f"healthy-{n:03d}": 5 for n in range(149)}}, seed=19)
+    upstream = memfault([device_fails(sick, 500)])
+    lambda_ = function(function_env(upstream, quarantine_queue.url, stall_s), FUNCTION_TIMEOUT_S)
+
+    esm, arrivals = run_stream(lambda_, chunks, batch_size=batch_size,
+                               max_record_age_s=record_age_s, limit_s=30, per_second=rate)
+
+    result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
+    result.check(not result.s3, f"{len(result.s3)} records in S3")
+    result.check(not result.held, f"{len(result.held)} records still in the shard")
+    check_device_order_in_queue(result, [c for c in chunks if c.serial == sick],
+                                "the failing device's records")
+    healthy = [c for c in chunks if c.serial != sick]
+    waits = first_delivery_waits(result, healthy)
+    result.check(len(waits) == len(healthy), f"{len(healthy) - len(waits)} healthy chunks not "
+                 "delivered")
+    result.check(p99(waits) <= stall_s + 3,
+                 f"healthy first deliveries p99 {p99(waits):.1f} s > {stall_s + 3} s")
+    result.check(esm.longest_hold() <= stall_s + 4,
+                 f"the checkpoint stood still for {esm.longest_hold():.1f} s")
+    result.check(metric_total(lambda_, "ProbeUploads") > 0, "no ProbeUploads metric")
+    result.verdict()
+
+
+def test_ii_an_outage_then_random_failures_set_nothing_aside(
+        memfault, function, quarantine_queue: QuarantineQueue) -> None:
+    rate, batch_size, stall_s, outage_s = 50, 50, 3, 10
+    note_ratios("(ii) outage, then 10 % 503s", rate=rate, stall_limit_s=stall_s,
+                batch_size=batch_size, outage_s=outage_s)
+    chunks = stream_of({f"device-{n:02d}": 12 for n in range(60)}, seed=20)
+    upstream = memfault([in_phases([(2, nothing), (outage_s, everything(503))],
+                                   then=seeded_failures(seed=20, share=0.1, status=503))])
+    env = function_env(upstream, quarantine_queue.url, stall_s, MEMFAULT_MAX_ATTEMPTS="1")
+    lambda_ = function(env, FUNCTION_TIMEOUT_S)
+
+    esm, arrivals = run_stream(lambda_, chunks, batch_size=batch_size, max_record_age_s=60,
+                               limit_s=35, per_second=rate)
+
+    result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
+    result.check(not result.quarantined, f"{len(result.quarantined)} chunks quarantined")
+    result.check(not result.s3 and not result.held,
+                 f"{len(result.held)} records still in the shard, {len(result.s3)} in S3")
+    undelivered = {c.data for c in chunks} - set(result.first_deliveries())
+    result.check(not undelivered, f"{len(undelivered)} chunks not delivered")
+    result.verdict()
+
+
+def test_iii_a_refused_project_stalls_alone_and_the_other_project_flows(
+        memfault, function, quarantine_queue: QuarantineQueue) -> None:
+    rate, batch_size, stall_s = 100, 75, 3
+    note_ratios("(iii) two projects, one key refused", rate=rate, stall_limit_s=stall_s,
+                batch_size=batch_size)
+    refused = {f"project-a-{n}": 6 for n in range(10)}
+    chunks = [Chunk(c.serial, c.data, OTHER_PROJECT_KEY if c.serial in refused else PROJECT_KEY)
+              for c in stream_of({**refused, **{f"project-b-{n:02d}": 6 for n in range(90)}},
+                                 seed=21)]
+    # Memfault refuses project A's key (the mock tells A's requests by their device; the check
+    # below makes sure every refused request carried A's key).
+    upstream = memfault([lambda device, chunks, multipart: 403 if device in refused else None])
+    lambda_ = function(function_env(upstream, quarantine_queue.url, stall_s), FUNCTION_TIMEOUT_S)
+
+    esm, arrivals = run_stream(lambda_, chunks, batch_size=batch_size, max_record_age_s=30,
+                               limit_s=25, per_second=rate)
+
+    result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
+    result.check(all(r.project_key == OTHER_PROJECT_KEY for r in upstream.requests
+                     if r.status == 403), "Memfault refused a key other than project A's")
+    project_b = [c for c in chunks if c.serial not in refused]
+    project_a = [c for c in chunks if c.serial in refused]
+    b_data = {c.data for c in project_b}
+    result.check(not b_data & set(result.s3), "project B's records in S3")
+    result.check(not result.s3 and not result.held,
+                 f"{len(result.held)} records still in the shard, {len(result.s3)} in S3")
+    check_device_order_in_queue(result, project_a, "project A's records")
+    waits = first_delivery_waits(result, project_b)
+    result.check(len(waits) == len(project_b), f"{len(project_b) - len(waits)} of project B's "
+                 "chunks not delivered")
+    result.check(p99(waits) <= stall_s + 3,
+                 f"project B's first deliveries p99 {p99(waits):.1f} s > {stall_s + 3} s")
+    result.check(metric_total(lambda_, "ConfigurationRejected") > 0,
+                 "no ConfigurationRejected metric")
+    result.verdict()
+
+
+def test_iv_an_outage_while_a_device_is_stalled_sets_nothing_else_aside(
+        memfault, function, quarantine_queue: QuarantineQueue) -> None:
+    rate, batch_size, stall_s, outage_s = 50, 50, 3, 5
+    note_ratios("(iv) outage while a device is stalled", rate=rate, stall_limit_s=stall_s,
+                batch_size=batch_size, outage_s=outage_s)
+    sick = "sick-device"
+    chunks = stream_of({sick: 12, **{f"healthy-{n:02d}": 12 for n in range(50)}}, seed=22)
+    upstream = memfault([device_fails(sick, 500),
+                         in_phases([(stall_s + 2, nothing), (outage_s, everything(503))],
+                                   then=nothing)])
+    lambda_ = function(function_env(upstream, quarantine_queue.url, stall_s), FUNCTION_TIMEOUT_S)
+
+    esm, arrivals = run_stream(lambda_, chunks, batch_size=batch_size, max_record_age_s=40,
+                               limit_s=35, per_second=rate)
+
+    result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
+    check_device_order_in_queue(result, [c for c in chunks if c.serial == sick],
+                                "the stalled device's records only")
+    result.check(not result.s3 and not result.held,
+                 f"{len(result.held)} records still in the shard, {len(result.s3)} in S3")
+    healthy = {c.data for c in chunks if c.serial != sick}
+    undelivered = healthy - set(result.first_deliveries())
+    result.check(not undelivered, f"{len(undelivered)} healthy chunks not delivered")
     result.verdict()
