@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use lambda_runtime::{Context, Diagnostic, LambdaEvent};
 use memfault_chunk_proxy::init_logging;
 use memfault_chunk_proxy::redact;
-use memfault_chunk_proxy::{Config, Forwarder};
+use memfault_chunk_proxy::{Config, Forwarder, KeySource};
 use serde_json::value::RawValue;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -117,9 +117,9 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let text = match &forwarder.config().project_key {
-            Some(key) => text.replace(PLACEHOLDER_KEY, key.expose()),
-            None => text,
+        let text = match forwarder.config().router.key_source() {
+            KeySource::Fixed(key) => text.replace(PLACEHOLDER_KEY, key.expose()),
+            _ => text,
         };
         let payload = match RawValue::from_string(text) {
             Ok(payload) => payload,

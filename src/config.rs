@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::aws::{BucketUrl, QuarantineQueueConfig};
+use crate::aws::{BucketUrl, QuarantineQueueConfig, QueueUrl};
 use crate::redact::{redact, redact_key_like, redact_project_keys, redact_url};
 use crate::retry::RetryPolicy;
-use crate::routing::{ProjectKey, ProjectKeys, TopicPattern};
+use crate::routing::{KeySource, ProjectKey, ProjectKeys, Router, TopicPattern};
 pub use crate::url::ChunksUrl;
 
 pub(crate) const DEFAULT_CHUNKS_URL: &str = "https://chunks.memfault.com";
@@ -40,12 +40,9 @@ pub struct ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub chunks_url: ChunksUrl,
-    /// `MEMFAULT_PROJECT_KEY`: the one project every chunk goes to.
-    pub project_key: Option<ProjectKey>,
-    /// `MEMFAULT_PROJECT_KEYS`: the projects a `{project_slug}` topic level may name. Never set
-    /// together with `project_key`.
-    pub project_keys: Option<ProjectKeys>,
-    pub topic_pattern: TopicPattern,
+    /// `MEMFAULT_TOPIC_PATTERN` with where project keys come from: `MEMFAULT_PROJECT_KEY` (one
+    /// project), `MEMFAULT_PROJECT_KEYS` (a project per topic slug), or each message.
+    pub router: Router,
     pub retry: RetryPolicy,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
@@ -71,9 +68,7 @@ impl Default for Config {
             chunks_url: DEFAULT_CHUNKS_URL
                 .parse()
                 .expect("the default URL is valid"),
-            project_key: None,
-            project_keys: None,
-            topic_pattern: TopicPattern::default(),
+            router: Router::default(),
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(10),
@@ -88,77 +83,141 @@ impl Default for Config {
     }
 }
 
-/// Reads one variable through `lookup`, so that tests need not touch the process environment.
+/// One environment variable: its name, how its text becomes a value, and how an error shows a
+/// value it refuses (redacted wherever the value may hold a secret). A variable that is not set
+/// keeps `Config::default()`'s value; one declared `Variable<Option<_>>` is optional.
+struct Variable<T> {
+    name: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+    show: fn(&str) -> String,
+}
+
+// The variables, in the order of `Config`'s fields.
+const CHUNKS_URL: Variable<ChunksUrl> = Variable {
+    name: "MEMFAULT_CHUNKS_URL",
+    parse: from_str,
+    show: |text| format!("{:?}", redact_url(text)),
+};
+const PROJECT_KEY: Variable<Option<ProjectKey>> = Variable {
+    name: "MEMFAULT_PROJECT_KEY",
+    parse: empty_is_unset,
+    show: redact,
+};
+const PROJECT_KEYS: Variable<Option<ProjectKeys>> = Variable {
+    name: "MEMFAULT_PROJECT_KEYS",
+    parse: |text| empty_is_unset(text.trim()),
+    show: |text| format!("{:?}", redact_project_keys(text)),
+};
+const TOPIC_PATTERN: Variable<TopicPattern> = Variable {
+    name: "MEMFAULT_TOPIC_PATTERN",
+    parse: from_str,
+    show: |text| format!("{:?}", redact_key_like(text)),
+};
+const MAX_ATTEMPTS: Variable<u32> = plain("MEMFAULT_MAX_ATTEMPTS", whole::<u32, 1, 20>);
+const RETRY_BASE_DELAY: Variable<Duration> =
+    plain("MEMFAULT_RETRY_BASE_DELAY_MS", millis::<1, 60_000>);
+const RETRY_MAX_DELAY: Variable<Duration> =
+    plain("MEMFAULT_RETRY_MAX_DELAY_MS", millis::<1, 300_000>);
+const CONNECT_TIMEOUT: Variable<Duration> =
+    plain("MEMFAULT_CONNECT_TIMEOUT_MS", millis::<1, 60_000>);
+const REQUEST_TIMEOUT: Variable<Duration> =
+    plain("MEMFAULT_REQUEST_TIMEOUT_MS", millis::<1, 900_000>);
+const DEADLINE_MARGIN: Variable<Duration> = plain(
+    "MEMFAULT_DEADLINE_MARGIN_MS",
+    millis::<{ MIN_DEADLINE_MARGIN.as_millis() as u64 }, 60_000>,
+);
+/// Set but empty turns metrics off.
+const METRICS_NAMESPACE: Variable<Option<String>> =
+    plain("MEMFAULT_METRICS_NAMESPACE", |text| match text {
+        "" => Ok(None),
+        name => check_namespace(name).map(Some),
+    });
+const BATCH_MAX_CHUNKS: Variable<usize> =
+    plain("MEMFAULT_BATCH_MAX_CHUNKS", whole::<usize, 1, 10_000>);
+const UPLOAD_CONCURRENCY: Variable<usize> =
+    plain("MEMFAULT_UPLOAD_CONCURRENCY", whole::<usize, 1, 256>);
+const STALL_LIMIT: Variable<Duration> = plain("MEMFAULT_STALL_LIMIT_SECONDS", |text| {
+    whole::<u64, 1, 604_800>(text).map(Duration::from_secs)
+});
+const QUARANTINE_QUEUE_URL: Variable<Option<QueueUrl>> =
+    plain("MEMFAULT_QUARANTINE_QUEUE_URL", empty_is_unset);
+const STREAM_FAILURE_BUCKET_URL: Variable<Option<BucketUrl>> =
+    plain("MEMFAULT_STREAM_FAILURE_BUCKET_URL", empty_is_unset);
+
+/// A variable whose value holds no secret: an error quotes it as it is.
+const fn plain<T>(name: &'static str, parse: fn(&str) -> Result<T, String>) -> Variable<T> {
+    Variable {
+        name,
+        parse,
+        show: |text| format!("{text:?}"),
+    }
+}
+
+fn from_str<T: FromStr<Err: fmt::Display>>(text: &str) -> Result<T, String> {
+    text.parse().map_err(|problem: T::Err| problem.to_string())
+}
+
+/// For values that templates pass through empty when they are not given.
+fn empty_is_unset<T: FromStr<Err: fmt::Display>>(text: &str) -> Result<Option<T>, String> {
+    match text {
+        "" => Ok(None),
+        text => from_str(text).map(Some),
+    }
+}
+
+/// A whole number from `MIN` to `MAX`, white space around it aside.
+fn whole<T: TryFrom<u64>, const MIN: u64, const MAX: u64>(text: &str) -> Result<T, String> {
+    let number: u64 = text
+        .trim()
+        .parse()
+        .map_err(|_| "is not a whole number".to_owned())?;
+    match T::try_from(number) {
+        Ok(value) if (MIN..=MAX).contains(&number) => Ok(value),
+        _ => Err(format!("must be between {MIN} and {MAX}")),
+    }
+}
+
+fn millis<const MIN: u64, const MAX: u64>(text: &str) -> Result<Duration, String> {
+    whole::<u64, MIN, MAX>(text).map(Duration::from_millis)
+}
+
+/// Reads variables through `lookup`, so that tests need not touch the process environment.
 struct Reader<F> {
     lookup: F,
 }
 
 impl<F: Fn(&str) -> Option<String>> Reader<F> {
-    fn parsed<T, E: fmt::Display>(
-        &self,
-        variable: &'static str,
-        parse: impl FnOnce(&str) -> Result<T, E>,
-    ) -> Result<Option<T>, ConfigError> {
-        self.parsed_showing(variable, |text| format!("{text:?}"), parse)
-    }
-
-    /// Like `parsed`, for a value that may hold a secret: an error shows it through `show`.
-    fn parsed_showing<T, E: fmt::Display>(
-        &self,
-        variable: &'static str,
-        show: impl FnOnce(&str) -> String,
-        parse: impl FnOnce(&str) -> Result<T, E>,
-    ) -> Result<Option<T>, ConfigError> {
-        let Some(text) = (self.lookup)(variable) else {
+    /// The variable's value, `None` when it is not set.
+    fn get<T>(&self, variable: &Variable<T>) -> Result<Option<T>, ConfigError> {
+        let Some(text) = (self.lookup)(variable.name) else {
             return Ok(None);
         };
-        parse(&text).map(Some).map_err(|problem| ConfigError {
-            variable,
-            shown: show(&text),
-            problem: problem.to_string(),
-        })
+        (variable.parse)(&text)
+            .map(Some)
+            .map_err(|problem| ConfigError {
+                variable: variable.name,
+                shown: (variable.show)(&text),
+                problem,
+            })
     }
 
-    /// A value that templates may pass through empty when it is not given: empty means unset.
-    fn optional<T: FromStr<Err = String>>(
-        &self,
-        variable: &'static str,
-    ) -> Result<Option<T>, ConfigError> {
-        let parsed = self.parsed(variable, |text| match text {
-            "" => Ok(None),
-            text => text.parse().map(Some),
-        })?;
-        Ok(parsed.flatten())
+    fn or<T>(&self, variable: &Variable<T>, default: T) -> Result<T, ConfigError> {
+        Ok(self.get(variable)?.unwrap_or(default))
     }
 
-    fn number(
-        &self,
-        variable: &'static str,
-        range: std::ops::RangeInclusive<u64>,
-    ) -> Result<Option<u64>, ConfigError> {
-        self.parsed(variable, |text| {
-            let number: u64 = text
-                .trim()
-                .parse()
-                .map_err(|_| "is not a whole number".to_owned())?;
-            if range.contains(&number) {
-                Ok(number)
-            } else {
-                Err(format!(
-                    "must be between {} and {}",
-                    range.start(),
-                    range.end()
-                ))
-            }
-        })
+    fn optional<T>(&self, variable: &Variable<Option<T>>) -> Result<Option<T>, ConfigError> {
+        Ok(self.get(variable)?.flatten())
     }
 
-    fn millis(
-        &self,
-        variable: &'static str,
-        range: std::ops::RangeInclusive<u64>,
-    ) -> Result<Option<Duration>, ConfigError> {
-        Ok(self.number(variable, range)?.map(Duration::from_millis))
+    /// A variable Lambda sets for every function, needed here because `needed_by` is set.
+    fn required(&self, variable: &'static str, needed_by: &str) -> Result<String, ConfigError> {
+        (self.lookup)(variable)
+            .filter(|value| !value.is_empty())
+            .ok_or_else(|| ConfigError {
+                variable,
+                shown: "(unset)".into(),
+                problem: format!("is needed to sign requests to {needed_by} (Lambda sets it)"),
+            })
     }
 }
 
@@ -170,129 +229,21 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Reader { lookup };
         let defaults = Self::default();
-
-        let project_key = match (env.lookup)("MEMFAULT_PROJECT_KEY") {
-            // Templates pass an unset parameter through as an empty string.
-            None => None,
-            Some(text) if text.is_empty() => None,
-            Some(text) => Some(text.parse::<ProjectKey>().map_err(|problem| ConfigError {
-                variable: "MEMFAULT_PROJECT_KEY",
-                shown: redact(&text),
-                problem: problem.to_string(),
-            })?),
-        };
-
-        let project_keys = env
-            .parsed_showing(
-                "MEMFAULT_PROJECT_KEYS",
-                |text| format!("{:?}", redact_project_keys(text)),
-                |text| match text.trim() {
-                    "" => Ok(None),
-                    map => map.parse::<ProjectKeys>().map(Some),
-                },
-            )?
-            .flatten();
-        let topic_pattern = env
-            .parsed_showing(
-                "MEMFAULT_TOPIC_PATTERN",
-                |text| format!("{:?}", redact_key_like(text)),
-                str::parse,
-            )?
-            .unwrap_or(defaults.topic_pattern);
-        check_key_sources(
-            &topic_pattern,
-            project_key.is_some(),
-            project_keys.is_some(),
-        )
-        .map_err(|problem| ConfigError {
-            variable: "MEMFAULT_PROJECT_KEYS",
-            shown: match (env.lookup)("MEMFAULT_PROJECT_KEYS") {
-                Some(text) if !text.trim().is_empty() => {
-                    format!("{:?}", redact_project_keys(&text))
-                }
-                _ => "(unset)".into(),
-            },
-            problem: problem.into(),
-        })?;
-
-        let retry = RetryPolicy {
-            max_attempts: env
-                .number("MEMFAULT_MAX_ATTEMPTS", 1..=20)?
-                .map_or(defaults.retry.max_attempts, |n| n as u32),
-            base_delay: env
-                .millis("MEMFAULT_RETRY_BASE_DELAY_MS", 1..=60_000)?
-                .unwrap_or(defaults.retry.base_delay),
-            max_delay: env
-                .millis("MEMFAULT_RETRY_MAX_DELAY_MS", 1..=300_000)?
-                .unwrap_or(defaults.retry.max_delay),
-        };
-        if retry.max_delay < retry.base_delay {
-            return Err(ConfigError {
-                variable: "MEMFAULT_RETRY_MAX_DELAY_MS",
-                shown: retry.max_delay.as_millis().to_string(),
-                problem: format!(
-                    "must not be below MEMFAULT_RETRY_BASE_DELAY_MS ({})",
-                    retry.base_delay.as_millis()
-                ),
-            });
-        }
-
-        let quarantine_queue = env
-            .optional("MEMFAULT_QUARANTINE_QUEUE_URL")?
-            .map(|url| quarantine_queue_identity(&env, url))
-            .transpose()?;
-        let stream_failure_bucket: Option<BucketUrl> =
-            env.optional("MEMFAULT_STREAM_FAILURE_BUCKET_URL")?;
-        if stream_failure_bucket.is_some() && quarantine_queue.is_none() {
-            return Err(ConfigError {
-                variable: "MEMFAULT_STREAM_FAILURE_BUCKET_URL",
-                shown: "(set)".into(),
-                problem: "needs MEMFAULT_QUARANTINE_QUEUE_URL: the bucket only takes records too large for the queue".into(),
-            });
-        }
-
-        // Unset keeps the default namespace; set but empty turns metrics off.
-        let metrics_namespace = env
-            .parsed("MEMFAULT_METRICS_NAMESPACE", |text| match text {
-                "" => Ok(None),
-                name => check_namespace(name).map(Some),
-            })?
-            .unwrap_or(defaults.metrics_namespace);
-
+        let router = router(&env)?;
+        let retry = retry(&env, defaults.retry)?;
+        let (quarantine_queue, stream_failure_bucket) = failure_destinations(&env)?;
+        let metrics_namespace = env.or(&METRICS_NAMESPACE, defaults.metrics_namespace)?;
         Ok(Self {
-            chunks_url: env
-                .parsed_showing(
-                    "MEMFAULT_CHUNKS_URL",
-                    |text| format!("{:?}", redact_url(text)),
-                    str::parse,
-                )?
-                .unwrap_or(defaults.chunks_url),
-            project_key,
-            project_keys,
-            topic_pattern,
+            chunks_url: env.or(&CHUNKS_URL, defaults.chunks_url)?,
+            router,
             retry,
-            connect_timeout: env
-                .millis("MEMFAULT_CONNECT_TIMEOUT_MS", 1..=60_000)?
-                .unwrap_or(defaults.connect_timeout),
-            request_timeout: env
-                .millis("MEMFAULT_REQUEST_TIMEOUT_MS", 1..=900_000)?
-                .unwrap_or(defaults.request_timeout),
-            deadline_margin: env
-                .millis(
-                    "MEMFAULT_DEADLINE_MARGIN_MS",
-                    MIN_DEADLINE_MARGIN.as_millis() as u64..=60_000,
-                )?
-                .unwrap_or(defaults.deadline_margin),
+            connect_timeout: env.or(&CONNECT_TIMEOUT, defaults.connect_timeout)?,
+            request_timeout: env.or(&REQUEST_TIMEOUT, defaults.request_timeout)?,
+            deadline_margin: env.or(&DEADLINE_MARGIN, defaults.deadline_margin)?,
             metrics_namespace,
-            batch_max_chunks: env
-                .number("MEMFAULT_BATCH_MAX_CHUNKS", 1..=10_000)?
-                .map_or(defaults.batch_max_chunks, |n| n as usize),
-            upload_concurrency: env
-                .number("MEMFAULT_UPLOAD_CONCURRENCY", 1..=256)?
-                .map_or(defaults.upload_concurrency, |n| n as usize),
-            stall_limit: env
-                .number("MEMFAULT_STALL_LIMIT_SECONDS", 1..=604_800)?
-                .map_or(defaults.stall_limit, Duration::from_secs),
+            batch_max_chunks: env.or(&BATCH_MAX_CHUNKS, defaults.batch_max_chunks)?,
+            upload_concurrency: env.or(&UPLOAD_CONCURRENCY, defaults.upload_concurrency)?,
+            stall_limit: env.or(&STALL_LIMIT, defaults.stall_limit)?,
             quarantine_queue,
             stream_failure_bucket,
         })
@@ -301,58 +252,92 @@ impl Config {
 
 /// Exactly one place decides a chunk's project key, or none and each message names its own:
 /// a configuration where two could, or where the one that is set can never be used, is refused
-/// rather than resolved by a precedence nobody would guess.
-fn check_key_sources(
-    pattern: &TopicPattern,
-    single_key: bool,
-    key_map: bool,
-) -> Result<(), &'static str> {
-    Err(match (pattern.names_project_slug(), single_key, key_map) {
-        (_, true, true) => {
-            "is set together with MEMFAULT_PROJECT_KEY; set only one: MEMFAULT_PROJECT_KEY for one project, MEMFAULT_PROJECT_KEYS with a {project_slug} topic level for several"
+/// rather than resolved by a precedence nobody would guess. Every such refusal is reported as
+/// one of `MEMFAULT_PROJECT_KEYS`, the variable the layouts with several projects need.
+fn router<F: Fn(&str) -> Option<String>>(env: &Reader<F>) -> Result<Router, ConfigError> {
+    let key = env.optional(&PROJECT_KEY)?;
+    let keys = env.optional(&PROJECT_KEYS)?;
+    let pattern = env.or(&TOPIC_PATTERN, TopicPattern::default())?;
+    let refused = |problem: String| ConfigError {
+        variable: PROJECT_KEYS.name,
+        shown: match (env.lookup)(PROJECT_KEYS.name) {
+            Some(text) if !text.trim().is_empty() => (PROJECT_KEYS.show)(&text),
+            _ => "(unset)".into(),
+        },
+        problem,
+    };
+    let source = match (key, keys) {
+        (Some(_), Some(_)) => {
+            return Err(refused(
+                "is set together with MEMFAULT_PROJECT_KEY; set only one: MEMFAULT_PROJECT_KEY for one project, MEMFAULT_PROJECT_KEYS with a {project_slug} topic level for several".into(),
+            ));
         }
-        (true, true, false) => {
-            "is needed because MEMFAULT_TOPIC_PATTERN has a {project_slug} level; MEMFAULT_PROJECT_KEY cannot tell which project a slug names: give it as MEMFAULT_PROJECT_KEYS=<slug>=<key> instead"
-        }
-        (true, false, false) => {
-            "is needed because MEMFAULT_TOPIC_PATTERN has a {project_slug} level: give each project's key as <slug>=<key>,<slug>=<key>"
-        }
-        (false, _, true) => {
-            "is set but MEMFAULT_TOPIC_PATTERN has no {project_slug} level, so no chunk could use it"
-        }
-        (true, false, true) | (false, _, false) => return Ok(()),
-    })
+        (Some(key), None) => KeySource::Fixed(key),
+        (None, Some(keys)) => KeySource::BySlug(keys),
+        (None, None) => KeySource::FromMessage,
+    };
+    Router::new(pattern, source).map_err(|mismatch| refused(mismatch.to_string()))
 }
 
-/// The region and credentials the quarantine queue's requests are signed with: Lambda sets them in
-/// the environment of every function.
-fn quarantine_queue_identity<F: Fn(&str) -> Option<String>>(
+fn retry<F: Fn(&str) -> Option<String>>(
     env: &Reader<F>,
-    url: crate::aws::QueueUrl,
-) -> Result<QuarantineQueueConfig, ConfigError> {
-    let required = |variable: &'static str| {
-        (env.lookup)(variable)
-            .filter(|value| !value.is_empty())
-            .ok_or_else(|| ConfigError {
-                variable,
-                shown: "(unset)".into(),
-                problem:
-                    "is needed to sign requests to MEMFAULT_QUARANTINE_QUEUE_URL (Lambda sets it)"
-                        .into(),
-            })
+    defaults: RetryPolicy,
+) -> Result<RetryPolicy, ConfigError> {
+    let retry = RetryPolicy {
+        max_attempts: env.or(&MAX_ATTEMPTS, defaults.max_attempts)?,
+        base_delay: env.or(&RETRY_BASE_DELAY, defaults.base_delay)?,
+        max_delay: env.or(&RETRY_MAX_DELAY, defaults.max_delay)?,
     };
-    let credentials = aws_credential_types::Credentials::new(
-        required("AWS_ACCESS_KEY_ID")?,
-        required("AWS_SECRET_ACCESS_KEY")?,
-        (env.lookup)("AWS_SESSION_TOKEN").filter(|token| !token.is_empty()),
-        None,
-        "environment",
-    );
-    Ok(QuarantineQueueConfig {
-        url,
-        region: required("AWS_REGION")?,
-        credentials,
-    })
+    if retry.max_delay < retry.base_delay {
+        return Err(ConfigError {
+            variable: RETRY_MAX_DELAY.name,
+            shown: retry.max_delay.as_millis().to_string(),
+            problem: format!(
+                "must not be below {} ({})",
+                RETRY_BASE_DELAY.name,
+                retry.base_delay.as_millis()
+            ),
+        });
+    }
+    Ok(retry)
+}
+
+/// The quarantine queue, with the region and credentials its requests are signed with (Lambda
+/// sets them in the environment of every function), and the stream failure bucket beside it.
+fn failure_destinations<F: Fn(&str) -> Option<String>>(
+    env: &Reader<F>,
+) -> Result<(Option<QuarantineQueueConfig>, Option<BucketUrl>), ConfigError> {
+    let queue = match env.optional(&QUARANTINE_QUEUE_URL)? {
+        None => None,
+        Some(url) => {
+            let needed_by = QUARANTINE_QUEUE_URL.name;
+            let credentials = aws_credential_types::Credentials::new(
+                env.required("AWS_ACCESS_KEY_ID", needed_by)?,
+                env.required("AWS_SECRET_ACCESS_KEY", needed_by)?,
+                (env.lookup)("AWS_SESSION_TOKEN").filter(|token| !token.is_empty()),
+                None,
+                "environment",
+            );
+            let region = env.required("AWS_REGION", needed_by)?;
+            Some(QuarantineQueueConfig {
+                url,
+                region,
+                credentials,
+            })
+        }
+    };
+    let bucket = env.optional(&STREAM_FAILURE_BUCKET_URL)?;
+    if bucket.is_some() && queue.is_none() {
+        return Err(ConfigError {
+            variable: STREAM_FAILURE_BUCKET_URL.name,
+            shown: "(set)".into(),
+            problem: format!(
+                "needs {}: the bucket only takes records too large for the queue",
+                QUARANTINE_QUEUE_URL.name
+            ),
+        });
+    }
+    Ok((queue, bucket))
 }
 
 /// CloudWatch namespaces: 1 to 255 characters, letters, digits and `. - _ / # :` (and no leading colon).
@@ -384,8 +369,8 @@ mod tests {
         let config = config(&[]).unwrap();
         assert_eq!(config.chunks_url.to_string(), "https://chunks.memfault.com");
         assert!(config.chunks_url.to_string().starts_with("https://"));
-        assert_eq!(config.project_key, None);
-        assert_eq!(config.topic_pattern, TopicPattern::default());
+        assert_eq!(config.router, Router::default());
+        assert_eq!(config.router.key_source(), &KeySource::FromMessage);
         assert_eq!(config.retry.max_attempts, 4);
         assert_eq!(
             config.metrics_namespace.as_deref(),
@@ -416,9 +401,12 @@ mod tests {
             config.chunks_url.for_device(&serial),
             "http://127.0.0.1:8080/proxy/api/v0/chunks/D1"
         );
-        assert_eq!(config.project_key.unwrap().expose(), "abcdEFGH1234");
+        let KeySource::Fixed(key) = config.router.key_source() else {
+            panic!("{:?}", config.router);
+        };
+        assert_eq!(key.expose(), "abcdEFGH1234");
         assert_eq!(
-            config.topic_pattern.to_string(),
+            config.router.pattern().to_string(),
             "fleet/{device_serial}/chunk"
         );
         assert_eq!(config.retry.max_attempts, 7);
@@ -440,7 +428,7 @@ mod tests {
             ("MEMFAULT_METRICS_NAMESPACE", ""),
         ])
         .unwrap();
-        assert_eq!(config.project_key, None);
+        assert_eq!(config.router.key_source(), &KeySource::FromMessage);
         assert_eq!(config.metrics_namespace, None);
     }
 
@@ -519,6 +507,73 @@ mod tests {
             );
             assert!(message.contains(problem), "{variable}={value}: {message}");
         }
+    }
+
+    #[test]
+    fn whole_numbers_are_bounded_and_fit_their_type() {
+        assert_eq!(whole::<u32, 1, 20>(" 7\n"), Ok(7));
+        assert_eq!(whole::<u32, 1, 20>("20"), Ok(20));
+        for text in ["0", "21"] {
+            assert_eq!(
+                whole::<u32, 1, 20>(text),
+                Err("must be between 1 and 20".into())
+            );
+        }
+        for text in ["", "1.5", "+-3", "99999999999999999999"] {
+            assert_eq!(
+                whole::<u32, 1, 20>(text),
+                Err("is not a whole number".into()),
+                "{text}"
+            );
+        }
+        // Within the range but not within the type: refused, never truncated.
+        assert_eq!(
+            whole::<u8, 0, 1_000>("256"),
+            Err("must be between 0 and 1000".into())
+        );
+        assert_eq!(millis::<1, 10>("10"), Ok(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn empty_means_unset_only_where_declared() {
+        assert_eq!(empty_is_unset::<u8>(""), Ok(None));
+        assert_eq!(empty_is_unset::<u8>("7"), Ok(Some(7)));
+        assert!(empty_is_unset::<u8>(" ").is_err());
+        assert_eq!(from_str::<u8>("7"), Ok(7));
+        assert!(from_str::<u8>("").is_err());
+    }
+
+    /// The reader quotes a refused value only as its declaration shows it: a plain variable as
+    /// it is, a secret one redacted; and an unset variable is no error.
+    #[test]
+    fn a_variable_is_read_and_refused_as_declared() {
+        const SECRET: Variable<u8> = Variable {
+            name: "SECRET_NUMBER",
+            parse: from_str,
+            show: redact,
+        };
+        const PLAIN: Variable<u8> = plain("PLAIN_NUMBER", from_str);
+        let env = Reader {
+            lookup: |name: &str| Some(format!("{name}-is-no-number")),
+        };
+        for (variable, shown) in [
+            (&SECRET, "SECR…"),
+            (&PLAIN, "\"PLAIN_NUMBER-is-no-number\""),
+        ] {
+            let message = env.get(variable).unwrap_err().to_string();
+            assert!(
+                message.starts_with(&format!(
+                    "invalid configuration: {}={shown}: ",
+                    variable.name
+                )),
+                "{message}"
+            );
+        }
+        let unset = Reader {
+            lookup: |_: &str| None,
+        };
+        assert_eq!(unset.get(&SECRET).unwrap(), None);
+        assert_eq!(unset.or(&PLAIN, 3).unwrap(), 3);
     }
 
     #[test]
@@ -612,11 +667,12 @@ mod tests {
             ("MEMFAULT_PROJECT_KEY", ""),
         ])
         .unwrap();
-        assert_eq!(guide.project_key, None);
-        let keys = guide.project_keys.unwrap();
+        let KeySource::BySlug(keys) = guide.router.key_source() else {
+            panic!("{:?}", guide.router);
+        };
         assert_eq!(keys.get("project-b").unwrap().expose(), KEY_B);
         let blank = config(&[("MEMFAULT_PROJECT_KEYS", " ")]).unwrap();
-        assert_eq!(blank.project_keys, None);
+        assert_eq!(blank.router.key_source(), &KeySource::FromMessage);
     }
 
     #[test]

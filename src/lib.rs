@@ -34,6 +34,6 @@ pub use memfault::{ClientInitError, MemfaultClient};
 pub use observability::{InvocationMetrics, emf_documents, init_logging};
 pub use redact::redact;
 pub use retry::RetryPolicy;
-pub use routing::{Claims, ProjectKey, ProjectKeys, TopicPattern, resolve};
+pub use routing::{Claims, KeySource, ProjectKey, ProjectKeys, Router, TopicPattern};
 pub use settled::{SettledMemory, Settlement};
 pub use source::{Delivered, DeliveredEarlier, ForwardError, Response, SetAside};

@@ -8,6 +8,7 @@ use memfault_chunk_proxy::ProjectKey;
 use memfault_chunk_proxy::Response;
 use memfault_chunk_proxy::USER_AGENT_VALUE;
 use memfault_chunk_proxy::{Delivered, ForwardError};
+use memfault_chunk_proxy::{KeySource, Router, TopicPattern};
 use serde_json::json;
 use support::*;
 use wiremock::matchers::{body_bytes, header, method, path};
@@ -101,7 +102,8 @@ async fn custom_layout_with_explicit_fields() {
         .mount(&server)
         .await;
     let mut config = config_for(&server.uri());
-    config.topic_pattern = "fleet/+/devices/{device_serial}/memfault".parse().unwrap();
+    let pattern = "fleet/+/devices/{device_serial}/memfault".parse().unwrap();
+    config.router = Router::new(pattern, KeySource::FromMessage).unwrap();
     let forwarder = forwarder(config);
 
     let result = invoke(&forwarder, sample_event("custom-layout.json"), BUDGET).await;
@@ -188,7 +190,8 @@ async fn bad_events_are_refused_without_any_request() {
 async fn a_device_cannot_choose_another_project() {
     let server = accepting_server().await;
     let mut config = config_for(&server.uri());
-    config.project_key = Some("ConfiguredKey0001".parse::<ProjectKey>().unwrap());
+    let key = "ConfiguredKey0001".parse::<ProjectKey>().unwrap();
+    config.router = Router::new(TopicPattern::default(), KeySource::Fixed(key)).unwrap();
     let forwarder = forwarder(config);
 
     let error = failed(invoke(&forwarder, sample_event("heartbeat.json"), BUDGET).await);
@@ -208,8 +211,8 @@ async fn configured_key_replaces_a_topic_without_one() {
         .mount(&server)
         .await;
     let mut config = config_for(&server.uri());
-    config.project_key = Some("ConfiguredKey0001".parse().unwrap());
-    config.topic_pattern = "things/{device_serial}/chunks".parse().unwrap();
+    let key = KeySource::Fixed("ConfiguredKey0001".parse().unwrap());
+    config.router = Router::new("things/{device_serial}/chunks".parse().unwrap(), key).unwrap();
     let forwarder = forwarder(config);
     let event = json!({"data": "CAKn", "topic": "things/D-1/chunks"});
 

@@ -4,7 +4,7 @@
 use http::{HeaderValue, Uri};
 use memfault_chunk_proxy::ChunksUrl;
 use memfault_chunk_proxy::parse_rule_event;
-use memfault_chunk_proxy::{Claims, ProjectKeys, TopicPattern, resolve};
+use memfault_chunk_proxy::{Claims, KeySource, ProjectKeys, Router, TopicPattern};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -49,7 +49,8 @@ proptest! {
             device_serial: explicit_serial.as_deref(),
             project_key: explicit_key.as_deref(),
         };
-        if let Ok(route) = resolve(&pattern, None, None, claims) {
+        let router = Router::new(pattern, KeySource::FromMessage).unwrap();
+        if let Ok(route) = router.resolve(claims) {
             let base: ChunksUrl = "https://chunks.memfault.com".parse().unwrap();
             let uri: Uri = base.for_device(&route.device_serial).parse().unwrap();
             prop_assert_eq!(uri.host(), Some("chunks.memfault.com"));
@@ -127,7 +128,8 @@ proptest! {
             device_serial: None,
             project_key: explicit_key.as_deref(),
         };
-        match resolve(&pattern, None, Some(&keys), claims) {
+        let router = Router::new(pattern, KeySource::BySlug(keys.clone())).unwrap();
+        match router.resolve(claims) {
             Ok(route) => {
                 let expected = keys.get(&slug).expect("only a listed slug is routed");
                 prop_assert_eq!(&route.project_key, expected);

@@ -89,85 +89,158 @@ fn shown_level(value: &str) -> String {
     format!("\"{escaped}\"")
 }
 
-/// Decides the route of one message. Explicit fields win over the topic's captures. The
-/// configuration's key wins over both, and any key a message names must equal it: the key
-/// `project_keys` gives the topic's `{project_slug}` when the pattern has one (a slug it does not
-/// list is refused), `configured_key` (`MEMFAULT_PROJECT_KEY`) otherwise. Init refuses a
-/// configuration with both, so that one never silently overrides the other.
-pub fn resolve(
-    pattern: &TopicPattern,
-    configured_key: Option<&ProjectKey>,
-    project_keys: Option<&ProjectKeys>,
-    claims: Claims<'_>,
-) -> Result<Route, RouteError> {
-    let captures =
-        pattern
-            .captures(claims.topic)
-            .map_err(|mismatch| RouteError::TopicMismatch {
-                pattern: pattern.to_string(),
-                mismatch,
-            })?;
+/// Where chunks' project keys come from, decided once from the configuration. A key a message
+/// names (the event's `project_key` field, or a `{project_key}` topic level) must equal the
+/// configured one, where there is one: a device may not choose its project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `MEMFAULT_PROJECT_KEY`: every chunk goes to this one project.
+    Fixed(ProjectKey),
+    /// `MEMFAULT_PROJECT_KEYS`: the topic's `{project_slug}` level names the project, whose key
+    /// the map gives; a slug it does not list is refused.
+    BySlug(ProjectKeys),
+    /// Neither: each message names its own key.
+    FromMessage,
+}
 
-    let (serial_source, serial_text) = match claims.device_serial {
-        Some(explicit) => ("the event's device_serial field", explicit),
-        None => ("the topic", captures.device_serial),
-    };
-    let device_serial = serial_text
-        .parse()
-        .map_err(|problem| RouteError::BadDeviceSerial {
-            source_name: serial_source,
-            problem,
-            shown: shown_level(serial_text),
-        })?;
+/// A topic pattern and a key source that cannot work together: the problem, as one with
+/// `MEMFAULT_PROJECT_KEYS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum KeySourceMismatch {
+    #[error(
+        "is needed because MEMFAULT_TOPIC_PATTERN has a {{project_slug}} level; MEMFAULT_PROJECT_KEY cannot tell which project a slug names: give it as MEMFAULT_PROJECT_KEYS=<slug>=<key> instead"
+    )]
+    SlugWithFixedKey,
+    #[error(
+        "is needed because MEMFAULT_TOPIC_PATTERN has a {{project_slug}} level: give each project's key as <slug>=<key>,<slug>=<key>"
+    )]
+    SlugWithoutKeys,
+    #[error(
+        "is set but MEMFAULT_TOPIC_PATTERN has no {{project_slug}} level, so no chunk could use it"
+    )]
+    KeysWithoutSlug,
+}
 
-    let claimed_key = match (claims.project_key, captures.project_key) {
-        (Some(explicit), _) => Some(("the event's project_key field", explicit)),
-        (None, Some(from_topic)) => Some(("the topic", from_topic)),
-        (None, None) => None,
-    };
-    let claimed_key = claimed_key
-        .map(|(source_name, text)| {
-            text.parse::<ProjectKey>()
-                .map(|key| (source_name, key))
-                .map_err(|problem| RouteError::BadProjectKey {
-                    source_name,
-                    problem,
-                })
-        })
-        .transpose()?;
+/// Decides each message's route: the topic pattern with the source of project keys, built once
+/// at init. A slug map goes with a pattern that has a `{project_slug}` level and only with one,
+/// so that a configured key is never silently ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Router {
+    pattern: TopicPattern,
+    keys: KeySource,
+}
 
-    let configured = match captures.project_slug {
-        Some(slug) => {
-            let key = project_keys
-                .and_then(|keys| keys.get(slug))
-                .ok_or_else(|| RouteError::UnknownProject {
-                    slug: redact_key_like(&shown_level(slug)).into_owned(),
+impl Default for Router {
+    /// The default pattern, each message naming its own key.
+    fn default() -> Self {
+        Self {
+            pattern: TopicPattern::default(),
+            keys: KeySource::FromMessage,
+        }
+    }
+}
+
+impl Router {
+    pub fn new(pattern: TopicPattern, keys: KeySource) -> Result<Self, KeySourceMismatch> {
+        match (pattern.names_project_slug(), &keys) {
+            (true, KeySource::Fixed(_)) => Err(KeySourceMismatch::SlugWithFixedKey),
+            (true, KeySource::FromMessage) => Err(KeySourceMismatch::SlugWithoutKeys),
+            (false, KeySource::BySlug(_)) => Err(KeySourceMismatch::KeysWithoutSlug),
+            _ => Ok(Self { pattern, keys }),
+        }
+    }
+
+    pub fn pattern(&self) -> &TopicPattern {
+        &self.pattern
+    }
+
+    pub fn key_source(&self) -> &KeySource {
+        &self.keys
+    }
+
+    /// Decides the route of one message. Explicit fields win over the topic's captures; the
+    /// configured key wins over both, and any key the message names must equal it.
+    pub fn resolve(&self, claims: Claims<'_>) -> Result<Route, RouteError> {
+        let captures =
+            self.pattern
+                .captures(claims.topic)
+                .map_err(|mismatch| RouteError::TopicMismatch {
+                    pattern: self.pattern.to_string(),
+                    mismatch,
                 })?;
-            Some(("MEMFAULT_PROJECT_KEYS", key))
-        }
-        None => configured_key.map(|key| ("MEMFAULT_PROJECT_KEY", key)),
-    };
+        let device_serial = device_serial(claims.device_serial, captures.device_serial)?;
+        let claimed = claimed_key(claims.project_key, captures.project_key)?;
+        let project_key = match (self.configured_key(captures.project_slug)?, claimed) {
+            (Some((configured_in, configured)), Some((source_name, claimed)))
+                if claimed != *configured =>
+            {
+                return Err(RouteError::ProjectKeyMismatch {
+                    source_name,
+                    claimed: claimed.redacted(),
+                    configured_in,
+                    configured: configured.redacted(),
+                });
+            }
+            (Some((_, configured)), _) => configured.clone(),
+            (None, Some((_, claimed))) => claimed,
+            (None, None) => return Err(RouteError::NoProjectKey),
+        };
+        Ok(Route {
+            project_key,
+            device_serial,
+        })
+    }
 
-    let project_key = match (configured, claimed_key) {
-        (Some((configured_in, configured)), Some((source_name, claimed)))
-            if claimed != *configured =>
-        {
-            return Err(RouteError::ProjectKeyMismatch {
-                source_name,
-                claimed: claimed.redacted(),
-                configured_in,
-                configured: configured.redacted(),
-            });
+    /// The key the configuration gives a message whose topic named `slug`, and the variable it
+    /// is set in.
+    fn configured_key(
+        &self,
+        slug: Option<&str>,
+    ) -> Result<Option<(&'static str, &ProjectKey)>, RouteError> {
+        match (&self.keys, slug) {
+            (KeySource::Fixed(key), _) => Ok(Some(("MEMFAULT_PROJECT_KEY", key))),
+            (KeySource::BySlug(keys), Some(slug)) => match keys.get(slug) {
+                Some(key) => Ok(Some(("MEMFAULT_PROJECT_KEYS", key))),
+                None => Err(RouteError::UnknownProject {
+                    slug: redact_key_like(&shown_level(slug)).into_owned(),
+                }),
+            },
+            // `new` pairs a map only with a pattern that captures a slug.
+            (KeySource::BySlug(_), None) | (KeySource::FromMessage, _) => Ok(None),
         }
-        (Some((_, configured)), _) => configured.clone(),
-        (None, Some((_, claimed))) => claimed,
-        (None, None) => return Err(RouteError::NoProjectKey),
-    };
+    }
+}
 
-    Ok(Route {
-        project_key,
-        device_serial,
+/// The device serial: the event's explicit field, or else the topic's capture.
+fn device_serial(explicit: Option<&str>, from_topic: &str) -> Result<DeviceSerial, RouteError> {
+    let (source_name, text) = match explicit {
+        Some(explicit) => ("the event's device_serial field", explicit),
+        None => ("the topic", from_topic),
+    };
+    text.parse().map_err(|problem| RouteError::BadDeviceSerial {
+        source_name,
+        problem,
+        shown: shown_level(text),
     })
+}
+
+/// The key a message names, if any, with where it named it: the event's explicit field wins
+/// over the topic's capture.
+fn claimed_key(
+    explicit: Option<&str>,
+    from_topic: Option<&str>,
+) -> Result<Option<(&'static str, ProjectKey)>, RouteError> {
+    let (source_name, text) = match (explicit, from_topic) {
+        (Some(explicit), _) => ("the event's project_key field", explicit),
+        (None, Some(from_topic)) => ("the topic", from_topic),
+        (None, None) => return Ok(None),
+    };
+    text.parse()
+        .map(|key| Some((source_name, key)))
+        .map_err(|problem| RouteError::BadProjectKey {
+            source_name,
+            problem,
+        })
 }
 
 #[cfg(test)]
@@ -189,8 +262,12 @@ mod tests {
         }
     }
 
+    fn router(pattern: &str, keys: KeySource) -> Router {
+        Router::new(pattern.parse().unwrap(), keys).unwrap()
+    }
+
     fn default_route(topic: &str) -> Result<Route, RouteError> {
-        resolve(&TopicPattern::default(), None, None, claims(topic))
+        Router::default().resolve(claims(topic))
     }
 
     #[test]
@@ -238,11 +315,10 @@ mod tests {
 
     #[test]
     fn mismatch_messages_shorten_a_key_written_into_the_pattern() {
-        let pattern: TopicPattern = format!("fleet/{{device_serial}}/{KEY}/chunk")
-            .parse()
-            .unwrap();
+        let pattern = format!("fleet/{{device_serial}}/{KEY}/chunk");
+        let router = router(&pattern, KeySource::FromMessage);
         for topic in ["fleet/D1/other/chunk", "fleet/D1/chunk"] {
-            let error = resolve(&pattern, None, None, claims(topic)).unwrap_err();
+            let error = router.resolve(claims(topic)).unwrap_err();
             let message = error.to_string();
             assert_eq!(error.kind(), "TopicMismatch");
             assert!(
@@ -251,7 +327,7 @@ mod tests {
             );
             assert!(!message.contains("0123456789"), "{message}");
         }
-        assert!(!format!("{pattern:?}").contains("0123456789"));
+        assert!(!format!("{router:?}").contains("0123456789"));
     }
 
     #[test]
@@ -292,7 +368,7 @@ mod tests {
         let mut claims = claims("prod/b/x/memfault/k/chunk");
         let hostile = format!("evil\r\nX-Injected: 1{}", "z".repeat(200));
         claims.device_serial = Some(&hostile);
-        let error = resolve(&TopicPattern::default(), None, None, claims).unwrap_err();
+        let error = Router::default().resolve(claims).unwrap_err();
         let message = error.to_string();
         assert!(message.contains(r"evil\r\nX-Injected"), "{message}");
         assert!(!message.contains('\n'));
@@ -316,7 +392,7 @@ mod tests {
             device_serial: Some("FROM-CLIENT-ID"),
             project_key: Some("eventkey"),
         };
-        let route = resolve(&TopicPattern::default(), None, None, claims).unwrap();
+        let route = Router::default().resolve(claims).unwrap();
         assert_eq!(route.device_serial.as_str(), "FROM-CLIENT-ID");
         assert_eq!(route.project_key.expose(), "eventkey");
     }
@@ -324,28 +400,18 @@ mod tests {
     #[test]
     fn configured_key_is_used_and_must_match_any_claimed_key() {
         let configured: ProjectKey = KEY.parse().unwrap();
-        let pattern: TopicPattern = "fleet/{device_serial}/chunk".parse().unwrap();
-        let route = resolve(&pattern, Some(&configured), None, claims("fleet/D1/chunk")).unwrap();
+        let fixed = || KeySource::Fixed(configured.clone());
+        let fleet = router("fleet/{device_serial}/chunk", fixed());
+        let route = fleet.resolve(claims("fleet/D1/chunk")).unwrap();
         assert_eq!(route.project_key, configured);
 
+        let default_layout = Router::new(TopicPattern::default(), fixed()).unwrap();
         let same = format!("prod/b/D1/memfault/{KEY}/chunk");
-        let route = resolve(
-            &TopicPattern::default(),
-            Some(&configured),
-            None,
-            claims(&same),
-        )
-        .unwrap();
+        let route = default_layout.resolve(claims(&same)).unwrap();
         assert_eq!(route.project_key, configured);
 
         let other = "prod/b/D1/memfault/someoneelseskey/chunk";
-        let error = resolve(
-            &TopicPattern::default(),
-            Some(&configured),
-            None,
-            claims(other),
-        )
-        .unwrap_err();
+        let error = default_layout.resolve(claims(other)).unwrap_err();
         assert_eq!(error.kind(), "ProjectKeyMismatch");
         let message = error.to_string();
         assert!(
@@ -356,14 +422,14 @@ mod tests {
 
         let mut explicit = claims("fleet/D1/chunk");
         explicit.project_key = Some("someoneelseskey");
-        let error = resolve(&pattern, Some(&configured), None, explicit).unwrap_err();
+        let error = fleet.resolve(explicit).unwrap_err();
         assert_eq!(error.kind(), "ProjectKeyMismatch");
     }
 
     #[test]
     fn a_key_must_come_from_somewhere() {
-        let pattern: TopicPattern = "fleet/{device_serial}/chunk".parse().unwrap();
-        let error = resolve(&pattern, None, None, claims("fleet/D1/chunk")).unwrap_err();
+        let fleet = router("fleet/{device_serial}/chunk", KeySource::FromMessage);
+        let error = fleet.resolve(claims("fleet/D1/chunk")).unwrap_err();
         assert_eq!(error, RouteError::NoProjectKey);
     }
 
@@ -374,7 +440,7 @@ mod tests {
     }
 
     fn guide_route(keys: &ProjectKeys, claims: Claims<'_>) -> Result<Route, RouteError> {
-        resolve(&GUIDE.parse().unwrap(), None, Some(keys), claims)
+        router(GUIDE, KeySource::BySlug(keys.clone())).resolve(claims)
     }
 
     #[test]
@@ -399,11 +465,47 @@ mod tests {
             error.to_string(),
             "topic names the project slug \"project-c\", which MEMFAULT_PROJECT_KEYS does not list"
         );
-        // Without a map no slug is known.
-        let pattern: TopicPattern = GUIDE.parse().unwrap();
-        let error =
-            resolve(&pattern, None, None, claims("memfault/project-a/D/chunks")).unwrap_err();
-        assert_eq!(error.kind(), "UnknownProject");
+    }
+
+    /// A slug map goes with a `{project_slug}` level, and a slug level with a map: any other
+    /// pairing would leave a configured key unused or every slug unknown.
+    #[test]
+    fn a_router_pairs_a_slug_level_with_a_map_only() {
+        let key: ProjectKey = KEY.parse().unwrap();
+        let guide: TopicPattern = GUIDE.parse().unwrap();
+        let default = TopicPattern::default();
+        for (pattern, keys, expected) in [
+            (
+                &guide,
+                KeySource::Fixed(key.clone()),
+                Err(KeySourceMismatch::SlugWithFixedKey),
+            ),
+            (
+                &guide,
+                KeySource::FromMessage,
+                Err(KeySourceMismatch::SlugWithoutKeys),
+            ),
+            (&guide, KeySource::BySlug(two_projects()), Ok(())),
+            (
+                &default,
+                KeySource::BySlug(two_projects()),
+                Err(KeySourceMismatch::KeysWithoutSlug),
+            ),
+            (&default, KeySource::Fixed(key.clone()), Ok(())),
+            (&default, KeySource::FromMessage, Ok(())),
+        ] {
+            let router = Router::new(pattern.clone(), keys.clone());
+            assert_eq!(
+                router.as_ref().map(|_| ()).map_err(|e| *e),
+                expected,
+                "{pattern} {keys:?}"
+            );
+            if let Ok(router) = router {
+                assert_eq!((router.pattern(), router.key_source()), (pattern, &keys));
+            }
+        }
+        assert_eq!(Router::default().pattern(), &default);
+        assert_eq!(Router::default().key_source(), &KeySource::FromMessage);
     }
 
     #[test]

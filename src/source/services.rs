@@ -14,7 +14,7 @@ use crate::event::ChunkMessage;
 use crate::memfault::MemfaultClient;
 use crate::observability::InvocationMetrics;
 use crate::quarantine::{Cause, FailureRecord, Invocation, Quarantine};
-use crate::routing::{Claims, Route, RouteError, resolve};
+use crate::routing::{Claims, Route, RouteError};
 use crate::settled::{RecordKey, SettledMemory, Settlement};
 
 /// What an adapter works with, for one invocation.
@@ -44,12 +44,7 @@ impl Services<'_> {
             device_serial: message.device_serial.as_deref(),
             project_key: message.project_key.as_deref(),
         };
-        resolve(
-            &self.config.topic_pattern,
-            self.config.project_key.as_ref(),
-            self.config.project_keys.as_ref(),
-            claims,
-        )
+        self.config.router.resolve(claims)
     }
 
     /// Delivers items of a source that holds nothing behind a failing device.
