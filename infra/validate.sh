@@ -9,9 +9,12 @@
 #   - checkov on the template, on the variants (checkov only evaluates Conditions with
 #     the parameters' defaults) and on the transformed templates;
 #   - pytest infra/ (assertions on the template's contents).
-# Works from any directory. Sets up .venv at the repository root from
-# infra/requirements.txt when it is missing or the requirements changed (needs PyPI
-# then); uses no other network. Needs python3 (3.11); PYTHON=... picks another.
+# The template checks (all but pytest) are skipped when what they read is unchanged since
+# they last passed: template.yaml, infra/ but its tests (the renderers, this script, the
+# pinned tools) and Python's version; CI=true or RERUN=1 runs them.
+# Works from any directory. Sets up .venv at the repository root (infra/venv.sh) when it
+# is missing or the requirements changed (needs PyPI then); uses no other network. Needs
+# python3 (3.11); PYTHON=... picks another.
 set -euo pipefail
 
 repo_root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,7 +26,6 @@ infra_venv
 
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 export CKV_SKIP_PACKAGE_UPDATE_CHECK=true
-export PYTHONDONTWRITEBYTECODE=1
 
 work="$(mktemp -d)"
 trap 'rm -rf -- "$work"' EXIT
@@ -49,11 +51,31 @@ custom_layout=(TopicLayout=Custom "TopicPattern=fleet/{project_slug}/devices/{de
 cfn_lint=(cfn-lint --include-checks I --non-zero-exit-code informational
   --regions us-east-1 us-west-2 eu-west-1 eu-central-1 ap-northeast-1)
 
+checks_stamp=target/phases/validate-template-checks.stamp
+checks_key="$( {
+  git ls-files -z --cached --others --exclude-standard -- template.yaml infra \
+    ':(exclude)infra/test_*.py' ':(exclude)infra/conftest.py' | sort -z | xargs -0 sha256sum
+  python --version
+} | sha256sum | cut -d' ' -f1)"
+checks_unchanged=false
+if [[ "${CI:-}" != true && "${RERUN:-}" != 1 && "$(cat "$checks_stamp" 2>/dev/null)" == "$checks_key" ]]; then
+  checks_unchanged=true
+  echo "==> The template checks are skipped: template.yaml, infra/ and the tools are unchanged since they passed ($(date -r "$checks_stamp" '+%F %T')); RERUN=1 runs them"
+fi
+
 passed=0
+skipped=0
 failed=()
+# step [--always] NAME COMMAND...: --always runs it even when the template checks are skipped.
 step() {
+  local always=false
+  [[ "$1" == --always ]] && { always=true; shift; }
   local name="$1"
   shift
+  if $checks_unchanged && ! $always; then
+    skipped=$((skipped + 1))
+    return
+  fi
   printf '\n==> %s\n$ %s\n' "$name" "$*"
   if "$@"; then
     printf -- '--> ok: %s\n' "$name"
@@ -128,7 +150,7 @@ render_variants() {
     python infra/render_template.py "$work/custom-layout.cfn.json" --sam-transform "${custom_layout[@]}"
 }
 
-echo "==> Tools: $(cfn-lint --version), $(sam --version), checkov $(checkov --version), $(python -m pytest --version 2>&1)"
+$checks_unchanged || echo "==> Tools: $(cfn-lint --version), $(sam --version), checkov $(checkov --version), $(python -m pytest --version 2>&1)"
 
 step "cfn-lint template.yaml (all conditions)" "${cfn_lint[@]}" -- template.yaml
 step "cfn-lint template.yaml (${queued[*]})" "${cfn_lint[@]}" --parameters "${queued[@]}" -- template.yaml
@@ -159,11 +181,15 @@ step "cfn-lint packaged release templates" "${cfn_lint[@]}" -- "$work"/*.package
 
 step "checkov" run_checkov template.yaml "$work"/*.sam.json "$work"/*.cfn.json
 
-step "pytest infra" python -m pytest -p no:cacheprovider infra
+step --always "pytest infra" python -m pytest -p no:cacheprovider infra
 
 echo
 if ((${#failed[@]})); then
   printf 'Failed: %s\n' "${failed[@]}"
 fi
-echo "infra-validate: $passed passed, ${#failed[@]} failed"
-((${#failed[@]} == 0))
+echo "infra-validate: $passed passed, ${#failed[@]} failed$( ((skipped)) && echo ", $skipped skipped")"
+((${#failed[@]} == 0)) || exit 1
+if ! $checks_unchanged; then
+  mkdir -p "$(dirname "$checks_stamp")"
+  echo "$checks_key" >"$checks_stamp"
+fi
