@@ -70,7 +70,7 @@ input_key() {
   } | sha256sum | cut -d' ' -f1
 }
 
-declare -A status=() started=() seconds=() key=()
+declare -A status=() started=() seconds=() cpu=() key=()
 for p in "${selected[@]}"; do status[$p]=waiting; done
 t0=$SECONDS
 running=0
@@ -98,7 +98,12 @@ start() {
   note "$p started"
   (
     "${MAKE:-make}" --no-print-directory "$p" >"$state/$p.log" 2>&1 </dev/null
-    echo $? >"$state/$p.rc"
+    rc=$?
+    # The CPU seconds of everything the phase ran (bash's `times`: children's user and system).
+    times >"$state/$p.times"
+    awk 'NR == 2 { gsub(/[ms]/, " "); printf "%d\n", $1 * 60 + $2 + $3 * 60 + $4 + 0.5 }' \
+      "$state/$p.times" >"$state/$p.cpu"
+    echo "$rc" >"$state/$p.rc"
   ) &
 }
 
@@ -157,6 +162,7 @@ while :; do
     [[ "${status[$p]}" == running && -s "$state/$p.rc" ]] || continue
     running=$((running - 1))
     seconds[$p]=$((SECONDS - started[$p]))
+    cpu[$p]="$(cat "$state/$p.cpu" 2>/dev/null)"
     if [[ "$(cat "$state/$p.rc")" == 0 ]]; then
       status[$p]=ok
       [[ "${inputs[$p]}" == - ]] || echo "${key[$p]}" >"$state/$p.stamp"
@@ -168,12 +174,16 @@ while :; do
   done
 done
 
-printf '\n%-14s %8s  %s\n' phase seconds result
+# seconds: wall time of the phase (phases overlap); cpu: its processes' CPU seconds, which a busy
+# machine stretches less than wall time.
+printf '\n%-14s %8s %6s  %s\n' phase seconds cpu result
+total_cpu=0
 for p in "${selected[@]}"; do
-  printf '%-14s %8s  %s\n' "$p" "${seconds[$p]:--}" "${status[$p]}"
+  printf '%-14s %8s %6s  %s\n' "$p" "${seconds[$p]:--}" "${cpu[$p]:--}" "${status[$p]}"
+  total_cpu=$((total_cpu + ${cpu[$p]:-0}))
 done
 if $failed; then
-  printf '%-14s %8d  %s\n' "wall time" $((SECONDS - t0)) "FAILED: the phases after a failure did not start"
+  printf '%-14s %8d %6d  %s\n' "wall time" $((SECONDS - t0)) "$total_cpu" "FAILED: the phases after a failure did not start"
   exit 1
 fi
-printf '%-14s %8d  %s\n' "wall time" $((SECONDS - t0)) "all passed"
+printf '%-14s %8d %6d  %s\n' "wall time" $((SECONDS - t0)) "$total_cpu" "all passed"
