@@ -14,15 +14,17 @@
 # Adding a phase: one line in PHASES: its make target, the phases it needs ("-" for none: it
 # starts at once), and its input paths ("-": it runs every time). The Rust build happens in `lint`
 # (clippy lints while the test build compiles; see the Makefile), so what runs the function binary
-# or cargo needs lint; `@rust` stands for the Rust sources.
+# or cargo needs lint; `@rust` stands for the Rust sources. Among phases ready at once the first in
+# the table starts first: esm, the longest after the build and mostly waiting on its scenarios'
+# clocks, starts beside the CPU-bound unit tests.
 set -uo pipefail
 
 PHASES='
 lint         -      -
 validate     -      template.yaml samconfig.toml infra events docs README.md CHANGELOG.md @rust
+esm          lint   @rust tests/esm infra/requirements.txt infra/requirements-moto.txt
 unit         lint   @rust
 emulator     lint   @rust tests/emulator events infra/requirements-lambda.txt infra/install-cargo-lambda.sh
-esm          lint   @rust tests/esm infra/requirements.txt infra/requirements-moto.txt
 wire         lint   @rust tests/memfault_cli_framing.py infra/requirements-wire.txt
 deploy-path  -      samconfig.toml template.yaml LICENSE README.md infra
 '
