@@ -58,7 +58,7 @@ local: ## Run the function on EVENT locally (loopback receiver unless MEMFAULT_C
 	VERBOSE=$(VERBOSE) $(CARGO) run --locked --example local -- $(EVENT)
 
 .PHONY: test
-test: ## Every check CI runs (infra/phases.sh: lint, validate, unit, emulator, esm, wire, deploy-path), TEST_JOBS at once, unchanged ones skipped, each timed
+test: ## Every check CI runs (infra/phases.sh: lint, validate, esm, unit, emulator, wire, deploy-path), TEST_JOBS at once, unchanged ones skipped, each timed
 	@MAKE="$(MAKE)" TEST_JOBS="$(TEST_JOBS)" RERUN="$(RERUN)" bash infra/phases.sh
 
 .PHONY: lint

@@ -77,13 +77,30 @@ step() {
     return
   fi
   printf '\n==> %s\n$ %s\n' "$name" "$*"
+  local start=$SECONDS cpu
+  cpu_seconds
+  cpu=$cpu_now
   if "$@"; then
-    printf -- '--> ok: %s\n' "$name"
+    printf -- '--> ok: %s' "$name"
     passed=$((passed + 1))
   else
-    printf -- '--> FAILED: %s\n' "$name"
+    printf -- '--> FAILED: %s' "$name"
     failed+=("$name")
   fi
+  cpu_seconds
+  printf ' (%d s, %d CPU s)\n' $((SECONDS - start)) $((cpu_now - cpu))
+}
+
+# Sets cpu_now to the CPU seconds of the processes this script has waited for (bash's `times`,
+# second line; no subshell, which would count none), which say where the time goes better than
+# wall time when the Rust build runs beside the checks.
+cpu_now=0
+cpu_seconds() {
+  local line
+  times >"$work/times"
+  { read -r line && read -r line; } <"$work/times"
+  [[ "$line" =~ ^([0-9]+)m([0-9]+)[.,][0-9]*s\ ([0-9]+)m([0-9]+)[.,][0-9]*s ]] || return 0
+  cpu_now=$((BASH_REMATCH[1] * 60 + 10#${BASH_REMATCH[2]} + BASH_REMATCH[3] * 60 + 10#${BASH_REMATCH[4]}))
 }
 
 checkov_report_ok() {
