@@ -34,6 +34,8 @@ jobs="${TEST_JOBS:-2}"
 state="${PHASES_DIR:-target/phases}"
 rerun=false
 [[ "${CI:-}" == true || "${RERUN:-}" == 1 ]] && rerun=true
+# The inputs are listed by git: outside a git work tree nothing is skipped.
+git rev-parse --is-inside-work-tree >/dev/null 2>&1 || rerun=true
 
 declare -A needs=() inputs=()
 order=()
@@ -68,7 +70,7 @@ input_key() {
     node --version 2>&1
     # shellcheck disable=SC2086
     git ls-files -z --cached --others --exclude-standard -- Makefile infra/phases.sh infra/venv.sh \
-      ${inputs[$p]} | sort -z -u | xargs -0 -r sha256sum 2>&1
+      ${inputs[$p]} 2>/dev/null | sort -z -u | xargs -0 -r sha256sum 2>&1
   } | sha256sum | cut -d' ' -f1
 }
 

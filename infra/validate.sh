@@ -58,7 +58,8 @@ checks_key="$( {
   python --version
 } | sha256sum | cut -d' ' -f1)"
 checks_unchanged=false
-if [[ "${CI:-}" != true && "${RERUN:-}" != 1 && "$(cat "$checks_stamp" 2>/dev/null)" == "$checks_key" ]]; then
+if [[ "${CI:-}" != true && "${RERUN:-}" != 1 && "$(cat "$checks_stamp" 2>/dev/null)" == "$checks_key" ]] &&
+  git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   checks_unchanged=true
   echo "==> The template checks are skipped: template.yaml, infra/ and the tools are unchanged since they passed ($(date -r "$checks_stamp" '+%F %T')); RERUN=1 runs them"
 fi
