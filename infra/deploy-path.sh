@@ -8,5 +8,5 @@ cd "$repo_root"
 
 # shellcheck source=infra/venv.sh
 source infra/venv.sh
-infra_venv infra/requirements.txt infra/requirements-moto.txt
+infra_venv
 python infra/deploy_path.py

@@ -9,9 +9,12 @@
 #   - checkov on the template, on the variants (checkov only evaluates Conditions with
 #     the parameters' defaults) and on the transformed templates;
 #   - pytest infra/ (assertions on the template's contents).
-# Works from any directory. Sets up .venv at the repository root from
-# infra/requirements.txt when it is missing or the requirements changed (needs PyPI
-# then); uses no other network. Needs python3 (3.11); PYTHON=... picks another.
+# The template checks (all but pytest) are skipped when what they read is unchanged since
+# they last passed: template.yaml, infra/ but its tests (the renderers, this script, the
+# pinned tools) and Python's version; CI=true or RERUN=1 runs them.
+# Works from any directory. Sets up .venv at the repository root (infra/venv.sh) when it
+# is missing or the requirements changed (needs PyPI then); uses no other network. Needs
+# python3 (3.11); PYTHON=... picks another.
 set -euo pipefail
 
 repo_root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,7 +26,6 @@ infra_venv
 
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 export CKV_SKIP_PACKAGE_UPDATE_CHECK=true
-export PYTHONDONTWRITEBYTECODE=1
 
 work="$(mktemp -d)"
 trap 'rm -rf -- "$work"' EXIT
@@ -55,19 +57,57 @@ custom_layout=(TopicLayout=Custom "TopicPattern=fleet/{project_slug}/devices/{de
 cfn_lint=(cfn-lint --include-checks I --non-zero-exit-code informational
   --regions us-east-1 us-west-2 eu-west-1 eu-central-1 ap-northeast-1)
 
+checks_stamp=target/phases/validate-template-checks.stamp
+checks_key="$( {
+  git ls-files -z --cached --others --exclude-standard -- template.yaml infra \
+    ':(exclude)infra/test_*.py' ':(exclude)infra/conftest.py' | sort -z | xargs -0 sha256sum
+  python --version
+} | sha256sum | cut -d' ' -f1)"
+checks_unchanged=false
+if [[ "${CI:-}" != true && "${RERUN:-}" != 1 && "$(cat "$checks_stamp" 2>/dev/null)" == "$checks_key" ]] &&
+  git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  checks_unchanged=true
+  echo "==> The template checks are skipped: template.yaml, infra/ and the tools are unchanged since they passed ($(date -r "$checks_stamp" '+%F %T')); RERUN=1 runs them"
+fi
+
 passed=0
+skipped=0
 failed=()
+# step [--always] NAME COMMAND...: --always runs it even when the template checks are skipped.
 step() {
+  local always=false
+  [[ "$1" == --always ]] && { always=true; shift; }
   local name="$1"
   shift
+  if $checks_unchanged && ! $always; then
+    skipped=$((skipped + 1))
+    return
+  fi
   printf '\n==> %s\n$ %s\n' "$name" "$*"
+  local start=$SECONDS cpu
+  cpu_seconds
+  cpu=$cpu_now
   if "$@"; then
-    printf -- '--> ok: %s\n' "$name"
+    printf -- '--> ok: %s' "$name"
     passed=$((passed + 1))
   else
-    printf -- '--> FAILED: %s\n' "$name"
+    printf -- '--> FAILED: %s' "$name"
     failed+=("$name")
   fi
+  cpu_seconds
+  printf ' (%d s, %d CPU s)\n' $((SECONDS - start)) $((cpu_now - cpu))
+}
+
+# Sets cpu_now to the CPU seconds of the processes this script has waited for (bash's `times`,
+# second line; no subshell, which would count none), which say where the time goes better than
+# wall time when the Rust build runs beside the checks.
+cpu_now=0
+cpu_seconds() {
+  local line
+  times >"$work/times"
+  { read -r line && read -r line; } <"$work/times"
+  [[ "$line" =~ ^([0-9]+)m([0-9]+)[.,][0-9]*s\ ([0-9]+)m([0-9]+)[.,][0-9]*s ]] || return 0
+  cpu_now=$((BASH_REMATCH[1] * 60 + 10#${BASH_REMATCH[2]} + BASH_REMATCH[3] * 60 + 10#${BASH_REMATCH[4]}))
 }
 
 checkov_report_ok() {
@@ -137,7 +177,7 @@ render_variants() {
     python infra/render_template.py "$work/queued-no-window.cfn.json" --sam-transform "${queued_no_window[@]}"
 }
 
-echo "==> Tools: $(cfn-lint --version), $(sam --version), checkov $(checkov --version), $(python -m pytest --version 2>&1)"
+$checks_unchanged || echo "==> Tools: $(cfn-lint --version), $(sam --version), checkov $(checkov --version), $(python -m pytest --version 2>&1)"
 
 step "cfn-lint template.yaml (all conditions)" "${cfn_lint[@]}" -- template.yaml
 step "cfn-lint template.yaml (${queued[*]})" "${cfn_lint[@]}" --parameters "${queued[@]}" -- template.yaml
@@ -171,11 +211,15 @@ step "cfn-lint packaged release templates" "${cfn_lint[@]}" -- "$work"/*.package
 
 step "checkov" run_checkov template.yaml "$work"/*.sam.json "$work"/*.cfn.json
 
-step "pytest infra" python -m pytest -p no:cacheprovider infra
+step --always "pytest infra" python -m pytest -p no:cacheprovider infra
 
 echo
 if ((${#failed[@]})); then
   printf 'Failed: %s\n' "${failed[@]}"
 fi
-echo "infra-validate: $passed passed, ${#failed[@]} failed"
-((${#failed[@]} == 0))
+echo "infra-validate: $passed passed, ${#failed[@]} failed$( ((skipped)) && echo ", $skipped skipped")"
+((${#failed[@]} == 0)) || exit 1
+if ! $checks_unchanged; then
+  mkdir -p "$(dirname "$checks_stamp")"
+  echo "$checks_key" >"$checks_stamp"
+fi
