@@ -35,5 +35,5 @@ pub use observability::{InvocationMetrics, emf_documents, init_logging};
 pub use redact::redact;
 pub use retry::RetryPolicy;
 pub use routing::{Claims, ProjectKey, ProjectKeys, TopicPattern, resolve};
-pub use settled::{SettledMemory, Settlement};
+pub use settled::SettledMemory;
 pub use source::{Delivered, DeliveredEarlier, ForwardError, Response, SetAside};

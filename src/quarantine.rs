@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
@@ -53,17 +54,65 @@ pub(crate) struct FailureRecord {
 #[derive(Debug, Clone)]
 pub(crate) enum Origin {
     Direct,
-    Sqs(Value),
-    Kinesis(Value),
+    Sqs(SqsOrigin),
+    Kinesis(KinesisOrigin),
+}
+
+/// The SQS message a record came from.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SqsOrigin {
+    #[serde(rename = "messageId")]
+    pub message_id: String,
+    #[serde(rename = "eventSourceARN")]
+    pub event_source_arn: String,
+    /// The body as it came, when it held no rule event to replay (null when it was no text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<Option<String>>,
+}
+
+/// The Kinesis record a record came from.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct KinesisOrigin {
+    #[serde(rename = "sequenceNumber")]
+    pub sequence_number: String,
+    #[serde(flatten)]
+    pub record: KinesisOriginRecord,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub(crate) enum KinesisOriginRecord {
+    /// A record read as a Kinesis record.
+    Read {
+        #[serde(rename = "partitionKey")]
+        partition_key: Option<String>,
+        #[serde(rename = "eventSourceARN")]
+        event_source_arn: String,
+        #[serde(rename = "approximateArrivalTimestamp")]
+        approximate_arrival_timestamp: Value,
+        /// The record's data as it came, when it held no rule event to replay.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<String>,
+    },
+    /// Not even readable as a Kinesis record: kept whole, as text, for inspection.
+    Unread { record: String },
 }
 
 impl Origin {
     fn key_and_details(&self) -> (&'static str, Value) {
-        match self {
-            Self::Direct => ("DirectInvocation", json!({})),
-            Self::Sqs(details) => ("SQSMessage", details.clone()),
-            Self::Kinesis(details) => ("KinesisRecord", details.clone()),
-        }
+        let details = match self {
+            Self::Direct => Ok(json!({})),
+            Self::Sqs(origin) => serde_json::to_value(origin),
+            Self::Kinesis(origin) => serde_json::to_value(origin),
+        };
+        // Plain strings and JSON values: nothing here can fail to serialise.
+        let details = details.unwrap_or_default();
+        let key = match self {
+            Self::Direct => "DirectInvocation",
+            Self::Sqs(_) => "SQSMessage",
+            Self::Kinesis(_) => "KinesisRecord",
+        };
+        (key, details)
     }
 }
 

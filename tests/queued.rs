@@ -299,7 +299,7 @@ async fn a_record_without_message_id_fails_the_batch_before_any_request() {
 
     let error = invoke(&forwarder, event, BUDGET).await.unwrap_err();
 
-    assert_eq!(error.error_type(), "Permanent.InvalidEvent");
+    assert_eq!(error.error_type(), "Permanent.MalformedBatch");
     assert!(error.to_string().contains("messageId"), "{error}");
     assert!(server.received_requests().await.unwrap().is_empty());
 }
@@ -312,7 +312,7 @@ async fn a_malformed_sqs_batch_is_refused_whole() {
 
     let error = invoke(&forwarder, event, BUDGET).await.unwrap_err();
 
-    assert_eq!(error.error_type(), "Permanent.InvalidEvent");
+    assert_eq!(error.error_type(), "Permanent.MalformedBatch");
     assert!(error.to_string().contains("no usable messageId"), "{error}");
     assert!(server.received_requests().await.unwrap().is_empty());
 }

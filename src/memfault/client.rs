@@ -31,7 +31,7 @@ const BODY_GRACE: Duration = Duration::from_millis(250);
 const QUARANTINE_WRITE_BUDGET: Duration = Duration::from_millis(500);
 /// Memfault accepted the upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub status: StatusCode,
     pub attempts: u32,
     /// From the first request to the accepting answer, waits between attempts included.
@@ -93,7 +93,7 @@ impl MemfaultClient {
     /// Posts `upload` for `route` until Memfault accepts it, refuses it, the attempts run out,
     /// or the next try would end after the upload bound: `deadline` less the safety margin and,
     /// with a quarantine queue, its write budget (docs/delivery.md, "Deadlines").
-    pub async fn upload(
+    pub(crate) async fn upload(
         &self,
         route: &Route,
         upload: &Upload,
@@ -107,7 +107,7 @@ impl MemfaultClient {
     /// One request to learn whether Memfault is up, made after the invocation's uploads: it
     /// may use half of the write budget, so that a device whose uploads ran to the upload bound
     /// still leaves it time, and the writes keep the other half.
-    pub async fn probe(
+    pub(crate) async fn probe(
         &self,
         route: &Route,
         upload: &Upload,
