@@ -75,10 +75,10 @@ pub(crate) struct BatchRefused {
 impl BatchRefused {
     const ERROR_TYPE: &'static str = "Permanent.MalformedBatch";
 
-    /// A record without the field its failure would be reported by, or that names it.
+    /// A record without a field its failure would be reported or named by.
     pub(super) fn new(source_name: &'static str, field: &'static str) -> Self {
         Self::logged(format!(
-            "a record of the {source_name} batch has no usable {field}, so its failure could not be reported"
+            "a record of the {source_name} batch has no usable {field}, so its failure could be neither reported nor named"
         ))
     }
 

@@ -47,6 +47,10 @@ struct RecordHead<'a> {
 /// Only the envelope's own fields are read here; whatever else the payload holds, however
 /// deeply nested, is skipped without being parsed.
 pub(crate) fn envelope(payload: &str) -> Envelope<'_> {
+    // Only an object is an envelope: serde would read a struct from an array too.
+    if !payload.trim_start().starts_with('{') {
+        return Envelope::Direct;
+    }
     let Ok(head) = serde_json::from_str::<Head<'_>>(payload) else {
         return Envelope::Direct;
     };
