@@ -10,4 +10,6 @@ mod multipart;
 pub(crate) use client::Delivery;
 pub use client::{ClientInitError, MemfaultClient};
 pub(crate) use failure::{Concern, UploadError};
+#[cfg(test)]
+pub(crate) use failure::{Failure, GiveUpReason};
 pub(crate) use multipart::Upload;

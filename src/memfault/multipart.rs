@@ -33,6 +33,15 @@ impl Upload {
         }
     }
 
+    /// The chunks it carries, in order.
+    #[cfg(test)]
+    pub(crate) fn chunks(&self) -> &[Bytes] {
+        match self {
+            Self::Single(chunk) => std::slice::from_ref(chunk),
+            Self::Multipart(Parts(parts)) => parts,
+        }
+    }
+
     pub(crate) fn payload_bytes(&self) -> usize {
         match self {
             Self::Single(chunk) => chunk.len(),
