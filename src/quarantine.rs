@@ -304,6 +304,89 @@ mod tests {
         assert_eq!(now_rfc3339().len(), "2025-11-25T12:00:00.000Z".len());
     }
 
+    fn origin_of(origin: Origin) -> Value {
+        let record = FailureRecord {
+            identity: "id".into(),
+            device_serial: None,
+            request_payload: None,
+            origin,
+            cause: Cause {
+                condition: "Undeliverable",
+                error_type: "Permanent.InvalidEvent".into(),
+                error_message: "refused".into(),
+            },
+        };
+        let invocation = Invocation {
+            request_id: "r",
+            function_arn: "f",
+        };
+        let mut document: Value = serde_json::from_str(&document(&record, invocation)).unwrap();
+        assert_eq!(
+            document["responseContext"]["errorType"],
+            "Permanent.InvalidEvent"
+        );
+        let keys = ["DirectInvocation", "SQSMessage", "KinesisRecord"];
+        let present: Vec<&str> = keys
+            .into_iter()
+            .filter(|key| document.get(*key).is_some())
+            .collect();
+        assert_eq!(present.len(), 1, "{document}");
+        document[present[0]].take()
+    }
+
+    #[test]
+    fn origins_are_written_under_their_sources_key_in_lambdas_words() {
+        assert_eq!(origin_of(Origin::Direct), json!({}));
+        let sqs = |body| {
+            origin_of(Origin::Sqs(SqsOrigin {
+                message_id: "m1".into(),
+                event_source_arn: "arn:q".into(),
+                body,
+            }))
+        };
+        assert_eq!(
+            sqs(None),
+            json!({"messageId": "m1", "eventSourceARN": "arn:q"})
+        );
+        assert_eq!(
+            sqs(Some(None)),
+            json!({"messageId": "m1", "eventSourceARN": "arn:q", "body": null})
+        );
+        assert_eq!(
+            sqs(Some(Some("text".into()))),
+            json!({"messageId": "m1", "eventSourceARN": "arn:q", "body": "text"})
+        );
+        let read = KinesisOriginRecord::Read {
+            partition_key: None,
+            event_source_arn: "arn:s".into(),
+            approximate_arrival_timestamp: json!(1700000000.5),
+            data: Some("AQ==".into()),
+        };
+        assert_eq!(
+            origin_of(Origin::Kinesis(KinesisOrigin {
+                sequence_number: "7".into(),
+                record: read,
+            })),
+            json!({
+                "sequenceNumber": "7",
+                "partitionKey": null,
+                "eventSourceARN": "arn:s",
+                "approximateArrivalTimestamp": 1700000000.5,
+                "data": "AQ=="
+            })
+        );
+        let unread = KinesisOriginRecord::Unread {
+            record: "{\"kinesis\": 1}".into(),
+        };
+        assert_eq!(
+            origin_of(Origin::Kinesis(KinesisOrigin {
+                sequence_number: "8".into(),
+                record: unread,
+            })),
+            json!({"sequenceNumber": "8", "record": "{\"kinesis\": 1}"})
+        );
+    }
+
     #[test]
     fn message_groups_are_devices_within_sqs_limits() {
         assert_eq!(message_group(Some("dev-1")), "dev-1");

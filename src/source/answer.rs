@@ -168,3 +168,50 @@ pub enum Response {
     Sqs(SqsBatchResponse),
     Kinesis(KinesisEventResponse),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn answers_carry_the_flag_that_names_them() {
+        let set_aside = Response::SetAside(SetAside {
+            error_type: "Permanent.InvalidBase64".into(),
+            error_message: "refused".into(),
+        });
+        assert_eq!(
+            serde_json::to_value(set_aside).unwrap(),
+            json!({"set_aside": true, "error_type": "Permanent.InvalidBase64", "error_message": "refused"})
+        );
+        let earlier = Response::DeliveredEarlier(DeliveredEarlier {
+            device_serial: "D1".into(),
+        });
+        assert_eq!(
+            serde_json::to_value(earlier).unwrap(),
+            json!({"device_serial": "D1", "delivered_earlier": true})
+        );
+        let delivered = Response::Delivered(Delivered {
+            device_serial: "D1".into(),
+            bytes: 3,
+            status: 202,
+            attempts: 1,
+        });
+        assert_eq!(
+            serde_json::to_value(delivered).unwrap(),
+            json!({"device_serial": "D1", "bytes": 3, "status": 202, "attempts": 1})
+        );
+    }
+
+    #[test]
+    fn a_malformed_batch_has_its_own_error_type() {
+        let error = ForwardError::batch(BatchRefused::malformed("not a batch"));
+        assert_eq!(error.error_type(), "Permanent.MalformedBatch");
+        assert_eq!(
+            error.message(),
+            "refused: not a batch: the whole batch is refused"
+        );
+        let diagnostic = Diagnostic::from(error);
+        assert_eq!(diagnostic.error_type, "Permanent.MalformedBatch");
+    }
+}

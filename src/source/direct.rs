@@ -10,7 +10,7 @@ use super::{Delivered, DeliveredEarlier, ForwardError, Response, Services, SetAs
 use crate::delivery::{Item, Outcome, Refusal, Source, Undeliverable};
 use crate::event::{EventError, parse_rule_event};
 use crate::observability::{InvocationMetrics, emit_metrics};
-use crate::quarantine::{Cause, FailureRecord, Origin};
+use crate::quarantine::{FailureRecord, Origin};
 use crate::settled::{RecordKey, Settlement};
 
 /// The one event of the invocation, as far as its answer and its failure record need it.
@@ -97,8 +97,7 @@ async fn answer(
                 device_serial: direct.device_serial.unwrap_or_default(),
             }))
         }
-        Outcome::Earlier(Settlement::SetAside) => Ok(set_aside(Cause {
-            condition: "Undeliverable",
+        Outcome::Earlier(Settlement::SetAside) => Ok(Response::SetAside(SetAside {
             error_type: "Permanent.SetAsideEarlier".to_owned(),
             error_message: "set aside by an earlier invocation".to_owned(),
         })),
@@ -130,7 +129,11 @@ async fn set_aside_now(
         .set_aside(vec![(record, direct.key)], metrics)
         .await;
     if stored.first().copied().unwrap_or(false) {
-        Ok(set_aside(cause(&undeliverable)))
+        let cause = cause(&undeliverable);
+        Ok(Response::SetAside(SetAside {
+            error_type: cause.error_type,
+            error_message: cause.error_message,
+        }))
     } else {
         Err(ForwardError::undeliverable(undeliverable))
     }
@@ -143,11 +146,4 @@ fn rule_event(mut event: Value) -> Value {
     } else {
         event
     }
-}
-
-fn set_aside(cause: Cause) -> Response {
-    Response::SetAside(SetAside {
-        error_type: cause.error_type,
-        error_message: cause.error_message,
-    })
 }
