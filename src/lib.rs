@@ -30,7 +30,7 @@ pub use event::parse_rule_event;
 pub use handler::Forwarder;
 pub use http_client::USER_AGENT_VALUE;
 pub use init_error::report_init_error;
-pub use memfault::{ClientInitError, MemfaultClient};
+pub use memfault::ClientInitError;
 pub use observability::{InvocationMetrics, emf_documents, init_logging};
 pub use redact::redact;
 pub use retry::RetryPolicy;

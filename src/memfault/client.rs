@@ -47,7 +47,7 @@ struct Answer {
 /// Built once at init and shared by every invocation, so that consecutive chunks reuse one
 /// keep-alive connection instead of paying a TCP and TLS handshake each.
 #[derive(Clone)]
-pub struct MemfaultClient {
+pub(crate) struct MemfaultClient {
     http: HttpClient,
     chunks_url: Arc<ChunksUrl>,
     retry: RetryPolicy,
@@ -60,7 +60,7 @@ pub struct MemfaultClient {
 }
 
 impl MemfaultClient {
-    pub fn new(config: &Config) -> Result<Self, ClientInitError> {
+    pub(crate) fn new(config: &Config) -> Result<Self, ClientInitError> {
         let destinations: Vec<String> = std::iter::once(config.chunks_url.to_string())
             .chain(
                 config
@@ -86,7 +86,7 @@ impl MemfaultClient {
     }
 
     /// The shared connection pool, for the function's other HTTP destinations.
-    pub fn http(&self) -> &HttpClient {
+    pub(crate) fn http(&self) -> &HttpClient {
         &self.http
     }
 
