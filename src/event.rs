@@ -160,14 +160,14 @@ pub fn parse_rule_event(event: &Value) -> Result<ChunkMessage, EventError> {
     })
 }
 
-/// Parses an IoT rule event (or a failure record) given as JSON text: an SQS message body, a
-/// Kinesis record's data. `what` names it in the refusal.
-pub(crate) fn parse_rule_json(text: &[u8], what: &'static str) -> Result<ChunkMessage, EventError> {
-    let value: Value = serde_json::from_slice(text).map_err(|error| EventError::NotJson {
+/// Reads JSON text that should hold an IoT rule event (or a failure record): an SQS message
+/// body, a Kinesis record's data. The value is kept, for [`parse_rule_event`] and for the
+/// failure record should the chunk be set aside. `what` names it in the refusal.
+pub(crate) fn rule_json(text: &[u8], what: &'static str) -> Result<Value, EventError> {
+    serde_json::from_slice(text).map_err(|error| EventError::NotJson {
         what,
         reason: error.to_string(),
-    })?;
-    parse_rule_event(&value)
+    })
 }
 
 #[cfg(test)]
@@ -281,14 +281,9 @@ mod tests {
     #[test]
     fn rule_json_is_parsed_from_text() {
         let body = json!({"data": "AQID", "topic": TOPIC}).to_string();
-        assert_eq!(
-            parse_rule_json(body.as_bytes(), "SQS message body")
-                .unwrap()
-                .payload
-                .len(),
-            3
-        );
-        let error = parse_rule_json(b"AQID", "Kinesis record data").unwrap_err();
+        let value = rule_json(body.as_bytes(), "SQS message body").unwrap();
+        assert_eq!(parse_rule_event(&value).unwrap().payload.len(), 3);
+        let error = rule_json(b"AQID", "Kinesis record data").unwrap_err();
         assert_eq!(error.kind(), "InvalidEvent");
         assert!(
             error

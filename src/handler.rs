@@ -8,22 +8,20 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::delivery::StallClocks;
+use crate::delivery::{Deliverer, Settings};
 use crate::memfault::{ClientInitError, MemfaultClient};
 use crate::quarantine::{Invocation, Quarantine};
 use crate::quarantine_queue::QuarantineQueue;
-use crate::settled::SettledMemory;
 use crate::source::{self, Envelope, Services};
 use crate::source::{ForwardError, Response};
 use crate::stream_failure_bucket::StreamFailureBucket;
 
-/// Holds what lives from one invocation to the next: the configuration, the HTTP client with
-/// its connections, the quarantine queue, the memory of settled records, and the stall clocks.
+/// Holds what lives from one invocation to the next: the configuration, the delivery core
+/// (the HTTP client with its connections, the memory of settled records, the stall clocks) and
+/// the quarantine queue.
 pub struct Forwarder {
     config: Config,
-    client: MemfaultClient,
-    memory: SettledMemory,
-    clocks: StallClocks,
+    deliverer: Deliverer,
     quarantine: Option<Quarantine>,
 }
 
@@ -62,11 +60,14 @@ impl Forwarder {
                 config.upload_concurrency,
             )
         });
+        let settings = Settings {
+            batch_max_chunks: config.batch_max_chunks,
+            upload_concurrency: config.upload_concurrency,
+            stall_limit: config.stall_limit,
+        };
         Ok(Self {
+            deliverer: Deliverer::new(client, settings),
             config,
-            client,
-            memory: SettledMemory::default(),
-            clocks: StallClocks::default(),
             quarantine,
         })
     }
@@ -86,9 +87,7 @@ impl Forwarder {
         let deadline = deadline_instant(event.context.deadline);
         let services = Services {
             config: &self.config,
-            client: &self.client,
-            memory: &self.memory,
-            clocks: &self.clocks,
+            deliverer: &self.deliverer,
             quarantine: self.quarantine.as_ref(),
             invocation: Invocation {
                 request_id: &event.context.request_id,
@@ -104,6 +103,7 @@ impl Forwarder {
             Envelope::KinesisFailureRecord(batch) => {
                 source::kinesis::forward_failure_record(&services, &batch).await
             }
+            Envelope::Malformed(what) => Err(source::malformed(what)),
         }
     }
 }

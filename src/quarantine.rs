@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
@@ -53,17 +54,65 @@ pub(crate) struct FailureRecord {
 #[derive(Debug, Clone)]
 pub(crate) enum Origin {
     Direct,
-    Sqs(Value),
-    Kinesis(Value),
+    Sqs(SqsOrigin),
+    Kinesis(KinesisOrigin),
+}
+
+/// The SQS message a record came from.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SqsOrigin {
+    #[serde(rename = "messageId")]
+    pub message_id: String,
+    #[serde(rename = "eventSourceARN")]
+    pub event_source_arn: String,
+    /// The body as it came, when it held no rule event to replay (null when it was no text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<Option<String>>,
+}
+
+/// The Kinesis record a record came from.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct KinesisOrigin {
+    #[serde(rename = "sequenceNumber")]
+    pub sequence_number: String,
+    #[serde(flatten)]
+    pub record: KinesisOriginRecord,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub(crate) enum KinesisOriginRecord {
+    /// A record read as a Kinesis record.
+    Read {
+        #[serde(rename = "partitionKey")]
+        partition_key: Option<String>,
+        #[serde(rename = "eventSourceARN")]
+        event_source_arn: String,
+        #[serde(rename = "approximateArrivalTimestamp")]
+        approximate_arrival_timestamp: Value,
+        /// The record's data as it came, when it held no rule event to replay.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<String>,
+    },
+    /// Not even readable as a Kinesis record: kept whole, as text, for inspection.
+    Unread { record: String },
 }
 
 impl Origin {
     fn key_and_details(&self) -> (&'static str, Value) {
-        match self {
-            Self::Direct => ("DirectInvocation", json!({})),
-            Self::Sqs(details) => ("SQSMessage", details.clone()),
-            Self::Kinesis(details) => ("KinesisRecord", details.clone()),
-        }
+        let details = match self {
+            Self::Direct => Ok(json!({})),
+            Self::Sqs(origin) => serde_json::to_value(origin),
+            Self::Kinesis(origin) => serde_json::to_value(origin),
+        };
+        // Plain strings and JSON values: nothing here can fail to serialise.
+        let details = details.unwrap_or_default();
+        let key = match self {
+            Self::Direct => "DirectInvocation",
+            Self::Sqs(_) => "SQSMessage",
+            Self::Kinesis(_) => "KinesisRecord",
+        };
+        (key, details)
     }
 }
 
@@ -253,6 +302,89 @@ mod tests {
             "2025-11-25T12:00:00.000Z"
         );
         assert_eq!(now_rfc3339().len(), "2025-11-25T12:00:00.000Z".len());
+    }
+
+    fn origin_of(origin: Origin) -> Value {
+        let record = FailureRecord {
+            identity: "id".into(),
+            device_serial: None,
+            request_payload: None,
+            origin,
+            cause: Cause {
+                condition: "Undeliverable",
+                error_type: "Permanent.InvalidEvent".into(),
+                error_message: "refused".into(),
+            },
+        };
+        let invocation = Invocation {
+            request_id: "r",
+            function_arn: "f",
+        };
+        let mut document: Value = serde_json::from_str(&document(&record, invocation)).unwrap();
+        assert_eq!(
+            document["responseContext"]["errorType"],
+            "Permanent.InvalidEvent"
+        );
+        let keys = ["DirectInvocation", "SQSMessage", "KinesisRecord"];
+        let present: Vec<&str> = keys
+            .into_iter()
+            .filter(|key| document.get(*key).is_some())
+            .collect();
+        assert_eq!(present.len(), 1, "{document}");
+        document[present[0]].take()
+    }
+
+    #[test]
+    fn origins_are_written_under_their_sources_key_in_lambdas_words() {
+        assert_eq!(origin_of(Origin::Direct), json!({}));
+        let sqs = |body| {
+            origin_of(Origin::Sqs(SqsOrigin {
+                message_id: "m1".into(),
+                event_source_arn: "arn:q".into(),
+                body,
+            }))
+        };
+        assert_eq!(
+            sqs(None),
+            json!({"messageId": "m1", "eventSourceARN": "arn:q"})
+        );
+        assert_eq!(
+            sqs(Some(None)),
+            json!({"messageId": "m1", "eventSourceARN": "arn:q", "body": null})
+        );
+        assert_eq!(
+            sqs(Some(Some("text".into()))),
+            json!({"messageId": "m1", "eventSourceARN": "arn:q", "body": "text"})
+        );
+        let read = KinesisOriginRecord::Read {
+            partition_key: None,
+            event_source_arn: "arn:s".into(),
+            approximate_arrival_timestamp: json!(1700000000.5),
+            data: Some("AQ==".into()),
+        };
+        assert_eq!(
+            origin_of(Origin::Kinesis(KinesisOrigin {
+                sequence_number: "7".into(),
+                record: read,
+            })),
+            json!({
+                "sequenceNumber": "7",
+                "partitionKey": null,
+                "eventSourceARN": "arn:s",
+                "approximateArrivalTimestamp": 1700000000.5,
+                "data": "AQ=="
+            })
+        );
+        let unread = KinesisOriginRecord::Unread {
+            record: "{\"kinesis\": 1}".into(),
+        };
+        assert_eq!(
+            origin_of(Origin::Kinesis(KinesisOrigin {
+                sequence_number: "8".into(),
+                record: unread,
+            })),
+            json!({"sequenceNumber": "8", "record": "{\"kinesis\": 1}"})
+        );
     }
 
     #[test]

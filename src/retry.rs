@@ -26,7 +26,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The backoff ceiling after `failed_attempts` failures (1 for the first retry).
-    pub fn ceiling(&self, failed_attempts: u32) -> Duration {
+    pub(crate) fn ceiling(&self, failed_attempts: u32) -> Duration {
         let doublings = failed_attempts.saturating_sub(1).min(31);
         self.base_delay
             .saturating_mul(1 << doublings)
@@ -35,7 +35,7 @@ impl RetryPolicy {
 
     /// "Full jitter": a uniform draw below the ceiling, so that devices that failed together do
     /// not retry together. `unit` is a draw from [0, 1). A server's `Retry-After` is a floor.
-    pub fn delay(
+    pub(crate) fn delay(
         &self,
         failed_attempts: u32,
         unit: f64,

@@ -15,10 +15,10 @@ use std::sync::Mutex;
 /// message id), as 128 bits: two independently keyed SipHash digests, so that telling two
 /// records apart does not rest on 64 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RecordKey([u64; 2]);
+pub(crate) struct RecordKey([u64; 2]);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settlement {
+pub(crate) enum Settlement {
     Delivered,
     SetAside,
 }
@@ -46,7 +46,7 @@ impl SettledMemory {
     /// full is measured by `make bench` (docs/benchmark.md).
     pub const CAPACITY: usize = 50_000;
 
-    pub fn with_capacity(capacity: usize) -> Self {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
         Self {
             hashers: [RandomState::new(), RandomState::new()],
             inner: Mutex::new(Entries::default()),
@@ -55,16 +55,16 @@ impl SettledMemory {
     }
 
     /// The key of a record named by `parts`, e.g. its stream ARN and event id.
-    pub fn key(&self, parts: &[&str]) -> RecordKey {
+    pub(crate) fn key(&self, parts: &[&str]) -> RecordKey {
         let digest = |hasher: &RandomState| hasher.hash_one(parts);
         RecordKey([digest(&self.hashers[0]), digest(&self.hashers[1])])
     }
 
-    pub fn recall(&self, key: RecordKey) -> Option<Settlement> {
+    pub(crate) fn recall(&self, key: RecordKey) -> Option<Settlement> {
         self.entries().settled.get(&key).copied()
     }
 
-    pub fn remember(&self, key: RecordKey, settlement: Settlement) {
+    pub(crate) fn remember(&self, key: RecordKey, settlement: Settlement) {
         let mut entries = self.entries();
         if entries.settled.insert(key, settlement).is_none() {
             entries.oldest_first.push_back(key);
@@ -76,12 +76,9 @@ impl SettledMemory {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.entries().settled.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {

@@ -32,7 +32,12 @@ fn batch_of(chunks: &[Vec<u8>]) -> Value {
                 "data": base64::engine::general_purpose::STANDARD.encode(chunk),
                 "topic": "prod/board/DEVICE/memfault/Key/chunk",
             });
-            json!({"messageId": format!("m{index}"), "body": body.to_string(), "eventSource": "aws:sqs"})
+            json!({
+                "messageId": format!("m{index}"),
+                "body": body.to_string(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:ingest",
+            })
         })
         .collect();
     json!({ "Records": records })

@@ -299,8 +299,26 @@ async fn a_record_without_message_id_fails_the_batch_before_any_request() {
 
     let error = invoke(&forwarder, event, BUDGET).await.unwrap_err();
 
-    assert_eq!(error.error_type(), "Permanent.InvalidEvent");
+    assert_eq!(error.error_type(), "Permanent.MalformedBatch");
     assert!(error.to_string().contains("messageId"), "{error}");
+    assert!(server.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_record_without_its_queue_fails_the_batch_before_any_request() {
+    let server = MockServer::start().await;
+    let forwarder = forwarder(config_for(&server.uri()));
+    let mut anonymous = record("x", &chunk_event("D1", "Key", b"a"));
+    anonymous.as_object_mut().unwrap().remove("eventSourceARN");
+    let event = batch(vec![
+        record("m1", &chunk_event("D1", "Key", b"b")),
+        anonymous,
+    ]);
+
+    let error = invoke(&forwarder, event, BUDGET).await.unwrap_err();
+
+    assert_eq!(error.error_type(), "Permanent.MalformedBatch");
+    assert!(error.message().contains("eventSourceARN"), "{error}");
     assert!(server.received_requests().await.unwrap().is_empty());
 }
 
@@ -312,7 +330,7 @@ async fn a_malformed_sqs_batch_is_refused_whole() {
 
     let error = invoke(&forwarder, event, BUDGET).await.unwrap_err();
 
-    assert_eq!(error.error_type(), "Permanent.InvalidEvent");
+    assert_eq!(error.error_type(), "Permanent.MalformedBatch");
     assert!(error.to_string().contains("no usable messageId"), "{error}");
     assert!(server.received_requests().await.unwrap().is_empty());
 }

@@ -404,7 +404,7 @@ async fn a_failure_record_whose_payload_is_not_a_batch_is_refused() {
 
     let error = invoke(&forwarder, record, BUDGET).await.unwrap_err();
 
-    assert_eq!(error.error_type(), "Permanent.InvalidEvent");
+    assert_eq!(error.error_type(), "Permanent.MalformedBatch");
     assert!(server.received_requests().await.unwrap().is_empty());
 }
 
@@ -424,7 +424,7 @@ async fn a_record_without_a_sequence_number_fails_the_batch_before_any_request()
 
     let error = invoke(&forwarder, event, BUDGET).await.unwrap_err();
 
-    assert_eq!(error.error_type(), "Permanent.InvalidEvent");
+    assert_eq!(error.error_type(), "Permanent.MalformedBatch");
     assert!(error.to_string().contains("sequenceNumber"), "{error}");
     assert!(server.received_requests().await.unwrap().is_empty());
 }

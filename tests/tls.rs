@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use memfault_chunk_proxy::{ClientInitError, MemfaultClient};
+use memfault_chunk_proxy::ClientInitError;
 use memfault_chunk_proxy::{Forwarder, Response};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use support::*;
@@ -92,7 +92,7 @@ fn https_upstream_is_trusted_through_ssl_cert_file() {
             std::env::remove_var("SSL_CERT_DIR");
             std::env::set_var("SSL_CERT_FILE", &no_certificates);
         }
-        let error = MemfaultClient::new(&config_for(&url))
+        let error = Forwarder::new(config_for(&url))
             .err()
             .expect("no CA, no client");
         assert!(

@@ -40,7 +40,7 @@ impl FromStr for QueueUrl {
 
 impl QueueUrl {
     /// Whether `arn` (an SQS record's `eventSourceARN`) names this queue.
-    pub fn is_queue_arn(&self, arn: &str) -> bool {
+    pub(crate) fn is_queue_arn(&self, arn: &str) -> bool {
         arn.starts_with("arn:") && arn.ends_with(&format!(":{}:{}", self.account, self.name))
     }
 }

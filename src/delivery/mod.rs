@@ -20,6 +20,8 @@
 
 mod outcome;
 mod stall;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -30,9 +32,8 @@ use bytes::Bytes;
 use futures_util::StreamExt as _;
 use tokio::time::Instant;
 
-pub(crate) use outcome::{Accepted, Kept, NotStarted, Outcome, Refusal, Undeliverable};
-pub(crate) use stall::StallClocks;
-use stall::{Evidence, Observed};
+pub(crate) use outcome::{Kept, NotStarted, Outcome, Refusal, Undeliverable};
+use stall::{Evidence, Observed, StallClocks};
 
 use crate::memfault::{Concern, Delivery, MemfaultClient, Upload, UploadError};
 use crate::observability::InvocationMetrics;
@@ -57,15 +58,20 @@ pub(crate) struct Item {
     pub arrived: Option<SystemTime>,
 }
 
-/// How much one run logs: a batch has a summary line of its own, and at fleet scale a line per
-/// delivered upload would cost about as much CloudWatch Logs ingestion as the rest of the
-/// pipeline together (docs/cost-model.md). Failures are logged one by one, always.
+/// What holds an item's source behind a failing device, and how much one run logs.
+///
+/// A batch has a summary line of its own, and at fleet scale a line per delivered upload would
+/// cost about as much CloudWatch Logs ingestion as the rest of the pipeline together
+/// (docs/cost-model.md): a batch's delivered uploads are logged at DEBUG. Failures are logged
+/// one by one, always.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DeliveryLog {
-    /// Each delivered upload at INFO: the invocation's outcome is that line.
-    EachAtInfo,
-    /// Each delivered upload at DEBUG.
-    EachAtDebug,
+pub(crate) enum Source {
+    /// One item per invocation: its delivered upload at INFO is the invocation's outcome.
+    Single,
+    /// A queue's batch: nothing waits behind a failing device.
+    Queue,
+    /// A stream's batch: a failing device holds its shard, up to the stall limit.
+    Stream,
 }
 
 /// Limits from the configuration.
@@ -75,78 +81,127 @@ pub(crate) struct Settings {
     pub batch_max_chunks: usize,
     /// Most devices uploaded at once.
     pub upload_concurrency: usize,
-    /// How long a failing device may hold its stream while Memfault is up; none where the
-    /// source holds nothing behind a failing device (SQS, direct invocations).
-    pub stall_limit: Option<Duration>,
+    /// How long a failing device may hold its stream while Memfault is up.
+    pub stall_limit: Duration,
 }
 
-/// What lives from one invocation to the next, in the execution environment.
-#[derive(Clone, Copy)]
-pub(crate) struct Environment<'a> {
-    pub client: &'a MemfaultClient,
-    pub memory: &'a SettledMemory,
-    pub clocks: &'a StallClocks,
+/// What the core asks of Memfault: [`MemfaultClient`] in the function, a script in the core's
+/// own tests.
+pub(crate) trait Uploader {
+    /// Posts `upload` until Memfault accepts or refuses it, or time runs out.
+    async fn upload(
+        &self,
+        route: &Route,
+        upload: &Upload,
+        deadline: Instant,
+    ) -> Result<Delivery, UploadError>;
+
+    /// One request to learn whether Memfault is up.
+    async fn probe(
+        &self,
+        route: &Route,
+        upload: &Upload,
+        deadline: Instant,
+    ) -> Result<Delivery, UploadError>;
 }
 
-/// Delivers `items` and returns one outcome per item, in the same order.
-///
-/// Devices are uploaded up to `settings.upload_concurrency` at a time, started in the order of
-/// their first chunk in the batch, so that when the deadline cuts a run short the earliest
-/// chunks are the ones that were tried: a stream's checkpoint then moves forward with every
-/// retry instead of resending the same batch.
-pub(crate) async fn deliver(
-    environment: Environment<'_>,
+impl Uploader for MemfaultClient {
+    async fn upload(
+        &self,
+        route: &Route,
+        upload: &Upload,
+        deadline: Instant,
+    ) -> Result<Delivery, UploadError> {
+        MemfaultClient::upload(self, route, upload, deadline).await
+    }
+
+    async fn probe(
+        &self,
+        route: &Route,
+        upload: &Upload,
+        deadline: Instant,
+    ) -> Result<Delivery, UploadError> {
+        MemfaultClient::probe(self, route, upload, deadline).await
+    }
+}
+
+/// The core as the execution environment holds it, built once: the uploader with its
+/// connections, the memory of settled records, the stall clocks and the limits.
+pub(crate) struct Deliverer<U = MemfaultClient> {
+    uploader: U,
+    memory: SettledMemory,
+    clocks: StallClocks,
     settings: Settings,
-    log: DeliveryLog,
-    items: Vec<Item>,
-    deadline: Instant,
-    metrics: &mut InvocationMetrics,
-) -> Vec<Outcome> {
-    let Plan {
-        mut outcomes,
-        devices,
-        delivered_earlier,
-    } = Plan::of(items, environment.memory);
-    let invocation = Invocation {
-        client: environment.client,
-        settings,
-        log,
-        deadline,
-        health: Health::default(),
-    };
-    let mut runs = invocation.run_devices(devices).await;
-    if let Some(limit) = settings.stall_limit {
-        let stalls = Stalls {
-            clocks: environment.clocks,
-            limit,
+}
+
+impl<U: Uploader> Deliverer<U> {
+    pub(crate) fn new(uploader: U, settings: Settings) -> Self {
+        Self {
+            uploader,
+            memory: SettledMemory::default(),
+            clocks: StallClocks::default(),
+            settings,
+        }
+    }
+
+    /// The memory of records this environment settled, which adapters name records in.
+    pub(crate) fn memory(&self) -> &SettledMemory {
+        &self.memory
+    }
+
+    /// Delivers `items` and returns one outcome per item, in the same order.
+    ///
+    /// Devices are uploaded up to `upload_concurrency` at a time, started in the order of
+    /// their first chunk in the batch, so that when the deadline cuts a run short the earliest
+    /// chunks are the ones that were tried: a stream's checkpoint then moves forward with every
+    /// retry instead of resending the same batch.
+    pub(crate) async fn deliver(
+        &self,
+        items: Vec<Item>,
+        source: Source,
+        deadline: Instant,
+        metrics: &mut InvocationMetrics,
+    ) -> Vec<Outcome> {
+        let Plan {
+            mut outcomes,
+            devices,
             delivered_earlier,
+        } = Plan::of(items, &self.memory);
+        let invocation = Invocation {
+            uploader: &self.uploader,
+            settings: self.settings,
+            delivered_at_info: source == Source::Single,
+            deadline,
+            health: Health::default(),
         };
-        invocation.decide_stalls(&mut runs, stalls, metrics).await;
-    }
-    let mut not_started: HashMap<NotStarted, (usize, usize)> = HashMap::new();
-    for run in runs {
-        if let Some(reason) = run.not_started {
-            let (devices, chunks) = not_started.entry(reason).or_default();
-            *devices += 1;
-            *chunks += run
-                .outcomes
-                .iter()
-                .filter(|(_, _, outcome)| matches!(outcome, Outcome::Kept(Kept::NotStarted(_))))
-                .count();
+        let mut runs = invocation.run_devices(devices).await;
+        // Only a stream holds records behind a failing device: there, it may stall.
+        if source == Source::Stream {
+            invocation
+                .decide_stalls(&mut runs, &self.clocks, &delivered_earlier, metrics)
+                .await;
         }
-        metrics.merge(run.metrics);
-        for (index, key, outcome) in run.outcomes {
-            if let (Some(key), Outcome::Delivered(_)) = (key, &outcome) {
-                environment.memory.remember(key, Settlement::Delivered);
+        let mut not_started: HashMap<NotStarted, (usize, usize)> = HashMap::new();
+        for run in runs {
+            if let Some(reason) = run.not_started {
+                let (devices, chunks) = not_started.entry(reason).or_default();
+                *devices += 1;
+                *chunks += run.not_started_chunks();
             }
-            outcomes[index] = Some(outcome);
+            metrics.merge(run.metrics);
+            for (index, key, outcome) in run.outcomes {
+                if let (Some(key), Outcome::Delivered(_)) = (key, &outcome) {
+                    self.memory.remember(key, Settlement::Delivered);
+                }
+                outcomes[index] = Some(outcome);
+            }
         }
+        log_not_started(not_started);
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every item has exactly one outcome"))
+            .collect()
     }
-    log_not_started(not_started);
-    outcomes
-        .into_iter()
-        .map(|outcome| outcome.expect("every item has exactly one outcome"))
-        .collect()
 }
 
 /// Devices left unstarted get one line per reason, not one each: a large batch would otherwise
@@ -182,12 +237,11 @@ impl Plan {
         for (index, item) in items.into_iter().enumerate() {
             let recalled = item.key.and_then(|key| memory.recall(key));
             let outcome = match (item.content, recalled) {
-                (content, Some(Settlement::Delivered)) => {
-                    plan.delivered_earlier.extend(content.ok());
-                    Some(Outcome::Delivered(Accepted::Earlier))
-                }
-                (_, Some(Settlement::SetAside)) => {
-                    Some(Outcome::SetAside(Undeliverable::SetAsideEarlier))
+                (content, Some(settlement)) => {
+                    if settlement == Settlement::Delivered {
+                        plan.delivered_earlier.extend(content.ok());
+                    }
+                    Some(Outcome::Earlier(settlement))
                 }
                 (Err(refusal), None) => Some(Outcome::SetAside(Undeliverable::Refused(refusal))),
                 (Ok(Routed { route, payload }), None) => {
@@ -269,19 +323,13 @@ impl Health {
     }
 }
 
-struct Invocation<'a> {
-    client: &'a MemfaultClient,
+struct Invocation<'a, U> {
+    uploader: &'a U,
     settings: Settings,
-    log: DeliveryLog,
+    /// Each delivered upload logged at INFO rather than DEBUG.
+    delivered_at_info: bool,
     deadline: Instant,
     health: Health,
-}
-
-/// What a stall decision works with.
-struct Stalls<'a> {
-    clocks: &'a StallClocks,
-    limit: Duration,
-    delivered_earlier: Vec<Routed>,
 }
 
 struct DeviceRun {
@@ -297,7 +345,7 @@ struct DeviceRun {
     oldest_kept: Option<SystemTime>,
 }
 
-impl Invocation<'_> {
+impl<U: Uploader> Invocation<'_, U> {
     async fn run_devices(&self, mut devices: Vec<DeviceQueue>) -> Vec<DeviceRun> {
         // A lone device (every direct invocation) needs no scheduling between devices.
         if devices.len() == 1 {
@@ -327,17 +375,18 @@ impl Invocation<'_> {
         }
         let mut pending = requests(device.chunks, self.settings.batch_max_chunks);
         while let Some(mut group) = pending.pop_front() {
-            let parts: Vec<Bytes> = group.iter().map(|chunk| chunk.payload.clone()).collect();
-            let upload = match <[Bytes; 1]>::try_from(parts) {
-                Ok([single]) => Upload::Single(single),
-                Err(parts) => Upload::Multipart(parts),
-            };
-            let error = match self.client.upload(&route, &upload, self.deadline).await {
+            let mut payloads = group.iter().map(|chunk| chunk.payload.clone());
+            let first = payloads
+                .next()
+                .expect("a request carries at least one chunk");
+            let upload = Upload::of(first, payloads);
+            let error = match self.uploader.upload(&route, &upload, self.deadline).await {
                 Ok(delivery) => {
                     self.health.delivered();
                     run.delivered = true;
-                    record_delivery(&mut run.metrics, &route, &upload, &delivery, self.log);
-                    run.settle(group, |_| Outcome::Delivered(Accepted::Now(delivery)));
+                    let at_info = self.delivered_at_info;
+                    record_delivery(&mut run.metrics, &route, &upload, &delivery, at_info);
+                    run.settle(group, |_| Outcome::Delivered(delivery));
                     continue;
                 }
                 // No attempt was made: the deadline, not Memfault, stopped this device.
@@ -393,16 +442,14 @@ impl Invocation<'_> {
     async fn decide_stalls(
         &self,
         runs: &mut [DeviceRun],
-        stalls: Stalls<'_>,
+        clocks: &StallClocks,
+        delivered_earlier: &[Routed],
         metrics: &mut InvocationMetrics,
     ) {
         let observed = observed(runs);
-        let evidence = self
-            .evidence(&observed, &stalls.delivered_earlier, metrics)
-            .await;
-        let stalled = stalls
-            .clocks
-            .observe(&evidence, &observed, stalls.limit, Instant::now());
+        let evidence = self.evidence(&observed, delivered_earlier, metrics).await;
+        let limit = self.settings.stall_limit;
+        let stalled = clocks.observe(&evidence, &observed, limit, Instant::now());
         if stalled.devices.is_empty() && stalled.projects.is_empty() {
             return;
         }
@@ -457,9 +504,9 @@ impl Invocation<'_> {
     /// Re-posts one chunk Memfault accepted earlier, alone: Memfault drops duplicate chunks
     /// (docs/delivery.md, "Duplicates"), and its answer says whether Memfault is up now.
     async fn probe<'r>(&self, routed: &'r Routed, metrics: &mut InvocationMetrics) -> Evidence<'r> {
-        let upload = Upload::Single(routed.payload.clone());
+        let upload = Upload::of(routed.payload.clone(), []);
         let result = self
-            .client
+            .uploader
             .probe(&routed.route, &upload, self.deadline)
             .await;
         let attempts = match &result {
@@ -527,6 +574,14 @@ impl DeviceRun {
             failure: None,
             oldest_kept: None,
         }
+    }
+
+    /// How many of its chunks it never sent.
+    fn not_started_chunks(&self) -> usize {
+        let not_started = |(_, _, outcome): &&(usize, Option<RecordKey>, Outcome)| {
+            matches!(outcome, Outcome::Kept(Kept::NotStarted(_)))
+        };
+        self.outcomes.iter().filter(not_started).count()
     }
 
     fn settle(&mut self, chunks: Vec<Chunk>, outcome: impl Fn(&Chunk) -> Outcome) {
@@ -609,14 +664,14 @@ fn record_delivery(
     route: &Route,
     upload: &Upload,
     delivery: &Delivery,
-    log: DeliveryLog,
+    at_info: bool,
 ) {
     record_attempts(metrics, delivery.attempts);
     metrics.chunks_forwarded += upload.chunk_count() as u64;
     metrics.bytes_forwarded += upload.payload_bytes() as u64;
     metrics.record_latency(delivery.upstream);
     info_or_debug!(
-        log == DeliveryLog::EachAtInfo,
+        at_info,
         outcome = "delivered",
         device_serial = %route.device_serial,
         project_key = %route.project_key,

@@ -5,10 +5,11 @@ use thiserror::Error;
 use crate::event::EventError;
 use crate::memfault::{Concern, Delivery, UploadError};
 use crate::routing::RouteError;
+use crate::settled::Settlement;
 
 /// Why an item was never sent: it is wrong in itself, and will be whenever it is retried.
 #[derive(Debug, Clone, Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     #[error("refused: {0}")]
     Event(#[from] EventError),
     #[error("refused: {0}")]
@@ -16,7 +17,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Event(error) => error.kind(),
             Self::Route(error) => error.kind(),
@@ -27,24 +28,27 @@ impl Refusal {
 /// What became of one item.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// Memfault accepted it.
-    Delivered(Accepted),
+    /// Memfault accepted it, from the request this invocation sent.
+    Delivered(Delivery),
     /// Retrying cannot help: it belongs in the failure store, with its data.
     SetAside(Undeliverable),
     /// Retrying may help: the source keeps it for a later invocation.
     Kept(Kept),
+    /// The source sent it again after this execution environment settled it (delivered it, or
+    /// stored it in the failure store): answered from memory, nothing sent or written again.
+    Earlier(Settlement),
 }
 
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Accepted {
-    /// By the request this invocation sent.
-    Now(Delivery),
-    /// A record the source sent again after this execution environment delivered it.
-    Earlier,
+impl Outcome {
+    /// Settled before any failure-store write of this invocation: delivered now or earlier, or
+    /// set aside earlier.
+    pub(crate) fn is_settled(&self) -> bool {
+        matches!(self, Self::Delivered(_) | Self::Earlier(_))
+    }
 }
 
 #[derive(Debug)]
-pub enum Undeliverable {
+pub(crate) enum Undeliverable {
     /// Never sent: the event, its topic or its serial is wrong.
     Refused(Refusal),
     /// Memfault refused this chunk when it was sent alone.
@@ -52,12 +56,10 @@ pub enum Undeliverable {
     /// The device's uploads kept failing while other devices' went through, for longer than
     /// the stall limit: set aside so that its shard moves on.
     Stalled(UploadError),
-    /// A record the source sent again after this execution environment set it aside.
-    SetAsideEarlier,
 }
 
 #[derive(Debug, Error)]
-pub enum Kept {
+pub(crate) enum Kept {
     /// The request that carried it failed for a reason that may pass (or a setting to fix).
     #[error(transparent)]
     Failed(UploadError),
@@ -72,7 +74,7 @@ pub enum Kept {
 
 impl Kept {
     /// Lambda's `errorType` for it: always `Retryable.*`.
-    pub fn error_type(&self) -> String {
+    pub(crate) fn error_type(&self) -> String {
         match self {
             Self::Failed(error) => upload_error_type(error),
             Self::BehindFailure => "Retryable.BehindFailure".to_owned(),
@@ -86,7 +88,7 @@ impl Kept {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
-pub enum NotStarted {
+pub(crate) enum NotStarted {
     /// The deadline (less MEMFAULT_DEADLINE_MARGIN_MS) left no time for it.
     #[error("the invocation deadline is within MEMFAULT_DEADLINE_MARGIN_MS")]
     Deadline,
@@ -101,31 +103,29 @@ pub enum NotStarted {
 impl Undeliverable {
     /// Lambda's `errorType` words for it: `Permanent.*` fails whenever it is retried,
     /// `Retryable.*` may pass later (a replay once the device or Memfault recovered).
-    pub fn error_type(&self) -> String {
+    pub(crate) fn error_type(&self) -> String {
         match self {
             Self::Refused(refusal) => format!("Permanent.{}", refusal.kind()),
             Self::Rejected(_) => "Permanent.UpstreamRejected".to_owned(),
             Self::Stalled(error) => upload_error_type(error),
-            Self::SetAsideEarlier => "Permanent.SetAsideEarlier".to_owned(),
         }
     }
 
     /// What the failure store's record says happened.
-    pub fn condition(&self) -> &'static str {
+    pub(crate) fn condition(&self) -> &'static str {
         match self {
             Self::Stalled(_) => "Stalled",
             _ => "Undeliverable",
         }
     }
 
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             Self::Refused(refusal) => refusal.to_string(),
             Self::Rejected(error) => error.to_string(),
             Self::Stalled(error) => format!(
                 "the device's uploads kept failing past MEMFAULT_STALL_LIMIT_SECONDS while other devices' were delivered: {error}"
             ),
-            Self::SetAsideEarlier => "set aside by an earlier invocation".to_owned(),
         }
     }
 }

@@ -31,7 +31,7 @@ const BODY_GRACE: Duration = Duration::from_millis(250);
 const QUARANTINE_WRITE_BUDGET: Duration = Duration::from_millis(500);
 /// Memfault accepted the upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     pub status: StatusCode,
     pub attempts: u32,
     /// From the first request to the accepting answer, waits between attempts included.
@@ -47,7 +47,7 @@ struct Answer {
 /// Built once at init and shared by every invocation, so that consecutive chunks reuse one
 /// keep-alive connection instead of paying a TCP and TLS handshake each.
 #[derive(Clone)]
-pub struct MemfaultClient {
+pub(crate) struct MemfaultClient {
     http: HttpClient,
     chunks_url: Arc<ChunksUrl>,
     retry: RetryPolicy,
@@ -60,7 +60,7 @@ pub struct MemfaultClient {
 }
 
 impl MemfaultClient {
-    pub fn new(config: &Config) -> Result<Self, ClientInitError> {
+    pub(crate) fn new(config: &Config) -> Result<Self, ClientInitError> {
         let destinations: Vec<String> = std::iter::once(config.chunks_url.to_string())
             .chain(
                 config
@@ -86,14 +86,14 @@ impl MemfaultClient {
     }
 
     /// The shared connection pool, for the function's other HTTP destinations.
-    pub fn http(&self) -> &HttpClient {
+    pub(crate) fn http(&self) -> &HttpClient {
         &self.http
     }
 
     /// Posts `upload` for `route` until Memfault accepts it, refuses it, the attempts run out,
     /// or the next try would end after the upload bound: `deadline` less the safety margin and,
     /// with a quarantine queue, its write budget (docs/delivery.md, "Deadlines").
-    pub async fn upload(
+    pub(crate) async fn upload(
         &self,
         route: &Route,
         upload: &Upload,
@@ -107,7 +107,7 @@ impl MemfaultClient {
     /// One request to learn whether Memfault is up, made after the invocation's uploads: it
     /// may use half of the write budget, so that a device whose uploads ran to the upload bound
     /// still leaves it time, and the writes keep the other half.
-    pub async fn probe(
+    pub(crate) async fn probe(
         &self,
         route: &Route,
         upload: &Upload,

@@ -14,7 +14,7 @@ const ERROR_BODY_SHOWN: usize = 300;
 
 /// Why one attempt did not deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     Status {
         status: StatusCode,
         body: String,
@@ -59,7 +59,7 @@ impl Failure {
     }
 
     /// A short, stable name for metrics.
-    pub fn class(&self) -> &'static str {
+    pub(crate) fn class(&self) -> &'static str {
         match self {
             Self::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
                 "RateLimited"
@@ -115,7 +115,7 @@ fn status_meaning(status: StatusCode) -> &'static str {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GiveUpReason {
+pub(crate) enum GiveUpReason {
     AttemptsExhausted,
     DeadlineReached,
     RetryAfterBeyondDeadline(Duration),
@@ -136,7 +136,7 @@ impl fmt::Display for GiveUpReason {
 }
 
 #[derive(Debug, Clone, Error)]
-pub enum UploadError {
+pub(crate) enum UploadError {
     #[error("Memfault refused the upload after {attempts} attempt(s): {failure}")]
     Rejected { failure: Failure, attempts: u32 },
     #[error(
@@ -154,7 +154,7 @@ pub enum UploadError {
 }
 
 impl UploadError {
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         match self {
             Self::Rejected { attempts, .. } | Self::GaveUp { attempts, .. } => *attempts,
             Self::NoTimeLeft => 0,
@@ -162,20 +162,15 @@ impl UploadError {
     }
 
     /// A short, stable name for metrics.
-    pub fn class(&self) -> &'static str {
+    pub(crate) fn class(&self) -> &'static str {
         match self {
             Self::Rejected { failure, .. } | Self::GaveUp { last: failure, .. } => failure.class(),
             Self::NoTimeLeft => "Deadline",
         }
     }
 
-    /// Only a refusal by Memfault is final; anything else may work when Lambda tries again.
-    pub fn is_retryable(&self) -> bool {
-        !matches!(self, Self::Rejected { .. })
-    }
-
     /// Who the failure concerns, which decides what happens next (docs/delivery.md).
-    pub fn concern(&self) -> Concern {
+    pub(crate) fn concern(&self) -> Concern {
         match self {
             Self::Rejected {
                 failure: Failure::Status { status, .. },
@@ -186,7 +181,7 @@ impl UploadError {
         }
     }
 
-    pub fn status(&self) -> Option<StatusCode> {
+    pub(crate) fn status(&self) -> Option<StatusCode> {
         match self {
             Self::Rejected {
                 failure: Failure::Status { status, .. },
@@ -203,7 +198,7 @@ impl UploadError {
 
 /// What an upload's failure says about where the fault lies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Concern {
+pub(crate) enum Concern {
     /// Memfault refused what the request carried (400, 413, 415, 422, ...): one of its chunks,
     /// found by sending fewer at a time, will be refused whenever it is sent.
     Request,

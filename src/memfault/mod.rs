@@ -7,7 +7,10 @@ mod client;
 mod failure;
 mod multipart;
 
+pub use client::ClientInitError;
 pub(crate) use client::Delivery;
-pub use client::{ClientInitError, MemfaultClient};
+pub(crate) use client::MemfaultClient;
 pub(crate) use failure::{Concern, UploadError};
+#[cfg(test)]
+pub(crate) use failure::{Failure, GiveUpReason};
 pub(crate) use multipart::Upload;

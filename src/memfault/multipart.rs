@@ -7,23 +7,45 @@ use http::HeaderValue;
 
 /// What one request carries: a single chunk, or several chunks of one device in order.
 #[derive(Debug, Clone)]
-pub enum Upload {
+pub(crate) enum Upload {
     Single(Bytes),
-    Multipart(Vec<Bytes>),
+    Multipart(Parts),
 }
 
+/// Two chunks or more: only [`Upload::of`] makes them, so a multipart body never has one part.
+#[derive(Debug, Clone)]
+pub(crate) struct Parts(Vec<Bytes>);
+
 impl Upload {
-    pub fn chunk_count(&self) -> usize {
+    /// One chunk goes as it is; more share a multipart body.
+    pub(crate) fn of(first: Bytes, rest: impl IntoIterator<Item = Bytes>) -> Self {
+        let mut rest = rest.into_iter().peekable();
+        if rest.peek().is_none() {
+            return Self::Single(first);
+        }
+        Self::Multipart(Parts(std::iter::once(first).chain(rest).collect()))
+    }
+
+    pub(crate) fn chunk_count(&self) -> usize {
         match self {
             Self::Single(_) => 1,
-            Self::Multipart(parts) => parts.len(),
+            Self::Multipart(Parts(parts)) => parts.len(),
         }
     }
 
-    pub fn payload_bytes(&self) -> usize {
+    /// The chunks it carries, in order.
+    #[cfg(test)]
+    pub(crate) fn chunks(&self) -> &[Bytes] {
+        match self {
+            Self::Single(chunk) => std::slice::from_ref(chunk),
+            Self::Multipart(Parts(parts)) => parts,
+        }
+    }
+
+    pub(crate) fn payload_bytes(&self) -> usize {
         match self {
             Self::Single(chunk) => chunk.len(),
-            Self::Multipart(parts) => parts.iter().map(Bytes::len).sum(),
+            Self::Multipart(Parts(parts)) => parts.iter().map(Bytes::len).sum(),
         }
     }
 
@@ -35,7 +57,7 @@ impl Upload {
                 chunk.clone(),
                 HeaderValue::from_static("application/octet-stream"),
             ),
-            Self::Multipart(parts) => {
+            Self::Multipart(Parts(parts)) => {
                 // 128 random bits: a chunk that contains the boundary by chance is not a
                 // practical concern, so the parts are not scanned for it.
                 let boundary = format!("chunk-proxy-{:032x}", fastrand::u128(..));
@@ -127,7 +149,8 @@ Content-Type: application/octet-stream\r\nContent-Length: 3\r\n\r\nxyz\r\n\
 
     #[test]
     fn multipart_boundaries_differ_per_request() {
-        let upload = Upload::Multipart(vec![Bytes::from_static(b"a")]);
+        let upload = Upload::of(Bytes::from_static(b"a"), [Bytes::from_static(b"b")]);
+        assert_eq!(upload.chunk_count(), 2);
         let (_, first) = upload.encode();
         let (_, second) = upload.encode();
         assert_ne!(first, second);
@@ -141,7 +164,8 @@ Content-Type: application/octet-stream\r\nContent-Length: 3\r\n\r\nxyz\r\n\
 
     #[test]
     fn single_uploads_are_sent_as_is() {
-        let upload = Upload::Single(Bytes::from_static(b"\x08\x02"));
+        let upload = Upload::of(Bytes::from_static(b"\x08\x02"), []);
+        assert!(matches!(upload, Upload::Single(_)));
         let (body, content_type) = upload.encode();
         assert_eq!(&body[..], b"\x08\x02");
         assert_eq!(content_type, "application/octet-stream");

@@ -37,7 +37,7 @@ impl InvocationMetrics {
     }
 
     /// Adds another share of the same invocation, e.g. one device's uploads in a batch.
-    pub fn merge(&mut self, other: InvocationMetrics) {
+    pub(crate) fn merge(&mut self, other: InvocationMetrics) {
         self.chunks_forwarded += other.chunks_forwarded;
         self.bytes_forwarded += other.bytes_forwarded;
         self.upstream_requests += other.upstream_requests;

@@ -7,90 +7,34 @@ use serde_json::Value;
 
 use super::services::{cause, note_refusal};
 use super::{Delivered, DeliveredEarlier, ForwardError, Response, Services, SetAside};
-use crate::delivery::{Accepted, DeliveryLog, Item, Outcome, Refusal, Undeliverable};
-use crate::event::{EventError, parse_rule_event, unwrap_failure_record};
+use crate::delivery::{Item, Outcome, Refusal, Source, Undeliverable};
+use crate::event::{EventError, parse_rule_event};
 use crate::observability::{InvocationMetrics, emit_metrics};
 use crate::quarantine::{FailureRecord, Origin};
+use crate::settled::{RecordKey, Settlement};
+
+/// The one event of the invocation, as far as its answer and its failure record need it.
+struct Direct {
+    /// The event's JSON, read once.
+    event: Option<Value>,
+    identity: String,
+    key: Option<RecordKey>,
+    device_serial: Option<String>,
+    bytes: usize,
+}
 
 pub(crate) async fn forward(
     services: &Services<'_>,
     payload: &str,
 ) -> Result<Response, ForwardError> {
     let mut metrics = InvocationMetrics::default();
-    let event = serde_json::from_str::<Value>(payload).map_err(|error| EventError::Unreadable {
-        what: "event",
-        reason: error.to_string(),
-    });
-    let content = event
-        .as_ref()
-        .map_err(|error| Refusal::from(error.clone()))
-        .and_then(|event| Ok(parse_rule_event(event)?))
-        .and_then(|message| services.routed(message));
-    let bytes = content.as_ref().map_or(0, |routed| routed.payload.len());
-    let device_serial = content
-        .as_ref()
-        .ok()
-        .map(|routed| routed.route.device_serial.to_string());
-    // Lambda retries an asynchronous invocation under the same request id: one that timed out
-    // after its upload went through is answered from the memory of settled records.
-    let request_id = services.invocation.request_id;
-    let identity = format!("direct {request_id}");
-    let item = Item {
-        content,
-        key: (!request_id.is_empty()).then(|| services.memory.key(&[&identity])),
-        arrived: None,
-    };
-    let key = item.key;
+    let (direct, item) = read(services, payload);
     let outcome = services
-        .deliver(vec![item], DeliveryLog::EachAtInfo, &mut metrics)
+        .deliver(vec![item], Source::Single, &mut metrics)
         .await
         .pop()
         .expect("one outcome per item");
-    let result = match outcome {
-        Outcome::Delivered(Accepted::Now(delivery)) => Ok(Response::Delivered(Delivered {
-            device_serial: device_serial.unwrap_or_default(),
-            bytes,
-            status: delivery.status.as_u16(),
-            attempts: delivery.attempts,
-        })),
-        Outcome::Delivered(Accepted::Earlier) => Ok(Response::DeliveredEarlier(DeliveredEarlier {
-            device_serial: device_serial.unwrap_or_default(),
-            delivered_earlier: true,
-        })),
-        Outcome::SetAside(undeliverable) => {
-            if let Undeliverable::Refused(refusal) = &undeliverable {
-                note_refusal(&mut metrics, None, refusal);
-            }
-            let stored = match undeliverable {
-                Undeliverable::SetAsideEarlier => true,
-                _ => {
-                    let record = FailureRecord {
-                        identity,
-                        device_serial,
-                        request_payload: event
-                            .ok()
-                            .map(|event| unwrap_failure_record(&event).clone())
-                            .filter(Value::is_object),
-                        origin: Origin::Direct,
-                        cause: cause(&undeliverable),
-                    };
-                    let stored = services.set_aside(vec![(record, key)], &mut metrics).await;
-                    stored.first().copied().unwrap_or(false)
-                }
-            };
-            if stored {
-                let cause = cause(&undeliverable);
-                Ok(Response::SetAside(SetAside {
-                    set_aside: true,
-                    error_type: cause.error_type,
-                    error_message: cause.error_message,
-                }))
-            } else {
-                Err(ForwardError::Undeliverable(undeliverable))
-            }
-        }
-        Outcome::Kept(kept) => Err(kept.into()),
-    };
+    let result = answer(services, direct, outcome, &mut metrics).await;
     if result.is_err() {
         metrics.chunks_undelivered += 1;
     }
@@ -100,4 +44,106 @@ pub(crate) async fn forward(
         &metrics,
     );
     result
+}
+
+fn read(services: &Services<'_>, payload: &str) -> (Direct, Item) {
+    let event = serde_json::from_str::<Value>(payload).map_err(|error| EventError::Unreadable {
+        what: "event",
+        reason: error.to_string(),
+    });
+    let content = event
+        .as_ref()
+        .map_err(|error| Refusal::from(error.clone()))
+        .and_then(|event| Ok(parse_rule_event(event)?))
+        .and_then(|message| services.routed(message));
+    // Lambda retries an asynchronous invocation under the same request id: one that timed out
+    // after its upload went through is answered from the memory of settled records.
+    let request_id = services.invocation.request_id;
+    let identity = format!("direct {request_id}");
+    let key = (!request_id.is_empty()).then(|| services.record_key(&[&identity]));
+    let direct = Direct {
+        event: event.ok(),
+        identity,
+        key,
+        device_serial: content
+            .as_ref()
+            .ok()
+            .map(|routed| routed.route.device_serial.to_string()),
+        bytes: content.as_ref().map_or(0, |routed| routed.payload.len()),
+    };
+    let item = Item {
+        content,
+        key,
+        arrived: None,
+    };
+    (direct, item)
+}
+
+async fn answer(
+    services: &Services<'_>,
+    direct: Direct,
+    outcome: Outcome,
+    metrics: &mut InvocationMetrics,
+) -> Result<Response, ForwardError> {
+    match outcome {
+        Outcome::Delivered(delivery) => Ok(Response::Delivered(Delivered {
+            device_serial: direct.device_serial.unwrap_or_default(),
+            bytes: direct.bytes,
+            status: delivery.status.as_u16(),
+            attempts: delivery.attempts,
+        })),
+        Outcome::Earlier(Settlement::Delivered) => {
+            Ok(Response::DeliveredEarlier(DeliveredEarlier {
+                device_serial: direct.device_serial.unwrap_or_default(),
+            }))
+        }
+        Outcome::Earlier(Settlement::SetAside) => Ok(Response::SetAside(SetAside {
+            error_type: "Permanent.SetAsideEarlier".to_owned(),
+            error_message: "set aside by an earlier invocation".to_owned(),
+        })),
+        Outcome::SetAside(undeliverable) => {
+            set_aside_now(services, direct, undeliverable, metrics).await
+        }
+        Outcome::Kept(kept) => Err(ForwardError::kept(kept)),
+    }
+}
+
+/// Writes the event to the quarantine queue: answered as set aside once stored.
+async fn set_aside_now(
+    services: &Services<'_>,
+    direct: Direct,
+    undeliverable: Undeliverable,
+    metrics: &mut InvocationMetrics,
+) -> Result<Response, ForwardError> {
+    if let Undeliverable::Refused(refusal) = &undeliverable {
+        note_refusal(metrics, None, refusal);
+    }
+    let record = FailureRecord {
+        identity: direct.identity,
+        device_serial: direct.device_serial,
+        request_payload: direct.event.map(rule_event).filter(Value::is_object),
+        origin: Origin::Direct,
+        cause: cause(&undeliverable),
+    };
+    let stored = services
+        .set_aside(vec![(record, direct.key)], metrics)
+        .await;
+    if stored.first().copied().unwrap_or(false) {
+        let cause = cause(&undeliverable);
+        Ok(Response::SetAside(SetAside {
+            error_type: cause.error_type,
+            error_message: cause.error_message,
+        }))
+    } else {
+        Err(ForwardError::undeliverable(undeliverable))
+    }
+}
+
+/// The rule's event an event holds: itself, or the one its failure record wraps.
+fn rule_event(mut event: Value) -> Value {
+    if event.get("requestPayload").is_some() {
+        event["requestPayload"].take()
+    } else {
+        event
+    }
 }

@@ -15,6 +15,9 @@ pub(crate) enum Envelope<'a> {
     Kinesis(Vec<&'a RawValue>),
     /// An event source mapping's S3 on-failure record: a Kinesis batch as escaped JSON text.
     KinesisFailureRecord(Cow<'a, str>),
+    /// A batch that is not a readable one: records of a known source mixed with others, or a
+    /// failure record without its batch. Refused whole, as what it says.
+    Malformed(&'static str),
 }
 
 #[derive(Deserialize)]
@@ -38,19 +41,29 @@ struct RecordHead<'a> {
 /// sends an empty batch, so an object with `"Records": []` is not answered as an empty success:
 /// it is read as a single event, delivered or refused.
 ///
+/// A `Records` array in which some records name SQS or Kinesis but not all name the same one,
+/// and a `KinesisBatchInfo` without a text `payload`, are malformed batches, not events.
+///
 /// Only the envelope's own fields are read here; whatever else the payload holds, however
 /// deeply nested, is skipped without being parsed.
 pub(crate) fn envelope(payload: &str) -> Envelope<'_> {
+    // Only an object is an envelope: serde would read a struct from an array too.
+    if !payload.trim_start().starts_with('{') {
+        return Envelope::Direct;
+    }
     let Ok(head) = serde_json::from_str::<Head<'_>>(payload) else {
         return Envelope::Direct;
     };
     if head.kinesis_batch_info.is_some() {
-        if let Some(text) = head
+        return match head
             .payload
             .and_then(|payload| serde_json::from_str::<Cow<'_, str>>(payload.get()).ok())
         {
-            return Envelope::KinesisFailureRecord(text);
-        }
+            Some(text) => Envelope::KinesisFailureRecord(text),
+            None => {
+                Envelope::Malformed("a Kinesis failure record without its batch as text in payload")
+            }
+        };
     }
     let Some(records) = head
         .records
@@ -58,21 +71,27 @@ pub(crate) fn envelope(payload: &str) -> Envelope<'_> {
     else {
         return Envelope::Direct;
     };
-    let Some(first) = records.first().and_then(|record| event_source(record)) else {
+    let sources: Vec<Option<Cow<'_, str>>> =
+        records.iter().map(|record| event_source(record)).collect();
+    let known = |source: &Option<Cow<'_, str>>| {
+        matches!(source.as_deref(), Some(SQS_SOURCE | KINESIS_SOURCE))
+    };
+    let Some(first) = sources.iter().find(|source| known(source)) else {
         return Envelope::Direct;
     };
-    if !records
-        .iter()
-        .all(|record| event_source(record).as_deref() == Some(first.as_ref()))
-    {
-        return Envelope::Direct;
+    if sources.iter().any(|source| source != first) {
+        return Envelope::Malformed(
+            "records of an SQS or Kinesis batch with other eventSource values",
+        );
     }
-    match first.as_ref() {
-        "aws:sqs" => Envelope::Sqs(records),
-        "aws:kinesis" => Envelope::Kinesis(records),
-        _ => Envelope::Direct,
+    match first.as_deref() {
+        Some(SQS_SOURCE) => Envelope::Sqs(records),
+        _ => Envelope::Kinesis(records),
     }
 }
+
+const SQS_SOURCE: &str = "aws:sqs";
+const KINESIS_SOURCE: &str = "aws:kinesis";
 
 fn event_source(record: &RawValue) -> Option<Cow<'_, str>> {
     serde_json::from_str::<RecordHead<'_>>(record.get())
@@ -91,6 +110,7 @@ mod tests {
             Envelope::Sqs(_) => "sqs",
             Envelope::Kinesis(_) => "kinesis",
             Envelope::KinesisFailureRecord(_) => "kinesis failure record",
+            Envelope::Malformed(_) => "malformed batch",
         }
     }
 
@@ -115,13 +135,24 @@ mod tests {
             json!({"Records": []}),
             json!({"Records": "not an array"}),
             json!({"Records": [{"eventSource": "aws:s3"}]}),
-            json!({"Records": [{"eventSource": "aws:sqs"}, {"eventSource": "aws:kinesis"}]}),
-            json!({"Records": [{"eventSource": "aws:sqs"}, {}]}),
-            json!({"KinesisBatchInfo": {}, "payload": {"not": "text"}}),
+            json!({"Records": [{"eventSource": "aws:s3"}, {}]}),
             json!("a string"),
             json!([1, 2]),
         ] {
             assert_eq!(shape(event.clone()), "direct", "{event}");
+        }
+    }
+
+    #[test]
+    fn a_batch_that_is_not_a_readable_one_is_malformed() {
+        for event in [
+            json!({"Records": [{"eventSource": "aws:sqs"}, {"eventSource": "aws:kinesis"}]}),
+            json!({"Records": [{"eventSource": "aws:sqs"}, {}]}),
+            json!({"Records": [{"eventSource": "aws:s3"}, {"eventSource": "aws:kinesis"}]}),
+            json!({"KinesisBatchInfo": {}, "payload": {"not": "text"}}),
+            json!({"KinesisBatchInfo": {}}),
+        ] {
+            assert_eq!(shape(event.clone()), "malformed batch", "{event}");
         }
     }
 

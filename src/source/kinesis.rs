@@ -21,15 +21,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use base64::Engine as _;
 use serde::Deserialize;
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
-use super::services::{BatchRecord, SetAsideReach, cause, log_batch};
+use super::services::{BatchRecord, cause, log_batch};
 use super::{BatchRefused, Envelope, ForwardError, Response, Services, envelope};
-use crate::delivery::{Item, Refusal, Undeliverable};
-use crate::event::{EventError, parse_rule_json};
+use crate::delivery::{Item, Refusal, Source, Undeliverable};
+use crate::event::{ChunkMessage, EventError, parse_rule_event, rule_json};
 use crate::observability::{InvocationMetrics, emit_metrics};
-use crate::quarantine::{FailureRecord, Origin};
+use crate::quarantine::{FailureRecord, KinesisOrigin, KinesisOriginRecord, Origin};
 
 /// Kinesis sequence numbers are decimal strings of up to 129 digits (Kinesis API `Record`).
 const MAX_SEQUENCE_DIGITS: usize = 129;
@@ -73,8 +73,10 @@ struct KinesisData<'a> {
 
 /// Enough of a record to report it, for a record that cannot be read as a whole.
 #[derive(Deserialize)]
-struct RecordHead {
+struct RecordHead<'a> {
     kinesis: SequenceHead,
+    #[serde(rename = "eventSourceARN", borrow, default)]
+    event_source_arn: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -86,21 +88,23 @@ struct SequenceHead {
 /// One record of the batch, in the batch's order, with what its failure record needs.
 struct StreamRecord<'a> {
     sequence_number: String,
+    stream: Cow<'a, str>,
     raw: &'a RawValue,
     parsed: Option<KinesisRecord<'a>>,
-    /// The rule's event the record's data holds, when it is a JSON object.
+    /// The JSON the record's data holds, read once: the rule's event, or not one.
     event: Option<Value>,
 }
 
 impl StreamRecord<'_> {
     /// Stream and shard position: what names the record across resends.
     fn identity(&self) -> String {
-        let parsed = self.parsed.as_ref();
-        let stream = parsed.and_then(|record| record.event_source_arn.as_deref());
-        let event_id = parsed.and_then(|record| record.event_id.as_deref());
+        let event_id = self
+            .parsed
+            .as_ref()
+            .and_then(|record| record.event_id.as_deref());
         format!(
             "kinesis {} {}",
-            stream.unwrap_or_default(),
+            self.stream,
             event_id.unwrap_or(&self.sequence_number)
         )
     }
@@ -117,6 +121,11 @@ impl StreamRecord<'_> {
         let since_epoch = Duration::try_from_secs_f64(seconds).ok()?;
         UNIX_EPOCH.checked_add(since_epoch)
     }
+
+    /// The rule's event to replay: the record's JSON, when it is an object.
+    fn request_payload(&self) -> Option<&Value> {
+        self.event.as_ref().filter(|event| event.is_object())
+    }
 }
 
 impl BatchRecord for StreamRecord<'_> {
@@ -129,28 +138,32 @@ impl BatchRecord for StreamRecord<'_> {
         device_serial: Option<String>,
         undeliverable: &Undeliverable,
     ) -> FailureRecord {
-        let mut origin = json!({ "sequenceNumber": self.sequence_number });
-        match &self.parsed {
-            Some(parsed) => {
-                origin["partitionKey"] = json!(parsed.kinesis.partition_key);
-                origin["eventSourceARN"] = json!(parsed.event_source_arn);
-                origin["approximateArrivalTimestamp"] = parsed
+        let request_payload = self.request_payload().cloned();
+        let record = match &self.parsed {
+            Some(parsed) => KinesisOriginRecord::Read {
+                partition_key: parsed.kinesis.partition_key.as_deref().map(str::to_owned),
+                event_source_arn: self.stream.to_string(),
+                approximate_arrival_timestamp: parsed
                     .kinesis
                     .approximate_arrival_timestamp
                     .and_then(|raw| serde_json::from_str(raw.get()).ok())
-                    .unwrap_or(Value::Null);
-                if self.event.is_none() {
-                    origin["data"] = json!(parsed.kinesis.data);
-                }
-            }
-            // Not even readable as a Kinesis record: keep it whole, as text, for inspection.
-            None => origin["record"] = json!(self.raw.get()),
-        }
+                    .unwrap_or(Value::Null),
+                data: request_payload
+                    .is_none()
+                    .then(|| parsed.kinesis.data.to_string()),
+            },
+            None => KinesisOriginRecord::Unread {
+                record: self.raw.get().to_owned(),
+            },
+        };
         FailureRecord {
             identity: self.identity(),
             device_serial,
-            request_payload: self.event.clone(),
-            origin: Origin::Kinesis(origin),
+            request_payload,
+            origin: Origin::Kinesis(KinesisOrigin {
+                sequence_number: self.sequence_number.clone(),
+                record,
+            }),
             cause: cause(undeliverable),
         }
     }
@@ -169,91 +182,95 @@ pub(crate) async fn forward(
     services: &Services<'_>,
     records: Vec<&RawValue>,
 ) -> Result<Response, ForwardError> {
-    let mut entries = Vec::with_capacity(records.len());
+    let mut read = Vec::with_capacity(records.len());
     for raw in records {
-        let (record, message) = match serde_json::from_str::<KinesisRecord<'_>>(raw.get()) {
-            Ok(parsed) => {
-                let data = decoded(&parsed.kinesis);
-                let message = data
-                    .as_ref()
-                    .map_err(Clone::clone)
-                    .and_then(|data| parse_rule_json(data, "Kinesis record data"));
-                let event = data
-                    .ok()
-                    .and_then(|data| serde_json::from_slice::<Value>(&data).ok())
-                    .filter(Value::is_object);
-                let record = StreamRecord {
-                    sequence_number: parsed.kinesis.sequence_number.clone(),
-                    raw,
-                    parsed: Some(parsed),
-                    event,
-                };
-                (record, message)
-            }
-            Err(error) => {
-                let head = serde_json::from_str::<RecordHead>(raw.get()).ok();
-                let unreadable = EventError::Unreadable {
-                    what: "Kinesis record",
-                    reason: error.to_string(),
-                };
-                let record = StreamRecord {
-                    sequence_number: head
-                        .map(|head| head.kinesis.sequence_number)
-                        .unwrap_or_default(),
-                    raw,
-                    parsed: None,
-                    event: None,
-                };
-                (record, Err(unreadable))
-            }
-        };
-        // Failures are reported by sequence number: a batch with a record that has none (which
-        // Lambda never sends) fails whole, before anything is sent.
-        if !is_sequence_number(&record.sequence_number) {
-            return Err(BatchRefused::new("Kinesis", "kinesis.sequenceNumber").into());
-        }
-        entries.push((record, message));
+        read.push(stream_record(raw).map_err(ForwardError::batch)?);
     }
     // A shard's batch arrives in order; sorting (stably) makes the order a guarantee of this
     // code rather than an assumption about the caller, replays included.
-    entries.sort_by(|(a, _), (b, _)| sequence_order(&a.sequence_number, &b.sequence_number));
-    let mut stream_records = Vec::with_capacity(entries.len());
-    let mut items = Vec::with_capacity(entries.len());
-    for (record, message) in entries {
-        items.push(Item {
-            content: message
-                .map_err(Refusal::from)
-                .and_then(|message| services.routed(message)),
-            key: Some(services.memory.key(&[&record.identity()])),
-            arrived: record.arrived(),
-        });
-        stream_records.push(record);
-    }
+    read.sort_by(|(a, _), (b, _)| sequence_order(&a.sequence_number, &b.sequence_number));
+    let entries = read
+        .into_iter()
+        .map(|(record, message)| {
+            let item = Item {
+                content: message
+                    .map_err(Refusal::from)
+                    .and_then(|message| services.routed(message)),
+                key: Some(services.record_key(&[&record.identity()])),
+                arrived: record.arrived(),
+            };
+            (record, item)
+        })
+        .collect();
     let mut metrics = InvocationMetrics::default();
-    let (outcomes, settled) = services
-        .deliver_batch(
-            &stream_records,
-            items,
-            SetAsideReach::BeforeCheckpoint,
-            &mut metrics,
-        )
+    let answered = services
+        .deliver_batch(entries, Source::Stream, &mut metrics)
         .await;
     let mut response = KinesisEventResponse::default();
-    for (record, settled) in stream_records.iter().zip(settled) {
-        if !settled {
-            response.add_failure(record.sequence_number.clone());
-        }
+    for record in answered.iter().filter(|answered| !answered.settled) {
+        response.add_failure(record.record.sequence_number.clone());
     }
-    let item_ids = stream_records
-        .iter()
-        .map(|record| record.sequence_number.as_str());
-    log_batch(&metrics, "Kinesis", item_ids.zip(&outcomes));
+    log_batch(&metrics, "Kinesis", answered.iter());
     emit_metrics(
         services.config.metrics_namespace.as_deref(),
         "Stream",
         &metrics,
     );
     Ok(Response::Kinesis(response))
+}
+
+/// What a record's data holds: the rule's message, or why there is none.
+type Read = Result<ChunkMessage, EventError>;
+
+/// Reads one record, its data's JSON once. Failures are reported by sequence number, and
+/// records are named by their stream: a batch with a record that has either missing (which
+/// Lambda never sends) fails whole, before anything is sent.
+fn stream_record(raw: &RawValue) -> Result<(StreamRecord<'_>, Read), BatchRefused> {
+    let (parsed, head) = match serde_json::from_str::<KinesisRecord<'_>>(raw.get()) {
+        Ok(parsed) => {
+            let sequence_number = parsed.kinesis.sequence_number.clone();
+            let stream = parsed.event_source_arn.clone();
+            (Ok(parsed), (sequence_number, stream))
+        }
+        Err(error) => {
+            let head = serde_json::from_str::<RecordHead<'_>>(raw.get()).ok();
+            let unreadable = EventError::Unreadable {
+                what: "Kinesis record",
+                reason: error.to_string(),
+            };
+            let head = head.map_or((String::new(), None), |head| {
+                (head.kinesis.sequence_number, head.event_source_arn)
+            });
+            (Err(unreadable), head)
+        }
+    };
+    let (sequence_number, stream) = head;
+    if !is_sequence_number(&sequence_number) {
+        return Err(BatchRefused::new("Kinesis", "kinesis.sequenceNumber"));
+    }
+    let Some(stream) = stream.filter(|stream| !stream.is_empty()) else {
+        return Err(BatchRefused::new("Kinesis", "eventSourceARN"));
+    };
+    let (parsed, event, message) = match parsed {
+        Ok(parsed) => {
+            let event =
+                decoded(&parsed.kinesis).and_then(|data| rule_json(&data, "Kinesis record data"));
+            let message = event
+                .as_ref()
+                .map_err(Clone::clone)
+                .and_then(parse_rule_event);
+            (Some(parsed), event.ok(), message)
+        }
+        Err(unreadable) => (None, None, Err(unreadable)),
+    };
+    let record = StreamRecord {
+        sequence_number,
+        stream,
+        raw,
+        parsed,
+        event,
+    };
+    Ok((record, message))
 }
 
 /// Replays the S3 on-failure record of a batch: its `payload` is the batch's event as text.
@@ -263,7 +280,9 @@ pub(crate) async fn forward_failure_record(
 ) -> Result<Response, ForwardError> {
     match envelope(payload) {
         Envelope::Kinesis(records) => forward(services, records).await,
-        _ => Err(BatchRefused::new("Kinesis failure record", "payload").into()),
+        _ => Err(ForwardError::batch(BatchRefused::malformed(
+            "a Kinesis failure record whose payload is not a Kinesis batch",
+        ))),
     }
 }
 
@@ -299,6 +318,7 @@ mod tests {
             let parsed = serde_json::from_str::<KinesisRecord<'_>>(raw.get()).unwrap();
             let record = StreamRecord {
                 sequence_number: "1".to_owned(),
+                stream: Cow::Borrowed("arn:aws:kinesis:eu-west-1:1:stream/s"),
                 raw: &raw,
                 parsed: Some(parsed),
                 event: None,

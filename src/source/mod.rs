@@ -14,7 +14,12 @@ pub(crate) mod kinesis;
 mod services;
 pub(crate) mod sqs;
 
-pub(crate) use answer::BatchRefused;
+use answer::BatchRefused;
 pub use answer::{Delivered, DeliveredEarlier, ForwardError, Response, SetAside};
 pub(crate) use envelope::{Envelope, envelope};
 pub(crate) use services::Services;
+
+/// The answer to an envelope that claims to be a batch and is not a readable one.
+pub(crate) fn malformed(what: &'static str) -> ForwardError {
+    ForwardError::batch(BatchRefused::malformed(what))
+}

@@ -4,25 +4,17 @@
 use tokio::time::Instant;
 
 use crate::config::Config;
-use std::time::Duration;
-
-use crate::delivery::{
-    self, Accepted, DeliveryLog, Environment, Item, Outcome, Refusal, Routed, Settings,
-    StallClocks, Undeliverable,
-};
+use crate::delivery::{Deliverer, Item, Outcome, Refusal, Routed, Source, Undeliverable};
 use crate::event::ChunkMessage;
-use crate::memfault::MemfaultClient;
 use crate::observability::InvocationMetrics;
 use crate::quarantine::{Cause, FailureRecord, Invocation, Quarantine};
 use crate::routing::{Claims, Route, RouteError};
-use crate::settled::{RecordKey, SettledMemory, Settlement};
+use crate::settled::{RecordKey, Settlement};
 
 /// What an adapter works with, for one invocation.
 pub(crate) struct Services<'a> {
     pub config: &'a Config,
-    pub client: &'a MemfaultClient,
-    pub memory: &'a SettledMemory,
-    pub clocks: &'a StallClocks,
+    pub deliverer: &'a Deliverer,
     pub quarantine: Option<&'a Quarantine>,
     pub invocation: Invocation<'a>,
     pub deadline: Instant,
@@ -47,34 +39,21 @@ impl Services<'_> {
         self.config.router.resolve(claims)
     }
 
-    /// Delivers items of a source that holds nothing behind a failing device.
+    /// Runs the delivery core on `items`, by this invocation's deadline.
     pub(super) async fn deliver(
         &self,
         items: Vec<Item>,
-        log: DeliveryLog,
+        source: Source,
         metrics: &mut InvocationMetrics,
     ) -> Vec<Outcome> {
-        self.deliver_within(items, log, None, metrics).await
+        self.deliverer
+            .deliver(items, source, self.deadline, metrics)
+            .await
     }
 
-    async fn deliver_within(
-        &self,
-        items: Vec<Item>,
-        log: DeliveryLog,
-        stall_limit: Option<Duration>,
-        metrics: &mut InvocationMetrics,
-    ) -> Vec<Outcome> {
-        let settings = Settings {
-            batch_max_chunks: self.config.batch_max_chunks,
-            upload_concurrency: self.config.upload_concurrency,
-            stall_limit,
-        };
-        let environment = Environment {
-            client: self.client,
-            memory: self.memory,
-            clocks: self.clocks,
-        };
-        delivery::deliver(environment, settings, log, items, self.deadline, metrics).await
+    /// Names a record for the memory of settled records.
+    pub(super) fn record_key(&self, parts: &[&str]) -> RecordKey {
+        self.deliverer.memory().key(parts)
     }
 
     /// Writes `records` to the quarantine queue and returns, in the same order, which were stored;
@@ -96,7 +75,7 @@ impl Services<'_> {
             if *stored {
                 metrics.chunks_quarantined += 1;
                 if let Some(key) = key {
-                    self.memory.remember(*key, Settlement::SetAside);
+                    self.deliverer.memory().remember(*key, Settlement::SetAside);
                 }
             }
         }
@@ -120,90 +99,76 @@ pub(super) trait BatchRecord {
     ) -> FailureRecord;
 }
 
-/// Which of a batch's undeliverable records are written to the quarantine queue now.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum SetAsideReach {
-    /// Every one: the source never sends a settled record again (SQS).
-    EveryRecord,
-    /// Those before the first record kept for a retry: the source resends everything from
-    /// there, so those after it come back anyway (Kinesis).
-    BeforeCheckpoint,
+/// What became of one record of a batch.
+pub(super) struct Answered<R> {
+    pub record: R,
+    pub outcome: Outcome,
+    /// Delivered, settled earlier, or stored on the quarantine queue: not an item failure.
+    pub settled: bool,
 }
 
 impl Services<'_> {
-    /// Delivers a batch's items (one per record, in the same order), sets aside what can never
-    /// be delivered within `reach`, and says of each record whether it is settled: delivered, or
-    /// stored on the quarantine queue. The others are the batch's item failures.
+    /// Delivers a batch's records, each with its item, sets aside what can never be delivered,
+    /// and says of each record whether it is settled. The others are the batch's item failures.
+    ///
+    /// A queue sets aside every undeliverable record: it never sends a settled one again. A
+    /// stream sets aside those before the first record kept for a retry: it resends everything
+    /// from there, so those after it come back anyway.
     pub(super) async fn deliver_batch<R: BatchRecord>(
         &self,
-        records: &[R],
-        items: Vec<Item>,
-        reach: SetAsideReach,
+        entries: Vec<(R, Item)>,
+        source: Source,
         metrics: &mut InvocationMetrics,
-    ) -> (Vec<Outcome>, Vec<bool>) {
-        let keys: Vec<_> = items.iter().map(|item| item.key).collect();
-        let serials = device_serials(&items);
-        // Only a stream holds records behind a failing device: there, it may stall.
-        let stall_limit = match reach {
-            SetAsideReach::EveryRecord => None,
-            SetAsideReach::BeforeCheckpoint => Some(self.config.stall_limit),
-        };
-        let outcomes = self
-            .deliver_within(items, DeliveryLog::EachAtDebug, stall_limit, metrics)
-            .await;
-        let reachable = match reach {
-            SetAsideReach::EveryRecord => outcomes.len(),
-            SetAsideReach::BeforeCheckpoint => outcomes
+    ) -> Vec<Answered<R>> {
+        let mut records = Vec::with_capacity(entries.len());
+        let mut items = Vec::with_capacity(entries.len());
+        for (record, item) in entries {
+            let device_serial = item
+                .content
+                .as_ref()
+                .ok()
+                .map(|routed| routed.route.device_serial.to_string());
+            records.push((record, item.key, device_serial));
+            items.push(item);
+        }
+        let outcomes = self.deliver(items, source, metrics).await;
+        let reachable = match source {
+            Source::Stream => outcomes
                 .iter()
                 .position(|outcome| matches!(outcome, Outcome::Kept(_)))
                 .unwrap_or(outcomes.len()),
+            Source::Queue | Source::Single => outcomes.len(),
         };
+        let mut answered: Vec<Answered<R>> = Vec::with_capacity(records.len());
         let mut to_set_aside = Vec::new();
-        let mut set_aside_at = Vec::new();
-        for (index, outcome) in outcomes.iter().enumerate() {
-            let Outcome::SetAside(undeliverable) = outcome else {
-                continue;
-            };
-            let record = &records[index];
-            if let Undeliverable::Refused(refusal) = undeliverable {
-                note_refusal(metrics, Some(record.item_id()), refusal);
+        for (index, ((record, key, device_serial), outcome)) in
+            records.into_iter().zip(outcomes).enumerate()
+        {
+            if let Outcome::SetAside(undeliverable) = &outcome {
+                if let Undeliverable::Refused(refusal) = undeliverable {
+                    note_refusal(metrics, Some(record.item_id()), refusal);
+                }
+                if index < reachable && record.may_set_aside() {
+                    let failure = record.failure_record(device_serial, undeliverable);
+                    to_set_aside.push((index, (failure, key)));
+                }
             }
-            let written_earlier = matches!(undeliverable, Undeliverable::SetAsideEarlier);
-            if index < reachable && !written_earlier && record.may_set_aside() {
-                set_aside_at.push(index);
-                let failure = record.failure_record(serials[index].clone(), undeliverable);
-                to_set_aside.push((failure, keys[index]));
-            }
+            let settled = outcome.is_settled();
+            answered.push(Answered {
+                record,
+                outcome,
+                settled,
+            });
         }
+        let (at, to_set_aside): (Vec<usize>, Vec<_>) = to_set_aside.into_iter().unzip();
         let stored = self.set_aside(to_set_aside, metrics).await;
-        let mut settled: Vec<bool> = outcomes.iter().map(is_settled).collect();
-        for (index, stored) in set_aside_at.into_iter().zip(stored) {
-            settled[index] = stored;
+        for (index, stored) in at.into_iter().zip(stored) {
+            answered[index].settled = stored;
         }
-        metrics.chunks_undelivered += settled.iter().filter(|settled| !**settled).count() as u64;
-        (outcomes, settled)
+        metrics.chunks_undelivered +=
+            answered.iter().filter(|answered| !answered.settled).count() as u64;
+        answered
     }
-}
-
-/// The device each item goes to, for the quarantine queue's message groups.
-fn device_serials(items: &[Item]) -> Vec<Option<String>> {
-    items
-        .iter()
-        .map(|item| {
-            item.content
-                .as_ref()
-                .ok()
-                .map(|routed| routed.route.device_serial.to_string())
-        })
-        .collect()
-}
-
-/// Settled before any quarantine-queue write: delivered, or set aside by an earlier invocation.
-fn is_settled(outcome: &Outcome) -> bool {
-    matches!(
-        outcome,
-        Outcome::Delivered(_) | Outcome::SetAside(Undeliverable::SetAsideEarlier)
-    )
 }
 
 /// What the quarantine queue's record says about why a record was set aside.
@@ -232,14 +197,14 @@ pub(super) fn note_refusal(
 }
 
 /// The one summary line of a batch, with its slowest delivered upload and the item it carried.
-pub(super) fn log_batch<'a>(
+pub(super) fn log_batch<'a, R: BatchRecord + 'a>(
     metrics: &InvocationMetrics,
     source_name: &str,
-    outcomes: impl Iterator<Item = (&'a str, &'a Outcome)>,
+    answered: impl Iterator<Item = &'a Answered<R>>,
 ) {
-    let slowest = outcomes
-        .filter_map(|(item_id, outcome)| match outcome {
-            Outcome::Delivered(Accepted::Now(delivery)) => Some((delivery.upstream, item_id)),
+    let slowest = answered
+        .filter_map(|answered| match &answered.outcome {
+            Outcome::Delivered(delivery) => Some((delivery.upstream, answered.record.item_id())),
             _ => None,
         })
         .max();

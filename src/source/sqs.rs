@@ -7,17 +7,17 @@
 //! chunk that still cannot be delivered is reported, and the redrive policy moves it to the
 //! quarantine dead-letter queue.
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use serde_json::{Value, json};
-
-use super::services::{BatchRecord, SetAsideReach, cause, log_batch};
-use super::{BatchRefused, ForwardError, Response, Services};
-use crate::delivery::{Item, Refusal, Undeliverable};
-use crate::event::{EventError, parse_rule_json, unwrap_failure_record};
-use crate::observability::{InvocationMetrics, emit_metrics};
-use crate::quarantine::{FailureRecord, Origin};
 use aws_lambda_events::event::sqs::SqsBatchResponse;
+use serde::Deserialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::services::{BatchRecord, cause, log_batch};
+use super::{BatchRefused, ForwardError, Response, Services};
+use crate::delivery::{Item, Refusal, Source, Undeliverable};
+use crate::event::{EventError, parse_rule_event, rule_json, unwrap_failure_record};
+use crate::observability::{InvocationMetrics, emit_metrics};
+use crate::quarantine::{FailureRecord, Origin, SqsOrigin};
 
 /// The parts of an SQS record the function reads; everything else is skipped unparsed.
 #[derive(Deserialize)]
@@ -36,85 +36,90 @@ struct Received {
     queue_arn: String,
     /// It came from the quarantine queue itself.
     replayed: bool,
-    body: Result<String, EventError>,
+    /// The body's text, and the JSON it holds.
+    body: Result<(String, Value), Body>,
 }
+
+/// A body that holds no JSON: kept as it came (none when it was no text), for inspection.
+struct Body(Option<String>);
 
 pub(crate) async fn forward(
     services: &Services<'_>,
     records: Vec<&RawValue>,
 ) -> Result<Response, ForwardError> {
-    // Failures are reported by message ID. A record without one could be neither reported nor
-    // safely deleted, so such a batch fails whole, before anything is sent.
-    let mut received = Vec::with_capacity(records.len());
-    let mut items = Vec::with_capacity(records.len());
+    let mut entries = Vec::with_capacity(records.len());
     for record in records {
-        let message = serde_json::from_str::<Message<'_>>(record.get()).ok();
-        let Some(id) = message
-            .as_ref()
-            .and_then(|message| message.message_id.clone())
-            .filter(|id| !id.is_empty())
-        else {
-            return Err(BatchRefused::new("SQS", "messageId").into());
-        };
-        let queue_arn = message
-            .as_ref()
-            .and_then(|message| message.event_source_arn.clone())
-            .unwrap_or_default();
-        let body = message
-            .and_then(|message| message.body)
-            .ok_or(EventError::MissingField("body"))
-            .and_then(|body| {
-                serde_json::from_str::<String>(body.get()).map_err(|error| EventError::Unreadable {
-                    what: "SQS message body",
-                    reason: error.to_string(),
-                })
-            });
-        let content = body
-            .clone()
-            .and_then(|body| parse_rule_json(body.as_bytes(), "SQS message body"))
-            .map_err(Refusal::from)
-            .and_then(|message| services.routed(message));
-        items.push(Item {
-            content,
-            key: Some(services.memory.key(&["sqs", &queue_arn, &id])),
-            arrived: None,
-        });
-        let replayed = services
-            .config
-            .quarantine_queue
-            .as_ref()
-            .is_some_and(|queue| queue.url.is_queue_arn(&queue_arn));
-        received.push(Received {
-            id,
-            queue_arn,
-            replayed,
-            body,
-        });
+        entries.push(received(services, record).map_err(ForwardError::batch)?);
     }
     let mut metrics = InvocationMetrics::default();
-    let (outcomes, settled) = services
-        .deliver_batch(&received, items, SetAsideReach::EveryRecord, &mut metrics)
+    let answered = services
+        .deliver_batch(entries, Source::Queue, &mut metrics)
         .await;
     let mut response = SqsBatchResponse::default();
-    for (message, settled) in received.iter().zip(settled) {
-        if !settled {
-            response.add_failure(message.id.clone());
-        }
+    for message in answered.iter().filter(|answered| !answered.settled) {
+        response.add_failure(message.record.id.clone());
     }
-    log_batch(
-        &metrics,
-        "SQS",
-        received
-            .iter()
-            .map(|message| message.id.as_str())
-            .zip(&outcomes),
-    );
+    log_batch(&metrics, "SQS", answered.iter());
     emit_metrics(
         services.config.metrics_namespace.as_deref(),
         "Queued",
         &metrics,
     );
     Ok(Response::Sqs(response))
+}
+
+/// Reads one message. Failures are reported by message ID, and replays are told apart by the
+/// queue: a record without either could be neither reported nor safely deleted, so such a batch
+/// fails whole, before anything is sent.
+fn received(services: &Services<'_>, record: &RawValue) -> Result<(Received, Item), BatchRefused> {
+    let message = serde_json::from_str::<Message<'_>>(record.get()).ok();
+    let (id, queue_arn, body) = match message {
+        Some(Message {
+            message_id: Some(id),
+            event_source_arn: Some(queue_arn),
+            body,
+        }) if !id.is_empty() && !queue_arn.is_empty() => (id, queue_arn, body),
+        Some(Message {
+            message_id: Some(id),
+            ..
+        }) if !id.is_empty() => return Err(BatchRefused::new("SQS", "eventSourceARN")),
+        _ => return Err(BatchRefused::new("SQS", "messageId")),
+    };
+    let body = body
+        .ok_or(EventError::MissingField("body"))
+        .and_then(|body| {
+            serde_json::from_str::<String>(body.get()).map_err(|error| EventError::Unreadable {
+                what: "SQS message body",
+                reason: error.to_string(),
+            })
+        });
+    let (body, content) = match body {
+        Ok(text) => match rule_json(text.as_bytes(), "SQS message body") {
+            Ok(event) => {
+                let content = parse_rule_event(&event).map_err(Refusal::from);
+                (Ok((text, event)), content)
+            }
+            Err(error) => (Err(Body(Some(text))), Err(error.into())),
+        },
+        Err(error) => (Err(Body(None)), Err(error.into())),
+    };
+    let item = Item {
+        content: content.and_then(|message| services.routed(message)),
+        key: Some(services.record_key(&["sqs", &queue_arn, &id])),
+        arrived: None,
+    };
+    let replayed = services
+        .config
+        .quarantine_queue
+        .as_ref()
+        .is_some_and(|queue| queue.url.is_queue_arn(&queue_arn));
+    let received = Received {
+        id,
+        queue_arn,
+        replayed,
+        body,
+    };
+    Ok((received, item))
 }
 
 impl BatchRecord for Received {
@@ -131,26 +136,26 @@ impl BatchRecord for Received {
         device_serial: Option<String>,
         undeliverable: &Undeliverable,
     ) -> FailureRecord {
-        let message = self;
-        let event = message
-            .body
-            .as_ref()
-            .ok()
-            .and_then(|body| serde_json::from_str::<Value>(body).ok());
-        let request_payload = event
-            .as_ref()
-            .map(|event| unwrap_failure_record(event).clone())
-            .filter(Value::is_object);
-        let mut origin = json!({ "messageId": message.id, "eventSourceARN": message.queue_arn });
-        if request_payload.is_none() {
-            // Not a rule event: kept as it came, for inspection.
-            origin["body"] = json!(message.body.as_ref().ok());
-        }
+        let (request_payload, body) = match &self.body {
+            Ok((text, event)) => {
+                let payload = Some(unwrap_failure_record(event))
+                    .filter(|payload| payload.is_object())
+                    .cloned();
+                // Not a rule event: kept as it came, for inspection.
+                let body = payload.is_none().then(|| Some(text.clone()));
+                (payload, body)
+            }
+            Err(Body(text)) => (None, Some(text.clone())),
+        };
         FailureRecord {
-            identity: format!("sqs {} {}", message.queue_arn, message.id),
+            identity: format!("sqs {} {}", self.queue_arn, self.id),
             device_serial,
             request_payload,
-            origin: Origin::Sqs(origin),
+            origin: Origin::Sqs(SqsOrigin {
+                message_id: self.id.clone(),
+                event_source_arn: self.queue_arn.clone(),
+                body,
+            }),
             cause: cause(undeliverable),
         }
     }

@@ -39,6 +39,7 @@ from typing import Iterator
 
 import pytest
 
+from deadline_relay import DeadlineRelay, lambda_deadline
 from expectations import EVENTS, EXPECTATIONS, Expect, Upload
 
 REPO = EVENTS.parent
@@ -184,6 +185,8 @@ class Emulator:
         self.settings: dict[str, str] | None = None
         self.starts = 0
         wait_for_port(self.port, self.watch, self.watch_log)
+        # cargo-lambda sends its timeout where Lambda sends the deadline (deadline_relay.py).
+        self.relay = DeadlineRelay(f"http://{LOOPBACK}:{self.port}/.rt/{FUNCTION}").start()
 
     def function_log(self) -> Path:
         return self.logs / f"function-{self.starts}.log"
@@ -201,7 +204,7 @@ class Emulator:
             "AWS_LAMBDA_FUNCTION_VERSION": "1",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "4096",
             "AWS_LAMBDA_MAX_CONCURRENCY": "1",
-            "AWS_LAMBDA_RUNTIME_API": f"http://{LOOPBACK}:{self.port}/.rt/{FUNCTION}",
+            "AWS_LAMBDA_RUNTIME_API": self.relay.runtime_api,
             "MEMFAULT_CHUNKS_URL": self.receiver.url,
             **settings,
         })
@@ -220,6 +223,8 @@ class Emulator:
         for process in (self.function, self.watch):
             if process:
                 stop_group(process)
+        self.relay.shutdown()
+        self.relay.server_close()
 
 
 @pytest.fixture(scope="session")
@@ -243,6 +248,13 @@ def emulator(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> It
     finally:
         started.stop()
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_the_relay_turns_the_emulators_timeout_into_a_deadline() -> None:
+    now_ms = 1_796_000_000_000
+    assert lambda_deadline("600000", now_ms) == str(now_ms + 600_000)
+    assert lambda_deadline(str(now_ms + 3_000), now_ms) == str(now_ms + 3_000)
+    assert lambda_deadline("soon", now_ms) == "soon"
 
 
 def event_files() -> set[str]:

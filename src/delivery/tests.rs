@@ -1,0 +1,518 @@
+//! The core on its own: a scripted uploader answers by device and by the chunks a request
+//! carries, and records what it was asked, so that grouping, order, splitting, the outage stop,
+//! the memory of settled records, the deadline and the stall limit are seen without a socket.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use tokio::time::Instant;
+
+use super::*;
+use crate::memfault::{Failure, GiveUpReason};
+
+/// What the script answers for one request.
+#[derive(Clone, Copy)]
+enum Answer {
+    Accept,
+    /// Memfault answered with this status, after one attempt.
+    Status(u16),
+    NoTimeLeft,
+}
+
+type Rule = Box<dyn Fn(&Route, &[Bytes]) -> Answer + Send + Sync>;
+
+/// An uploader that answers by a rule and remembers each request: device serial and chunks.
+struct Script {
+    rule: Rule,
+    requests: Mutex<Vec<(String, Vec<Bytes>)>>,
+    probes: Mutex<Vec<String>>,
+}
+
+impl Script {
+    fn new(rule: impl Fn(&Route, &[Bytes]) -> Answer + Send + Sync + 'static) -> Self {
+        Self {
+            rule: Box::new(rule),
+            requests: Mutex::new(Vec::new()),
+            probes: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn requests(&self) -> Vec<(String, Vec<String>)> {
+        let requests = self.requests.lock().unwrap();
+        requests
+            .iter()
+            .map(|(serial, chunks)| (serial.clone(), chunks.iter().map(text).collect()))
+            .collect()
+    }
+
+    fn answer(&self, route: &Route, upload: &Upload) -> Result<Delivery, UploadError> {
+        let status = match (self.rule)(route, upload.chunks()) {
+            Answer::Accept => {
+                return Ok(Delivery {
+                    status: StatusCode::ACCEPTED,
+                    attempts: 1,
+                    upstream: Duration::from_millis(1),
+                });
+            }
+            Answer::NoTimeLeft => return Err(UploadError::NoTimeLeft),
+            Answer::Status(status) => StatusCode::from_u16(status).unwrap(),
+        };
+        let failure = Failure::Status {
+            status,
+            body: String::new(),
+            retry_after: None,
+        };
+        Err(if status.is_server_error() {
+            UploadError::GaveUp {
+                reason: GiveUpReason::AttemptsExhausted,
+                last: failure,
+                attempts: 1,
+            }
+        } else {
+            UploadError::Rejected {
+                failure,
+                attempts: 1,
+            }
+        })
+    }
+}
+
+impl Uploader for Script {
+    async fn upload(
+        &self,
+        route: &Route,
+        upload: &Upload,
+        _deadline: Instant,
+    ) -> Result<Delivery, UploadError> {
+        let chunks = upload.chunks().to_vec();
+        let serial = route.device_serial.to_string();
+        self.requests.lock().unwrap().push((serial, chunks));
+        self.answer(route, upload)
+    }
+
+    async fn probe(
+        &self,
+        route: &Route,
+        upload: &Upload,
+        _deadline: Instant,
+    ) -> Result<Delivery, UploadError> {
+        let serial = route.device_serial.to_string();
+        self.probes.lock().unwrap().push(serial);
+        self.answer(route, upload)
+    }
+}
+
+fn text(chunk: &Bytes) -> String {
+    String::from_utf8_lossy(chunk).into_owned()
+}
+
+fn settings() -> Settings {
+    Settings {
+        batch_max_chunks: 500,
+        upload_concurrency: 4,
+        stall_limit: Duration::from_millis(40),
+    }
+}
+
+fn deliverer(script: Script, settings: Settings) -> Deliverer<Script> {
+    Deliverer::new(script, settings)
+}
+
+fn route(serial: &str, key: &str) -> Route {
+    Route {
+        device_serial: serial.parse().unwrap(),
+        project_key: key.parse().unwrap(),
+    }
+}
+
+/// A chunk for `serial` under project key `Key`; its bytes are its name.
+fn chunk(serial: &str, name: &str) -> Item {
+    chunk_of(serial, "Key", name)
+}
+
+fn chunk_of(serial: &str, key: &str, name: &str) -> Item {
+    Item {
+        content: Ok(Routed {
+            route: route(serial, key),
+            payload: Bytes::from(name.to_owned()),
+        }),
+        key: None,
+        arrived: None,
+    }
+}
+
+/// The same chunk, named for the memory of settled records by `record`.
+fn remembered(deliverer: &Deliverer<Script>, serial: &str, name: &str, record: &str) -> Item {
+    Item {
+        key: Some(deliverer.memory().key(&["test", record])),
+        ..chunk(serial, name)
+    }
+}
+
+fn soon() -> Instant {
+    Instant::now() + Duration::from_secs(10)
+}
+
+async fn run(deliverer: &Deliverer<Script>, items: Vec<Item>, source: Source) -> Vec<String> {
+    let mut metrics = InvocationMetrics::default();
+    let outcomes = deliverer.deliver(items, source, soon(), &mut metrics).await;
+    outcomes.iter().map(class).collect()
+}
+
+/// An outcome in a word or two, for assertions that read like the table in docs/delivery.md.
+fn class(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Delivered(_) => "delivered".into(),
+        Outcome::Earlier(Settlement::Delivered) => "delivered earlier".into(),
+        Outcome::Earlier(Settlement::SetAside) => "set aside earlier".into(),
+        Outcome::SetAside(Undeliverable::Refused(_)) => "refused".into(),
+        Outcome::SetAside(Undeliverable::Rejected(_)) => "rejected".into(),
+        Outcome::SetAside(Undeliverable::Stalled(_)) => "stalled".into(),
+        Outcome::Kept(Kept::Failed(_)) => "failed".into(),
+        Outcome::Kept(Kept::BehindFailure) => "behind failure".into(),
+        Outcome::Kept(Kept::NotStarted(reason)) => format!("not started: {reason:?}"),
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|item| (*item).to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_devices_chunks_go_in_order_in_requests_of_at_most_the_batch_limit() {
+    let script = Script::new(|_, _| Answer::Accept);
+    let core = deliverer(
+        script,
+        Settings {
+            batch_max_chunks: 2,
+            ..settings()
+        },
+    );
+    let items = vec![
+        chunk("A", "a0"),
+        chunk("B", "b0"),
+        chunk("A", "a1"),
+        chunk("A", "a2"),
+    ];
+
+    let outcomes = run(&core, items, Source::Queue).await;
+
+    assert_eq!(outcomes, strings(&["delivered"; 4]));
+    let mut requests = core.uploader.requests();
+    requests.sort();
+    assert_eq!(
+        requests,
+        vec![
+            ("A".into(), strings(&["a0", "a1"])),
+            ("A".into(), strings(&["a2"])),
+            ("B".into(), strings(&["b0"])),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_refused_request_is_split_until_the_refused_chunk_stands_alone() {
+    let bad = |_: &Route, chunks: &[Bytes]| {
+        if chunks.iter().any(|chunk| &chunk[..] == b"bad") {
+            Answer::Status(400)
+        } else {
+            Answer::Accept
+        }
+    };
+    let core = deliverer(Script::new(bad), settings());
+    let items = ["a0", "a1", "bad", "a3"]
+        .iter()
+        .map(|name| chunk("A", name))
+        .collect();
+
+    let outcomes = run(&core, items, Source::Queue).await;
+
+    assert_eq!(
+        outcomes,
+        strings(&["delivered", "delivered", "rejected", "delivered"])
+    );
+    let requests: Vec<Vec<String>> = core
+        .uploader
+        .requests()
+        .into_iter()
+        .map(|(_, chunks)| chunks)
+        .collect();
+    assert_eq!(
+        requests,
+        vec![
+            strings(&["a0", "a1", "bad", "a3"]),
+            strings(&["a0", "a1"]),
+            strings(&["bad", "a3"]),
+            strings(&["bad"]),
+            strings(&["a3"]),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_transient_failure_keeps_the_device_and_holds_back_its_later_chunks_only() {
+    let failing = |route: &Route, chunks: &[Bytes]| {
+        if route.device_serial.as_str() == "A" && &chunks[0][..] == b"a1" {
+            Answer::Status(503)
+        } else {
+            Answer::Accept
+        }
+    };
+    let core = deliverer(
+        Script::new(failing),
+        Settings {
+            batch_max_chunks: 1,
+            ..settings()
+        },
+    );
+    let items = vec![
+        chunk("A", "a0"),
+        chunk("A", "a1"),
+        chunk("B", "b0"),
+        chunk("A", "a2"),
+    ];
+
+    let outcomes = run(&core, items, Source::Queue).await;
+
+    assert_eq!(
+        outcomes,
+        strings(&["delivered", "failed", "delivered", "behind failure"])
+    );
+    let sent_for_a: Vec<Vec<String>> = core
+        .uploader
+        .requests()
+        .into_iter()
+        .filter(|(serial, _)| serial == "A")
+        .map(|(_, chunks)| chunks)
+        .collect();
+    assert_eq!(sent_for_a, vec![strings(&["a0"]), strings(&["a1"])]);
+}
+
+#[tokio::test]
+async fn an_outage_stops_further_devices_from_starting() {
+    let core = deliverer(
+        Script::new(|_, _| Answer::Status(500)),
+        Settings {
+            upload_concurrency: 2,
+            ..settings()
+        },
+    );
+    let items = ["A", "B", "C", "D", "E"]
+        .iter()
+        .map(|serial| chunk(serial, "x"))
+        .collect();
+
+    let outcomes = run(&core, items, Source::Queue).await;
+
+    assert_eq!(&outcomes[..2], strings(&["failed", "failed"]));
+    assert_eq!(outcomes[2..], strings(&["not started: Outage"; 3]));
+    assert_eq!(
+        core.uploader.requests().len(),
+        2,
+        "one request per device at once"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_key_stops_that_projects_devices_and_no_other() {
+    let refused = |route: &Route, _: &[Bytes]| {
+        if route.project_key.expose() == "Refused" {
+            Answer::Status(403)
+        } else {
+            Answer::Accept
+        }
+    };
+    let core = deliverer(
+        Script::new(refused),
+        Settings {
+            upload_concurrency: 1,
+            ..settings()
+        },
+    );
+    let items = vec![
+        chunk_of("A", "Refused", "a0"),
+        chunk_of("B", "Refused", "b0"),
+        chunk_of("C", "Good", "c0"),
+    ];
+
+    let outcomes = run(&core, items, Source::Stream).await;
+
+    assert_eq!(
+        outcomes,
+        strings(&["failed", "not started: ProjectRefused", "delivered"])
+    );
+}
+
+#[tokio::test]
+async fn records_settled_earlier_are_answered_from_memory_without_a_request() {
+    let core = deliverer(Script::new(|_, _| Answer::Accept), settings());
+    let first = vec![remembered(&core, "A", "a0", "r0")];
+    assert_eq!(
+        run(&core, first, Source::Queue).await,
+        strings(&["delivered"])
+    );
+    let set_aside = core.memory().key(&["test", "r1"]);
+    core.memory().remember(set_aside, Settlement::SetAside);
+
+    let again = vec![
+        remembered(&core, "A", "a0", "r0"),
+        remembered(&core, "A", "a1", "r1"),
+        remembered(&core, "A", "a2", "r2"),
+    ];
+    let outcomes = run(&core, again, Source::Queue).await;
+
+    assert_eq!(
+        outcomes,
+        strings(&["delivered earlier", "set aside earlier", "delivered"])
+    );
+    let requests = core.uploader.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[1].1, strings(&["a2"]));
+}
+
+#[tokio::test]
+async fn items_refused_before_upload_are_set_aside_and_their_neighbours_delivered() {
+    let core = deliverer(Script::new(|_, _| Answer::Accept), settings());
+    let refused = Item {
+        content: Err(Refusal::Event(crate::event::EventError::EmptyPayload)),
+        key: None,
+        arrived: None,
+    };
+    let items = vec![chunk("A", "a0"), refused, chunk("A", "a1")];
+
+    let outcomes = run(&core, items, Source::Stream).await;
+
+    assert_eq!(outcomes, strings(&["delivered", "refused", "delivered"]));
+    assert_eq!(
+        core.uploader.requests().len(),
+        1,
+        "one request for both chunks"
+    );
+}
+
+#[tokio::test]
+async fn the_deadline_keeps_what_was_not_sent() {
+    let calls = Mutex::new(0);
+    let first_only = move |_: &Route, _: &[Bytes]| {
+        let mut calls = calls.lock().unwrap();
+        *calls += 1;
+        if *calls == 1 {
+            Answer::Accept
+        } else {
+            Answer::NoTimeLeft
+        }
+    };
+    let core = deliverer(
+        Script::new(first_only),
+        Settings {
+            batch_max_chunks: 1,
+            ..settings()
+        },
+    );
+    let items = vec![chunk("A", "a0"), chunk("A", "a1"), chunk("A", "a2")];
+
+    let outcomes = run(&core, items, Source::Stream).await;
+
+    assert_eq!(
+        outcomes,
+        strings(&[
+            "delivered",
+            "not started: Deadline",
+            "not started: Deadline"
+        ])
+    );
+}
+
+const STALL_LIMIT: Duration = Duration::from_millis(200);
+
+/// Runs invocations a quarter of the stall limit apart until `first` of them is no longer
+/// "failed", and says after how long since the first it changed, and to what.
+async fn until_not_failing(
+    core: &Deliverer<Script>,
+    items: impl Fn() -> Vec<Item>,
+    source: Source,
+) -> (Duration, Vec<String>) {
+    let started = Instant::now();
+    for _ in 0..12 {
+        let outcomes = run(core, items(), source).await;
+        if outcomes[0] != "failed" {
+            return (started.elapsed(), outcomes);
+        }
+        tokio::time::sleep(STALL_LIMIT / 4).await;
+    }
+    (started.elapsed(), strings(&["failed"]))
+}
+
+fn stalling() -> Settings {
+    Settings {
+        stall_limit: STALL_LIMIT,
+        ..settings()
+    }
+}
+
+/// A device that keeps failing while another delivers is set aside once the stall limit has
+/// passed in healthy time, in a stream only.
+#[tokio::test]
+async fn a_device_failing_while_memfault_is_up_stalls_after_the_limit_in_a_stream() {
+    let a_fails = |route: &Route, _: &[Bytes]| {
+        if route.device_serial.as_str() == "A" {
+            Answer::Status(500)
+        } else {
+            Answer::Accept
+        }
+    };
+    let items = || vec![chunk("A", "a0"), chunk("B", "b0")];
+    let core = deliverer(Script::new(a_fails), stalling());
+    let (after, outcomes) = until_not_failing(&core, items, Source::Stream).await;
+    assert_eq!(outcomes, strings(&["stalled", "delivered"]));
+    assert!(after >= STALL_LIMIT, "stalled after {after:?}");
+
+    let core = deliverer(Script::new(a_fails), stalling());
+    let (_, outcomes) = until_not_failing(&core, items, Source::Queue).await;
+    assert_eq!(outcomes, strings(&["failed"]), "a queue holds nothing back");
+}
+
+/// With nothing else delivered in an invocation, a record delivered earlier is re-posted once:
+/// Memfault accepting it is the evidence that the failing device is stalled, not Memfault down.
+#[tokio::test]
+async fn a_probe_tells_a_stall_from_an_outage() {
+    let a_fails = |route: &Route, _: &[Bytes]| {
+        if route.device_serial.as_str() == "A" {
+            Answer::Status(500)
+        } else {
+            Answer::Accept
+        }
+    };
+    let core = deliverer(Script::new(a_fails), stalling());
+    let items = || vec![chunk("A", "a0"), remembered(&core, "B", "b0", "b0")];
+    let (after, outcomes) = until_not_failing(&core, items, Source::Stream).await;
+
+    assert_eq!(outcomes, strings(&["stalled", "delivered earlier"]));
+    assert!(after >= STALL_LIMIT, "stalled after {after:?}");
+    let requests_for_b = core
+        .uploader
+        .requests()
+        .iter()
+        .filter(|(serial, _)| serial == "B")
+        .count();
+    assert_eq!(
+        requests_for_b, 1,
+        "delivered once, then answered from memory"
+    );
+    let probes = core.uploader.probes.lock().unwrap().len();
+    assert!(
+        probes >= 4,
+        "one probe per invocation after the first: {probes}"
+    );
+}
+
+/// When every device fails, Memfault is down: no clock runs, nothing stalls.
+#[tokio::test]
+async fn an_outage_stalls_nobody() {
+    let core = deliverer(Script::new(|_, _| Answer::Status(500)), stalling());
+    let items = || vec![chunk("A", "a0"), chunk("B", "b0")];
+    let (_, outcomes) = until_not_failing(&core, items, Source::Stream).await;
+    assert_eq!(outcomes, strings(&["failed"]));
+}
