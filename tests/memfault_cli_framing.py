@@ -66,6 +66,7 @@ def post_with_the_function(url, folder):
         {
             "messageId": f"m{index}",
             "eventSource": "aws:sqs",
+            "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:memfault-chunks",
             "body": json.dumps({
                 "data": base64.b64encode(chunk).decode(),
                 "topic": f"prod/board/{SERIAL}/memfault/{KEY}/chunk",
