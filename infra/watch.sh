@@ -4,8 +4,11 @@
 #   EVENT=events/NAME.json LAMBDA_ADDRESS=127.0.0.1 LAMBDA_PORT=9000 RECEIVER_PORT=9001 \
 #     bash infra/watch.sh      (cargo-lambda on PATH: the Makefile puts .venv/bin first)
 #
-# - builds first (the function, and the local receiver of examples/local.rs), so that the first
-#   `make invoke` answers at once instead of waiting for cargo lambda's own first build;
+# - builds the function and the local receiver of examples/local.rs, then runs the function
+#   against cargo lambda's Runtime API (`--only-lambda-apis`) through infra/deadline_relay.py:
+#   cargo-lambda 1.9.2 sends its timeout where Lambda sends the deadline, and the relay mends it,
+#   so that the function reads the deadline exactly as in Lambda. After a change to the code,
+#   stop `make watch` (Ctrl-C) and start it again: it rebuilds at start;
 # - without MEMFAULT_CHUNKS_URL, starts that receiver on loopback (it answers 202 like Memfault
 #   and prints each request, here) and points the function at it; with it, posts there for real;
 # - gives the function the settings of EVENT's sample (events/NAME.env), if it has any;
@@ -24,22 +27,26 @@ receiver_port="${RECEIVER_PORT:-9001}"
 echo "==> Building the function and the local receiver"
 "$cargo" build --locked --bin memfault-chunk-proxy
 
-# The function's settings go in one env file: `cargo lambda watch` takes one --env-file, and
-# refuses `--env-var NAME=` with an empty value, which is how MEMFAULT_METRICS_NAMESPACE turns
-# the metrics off. The file is the sample's settings, then this script's (later lines win), each
-# value single-quoted: its parser reads `{...}` in a bare value as a substitution.
+# The function's settings go in one file, read into its environment below: the sample's settings,
+# then this script's (later lines win; an empty MEMFAULT_METRICS_NAMESPACE turns the metrics
+# off), each value single-quoted so that nothing in it (`{project_slug}`, `$`) is expanded.
 settings_dir="$(mktemp -d)"
 env_file="$settings_dir/watch.env"
 receiver=
+emulator=
+relay=
 cleanup() {
-  if [[ -n "$receiver" ]]; then kill "$receiver" 2>/dev/null || true; fi
+  local process
+  for process in "$relay" "$emulator" "$receiver"; do
+    if [[ -n "$process" ]]; then kill "$process" 2>/dev/null || true; fi
+  done
   rm -rf "$settings_dir"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 setting() {
   if [[ "$2" == *"'"* ]]; then
-    echo "$1: a value with a single quote cannot be passed to cargo lambda watch" >&2
+    echo "$1: a value with a single quote cannot be passed through the settings file" >&2
     exit 2
   fi
   printf "%s='%s'\n" "$1" "$2" >>"$env_file"
@@ -70,5 +77,26 @@ if [[ "${VERBOSE:-}" != 1 && -z "${MEMFAULT_METRICS_NAMESPACE+set}" ]]; then
 fi
 
 echo "==> cargo lambda watch on $address:$port   (then, in another shell: make invoke EVENT=$event)"
-# Not exec: the trap above stops the receiver when watch ends.
-cargo lambda watch --invoke-address "$address" --invoke-port "$port" --env-file "$env_file"
+cargo lambda watch --only-lambda-apis --invoke-address "$address" --invoke-port "$port" &
+emulator=$!
+for _ in $(seq 100); do
+  (: <"/dev/tcp/$address/$port") 2>/dev/null && break
+  kill -0 "$emulator" 2>/dev/null || { echo "cargo lambda watch ended: see above" >&2; exit 1; }
+  sleep 0.1
+done
+# The relay prints the address to give the function as AWS_LAMBDA_RUNTIME_API, then serves.
+exec {relay_out}< <(python3 infra/deadline_relay.py "http://$address:$port/.rt/memfault-chunk-proxy")
+relay=$!
+read -r -t 10 runtime_api <&"$relay_out" || { echo "the deadline relay did not start" >&2; exit 1; }
+
+# The function, configured as cargo lambda configures the functions it starts, with the
+# settings above; not exec: the trap above stops the receiver, relay and emulator when it ends.
+(
+  set -a
+  # shellcheck disable=SC1090
+  source "$env_file"
+  set +a
+  AWS_LAMBDA_FUNCTION_NAME=memfault-chunk-proxy AWS_LAMBDA_FUNCTION_VERSION=1 \
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128 AWS_LAMBDA_MAX_CONCURRENCY=1 \
+    AWS_LAMBDA_RUNTIME_API="$runtime_api" exec "${CARGO_TARGET_DIR:-target}/debug/memfault-chunk-proxy"
+)

@@ -25,22 +25,13 @@ pub struct Forwarder {
     quarantine: Option<Quarantine>,
 }
 
-/// Epoch milliseconds of 2001-09-09: no real invocation deadline is older.
-const EARLIEST_EPOCH_DEADLINE_MS: u64 = 1_000_000_000_000;
-
-/// Lambda gives the deadline as wall-clock milliseconds; timers want a monotonic instant.
-/// `cargo lambda watch` sends its timeout instead (600000): a value too small to be a wall-clock
-/// time is read as milliseconds from now, so the emulator does not make every upload time out.
+/// Lambda gives the deadline as wall-clock milliseconds; timers want a monotonic instant. A
+/// deadline already past leaves no time.
 fn deadline_instant(deadline_ms: u64) -> Instant {
-    let remaining = if deadline_ms < EARLIEST_EPOCH_DEADLINE_MS {
-        Duration::from_millis(deadline_ms)
-    } else {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        Duration::from_millis(deadline_ms).saturating_sub(now)
-    };
-    Instant::now() + remaining
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Instant::now() + Duration::from_millis(deadline_ms).saturating_sub(now)
 }
 
 impl Forwarder {
@@ -128,15 +119,7 @@ mod tests {
             "{left:?}"
         );
         assert_eq!(remaining(now_ms - 1_000), Duration::ZERO);
-    }
-
-    #[test]
-    fn an_emulators_timeout_is_read_as_time_from_now() {
-        let left = remaining(600_000);
-        assert!(
-            left > Duration::from_secs(599) && left <= Duration::from_secs(600),
-            "{left:?}"
-        );
-        assert_eq!(remaining(0), Duration::ZERO);
+        // What cargo-lambda's emulator sends (its timeout): a deadline in 1970.
+        assert_eq!(remaining(600_000), Duration::ZERO);
     }
 }

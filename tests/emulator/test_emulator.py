@@ -30,6 +30,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -39,7 +40,8 @@ from typing import Iterator
 
 import pytest
 
-from deadline_relay import DeadlineRelay, lambda_deadline
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra"))
+from deadline_relay import DeadlineRelay, lambda_deadline  # noqa: E402 (infra/, after the path)
 from expectations import EVENTS, EXPECTATIONS, Expect, Upload
 
 REPO = EVENTS.parent

@@ -9,7 +9,7 @@ Lambda, so the emulator's answer is mended here, on the way: a value too small t
 time is taken as the milliseconds the invocation has, from the moment it is handed out.
 Everything else passes through unchanged.
 
-    python3 tests/emulator/deadline_relay.py UPSTREAM_URL [PORT]
+    python3 infra/deadline_relay.py UPSTREAM_URL [PORT]
 
 serves on 127.0.0.1:PORT (a free port when none is given), prints the URL to give the function as
 AWS_LAMBDA_RUNTIME_API (without `http://`, as Lambda gives it), and relays to UPSTREAM_URL (e.g.
