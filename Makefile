@@ -42,7 +42,7 @@ WITH_VENV := PATH="$(CURDIR)/.venv/bin:$$PATH"
 # every target while it is compiled and the dependencies are built once, for the tests (`cargo
 # clippy` would build them all again, in check mode). Every target below that runs cargo on the
 # test build gets these: a cargo call without them would compile the crate again.
-CLIPPY_BUILD_TARGETS := lint unit emulator wire esm
+CLIPPY_BUILD_TARGETS := lint unit emulator wire esm watch-invoke
 $(CLIPPY_BUILD_TARGETS): export RUSTC_WORKSPACE_WRAPPER := clippy-driver
 $(CLIPPY_BUILD_TARGETS): export CLIPPY_ARGS := -D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 

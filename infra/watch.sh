@@ -25,7 +25,9 @@ port="${LAMBDA_PORT:-9000}"
 receiver_port="${RECEIVER_PORT:-9001}"
 
 echo "==> Building the function and the local receiver"
-"$cargo" build --locked --bin memfault-chunk-proxy
+# One build of both: the example brings the dev-dependencies' features into it, so the
+# dependencies are the ones `cargo test` (and `make wire`) built, not a second set.
+"$cargo" build --locked --bin memfault-chunk-proxy --example local
 
 # The function's settings go in one file, read into its environment below: the sample's settings,
 # then this script's (later lines win; an empty MEMFAULT_METRICS_NAMESPACE turns the metrics
@@ -62,7 +64,6 @@ if [[ -f "$settings" ]]; then
 fi
 
 if [[ -z "${MEMFAULT_CHUNKS_URL:-}" ]]; then
-  "$cargo" build --locked --example local
   "$cargo" run --locked --quiet --example local -- --receive "127.0.0.1:$receiver_port" &
   receiver=$!
   setting MEMFAULT_CHUNKS_URL "http://127.0.0.1:$receiver_port"
