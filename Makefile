@@ -32,7 +32,7 @@ VERBOSE ?=
 # 1 makes `make smoke` print its commands instead of running them.
 DRY_RUN ?=
 # How many phases of `make test` run at once (template checks beside the Rust build, scenarios beside tests).
-TEST_JOBS ?= 2
+TEST_JOBS ?= 4
 # 1 makes `make test` run every phase, even those whose inputs are unchanged since they passed (CI=true does too).
 RERUN ?=
 # cargo-lambda, and the zig it links with, live in .venv (infra/requirements-lambda.txt).
@@ -93,7 +93,7 @@ emulator: cargo-lambda ## Every sample event through cargo lambda's Runtime API 
 
 .PHONY: wire
 wire: ## memfault-cli (Memfault's own client) and the function frame a multipart upload byte for byte alike
-	INFRA_VENV="$(CURDIR)/.venv-wire" bash -c 'source infra/venv.sh && infra_venv infra/requirements-wire.txt && python tests/memfault_cli_framing.py'
+	INFRA_VENV_NAME=.venv-wire bash -c 'source infra/venv.sh && infra_venv infra/requirements-wire.txt && python tests/memfault_cli_framing.py'
 
 .PHONY: esm
 esm: ## The function binary behind simulated Kinesis and SQS event source mappings, with faults (tests/esm)

@@ -2,19 +2,20 @@
 where CloudFormation would change the stack; fails where a user's run would fail.
 
 From copies of the repository (so that a guided run's answers do not touch this one):
-  1. `make deploy-guided`, answering every question with Enter (the defaults) except the hidden
-     ones, the project key and the slug map, given as "-" (none: the key comes from each topic;
-     SAM asks for a NoEcho parameter until it gets a value). Then: SAM read and wrote the
-     repository's samconfig.toml (not one in the build folder), uploaded the code, and asked
-     CloudFormation for a change set of the stack with those parameters; the answer to "Deploy
-     this changeset?" is the default, no.
-  2. `make deploy` in the same copy: the same, non-interactive, with the answers saved by step 1.
-  3. Every `make deploy ...` and `make deploy-guided ...` line in a shell block of README.md and
-     docs/*.md, as written (placeholders such as `<key of project-a>` replaced by made-up values
-     that fit the parameter), each from a fresh copy: it must reach CloudFormation and leave a
-     change set of the stack of its CONFIG_ENV carrying each PARAMS value and Architecture=ARCH,
-     its printed command must not show a project key in full, and every PARAMS name must be a
-     template parameter whose value the template allows.
+  1. The README's first deploy command, `make deploy-guided ...`, answering every question with
+     Enter (the defaults) except the hidden ones, the project key and the slug map, given as "-"
+     (none: the key comes from each topic; SAM asks for a NoEcho parameter until it gets a value).
+     Then: SAM read and wrote the repository's samconfig.toml (not one in the build folder),
+     uploaded the code, and asked CloudFormation for a change set of the stack with those
+     parameters; the answer to "Deploy this changeset?" is the default, no.
+  2. The README's next one, `make deploy ...`, in the same copy, as a user runs it afterwards:
+     the same, non-interactive, with the answers saved by step 1.
+  3. Every other `make deploy ...` and `make deploy-guided ...` line in a shell block of README.md
+     and docs/*.md, as written (placeholders such as `<key of project-a>` replaced by made-up
+     values that fit the parameter), each from a fresh copy: it must reach CloudFormation and
+     leave a change set of the stack of its CONFIG_ENV carrying each PARAMS value and
+     Architecture=ARCH, its printed command must not show a project key in full, and every PARAMS
+     name must be a template parameter whose value the template allows.
   4. Every JSON payload of `aws iot replace-topic-rule` in docs/recipes.md (a ```json block after
      `<!-- topic-rule-payload -->`), placeholders replaced, is given to IoT's ReplaceTopicRule,
      and the recipe's role (trust and policy documents) to IAM's CreateRole and PutRolePolicy:
@@ -172,12 +173,17 @@ def check_change_set(cloudformation, stack: str, expected: dict[str, str], count
         raise Failed(f"change set parameters of {stack} (wanted, given): {wrong}")
 
 
-def guided_then_deploy(parent: Path, env: dict[str, str], cloudformation) -> None:
+def guided_then_deploy(parent: Path, env: dict[str, str], cloudformation, guided_line: str,
+                       deploy_line: str) -> None:
     """Steps 1 and 2: the first deploy, guided, then `make deploy` with its saved answers."""
+    guided, deploy = (shlex.split(line, comments=True) for line in (guided_line, deploy_line))
+    if guided[:2] != ["make", "deploy-guided"] or deploy[:2] != ["make", "deploy"]:
+        raise Failed(f"the README's first deploy commands are {guided_line!r} and {deploy_line!r}, "
+                     "not a guided deploy and then a deploy")
+    arch = parse_pairs(guided[2:], guided_line, names=r"[A-Z_]+").get("ARCH", ARCH)
     work = fresh_copy(parent, "guided")
-    build = work / ".aws-sam" / f"build-{ARCH}"
-    run(["make", "-o", "sam-build", "deploy-guided"], work, env,
-        guided_answers(build / "template.yaml"))
+    build = work / ".aws-sam" / f"build-{arch}"
+    run(["make", "-o", "sam-build", *guided[1:]], work, env, guided_answers(build / "template.yaml"))
     if (build / "samconfig.toml").exists():
         raise Failed("the guided run saved its answers in the build folder, which the next "
                      "build wipes")
@@ -185,18 +191,19 @@ def guided_then_deploy(parent: Path, env: dict[str, str], cloudformation) -> Non
     stack = config["default"]["global"]["parameters"].get("stack_name")
     if stack != "memfault-chunk-proxy":
         raise Failed(f"samconfig.toml after the guided run: {config['default']}")
-    if deployed_architecture(work / "samconfig.toml") != ARCH:
+    if deployed_architecture(work / "samconfig.toml") != arch:
         raise Failed("the guided answers were not saved: " + str(config["default"]["deploy"]))
     if set(config) < {"dev", "prod"}:
         raise Failed(f"the guided run lost the other environments: {sorted(config)}")
-    check_change_set(cloudformation, stack, {"Architecture": ARCH, "MemfaultProjectKey": NO_KEY,
+    check_change_set(cloudformation, stack, {"Architecture": arch, "MemfaultProjectKey": NO_KEY,
                                              "ProjectKeys": NO_KEY, "Mode": "Direct"}, 1)
-    print("--> the guided deploy read and saved the repository's samconfig.toml, took '-' "
-          "for the hidden parameters, uploaded the code and created the change set", flush=True)
+    print(f"--> README.md: `{guided_line}` read and saved the repository's samconfig.toml, took "
+          "'-' for the hidden parameters, uploaded the code and created the change set", flush=True)
 
-    run(["make", "-o", "sam-build", "deploy"], work, env, "\n" * 5)
-    check_change_set(cloudformation, stack, {"Architecture": ARCH, "Mode": "Direct"}, 2)
-    print("--> make deploy used the saved answers and created the change set", flush=True)
+    run(["make", "-o", "sam-build", *deploy[1:]], work, env, "\n" * 5)
+    check_change_set(cloudformation, stack, {"Architecture": arch, "Mode": "Direct"}, 2)
+    print(f"--> README.md: `{deploy_line}` used the saved answers and created the change set",
+          flush=True)
 
 
 def documented_commands() -> list[tuple[str, str]]:
@@ -333,12 +340,11 @@ def main() -> int:
         cloudformation.create_stack(StackName=SAM_CLI_STACK_NAME,
                                     TemplateBody=_get_stack_template(),
                                     Tags=[{"Key": "ManagedStackSource", "Value": "AwsSamCli"}])
-        guided_then_deploy(work, env, cloudformation)
-
         commands = documented_commands()
-        if len(commands) < 4:
+        if len(commands) < 4 or commands[0][0] != "README.md":
             raise Failed(f"found only {commands} in README.md and docs/: is the search broken?")
-        for number, (document, line) in enumerate(commands):
+        guided_then_deploy(work, env, cloudformation, commands[0][1], commands[1][1])
+        for number, (document, line) in enumerate(commands[2:]):
             documented_deploy(work, number, line, env, cloudformation)
             print(f"--> {document}: `{line}` reached CloudFormation with its parameters",
                   flush=True)

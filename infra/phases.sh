@@ -12,38 +12,45 @@
 # the slow Python checks and the scenarios. CI=true, or RERUN=1, runs every phase.
 #
 # Adding a phase: one line in PHASES: its make target, the phases it needs ("-" for none: it
-# starts at once), and its input paths ("-": it runs every time). The Rust build happens in `lint`
-# (clippy lints while the test build compiles; see the Makefile), so what runs the function binary
-# or cargo needs lint; `@rust` stands for the Rust sources. Among phases ready at once the first in
-# the table starts first: esm, the longest after the build and mostly waiting on its scenarios'
-# clocks, starts beside the CPU-bound unit tests.
+# starts at once), its CPU priority, and its input paths ("-": it runs every time). The Rust build
+# happens in `lint` (clippy lints while the test build compiles; see the Makefile), so what runs
+# the function binary or cargo needs lint; `@rust` stands for the Rust sources. Among phases ready
+# at once the first in the table starts first.
+#
+# Priority: the machine has fewer cores than phases that could run, and the wall time is set by
+# the longest chain, the Rust build and then the scenarios of esm (which mostly wait on their
+# clocks, and whose timings a starved simulator would distort). So that chain runs at normal
+# priority, and the phases that only need CPU time, whenever it comes (the template checks and
+# the deploy commands, single-threaded Python), run at `background` priority (nice 10): they take
+# whatever the build and the tests leave, and the cores are never idle while one of them waits.
 set -uo pipefail
 
 PHASES='
-lint         -      -
-validate     -      template.yaml samconfig.toml infra events docs README.md CHANGELOG.md @rust
-esm          lint   @rust tests/esm infra/requirements.txt infra/requirements-moto.txt
-unit         lint   @rust
-emulator     lint   @rust tests/emulator events infra/requirements-lambda.txt infra/install-cargo-lambda.sh
-wire         lint   @rust tests/memfault_cli_framing.py infra/requirements-wire.txt
-watch-invoke lint   @rust infra/watch.sh infra/watch_invoke.py tests/emulator/expectations.py events infra/requirements-lambda.txt
-deploy-path  -      samconfig.toml template.yaml LICENSE README.md docs infra
+lint         -      normal      -
+validate     -      background  template.yaml samconfig.toml infra events docs README.md CHANGELOG.md @rust
+deploy-path  -      background  samconfig.toml template.yaml LICENSE README.md docs infra
+esm          lint   normal      @rust tests/esm infra/requirements.txt infra/requirements-moto.txt
+unit         lint   normal      @rust
+emulator     lint   normal      @rust tests/emulator events infra/requirements-lambda.txt infra/install-cargo-lambda.sh
+wire         lint   normal      @rust tests/memfault_cli_framing.py infra/requirements-wire.txt
+watch-invoke lint   normal      @rust infra/watch.sh infra/watch_invoke.py tests/emulator/expectations.py events infra/requirements-lambda.txt
 '
 RUST_INPUTS='src tests/*.rs tests/support benches examples Cargo.toml Cargo.lock build.rs'
 
-jobs="${TEST_JOBS:-2}"
+jobs="${TEST_JOBS:-4}"
 state="${PHASES_DIR:-target/phases}"
 rerun=false
 [[ "${CI:-}" == true || "${RERUN:-}" == 1 ]] && rerun=true
 # The inputs are listed by git: outside a git work tree nothing is skipped.
 git rev-parse --is-inside-work-tree >/dev/null 2>&1 || rerun=true
 
-declare -A needs=() inputs=()
+declare -A needs=() priority=() inputs=()
 order=()
-while read -r name after paths; do
+while read -r name after cpu_priority paths; do
   [[ -n "$name" ]] || continue
   order+=("$name")
   needs[$name]="${after//,/ }"
+  priority[$name]="$cpu_priority"
   inputs[$name]="${paths//@rust/$RUST_INPUTS}"
 done <<<"$PHASES"
 
@@ -102,7 +109,9 @@ start() {
   running=$((running + 1))
   note "$p started"
   (
-    "${MAKE:-make}" --no-print-directory "$p" >"$state/$p.log" 2>&1 </dev/null
+    niceness=0
+    [[ "${priority[$p]}" == background ]] && niceness=10
+    nice -n "$niceness" "${MAKE:-make}" --no-print-directory "$p" >"$state/$p.log" 2>&1 </dev/null
     rc=$?
     # The CPU seconds of everything the phase ran (bash's `times`: children's user and system).
     times >"$state/$p.times"
