@@ -29,7 +29,7 @@ wire         lint   @rust tests/memfault_cli_framing.py infra/requirements-wire.
 watch-invoke lint   @rust infra/watch.sh infra/watch_invoke.py tests/emulator/expectations.py events infra/requirements-lambda.txt
 deploy-path  -      samconfig.toml template.yaml LICENSE README.md docs infra
 '
-RUST_INPUTS='src tests/*.rs tests/support benches examples Cargo.toml Cargo.lock build.rs'
+RUST_INPUTS='src tests/integration tests/proptest-regressions benches examples Cargo.toml Cargo.lock build.rs'
 
 jobs="${TEST_JOBS:-2}"
 state="${PHASES_DIR:-target/phases}"
