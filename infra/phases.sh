@@ -35,7 +35,7 @@ emulator     lint   normal      @rust tests/emulator events infra/requirements-l
 wire         lint   normal      @rust tests/memfault_cli_framing.py infra/requirements-wire.txt
 watch-invoke lint   normal      @rust infra/watch.sh infra/watch_invoke.py tests/emulator/expectations.py events infra/requirements-lambda.txt
 '
-RUST_INPUTS='src tests/*.rs tests/support benches examples Cargo.toml Cargo.lock build.rs'
+RUST_INPUTS='src tests/integration tests/proptest-regressions benches examples Cargo.toml Cargo.lock build.rs'
 
 jobs="${TEST_JOBS:-4}"
 state="${PHASES_DIR:-target/phases}"

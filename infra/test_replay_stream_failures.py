@@ -3,7 +3,8 @@
 The stand-in keeps the bucket as a folder and answers `lambda invoke` from a table keyed by the
 record's requestId, so these tests check the script's own decisions: every object is sent to
 the function byte for byte, oldest first, and only an object whose batch was wholly delivered is
-deleted. That the function accepts the mapping's S3 record format is tested in tests/stream.rs.
+deleted. That the function accepts the mapping's S3 record format is tested in
+tests/integration/stream.rs.
 """
 
 from __future__ import annotations

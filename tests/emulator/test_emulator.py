@@ -1,5 +1,5 @@
 """Every sample event through cargo-lambda's Lambda emulator, the Runtime API as cargo-lambda
-implements it (our own tests/binary.rs and the bench use a mock of ours).
+implements it (our own tests/integration/binary.rs and the bench use a mock of ours).
 
 `cargo lambda watch --only-lambda-apis` serves the Runtime API and the invoke API on a free
 loopback port; the function binary that `cargo test` built polls it, configured as `cargo lambda

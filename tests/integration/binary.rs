@@ -1,18 +1,16 @@
 //! The built binary as Lambda runs it: init from the environment, the Runtime API loop, logs.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::*;
+use crate::support::*;
 use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_memfault-chunk-proxy");
 const NEXT: &str = "/2018-06-01/runtime/invocation/next";
 
-fn lambda_command(runtime_api: &MockServer) -> Command {
+pub(crate) fn lambda_command(runtime_api: &MockServer) -> Command {
     let mut command = Command::new(BINARY);
     command
         .env_clear()
@@ -29,7 +27,7 @@ fn lambda_command(runtime_api: &MockServer) -> Command {
 }
 
 /// A Runtime API that hands out `event` (JSON text) once, then keeps the next long poll waiting.
-async fn runtime_api_serving(event: String) -> MockServer {
+pub(crate) async fn runtime_api_serving(event: String) -> MockServer {
     runtime_api_serving_within(event, Duration::from_secs(30)).await
 }
 
@@ -72,7 +70,7 @@ async fn runtime_api_serving_within(event: String, budget: Duration) -> MockServ
 }
 
 /// Waits until the function has posted its answer for request-1, and returns path and body.
-async fn answer(runtime_api: &MockServer) -> (String, serde_json::Value) {
+pub(crate) async fn answer(runtime_api: &MockServer) -> (String, serde_json::Value) {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(20) {
         let requests = runtime_api.received_requests().await.unwrap();
@@ -209,10 +207,10 @@ async fn a_key_echoed_by_the_upstream_reaches_neither_lambda_nor_any_log_line() 
     assert!(run.stdout.contains("retrying upload"), "{}", run.stdout);
 }
 
-const INIT_ERROR: &str = "/2018-06-01/runtime/init/error";
+pub(crate) const INIT_ERROR: &str = "/2018-06-01/runtime/init/error";
 
 /// A Runtime API that takes init errors after `delay`, and hands out no invocation.
-async fn runtime_api_taking_init_errors(delay: Duration) -> MockServer {
+pub(crate) async fn runtime_api_taking_init_errors(delay: Duration) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path(INIT_ERROR))

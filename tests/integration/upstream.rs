@@ -1,15 +1,13 @@
 //! Upstreams that misbehave: answers whose body never arrives (a raw socket server, since an
 //! HTTP mock cannot stall a body), absurd `Retry-After` values, and silence up to the deadline.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use memfault_chunk_proxy::MIN_DEADLINE_MARGIN;
 use memfault_chunk_proxy::Response;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wiremock::ResponseTemplate;

@@ -1,16 +1,14 @@
 //! Stream mode: Kinesis batches through the real handler, against a mock Memfault and a mock
 //! SQS quarantine queue on loopback.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::*;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use base64::Engine as _;
 use memfault_chunk_proxy::{Forwarder, Response};
 use serde_json::{Value, json};
-use support::*;
 use wiremock::matchers::{path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -1,6 +1,5 @@
 //! Shared test scaffolding: configuration for a loopback upstream, invocation helpers, the
 //! sample events, and a TCP relay that sees what an HTTP mock cannot (connections).
-#![allow(dead_code)] // each test binary uses its own subset
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -2,14 +2,12 @@
 //! Each test drives the real handler against a scripted Memfault and a mock SQS quarantine queue
 //! on loopback, and checks the outcome class table of docs/delivery.md.
 
-mod support;
-
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::support::*;
 use base64::Engine as _;
 use memfault_chunk_proxy::{Config, Forwarder, Response};
 use serde_json::{Value, json};
-use support::*;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -682,7 +680,7 @@ async fn uploads_leave_the_quarantine_queue_its_write_budget_and_report_their_la
     )
     .await;
 
-    // Deadline 2 s, margin 200 ms (tests/support), write budget 500 ms: uploads stop by 1.3 s,
+    // Deadline 2 s, margin 200 ms (support), write budget 500 ms: uploads stop by 1.3 s,
     // not by 1.8 s (deadline − margin) as they did before there was a budget.
     let error = answer.expect_err("Memfault never accepted it");
     // The last attempt may be cut short by the bound itself: a timeout, still a real failure.

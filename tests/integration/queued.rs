@@ -1,14 +1,12 @@
 //! Queued mode: SQS batches through the real handler against a mock Memfault on loopback.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::*;
 use aws_lambda_events::event::sqs::SqsBatchResponse;
 use memfault_chunk_proxy::Response;
 use serde_json::{Value, json};
-use support::*;
 use wiremock::matchers::{path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -1,15 +1,13 @@
 //! The multipart body of a queued batch, read back by a MIME parser and by a form-data parser:
 //! each must find every chunk, in order, named and framed as memfault-cli frames it.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine as _;
 use mailparse::{DispositionType, MailHeaderMap};
 use memfault_chunk_proxy::Response;
 use serde_json::{Value, json};
-use support::*;
 use wiremock::ResponseTemplate;
 
 /// Twelve chunks, so that part names run into two digits; binary, with CR LF and dashes inside.

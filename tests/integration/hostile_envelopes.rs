@@ -4,24 +4,22 @@
 //! wiremock Memfault and quarantine queue, and whatever it is given, it answers: a response, or an
 //! error whose `errorType` is one docs/delivery.md documents. Never a panic.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine as _;
 use memfault_chunk_proxy::{Forwarder, Response};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use support::*;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 /// Every `errorType` in docs/delivery.md's table, read from the document itself, so that the
 /// test and the documentation cannot drift apart.
 static DOCUMENTED: LazyLock<BTreeSet<String>> = LazyLock::new(|| {
-    let doc = include_str!("../docs/delivery.md");
+    let doc = include_str!("../../docs/delivery.md");
     doc.lines()
         .filter(|line| line.starts_with("| `"))
         .flat_map(|line| {

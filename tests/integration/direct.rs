@@ -1,16 +1,14 @@
 //! Direct mode through the real handler against a mock Memfault on loopback.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use memfault_chunk_proxy::ProjectKey;
 use memfault_chunk_proxy::Response;
 use memfault_chunk_proxy::USER_AGENT_VALUE;
 use memfault_chunk_proxy::{Delivered, ForwardError};
 use memfault_chunk_proxy::{KeySource, Router, TopicPattern};
 use serde_json::json;
-use support::*;
 use wiremock::matchers::{body_bytes, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
