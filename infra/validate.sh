@@ -54,9 +54,6 @@ custom_layout=(TopicLayout=Custom "TopicPattern=fleet/{project_slug}/devices/{de
   DeviceSerialTopicLevel=4 ProjectKeys=project-a=example-key-a
   Mode=Stream CreateDevicePolicy=true)
 
-cfn_lint=(cfn-lint --include-checks I --non-zero-exit-code informational
-  --regions us-east-1 us-west-2 eu-west-1 eu-central-1 ap-northeast-1)
-
 checks_stamp=target/phases/validate-template-checks.stamp
 checks_key="$( {
   git ls-files -z --cached --others --exclude-standard -- template.yaml infra \
@@ -157,47 +154,27 @@ run_checkov() {
   return "$status"
 }
 
+# One process writes every variant (--next separates them): it imports samtranslator once.
 render_variants() {
-  python infra/render_template.py "$work/direct.cfn.json" --sam-transform &&
-    python infra/render_template.py "$work/queued.sam.json" "${queued[@]}" &&
-    python infra/render_template.py "$work/queued.cfn.json" --sam-transform "${queued[@]}" &&
-    python infra/render_template.py "$work/own-rule.cfn.json" --sam-transform "${own_rule_queued[@]}" &&
-    python infra/render_template.py "$work/stream.sam.json" "${stream[@]}" &&
-    python infra/render_template.py "$work/stream.cfn.json" --sam-transform "${stream[@]}" &&
-    python infra/render_template.py "$work/stream-provisioned.sam.json" "${stream_provisioned[@]}" &&
-    python infra/render_template.py "$work/stream-provisioned.cfn.json" --sam-transform "${stream_provisioned[@]}" &&
-    python infra/render_template.py "$work/own-rule-stream.cfn.json" --sam-transform "${own_rule_stream[@]}" &&
-    python infra/render_template.py "$work/existing-topic.cfn.json" --sam-transform "${existing_topic[@]}" &&
-    python infra/render_template.py "$work/no-monitoring.cfn.json" --sam-transform "${no_monitoring[@]}" &&
-    python infra/render_template.py "$work/guide.sam.json" "${guide[@]}" &&
-    python infra/render_template.py "$work/guide.cfn.json" --sam-transform "${guide[@]}" &&
-    python infra/render_template.py "$work/custom-layout.cfn.json" --sam-transform "${custom_layout[@]}" &&
-    python infra/render_template.py "$work/stream-record-age-edges.cfn.json" --sam-transform "${stream_record_age_edges[@]}" &&
-    python infra/render_template.py "$work/stream-record-age-retention.cfn.json" --sam-transform "${stream_record_age_retention[@]}" &&
-    python infra/render_template.py "$work/queued-no-window.cfn.json" --sam-transform "${queued_no_window[@]}"
+  python infra/render_template.py \
+    "$work/direct.cfn.json" --sam-transform \
+    --next "$work/queued.sam.json" "${queued[@]}" \
+    --next "$work/queued.cfn.json" --sam-transform "${queued[@]}" \
+    --next "$work/own-rule.cfn.json" --sam-transform "${own_rule_queued[@]}" \
+    --next "$work/stream.sam.json" "${stream[@]}" \
+    --next "$work/stream.cfn.json" --sam-transform "${stream[@]}" \
+    --next "$work/stream-provisioned.sam.json" "${stream_provisioned[@]}" \
+    --next "$work/stream-provisioned.cfn.json" --sam-transform "${stream_provisioned[@]}" \
+    --next "$work/own-rule-stream.cfn.json" --sam-transform "${own_rule_stream[@]}" \
+    --next "$work/existing-topic.cfn.json" --sam-transform "${existing_topic[@]}" \
+    --next "$work/no-monitoring.cfn.json" --sam-transform "${no_monitoring[@]}" \
+    --next "$work/guide.sam.json" "${guide[@]}" \
+    --next "$work/guide.cfn.json" --sam-transform "${guide[@]}" \
+    --next "$work/custom-layout.cfn.json" --sam-transform "${custom_layout[@]}" \
+    --next "$work/stream-record-age-edges.cfn.json" --sam-transform "${stream_record_age_edges[@]}" \
+    --next "$work/stream-record-age-retention.cfn.json" --sam-transform "${stream_record_age_retention[@]}" \
+    --next "$work/queued-no-window.cfn.json" --sam-transform "${queued_no_window[@]}"
 }
-
-$checks_unchanged || echo "==> Tools: $(cfn-lint --version), $(sam --version), checkov $(checkov --version), $(python -m pytest --version 2>&1)"
-
-step "cfn-lint template.yaml (all conditions)" "${cfn_lint[@]}" -- template.yaml
-step "cfn-lint template.yaml (${queued[*]})" "${cfn_lint[@]}" --parameters "${queued[@]}" -- template.yaml
-step "cfn-lint template.yaml (${own_rule[*]})" "${cfn_lint[@]}" --parameters "${own_rule[@]}" -- template.yaml
-step "cfn-lint template.yaml (${own_rule_queued[*]})" "${cfn_lint[@]}" --parameters "${own_rule_queued[@]}" -- template.yaml
-step "cfn-lint template.yaml (${stream[*]})" "${cfn_lint[@]}" --parameters "${stream[@]}" -- template.yaml
-step "cfn-lint template.yaml (${stream_provisioned[*]})" "${cfn_lint[@]}" --parameters "${stream_provisioned[@]}" -- template.yaml
-step "cfn-lint template.yaml (${own_rule_stream[*]})" "${cfn_lint[@]}" --parameters "${own_rule_stream[@]}" -- template.yaml
-step "cfn-lint template.yaml (${existing_topic[*]})" "${cfn_lint[@]}" --parameters "${existing_topic[@]}" -- template.yaml
-step "cfn-lint template.yaml (${no_monitoring[*]})" "${cfn_lint[@]}" --parameters "${no_monitoring[@]}" -- template.yaml
-step "cfn-lint template.yaml (${guide[*]})" "${cfn_lint[@]}" --parameters "${guide[@]}" -- template.yaml
-step "cfn-lint template.yaml (${custom_layout[*]})" "${cfn_lint[@]}" --parameters "${custom_layout[@]}" -- template.yaml
-step "cfn-lint template.yaml (${stream_record_age_edges[*]})" "${cfn_lint[@]}" --parameters "${stream_record_age_edges[@]}" -- template.yaml
-step "cfn-lint template.yaml (${stream_record_age_retention[*]})" "${cfn_lint[@]}" --parameters "${stream_record_age_retention[@]}" -- template.yaml
-step "cfn-lint template.yaml (${queued_no_window[*]})" "${cfn_lint[@]}" --parameters "${queued_no_window[@]}" -- template.yaml
-
-step "SAM transform, offline, of each variant" render_variants
-step "cfn-lint transformed templates" "${cfn_lint[@]}" -- "$work"/*.cfn.json
-
-step "sam validate --lint" sam validate --lint --template-file template.yaml
 
 # The release's packaged templates (infra/package_template.py): code from bucket/key parameters,
 # and the Serverless Application Repository's, with code at a fixed location.
@@ -206,9 +183,37 @@ package_templates() {
     python infra/package_template.py "$work/sar.package.json" --version 0.0.0 --architecture arm64 \
       --code-uri s3://example-artifacts-bucket/memfault-chunk-proxy-0.0.0-arm64.zip
 }
-step "packaged release templates" package_templates
-step "cfn-lint packaged release templates" "${cfn_lint[@]}" -- "$work"/*.package.json
 
+# Every cfn-lint run, each as strict as `cfn-lint --include-checks I --non-zero-exit-code
+# informational --regions ...` (infra/lint_templates.py), in one process that starts cfn-lint
+# and loads its rules and schemas once: template.yaml with all Conditions, then with each
+# parameter set; the transformed templates; the packaged templates. --next separates the runs.
+lint_templates() {
+  python infra/lint_templates.py \
+    -- template.yaml \
+    --next --parameters "${queued[@]}" -- template.yaml \
+    --next --parameters "${own_rule[@]}" -- template.yaml \
+    --next --parameters "${own_rule_queued[@]}" -- template.yaml \
+    --next --parameters "${stream[@]}" -- template.yaml \
+    --next --parameters "${stream_provisioned[@]}" -- template.yaml \
+    --next --parameters "${own_rule_stream[@]}" -- template.yaml \
+    --next --parameters "${existing_topic[@]}" -- template.yaml \
+    --next --parameters "${no_monitoring[@]}" -- template.yaml \
+    --next --parameters "${guide[@]}" -- template.yaml \
+    --next --parameters "${custom_layout[@]}" -- template.yaml \
+    --next --parameters "${stream_record_age_edges[@]}" -- template.yaml \
+    --next --parameters "${stream_record_age_retention[@]}" -- template.yaml \
+    --next --parameters "${queued_no_window[@]}" -- template.yaml \
+    --next -- "$work"/*.cfn.json \
+    --next -- "$work"/*.package.json
+}
+
+$checks_unchanged || echo "==> Tools: $(cfn-lint --version), $(sam --version), checkov $(checkov --version), $(python -m pytest --version 2>&1)"
+
+step "SAM transform, offline, of each variant" render_variants
+step "packaged release templates" package_templates
+step "cfn-lint: template.yaml (all conditions, each parameter set), transformed and packaged templates" lint_templates
+step "sam validate --lint" sam validate --lint --template-file template.yaml
 step "checkov" run_checkov template.yaml "$work"/*.sam.json "$work"/*.cfn.json
 
 step --always "pytest infra" python -m pytest -p no:cacheprovider infra
