@@ -54,7 +54,10 @@ def lint(run_args: Sequence[str]) -> tuple[list[Match], str]:
     it (empty with none)."""
     config = ConfigMixIn([*CFN_LINT_ARGS, *run_args])
     # What the command checks before it lints: a template is given and the options agree.
-    config.validate()
+    try:
+        config.validate()
+    except ValueError as error:
+        raise SystemExit(f"cfn-lint {shlex.join(run_args)}: configuration error: {error}") from None
     runner = _Runner(config)
     matches = list(runner.run())
     matches.sort(key=lambda m: (m.filename, m.linenumber, m.rule.id))
@@ -81,10 +84,7 @@ def main(argv: Sequence[str]) -> int:
     failed = []
     for run_args in runs:
         started = time.process_time()
-        try:
-            matches, text = lint(run_args)
-        except ValueError as error:  # what the command calls a configuration error
-            matches, text = [error], f"configuration error: {error}"
+        matches, text = lint(run_args)
         seconds = time.process_time() - started
         name = shlex.join(run_args)
         if matches:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Offline checks of template.yaml; fails if any of them fails:
 #   - cfn-lint, with warnings and informational findings counted as failures, on the
-#     template as written (all Conditions) and with the parameters of each variant;
+#     template as written (all Conditions) and with the parameters of each variant (every
+#     cfn-lint run of this script in one process: infra/lint_templates.py);
 #   - the SAM transform, run offline as CloudFormation runs it at deploy time, and
 #     cfn-lint on the plain CloudFormation it produces;
 #   - sam validate --lint;
@@ -22,6 +23,7 @@ cd "$repo_root"
 
 # shellcheck source=infra/venv.sh
 source infra/venv.sh
+# shellcheck disable=SC2119 # no arguments: the default requirements files
 infra_venv
 
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
@@ -48,6 +50,7 @@ no_monitoring=(CreateAlarms=false CreateDashboard=false MetricsNamespace=)
 stream_record_age_edges=(Mode=Stream StreamMaxRecordAgeSeconds=60)
 stream_record_age_retention=(Mode=Stream StreamMaxRecordAgeSeconds=86400 StreamShardCount=1)
 queued_no_window=(Mode=Queued SqsBatchSize=10 SqsMaxBatchingWindowSeconds=0)
+# shellcheck disable=SC2054 # the commas separate ProjectKeys' entries, not array elements
 guide=(TopicLayout=MemfaultGuide ProjectKeys=project-a=example-key-a,project-b=example-key-b
   Mode=Stream BasicIngest=true CreateDevicePolicy=true DeviceSerialFromClientId=true)
 custom_layout=(TopicLayout=Custom "TopicPattern=fleet/{project_slug}/devices/{device_serial}/#"
@@ -185,9 +188,13 @@ package_templates() {
 }
 
 # Every cfn-lint run, each as strict as `cfn-lint --include-checks I --non-zero-exit-code
-# informational --regions ...` (infra/lint_templates.py), in one process that starts cfn-lint
-# and loads its rules and schemas once: template.yaml with all Conditions, then with each
-# parameter set; the transformed templates; the packaged templates. --next separates the runs.
+# informational --regions ...` (infra/lint_templates.py; infra/test_lint_templates.py holds it
+# to that), in one process that starts cfn-lint and loads its rules and schemas once:
+# template.yaml with all Conditions, then with each parameter set; the transformed templates;
+# the packaged templates. --next separates the runs. cfn-lint 1.58 drops --parameters on a
+# template with the SAM transform (its transform rebuilds the template's context without
+# them), so the runs on template.yaml with a parameter set find what the first one finds; each
+# set's values are linted in the transformed templates, where they are the parameters' defaults.
 lint_templates() {
   python infra/lint_templates.py \
     -- template.yaml \
