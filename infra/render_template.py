@@ -7,12 +7,17 @@ CloudFormation runs it at deploy time (offline: samtranslator, with CodeUri repl
 by an S3 location as `sam package` would do), so that the processed, plain
 CloudFormation template can be linted and scanned too.
 
-    python infra/render_template.py OUT.json [--sam-transform] [Name=Value ...]
+    python infra/render_template.py OUT.json [--sam-transform] [Name=Value ...] \
+        [--next OUT.json [--sam-transform] [Name=Value ...]]...
+
+Several variants, separated by --next, are written by one process, which reads the template
+and imports samtranslator (most of a variant's time) once.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -23,6 +28,7 @@ from cfnlint.decode import cfn_yaml
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "template.yaml"
 PACKAGED_CODE_URI = "s3://example-artifacts-bucket/memfault-chunk-proxy.zip"
+SEPARATOR = "--next"
 
 
 class _NoManagedPolicies:
@@ -65,7 +71,8 @@ def sam_transform(template: dict[str, Any]) -> dict[str, Any]:
     return transform(template, parameter_values, _NoManagedPolicies(), passthrough_metadata=True)
 
 
-def main(argv: list[str]) -> int:
+def render(template: dict[str, Any], argv: list[str]) -> int:
+    """Writes one variant of the template (left unchanged) as argv (OUT.json ...) says."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output", type=Path)
     parser.add_argument("--sam-transform", action="store_true")
@@ -79,7 +86,7 @@ def main(argv: list[str]) -> int:
             parser.error(f"expected Name=Value, got {item!r}")
         overrides[name] = value
 
-    template = load()
+    template = copy.deepcopy(template)
     override_defaults(template, overrides)
     if args.sam_transform:
         from samtranslator.model.exceptions import InvalidDocumentException
@@ -88,10 +95,23 @@ def main(argv: list[str]) -> int:
             template = sam_transform(template)
         except InvalidDocumentException as error:
             for cause in error.causes:
-                print(f"SAM transform: {cause.message}", file=sys.stderr)
+                print(f"SAM transform of {args.output.name}: {cause.message}", file=sys.stderr)
             return 1
     args.output.write_text(json.dumps(template, indent=2) + "\n")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    variants: list[list[str]] = [[]]
+    for arg in argv:
+        if arg == SEPARATOR:
+            variants.append([])
+        else:
+            variants[-1].append(arg)
+    template = load()
+    # Every variant is written, so that one failure does not hide another.
+    failed = [render(template, variant) for variant in variants]
+    return 1 if any(failed) else 0
 
 
 if __name__ == "__main__":

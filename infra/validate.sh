@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Offline checks of template.yaml; fails if any of them fails:
 #   - cfn-lint, with warnings and informational findings counted as failures, on the
-#     template as written (all Conditions) and with the parameters of each variant;
+#     template as written (all Conditions) and with the parameters of each variant (every
+#     cfn-lint run of this script in one process: infra/lint_templates.py);
 #   - the SAM transform, run offline as CloudFormation runs it at deploy time, and
 #     cfn-lint on the plain CloudFormation it produces;
 #   - sam validate --lint;
@@ -22,6 +23,7 @@ cd "$repo_root"
 
 # shellcheck source=infra/venv.sh
 source infra/venv.sh
+# shellcheck disable=SC2119 # no arguments: the default requirements files
 infra_venv
 
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
@@ -48,14 +50,12 @@ no_monitoring=(CreateAlarms=false CreateDashboard=false MetricsNamespace=)
 stream_record_age_edges=(Mode=Stream StreamMaxRecordAgeSeconds=60)
 stream_record_age_retention=(Mode=Stream StreamMaxRecordAgeSeconds=86400 StreamShardCount=1)
 queued_no_window=(Mode=Queued SqsBatchSize=10 SqsMaxBatchingWindowSeconds=0)
+# shellcheck disable=SC2054 # the commas separate ProjectKeys' entries, not array elements
 guide=(TopicLayout=MemfaultGuide ProjectKeys=project-a=example-key-a,project-b=example-key-b
   Mode=Stream BasicIngest=true CreateDevicePolicy=true DeviceSerialFromClientId=true)
 custom_layout=(TopicLayout=Custom "TopicPattern=fleet/{project_slug}/devices/{device_serial}/#"
   DeviceSerialTopicLevel=4 ProjectKeys=project-a=example-key-a
   Mode=Stream CreateDevicePolicy=true)
-
-cfn_lint=(cfn-lint --include-checks I --non-zero-exit-code informational
-  --regions us-east-1 us-west-2 eu-west-1 eu-central-1 ap-northeast-1)
 
 checks_stamp=target/phases/validate-template-checks.stamp
 checks_key="$( {
@@ -157,47 +157,27 @@ run_checkov() {
   return "$status"
 }
 
+# One process writes every variant (--next separates them): it imports samtranslator once.
 render_variants() {
-  python infra/render_template.py "$work/direct.cfn.json" --sam-transform &&
-    python infra/render_template.py "$work/queued.sam.json" "${queued[@]}" &&
-    python infra/render_template.py "$work/queued.cfn.json" --sam-transform "${queued[@]}" &&
-    python infra/render_template.py "$work/own-rule.cfn.json" --sam-transform "${own_rule_queued[@]}" &&
-    python infra/render_template.py "$work/stream.sam.json" "${stream[@]}" &&
-    python infra/render_template.py "$work/stream.cfn.json" --sam-transform "${stream[@]}" &&
-    python infra/render_template.py "$work/stream-provisioned.sam.json" "${stream_provisioned[@]}" &&
-    python infra/render_template.py "$work/stream-provisioned.cfn.json" --sam-transform "${stream_provisioned[@]}" &&
-    python infra/render_template.py "$work/own-rule-stream.cfn.json" --sam-transform "${own_rule_stream[@]}" &&
-    python infra/render_template.py "$work/existing-topic.cfn.json" --sam-transform "${existing_topic[@]}" &&
-    python infra/render_template.py "$work/no-monitoring.cfn.json" --sam-transform "${no_monitoring[@]}" &&
-    python infra/render_template.py "$work/guide.sam.json" "${guide[@]}" &&
-    python infra/render_template.py "$work/guide.cfn.json" --sam-transform "${guide[@]}" &&
-    python infra/render_template.py "$work/custom-layout.cfn.json" --sam-transform "${custom_layout[@]}" &&
-    python infra/render_template.py "$work/stream-record-age-edges.cfn.json" --sam-transform "${stream_record_age_edges[@]}" &&
-    python infra/render_template.py "$work/stream-record-age-retention.cfn.json" --sam-transform "${stream_record_age_retention[@]}" &&
-    python infra/render_template.py "$work/queued-no-window.cfn.json" --sam-transform "${queued_no_window[@]}"
+  python infra/render_template.py \
+    "$work/direct.cfn.json" --sam-transform \
+    --next "$work/queued.sam.json" "${queued[@]}" \
+    --next "$work/queued.cfn.json" --sam-transform "${queued[@]}" \
+    --next "$work/own-rule.cfn.json" --sam-transform "${own_rule_queued[@]}" \
+    --next "$work/stream.sam.json" "${stream[@]}" \
+    --next "$work/stream.cfn.json" --sam-transform "${stream[@]}" \
+    --next "$work/stream-provisioned.sam.json" "${stream_provisioned[@]}" \
+    --next "$work/stream-provisioned.cfn.json" --sam-transform "${stream_provisioned[@]}" \
+    --next "$work/own-rule-stream.cfn.json" --sam-transform "${own_rule_stream[@]}" \
+    --next "$work/existing-topic.cfn.json" --sam-transform "${existing_topic[@]}" \
+    --next "$work/no-monitoring.cfn.json" --sam-transform "${no_monitoring[@]}" \
+    --next "$work/guide.sam.json" "${guide[@]}" \
+    --next "$work/guide.cfn.json" --sam-transform "${guide[@]}" \
+    --next "$work/custom-layout.cfn.json" --sam-transform "${custom_layout[@]}" \
+    --next "$work/stream-record-age-edges.cfn.json" --sam-transform "${stream_record_age_edges[@]}" \
+    --next "$work/stream-record-age-retention.cfn.json" --sam-transform "${stream_record_age_retention[@]}" \
+    --next "$work/queued-no-window.cfn.json" --sam-transform "${queued_no_window[@]}"
 }
-
-$checks_unchanged || echo "==> Tools: $(cfn-lint --version), $(sam --version), checkov $(checkov --version), $(python -m pytest --version 2>&1)"
-
-step "cfn-lint template.yaml (all conditions)" "${cfn_lint[@]}" -- template.yaml
-step "cfn-lint template.yaml (${queued[*]})" "${cfn_lint[@]}" --parameters "${queued[@]}" -- template.yaml
-step "cfn-lint template.yaml (${own_rule[*]})" "${cfn_lint[@]}" --parameters "${own_rule[@]}" -- template.yaml
-step "cfn-lint template.yaml (${own_rule_queued[*]})" "${cfn_lint[@]}" --parameters "${own_rule_queued[@]}" -- template.yaml
-step "cfn-lint template.yaml (${stream[*]})" "${cfn_lint[@]}" --parameters "${stream[@]}" -- template.yaml
-step "cfn-lint template.yaml (${stream_provisioned[*]})" "${cfn_lint[@]}" --parameters "${stream_provisioned[@]}" -- template.yaml
-step "cfn-lint template.yaml (${own_rule_stream[*]})" "${cfn_lint[@]}" --parameters "${own_rule_stream[@]}" -- template.yaml
-step "cfn-lint template.yaml (${existing_topic[*]})" "${cfn_lint[@]}" --parameters "${existing_topic[@]}" -- template.yaml
-step "cfn-lint template.yaml (${no_monitoring[*]})" "${cfn_lint[@]}" --parameters "${no_monitoring[@]}" -- template.yaml
-step "cfn-lint template.yaml (${guide[*]})" "${cfn_lint[@]}" --parameters "${guide[@]}" -- template.yaml
-step "cfn-lint template.yaml (${custom_layout[*]})" "${cfn_lint[@]}" --parameters "${custom_layout[@]}" -- template.yaml
-step "cfn-lint template.yaml (${stream_record_age_edges[*]})" "${cfn_lint[@]}" --parameters "${stream_record_age_edges[@]}" -- template.yaml
-step "cfn-lint template.yaml (${stream_record_age_retention[*]})" "${cfn_lint[@]}" --parameters "${stream_record_age_retention[@]}" -- template.yaml
-step "cfn-lint template.yaml (${queued_no_window[*]})" "${cfn_lint[@]}" --parameters "${queued_no_window[@]}" -- template.yaml
-
-step "SAM transform, offline, of each variant" render_variants
-step "cfn-lint transformed templates" "${cfn_lint[@]}" -- "$work"/*.cfn.json
-
-step "sam validate --lint" sam validate --lint --template-file template.yaml
 
 # The release's packaged templates (infra/package_template.py): code from bucket/key parameters,
 # and the Serverless Application Repository's, with code at a fixed location.
@@ -206,9 +186,41 @@ package_templates() {
     python infra/package_template.py "$work/sar.package.json" --version 0.0.0 --architecture arm64 \
       --code-uri s3://example-artifacts-bucket/memfault-chunk-proxy-0.0.0-arm64.zip
 }
-step "packaged release templates" package_templates
-step "cfn-lint packaged release templates" "${cfn_lint[@]}" -- "$work"/*.package.json
 
+# Every cfn-lint run, each as strict as `cfn-lint --include-checks I --non-zero-exit-code
+# informational --regions ...` (infra/lint_templates.py; infra/test_lint_templates.py holds it
+# to that), in one process that starts cfn-lint and loads its rules and schemas once:
+# template.yaml with all Conditions, then with each parameter set; the transformed templates;
+# the packaged templates. --next separates the runs. cfn-lint 1.58 drops --parameters on a
+# template with the SAM transform (its transform rebuilds the template's context without
+# them), so the runs on template.yaml with a parameter set find what the first one finds; each
+# set's values are linted in the transformed templates, where they are the parameters' defaults.
+lint_templates() {
+  python infra/lint_templates.py \
+    -- template.yaml \
+    --next --parameters "${queued[@]}" -- template.yaml \
+    --next --parameters "${own_rule[@]}" -- template.yaml \
+    --next --parameters "${own_rule_queued[@]}" -- template.yaml \
+    --next --parameters "${stream[@]}" -- template.yaml \
+    --next --parameters "${stream_provisioned[@]}" -- template.yaml \
+    --next --parameters "${own_rule_stream[@]}" -- template.yaml \
+    --next --parameters "${existing_topic[@]}" -- template.yaml \
+    --next --parameters "${no_monitoring[@]}" -- template.yaml \
+    --next --parameters "${guide[@]}" -- template.yaml \
+    --next --parameters "${custom_layout[@]}" -- template.yaml \
+    --next --parameters "${stream_record_age_edges[@]}" -- template.yaml \
+    --next --parameters "${stream_record_age_retention[@]}" -- template.yaml \
+    --next --parameters "${queued_no_window[@]}" -- template.yaml \
+    --next -- "$work"/*.cfn.json \
+    --next -- "$work"/*.package.json
+}
+
+$checks_unchanged || echo "==> Tools: $(cfn-lint --version), $(sam --version), checkov $(checkov --version), $(python -m pytest --version 2>&1)"
+
+step "SAM transform, offline, of each variant" render_variants
+step "packaged release templates" package_templates
+step "cfn-lint: template.yaml (all conditions, each parameter set), transformed and packaged templates" lint_templates
+step "sam validate --lint" sam validate --lint --template-file template.yaml
 step "checkov" run_checkov template.yaml "$work"/*.sam.json "$work"/*.cfn.json
 
 step --always "pytest infra" python -m pytest -p no:cacheprovider infra
