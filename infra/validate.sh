@@ -84,30 +84,38 @@ step() {
     return
   fi
   printf '\n==> %s\n$ %s\n' "$name" "$*"
-  local start=$SECONDS cpu
-  cpu_seconds
-  cpu=$cpu_now
-  if "$@"; then
-    printf -- '--> ok: %s' "$name"
-    passed=$((passed + 1))
-  else
-    printf -- '--> FAILED: %s' "$name"
-    failed+=("$name")
-  fi
-  cpu_seconds
-  printf ' (%d s, %d CPU s)\n' $((SECONDS - start)) $((cpu_now - cpu))
+  local start=$SECONDS status=0
+  (measured "$work/step" "$@") || status=$?
+  report "$name" "$status" $((SECONDS - start)) "$work/step"
 }
 
-# Sets cpu_now to the CPU seconds of the processes this script has waited for (bash's `times`,
-# second line; no subshell, which would count none), which say where the time goes better than
-# wall time when the Rust build runs beside the checks.
-cpu_now=0
-cpu_seconds() {
-  local line
-  times >"$work/times"
-  { read -r line && read -r line; } <"$work/times"
-  [[ "$line" =~ ^([0-9]+)m([0-9]+)[.,][0-9]*s\ ([0-9]+)m([0-9]+)[.,][0-9]*s ]] || return 0
-  cpu_now=$((BASH_REMATCH[1] * 60 + 10#${BASH_REMATCH[2]} + BASH_REMATCH[3] * 60 + 10#${BASH_REMATCH[4]}))
+# measured RECORD COMMAND...: runs COMMAND, then writes the CPU seconds of the processes it ran
+# to RECORD.cpu (bash's `times`, second line: children's user and system) and the time it ended
+# to RECORD.end. Run in a subshell of its own, so that it counts that command's processes only,
+# which say where the time goes better than wall time when other work shares the machine.
+measured() {
+  local record="$1" status=0 line
+  shift
+  "$@" || status=$?
+  echo "$SECONDS" >"$record.end"
+  times >"$record.times"
+  { read -r line && read -r line; } <"$record.times"
+  if [[ "$line" =~ ^([0-9]+)m([0-9]+)[.,][0-9]*s\ ([0-9]+)m([0-9]+)[.,][0-9]*s ]]; then
+    echo $((BASH_REMATCH[1] * 60 + 10#${BASH_REMATCH[2]} + BASH_REMATCH[3] * 60 + 10#${BASH_REMATCH[4]})) >"$record.cpu"
+  fi
+  return "$status"
+}
+
+# report NAME STATUS SECONDS RECORD: a step's result line, and the counts.
+report() {
+  if (($2 == 0)); then
+    printf -- '--> ok: %s' "$1"
+    passed=$((passed + 1))
+  else
+    printf -- '--> FAILED: %s' "$1"
+    failed+=("$1")
+  fi
+  printf ' (%d s, %s CPU s)\n' "$3" "$(cat "$4.cpu" 2>/dev/null || echo '?')"
 }
 
 checkov_report_ok() {
@@ -203,13 +211,41 @@ lint_templates() {
     --next -- "$work"/*.package.json
 }
 
-$checks_unchanged || echo "==> Tools: $(cfn-lint --version), $(sam --version), checkov $(checkov --version), $(python -m pytest --version 2>&1)"
+# The installed versions, read from the packages' metadata: `checkov --version` alone imports
+# all of checkov (about 3 CPU seconds).
+$checks_unchanged || python -c 'from importlib.metadata import version
+print("==> Tools: " + ", ".join(f"{name} {version(name)}"
+                                 for name in ("cfn-lint", "aws-sam-cli", "checkov", "pytest")))'
+
+# checkov, single-threaded like cfn-lint and needing only the rendered templates, runs beside
+# the cfn-lint steps, so that this script keeps two cores busy when the machine has them free;
+# its output and its own seconds are printed at its step, in order.
+checkov_files=()
+start_checkov() {
+  checkov_files=(template.yaml "$work"/*.sam.json "$work"/*.cfn.json)
+  checkov_started=$SECONDS
+  (measured "$work/checkov" run_checkov "${checkov_files[@]}") >"$work/checkov.out" 2>&1 &
+  checkov_pid=$!
+}
+checkov_step() {
+  local name="checkov (run beside the cfn-lint step)" status=0
+  if $checks_unchanged; then
+    skipped=$((skipped + 1))
+    return
+  fi
+  wait "$checkov_pid" || status=$?
+  printf '\n==> %s\n$ run_checkov %s\n' "$name" "${checkov_files[*]}"
+  cat "$work/checkov.out"
+  report "$name" "$status" $(($(cat "$work/checkov.end" 2>/dev/null || echo "$SECONDS") - checkov_started)) \
+    "$work/checkov"
+}
 
 step "SAM transform, offline, of each variant" render_variants
 step "packaged release templates" package_templates
+$checks_unchanged || start_checkov
 step "cfn-lint: template.yaml (all conditions), transformed and packaged templates" lint_templates
 step "sam validate --lint" sam validate --lint --template-file template.yaml
-step "checkov" run_checkov template.yaml "$work"/*.sam.json "$work"/*.cfn.json
+checkov_step
 
 step --always "pytest infra" python -m pytest -p no:cacheprovider infra
 
