@@ -98,7 +98,7 @@ wire: ## memfault-cli (Memfault's own client) and the function frame a multipart
 .PHONY: esm
 esm: ## The function binary behind simulated Kinesis and SQS event source mappings, with faults (tests/esm)
 	$(CARGO) test --locked --no-run
-	bash -c 'source infra/venv.sh && infra_venv && python -m pytest -p no:cacheprovider tests/esm'
+	bash -c 'source infra/venv.sh && infra_venv && python -m pytest -p no:cacheprovider -n 2 tests/esm'
 
 .PHONY: build
 build: ## Release build of the Lambda binary for this machine

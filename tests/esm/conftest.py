@@ -259,11 +259,24 @@ def function(binary: Path, moto: Moto, tmp_path: Path) -> Iterator[Callable[...,
 
 
 # The production ratios each stream scenario ran at (test_esm.note_ratios), for the run's summary.
+# A scenario records its line on its own test report, which pytest-xdist carries from the worker
+# that ran it to the process that prints the summary.
 RATIOS: list[str] = []
+RATIO_PROPERTY = "production ratios"
+
+
+@pytest.fixture
+def ratios(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    return lambda line: request.node.user_properties.append((RATIO_PROPERTY, line))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        RATIOS.extend(line for name, line in report.user_properties if name == RATIO_PROPERTY)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if RATIOS:
         terminalreporter.section("stream scenarios at production's ratios")
-        for line in RATIOS:
+        for line in sorted(RATIOS):
             terminalreporter.write_line(line)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import RATIOS, QuarantineQueue, Quarantined
+from conftest import QuarantineQueue, Quarantined
 from esm import IDLE_POLL_S, KinesisEsm, KinesisShard, SqsEsm
 from memfault import (ScriptedMemfault, chunk_refused, device_fails, everything, in_phases,
                       multipart_larger_than, nothing, seeded_failures)
@@ -60,8 +60,8 @@ class Chunk:
                 "topic": f"prod/esm-board/{self.serial}/memfault/{self.project_key}/chunk"}
 
 
-def note_ratios(scenario: str, *, rate: float, stall_limit_s: float, batch_size: int,
-                outage_s: float | None = None) -> None:
+def note_ratios(record: Callable[[str], None], scenario: str, *, rate: float,
+                stall_limit_s: float, batch_size: int, outage_s: float | None = None) -> None:
     """States the ratios a stream scenario runs at (records/s × stall limit ÷ BatchSize, and
     outage length ÷ stall limit), next to the template defaults' ratio at the same rate: a
     scaled-down scenario is only worth as much as the ratios it keeps."""
@@ -71,7 +71,7 @@ def note_ratios(scenario: str, *, rate: float, stall_limit_s: float, batch_size:
             f"{rate * TEMPLATE_STALL_LIMIT_S / TEMPLATE_BATCH_SIZE:.0f}")
     if outage_s is not None:
         line += f"; outage {outage_s:g} s / stall limit = {outage_s / stall_limit_s:.1f}"
-    RATIOS.append(line)
+    record(line)
     print(line)
 
 
@@ -255,7 +255,7 @@ def test_a_healthy_memfault_gets_every_chunk_once(
 
 
 def test_one_device_always_failing_is_quarantined_alone_and_the_shard_moves_on(
-        memfault, function, quarantine_queue: QuarantineQueue) -> None:
+        memfault, function, quarantine_queue: QuarantineQueue, ratios) -> None:
     sick = "sick-device"
     healthy_devices = [f"healthy-{n:02d}" for n in range(11)]
     # A quiet shard: fewer records arrive within the stall limit than a batch holds. The fleet
@@ -264,7 +264,7 @@ def test_one_device_always_failing_is_quarantined_alone_and_the_shard_moves_on(
                        then={serial: 10 for serial in healthy_devices})
     upstream = memfault([device_fails(sick, 500)])
     lambda_ = function(function_env(upstream, quarantine_queue.url), FUNCTION_TIMEOUT_S)
-    note_ratios("quiet shard, one device failing", rate=40, stall_limit_s=STALL_LIMIT_S,
+    note_ratios(ratios, "quiet shard, one device failing", rate=40, stall_limit_s=STALL_LIMIT_S,
                 batch_size=100)
 
     esm, arrivals = run_stream(lambda_, chunks, batch_size=100, max_record_age_s=20,
@@ -466,9 +466,9 @@ def check_device_order_in_queue(result: Result, chunks: list[Chunk], what: str) 
 
 
 def test_i_a_failing_device_on_a_busy_shard_is_quarantined_and_the_shard_moves_on(
-        memfault, function, quarantine_queue: QuarantineQueue) -> None:
+        memfault, function, quarantine_queue: QuarantineQueue, ratios) -> None:
     rate, batch_size, stall_s, record_age_s = 100, 75, 3, 30
-    note_ratios("(i) the stuck batch", rate=rate, stall_limit_s=stall_s, batch_size=batch_size)
+    note_ratios(ratios, "(i) the stuck batch", rate=rate, stall_limit_s=stall_s, batch_size=batch_size)
     sick = "sick-device"
     chunks = stream_of({sick: 10, **{f"healthy-{n:03d}": 5 for n in range(149)}}, seed=19)
     upstream = memfault([device_fails(sick, 500)])
@@ -495,9 +495,9 @@ def test_i_a_failing_device_on_a_busy_shard_is_quarantined_and_the_shard_moves_o
 
 
 def test_ii_an_outage_then_random_failures_set_nothing_aside(
-        memfault, function, quarantine_queue: QuarantineQueue) -> None:
+        memfault, function, quarantine_queue: QuarantineQueue, ratios) -> None:
     rate, batch_size, stall_s, outage_s = 50, 50, 3, 10
-    note_ratios("(ii) outage, then 10 % 503s", rate=rate, stall_limit_s=stall_s,
+    note_ratios(ratios, "(ii) outage, then 10 % 503s", rate=rate, stall_limit_s=stall_s,
                 batch_size=batch_size, outage_s=outage_s)
     chunks = stream_of({f"device-{n:02d}": 12 for n in range(60)}, seed=20)
     upstream = memfault([in_phases([(2, nothing), (outage_s, everything(503))],
@@ -518,9 +518,9 @@ def test_ii_an_outage_then_random_failures_set_nothing_aside(
 
 
 def test_iii_a_refused_project_stalls_alone_and_the_other_project_flows(
-        memfault, function, quarantine_queue: QuarantineQueue) -> None:
+        memfault, function, quarantine_queue: QuarantineQueue, ratios) -> None:
     rate, batch_size, stall_s = 100, 75, 3
-    note_ratios("(iii) two projects, one key refused", rate=rate, stall_limit_s=stall_s,
+    note_ratios(ratios, "(iii) two projects, one key refused", rate=rate, stall_limit_s=stall_s,
                 batch_size=batch_size)
     refused = {f"project-a-{n}": 6 for n in range(10)}
     chunks = [Chunk(c.serial, c.data, OTHER_PROJECT_KEY if c.serial in refused else PROJECT_KEY)
@@ -555,9 +555,9 @@ def test_iii_a_refused_project_stalls_alone_and_the_other_project_flows(
 
 
 def test_iv_an_outage_while_a_device_is_stalled_sets_nothing_else_aside(
-        memfault, function, quarantine_queue: QuarantineQueue) -> None:
+        memfault, function, quarantine_queue: QuarantineQueue, ratios) -> None:
     rate, batch_size, stall_s, outage_s = 50, 50, 3, 5
-    note_ratios("(iv) outage while a device is stalled", rate=rate, stall_limit_s=stall_s,
+    note_ratios(ratios, "(iv) outage while a device is stalled", rate=rate, stall_limit_s=stall_s,
                 batch_size=batch_size, outage_s=outage_s)
     sick = "sick-device"
     chunks = stream_of({sick: 12, **{f"healthy-{n:02d}": 12 for n in range(50)}}, seed=22)
