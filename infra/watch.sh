@@ -25,9 +25,11 @@ port="${LAMBDA_PORT:-9000}"
 receiver_port="${RECEIVER_PORT:-9001}"
 
 echo "==> Building the function and the local receiver"
-# One build of both: the example brings the dev-dependencies' features into it, so the
-# dependencies are the ones `cargo test` (and `make wire`) built, not a second set.
-"$cargo" build --locked --bin memfault-chunk-proxy --example local
+# One build of both, with the test build's profile (target/debug, line tables, not incremental;
+# watch does not rebuild on a change anyway): the example brings the dev-dependencies' features
+# into it, so the dependencies, the library and the binary are the ones `cargo test` built, and
+# after `make lint` only the example compiles.
+"$cargo" build --locked --profile test --bin memfault-chunk-proxy --example local
 
 # The function's settings go in one file, read into its environment below: the sample's settings,
 # then this script's (later lines win; an empty MEMFAULT_METRICS_NAMESPACE turns the metrics
@@ -64,7 +66,7 @@ if [[ -f "$settings" ]]; then
 fi
 
 if [[ -z "${MEMFAULT_CHUNKS_URL:-}" ]]; then
-  "$cargo" run --locked --quiet --example local -- --receive "127.0.0.1:$receiver_port" &
+  "$cargo" run --locked --quiet --profile test --example local -- --receive "127.0.0.1:$receiver_port" &
   receiver=$!
   setting MEMFAULT_CHUNKS_URL "http://127.0.0.1:$receiver_port"
 else

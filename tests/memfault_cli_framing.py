@@ -2,7 +2,8 @@
 """Checks that a multipart upload from this function is framed byte for byte as memfault-cli's.
 
 memfault-cli (`memfault post-chunk`, Memfault's own client on PyPI) and the function's handler
-(`cargo run --example local` on an SQS batch) post the same chunks for the same device to a
+(`cargo run --profile test --example local` on an SQS batch: the test build's profile, so that
+after `make lint` only the example compiles) post the same chunks for the same device to a
 recorder on loopback. Once each request's random boundary is replaced by a placeholder, the two
 bodies and Content-Types must be identical. Nothing leaves the machine.
 
@@ -79,7 +80,8 @@ def post_with_the_function(url, folder):
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MEMFAULT_")}
     environment["MEMFAULT_CHUNKS_URL"] = url
     subprocess.run(
-        ["cargo", "run", "--locked", "--quiet", "--example", "local", "--", str(event)],
+        ["cargo", "run", "--locked", "--quiet", "--profile", "test", "--example", "local", "--",
+         str(event)],
         cwd=REPOSITORY, env=environment, check=True, stdout=subprocess.DEVNULL,
     )
 
