@@ -104,8 +104,18 @@ def start_moto(port: int, log: Path) -> subprocess.Popen[bytes]:
 
 
 def fresh_copy(parent: Path, name: str) -> Path:
-    """A copy of what a clone has that the deploys read, with the stand-in builds."""
+    """A copy of what a clone has that the deploys read, with the stand-in builds: copied from a
+    first one made once (the build's template is the same in every copy: its paths are relative
+    to the build folder)."""
+    pristine = parent / "pristine"
+    if not pristine.exists():
+        make_copy(pristine)
     work = parent / name
+    shutil.copytree(pristine, work, symlinks=True)
+    return work
+
+
+def make_copy(work: Path) -> None:
     work.mkdir()
     for file in ("Makefile", "samconfig.toml", "template.yaml", "LICENSE", "README.md"):
         shutil.copy2(REPO / file, work / file)
@@ -114,7 +124,6 @@ def fresh_copy(parent: Path, name: str) -> Path:
     (work / ".venv").symlink_to(REPO / ".venv")
     for arch in ARCHS:
         stand_in_build(work, arch)
-    return work
 
 
 def stand_in_build(work: Path, arch: str) -> Path:
@@ -126,7 +135,7 @@ def stand_in_build(work: Path, arch: str) -> Path:
     bootstrap.write_text("#!/bin/sh\n# stand-in for the function binary\n")
     bootstrap.chmod(0o755)
     template = get_template_data(str(work / "template.yaml"))
-    template["Resources"][FUNCTION]["Properties"]["CodeUri"] = str(artifact)
+    template["Resources"][FUNCTION]["Properties"]["CodeUri"] = str(artifact.relative_to(work))
     move_template(str(work / "template.yaml"), str(build / "template.yaml"), template)
     return build
 
