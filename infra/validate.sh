@@ -217,37 +217,49 @@ $checks_unchanged || python -c 'from importlib.metadata import version
 print("==> Tools: " + ", ".join(f"{name} {version(name)}"
                                  for name in ("cfn-lint", "aws-sam-cli", "checkov", "pytest")))'
 
-# checkov, single-threaded like cfn-lint and needing only the rendered templates, runs beside
-# the cfn-lint steps, so that this script keeps two cores busy when the machine has them free;
-# its output and its own seconds are printed at its step, in order.
-checkov_files=()
-start_checkov() {
-  checkov_files=(template.yaml "$work"/*.sam.json "$work"/*.cfn.json)
-  checkov_started=$SECONDS
-  (measured "$work/checkov" run_checkov "${checkov_files[@]}") >"$work/checkov.out" 2>&1 &
-  checkov_pid=$!
-}
-checkov_step() {
-  local name="checkov (run beside the cfn-lint step)" status=0
-  if $checks_unchanged; then
+# The checks below need only the rendered templates and not each other: they run side by side
+# (each single-threaded Python), so that this script keeps the cores busy when the machine has
+# them free; each one's output and its own seconds are printed at its step, in order.
+# beside [--always] NAME COMMAND...: starts a step in the background (--always: as in step).
+beside_names=()
+beside_commands=()
+beside_pids=()
+beside_started=()
+beside() {
+  local always=false
+  [[ "$1" == --always ]] && { always=true; shift; }
+  if $checks_unchanged && ! $always; then
     skipped=$((skipped + 1))
     return
   fi
-  wait "$checkov_pid" || status=$?
-  printf '\n==> %s\n$ run_checkov %s\n' "$name" "${checkov_files[*]}"
-  cat "$work/checkov.out"
-  report "$name" "$status" $(($(cat "$work/checkov.end" 2>/dev/null || echo "$SECONDS") - checkov_started)) \
-    "$work/checkov"
+  local n=${#beside_names[@]}
+  beside_names+=("$1")
+  shift
+  beside_commands+=("$*")
+  beside_started+=("$SECONDS")
+  (measured "$work/beside-$n" "$@") >"$work/beside-$n.out" 2>&1 &
+  beside_pids+=($!)
+}
+# Waits for the steps started by `beside`, and prints each one's output and result in order.
+collect() {
+  local n status
+  for n in "${!beside_names[@]}"; do
+    status=0
+    wait "${beside_pids[$n]}" || status=$?
+    printf '\n==> %s\n$ %s\n' "${beside_names[$n]}" "${beside_commands[$n]}"
+    cat "$work/beside-$n.out"
+    report "${beside_names[$n]}" "$status" \
+      $(($(cat "$work/beside-$n.end" 2>/dev/null || echo "$SECONDS") - beside_started[n])) "$work/beside-$n"
+  done
 }
 
 step "SAM transform, offline, of each variant" render_variants
 step "packaged release templates" package_templates
-$checks_unchanged || start_checkov
-step "cfn-lint: template.yaml (all conditions), transformed and packaged templates" lint_templates
-step "sam validate --lint" sam validate --lint --template-file template.yaml
-checkov_step
-
-step --always "pytest infra" python -m pytest -p no:cacheprovider infra
+beside "cfn-lint: template.yaml (all conditions), transformed and packaged templates" lint_templates
+beside "checkov" run_checkov template.yaml "$work"/*.sam.json "$work"/*.cfn.json
+beside "sam validate --lint" sam validate --lint --template-file template.yaml
+beside --always "pytest infra" python -m pytest -p no:cacheprovider infra
+collect
 
 echo
 if ((${#failed[@]})); then
