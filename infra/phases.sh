@@ -21,8 +21,10 @@
 # the longest chain, the Rust build and then the scenarios of esm (which mostly wait on their
 # clocks, and whose timings a starved simulator would distort). So that chain runs at normal
 # priority, and the phases that only need CPU time, whenever it comes (the template checks and
-# the deploy commands, single-threaded Python), run at `background` priority (nice 10): they take
+# the deploy commands, single-threaded Python), run at `background` priority (nice 19): they take
 # whatever the build and the tests leave, and the cores are never idle while one of them waits.
+# Nice 19, not less: Linux shares a core by weight, and at nice 10 the checks' five processes
+# together weigh about a quarter of the build's two, which slowed the build by that much.
 set -uo pipefail
 
 PHASES='
@@ -110,7 +112,7 @@ start() {
   note "$p started"
   (
     niceness=0
-    [[ "${priority[$p]}" == background ]] && niceness=10
+    [[ "${priority[$p]}" == background ]] && niceness=19
     nice -n "$niceness" "${MAKE:-make}" --no-print-directory "$p" >"$state/$p.log" 2>&1 </dev/null
     rc=$?
     # The CPU seconds of everything the phase ran (bash's `times`: children's user and system).
