@@ -195,20 +195,28 @@ package_templates() {
       --code-uri s3://example-artifacts-bucket/memfault-chunk-proxy-0.0.0-arm64.zip
 }
 
-# Every cfn-lint run, each as strict as `cfn-lint --include-checks I --non-zero-exit-code
+# The cfn-lint runs, each as strict as `cfn-lint --include-checks I --non-zero-exit-code
 # informational --regions ...` (infra/lint_templates.py; infra/test_lint_templates.py holds it
-# to that), in one process that starts cfn-lint and loads its rules and schemas once:
-# template.yaml with all Conditions, the transformed templates (each parameter set's values, as
-# the parameters' defaults), the packaged templates. --next separates the runs.
+# to that), several in a process that starts cfn-lint and loads its rules and schemas once:
+# template.yaml with all Conditions and the packaged templates in one, the transformed templates
+# (each parameter set's values, as the parameters' defaults) in two halves beside it, so that
+# the longest check is not one process the other core waits for. --next separates the runs.
 # template.yaml is not linted once per parameter set: cfn-lint 1.58 drops --parameters on a
 # template with the SAM transform (its transform rebuilds the template's context without them),
 # so such a run finds exactly what the first run finds. infra/test_lint_templates.py fails the
 # day a cfn-lint release honours them, so that the runs come back then.
-lint_templates() {
-  python infra/lint_templates.py \
-    -- template.yaml \
-    --next -- "$work"/*.cfn.json \
-    --next -- "$work"/*.package.json
+lint_template_and_packages() {
+  python infra/lint_templates.py -- template.yaml --next -- "$work"/*.package.json
+}
+# lint_transformed_half 0|1: the first or the second half of the transformed templates.
+lint_transformed_half() {
+  local transformed=("$work"/*.cfn.json)
+  local half=$(((${#transformed[@]} + 1) / 2))
+  if (($1 == 0)); then
+    python infra/lint_templates.py -- "${transformed[@]:0:half}"
+  else
+    python infra/lint_templates.py -- "${transformed[@]:half}"
+  fi
 }
 
 # The installed versions, read from the packages' metadata: `checkov --version` alone imports
@@ -255,7 +263,9 @@ collect() {
 
 step "SAM transform, offline, of each variant" render_variants
 step "packaged release templates" package_templates
-beside "cfn-lint: template.yaml (all conditions), transformed and packaged templates" lint_templates
+beside "cfn-lint: template.yaml (all conditions), packaged templates" lint_template_and_packages
+beside "cfn-lint: transformed templates, first half" lint_transformed_half 0
+beside "cfn-lint: transformed templates, second half" lint_transformed_half 1
 beside "checkov" run_checkov template.yaml "$work"/*.sam.json "$work"/*.cfn.json
 beside "sam validate --lint" sam validate --lint --template-file template.yaml
 beside --always "pytest infra" python -m pytest -p no:cacheprovider infra
