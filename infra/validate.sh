@@ -73,20 +73,11 @@ fi
 passed=0
 skipped=0
 failed=()
-# step [--always] NAME COMMAND...: --always runs it even when the template checks are skipped.
+# step [--always] NAME COMMAND...: runs a step (--always: even when the template checks are
+# skipped), and prints its output and its result line.
 step() {
-  local always=false
-  [[ "$1" == --always ]] && { always=true; shift; }
-  local name="$1"
-  shift
-  if $checks_unchanged && ! $always; then
-    skipped=$((skipped + 1))
-    return
-  fi
-  printf '\n==> %s\n$ %s\n' "$name" "$*"
-  local start=$SECONDS status=0
-  (measured "$work/step" "$@") || status=$?
-  report "$name" "$status" $((SECONDS - start)) "$work/step"
+  beside "$@"
+  collect
 }
 
 # measured RECORD COMMAND...: runs COMMAND, then writes the CPU seconds of the processes it ran
@@ -229,10 +220,9 @@ print("==> Tools: " + ", ".join(f"{name} {version(name)}"
 # (each single-threaded Python), so that this script keeps the cores busy when the machine has
 # them free; each one's output and its own seconds are printed at its step, in order.
 # beside [--always] NAME COMMAND...: starts a step in the background (--always: as in step).
-beside_names=()
-beside_commands=()
-beside_pids=()
-beside_started=()
+steps_started=0
+pending=()
+declare -A step_names=() step_commands=() step_pids=() step_started=()
 beside() {
   local always=false
   [[ "$1" == --always ]] && { always=true; shift; }
@@ -240,25 +230,29 @@ beside() {
     skipped=$((skipped + 1))
     return
   fi
-  local n=${#beside_names[@]}
-  beside_names+=("$1")
+  local n=$steps_started
+  steps_started=$((n + 1))
+  step_names[$n]="$1"
   shift
-  beside_commands+=("$*")
-  beside_started+=("$SECONDS")
-  (measured "$work/beside-$n" "$@") >"$work/beside-$n.out" 2>&1 &
-  beside_pids+=($!)
+  step_commands[$n]="$*"
+  step_started[$n]=$SECONDS
+  (measured "$work/step-$n" "$@") >"$work/step-$n.out" 2>&1 &
+  step_pids[$n]=$!
+  pending+=("$n")
 }
-# Waits for the steps started by `beside`, and prints each one's output and result in order.
+# Waits for the steps started and not yet collected, and prints each one's output and result, in
+# the order they were started.
 collect() {
   local n status
-  for n in "${!beside_names[@]}"; do
+  for n in "${pending[@]}"; do
     status=0
-    wait "${beside_pids[$n]}" || status=$?
-    printf '\n==> %s\n$ %s\n' "${beside_names[$n]}" "${beside_commands[$n]}"
-    cat "$work/beside-$n.out"
-    report "${beside_names[$n]}" "$status" \
-      $(($(cat "$work/beside-$n.end" 2>/dev/null || echo "$SECONDS") - beside_started[n])) "$work/beside-$n"
+    wait "${step_pids[$n]}" || status=$?
+    printf '\n==> %s\n$ %s\n' "${step_names[$n]}" "${step_commands[$n]}"
+    cat "$work/step-$n.out"
+    report "${step_names[$n]}" "$status" \
+      $(($(cat "$work/step-$n.end" 2>/dev/null || echo "$SECONDS") - step_started[$n])) "$work/step-$n"
   done
+  pending=()
 }
 
 step "SAM transform, offline, of each variant" render_variants
