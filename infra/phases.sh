@@ -25,7 +25,7 @@
 # whatever the build and the tests leave, and the cores are never idle while one of them waits.
 # Nice 19, not less: Linux shares a core by weight, and at nice 10 the checks' five processes
 # together weigh about a fifth of what the build's two do, a share they take from the build even
-# when it could use both cores (lint took 148 to 179 s at nice 10, 140 s at nice 19).
+# when it could use both cores (lint took 148 to 179 s at nice 10, 121 to 164 s at nice 19).
 set -uo pipefail
 
 PHASES='
