@@ -173,6 +173,6 @@ replay-stream: ## Stream mode: replay the batches in the stream failure bucket o
 	bash infra/replay-stream-failures.sh "$(STACK)"
 
 .PHONY: clean
-clean: ## Remove build output, the tool venv and SAM's build folder
+clean: ## Remove build output, the links to the tool venvs and SAM's build folder
 	$(CARGO) clean
-	rm -rf .venv .venv-wire .venv*.lock .aws-sam dist tools/node_modules
+	rm -rf .venv .venv-wire .aws-sam dist tools/node_modules

@@ -25,12 +25,13 @@ from cfnlint.formatters import Formatter
 from cfnlint.rules import Match, Rules
 from cfnlint.runner import Runner
 
+from runs import SEPARATOR, split_runs
+
 REGIONS = ["us-east-1", "us-west-2", "eu-west-1", "eu-central-1", "ap-northeast-1"]
 # With --non-zero-exit-code informational the command fails on any finding of the rules it
 # runs; lint() returns every finding, and main() fails on any.
 CFN_LINT_ARGS = ["--include-checks", "I", "--non-zero-exit-code", "informational",
                  "--regions", *REGIONS]
-SEPARATOR = "--next"
 
 
 class _Runner(Runner):
@@ -62,16 +63,6 @@ def lint(run_args: Sequence[str]) -> tuple[list[Match], str]:
     matches = list(runner.run())
     matches.sort(key=lambda m: (m.filename, m.linenumber, m.rule.id))
     return matches, Formatter().print_matches(matches, runner.rules, config=config) or ""
-
-
-def split_runs(argv: Sequence[str]) -> list[list[str]]:
-    runs: list[list[str]] = [[]]
-    for arg in argv:
-        if arg == SEPARATOR:
-            runs.append([])
-        else:
-            runs[-1].append(arg)
-    return runs
 
 
 def main(argv: Sequence[str]) -> int:

@@ -26,9 +26,10 @@ from typing import Any
 
 from cfnlint.decode import cfn_yaml
 
+from runs import split_runs
+
 TEMPLATE = Path(__file__).resolve().parent.parent / "template.yaml"
 PACKAGED_CODE_URI = "s3://example-artifacts-bucket/memfault-chunk-proxy.zip"
-SEPARATOR = "--next"
 
 
 class _NoManagedPolicies:
@@ -102,12 +103,7 @@ def render(template: dict[str, Any], argv: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    variants: list[list[str]] = [[]]
-    for arg in argv:
-        if arg == SEPARATOR:
-            variants.append([])
-        else:
-            variants[-1].append(arg)
+    variants = split_runs(argv)
     template = load()
     # Every variant is written, so that one failure does not hide another.
     failed = [render(template, variant) for variant in variants]
