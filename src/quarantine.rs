@@ -146,7 +146,9 @@ impl Quarantine {
     }
 
     /// Writes `records` and says, in the same order, which were stored. One device's records are
-    /// written one after another, in order; devices in parallel.
+    /// written one after another, in order; devices in parallel. Once a write of a device fails,
+    /// its later records are not written: they stay with their source, behind the one that
+    /// failed, so that the device's message group never holds them out of order.
     pub(crate) async fn set_aside(
         &self,
         records: &[FailureRecord],
@@ -168,12 +170,18 @@ impl Quarantine {
         let mut runs = futures_util::stream::iter(groups)
             .map(|(group, indices)| async move {
                 let mut results = Vec::with_capacity(indices.len());
-                for index in indices {
+                let mut indices = indices.into_iter();
+                for index in indices.by_ref() {
                     let written = self
                         .write(&records[index], &group, invocation, give_up_at)
                         .await;
-                    results.push((index, written));
+                    let failed = written.is_err();
+                    results.push((index, Written::Tried(written)));
+                    if failed {
+                        break;
+                    }
                 }
+                results.extend(indices.map(|index| (index, Written::BehindFailedWrite)));
                 results
             })
             .buffer_unordered(self.concurrency);
@@ -181,22 +189,34 @@ impl Quarantine {
             for (index, written) in results {
                 let record = &records[index];
                 match written {
-                    Ok(()) => {
+                    Written::Tried(Ok(())) => {
                         stored[index] = true;
                         tracing::warn!(
                             outcome = "quarantined",
                             item_id = %record.identity,
+                            device_serial = record.device_serial.as_deref(),
+                            chunks = 1,
                             condition = record.cause.condition,
                             error_type = %record.cause.error_type,
                             "record set aside on the quarantine queue"
                         );
                     }
-                    Err(error) => tracing::error!(
+                    Written::Tried(Err(error)) => tracing::error!(
                         outcome = "quarantine_failed",
                         item_id = %record.identity,
+                        device_serial = record.device_serial.as_deref(),
+                        chunks = 1,
                         error_type = %record.cause.error_type,
                         error = %error,
                         "record could not be written to the quarantine queue; it stays with its source"
+                    ),
+                    Written::BehindFailedWrite => tracing::error!(
+                        outcome = "quarantine_failed",
+                        item_id = %record.identity,
+                        device_serial = record.device_serial.as_deref(),
+                        chunks = 1,
+                        error_type = %record.cause.error_type,
+                        "record not written: an earlier record of its device could not be written, and the queue keeps a device's order; it stays with its source"
                     ),
                 }
             }
@@ -234,6 +254,13 @@ impl Quarantine {
             Err(_) => store().await,
         }
     }
+}
+
+/// What became of one record's write.
+enum Written {
+    Tried(Result<(), StoreError>),
+    /// Not tried: an earlier record of the same device failed to be written.
+    BehindFailedWrite,
 }
 
 fn message_group(device_serial: Option<&str>) -> String {

@@ -513,6 +513,68 @@ async fn queued_mode_sets_aside_a_refused_chunk_and_delivers_the_rest_of_its_dev
     );
 }
 
+/// Answers 500 to a SendMessage that carries `marker` (base64 in the failure record), 200 to
+/// the others.
+struct QueueRefusing {
+    marker: String,
+}
+
+impl Respond for QueueRefusing {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body = String::from_utf8_lossy(&request.body);
+        let status = if body.contains(&self.marker) {
+            500
+        } else {
+            200
+        };
+        ResponseTemplate::new(status).set_body_json(json!({
+            "MessageId": "5fea7756-0ea4-451a-a703-a558b933e274",
+            "MD5OfMessageBody": "fafb00f5732ab283681e124bf8747ed1"
+        }))
+    }
+}
+
+#[tokio::test]
+async fn after_a_failed_write_a_devices_later_records_are_kept_not_written_out_of_order() {
+    let server = memfault(|_: &Request| ResponseTemplate::new(422)).await;
+    let second = b"second-refused".to_vec();
+    let queue = memfault(QueueRefusing {
+        marker: base64::engine::general_purpose::STANDARD.encode(&second),
+    })
+    .await;
+    let forwarder = stream_forwarder(&server, &queue, |_| {});
+    let chunks = [b"first-refused".to_vec(), second, b"third-refused".to_vec()];
+    let records = chunks
+        .iter()
+        .enumerate()
+        .map(|(index, data)| {
+            sqs_record(
+                &format!("m{index}"),
+                INGEST_ARN,
+                &chunk_event("DEV", "Key", data),
+            )
+        })
+        .collect();
+
+    let response = invoke(&forwarder, batch(records), BUDGET).await.unwrap();
+
+    let Response::Sqs(response) = response else {
+        panic!("an SQS answer: {response:?}");
+    };
+    let reported: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|failure| failure.item_identifier.as_str())
+        .collect();
+    assert_eq!(reported, ["m1", "m2"], "both stay with their source");
+    let written: Vec<Vec<u8>> = quarantined(&queue).await.iter().map(data_of).collect();
+    assert!(
+        !written.contains(&chunks[2]),
+        "the third record was written after the second failed: the device's group is out of order"
+    );
+    assert_eq!(written.first(), Some(&chunks[0]));
+}
+
 #[tokio::test]
 async fn a_replay_from_the_quarantine_queue_is_never_written_back_to_it() {
     let server = memfault(|_: &Request| ResponseTemplate::new(400)).await;
