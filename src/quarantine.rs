@@ -187,38 +187,8 @@ impl Quarantine {
             .buffer_unordered(self.concurrency);
         while let Some(results) = runs.next().await {
             for (index, written) in results {
-                let record = &records[index];
-                match written {
-                    Written::Tried(Ok(())) => {
-                        stored[index] = true;
-                        tracing::warn!(
-                            outcome = "quarantined",
-                            item_id = %record.identity,
-                            device_serial = record.device_serial.as_deref(),
-                            chunks = 1,
-                            condition = record.cause.condition,
-                            error_type = %record.cause.error_type,
-                            "record set aside on the quarantine queue"
-                        );
-                    }
-                    Written::Tried(Err(error)) => tracing::error!(
-                        outcome = "quarantine_failed",
-                        item_id = %record.identity,
-                        device_serial = record.device_serial.as_deref(),
-                        chunks = 1,
-                        error_type = %record.cause.error_type,
-                        error = %error,
-                        "record could not be written to the quarantine queue; it stays with its source"
-                    ),
-                    Written::BehindFailedWrite => tracing::error!(
-                        outcome = "quarantine_failed",
-                        item_id = %record.identity,
-                        device_serial = record.device_serial.as_deref(),
-                        chunks = 1,
-                        error_type = %record.cause.error_type,
-                        "record not written: an earlier record of its device could not be written, and the queue keeps a device's order; it stays with its source"
-                    ),
-                }
+                stored[index] = matches!(written, Written::Tried(Ok(())));
+                log_write(&records[index], written);
             }
         }
         stored
@@ -261,6 +231,38 @@ enum Written {
     Tried(Result<(), StoreError>),
     /// Not tried: an earlier record of the same device failed to be written.
     BehindFailedWrite,
+}
+
+/// The one line of a record's write.
+fn log_write(record: &FailureRecord, written: Written) {
+    match written {
+        Written::Tried(Ok(())) => tracing::warn!(
+            outcome = "quarantined",
+            item_id = %record.identity,
+            device_serial = record.device_serial.as_deref(),
+            chunks = 1,
+            condition = record.cause.condition,
+            error_type = %record.cause.error_type,
+            "record set aside on the quarantine queue"
+        ),
+        Written::Tried(Err(error)) => tracing::error!(
+            outcome = "quarantine_failed",
+            item_id = %record.identity,
+            device_serial = record.device_serial.as_deref(),
+            chunks = 1,
+            error_type = %record.cause.error_type,
+            error = %error,
+            "record could not be written to the quarantine queue; it stays with its source"
+        ),
+        Written::BehindFailedWrite => tracing::error!(
+            outcome = "quarantine_failed",
+            item_id = %record.identity,
+            device_serial = record.device_serial.as_deref(),
+            chunks = 1,
+            error_type = %record.cause.error_type,
+            "record not written: an earlier record of its device could not be written, and the queue keeps a device's order; it stays with its source"
+        ),
+    }
 }
 
 fn message_group(device_serial: Option<&str>) -> String {

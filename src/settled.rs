@@ -5,11 +5,14 @@
 //! failed partly comes back while its neighbours do not; a resend that reaches the environment
 //! that settled the record costs nothing. One that reaches another environment is uploaded again
 //! (Memfault tolerates duplicates; docs/delivery.md). The memory is bounded: it forgets the
-//! oldest entries first.
+//! least recently used entries first, so that the records of a held shard, recalled at every
+//! resend, stay while newer records from other shards come and go.
 
-use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
+
+use lru::LruCache;
 
 /// A record's identity within its source (stream and shard and sequence number, queue and
 /// message id), as 128 bits: two independently keyed SipHash digests, so that telling two
@@ -25,14 +28,7 @@ pub(crate) enum Settlement {
 
 pub struct SettledMemory {
     hashers: [RandomState; 2],
-    inner: Mutex<Entries>,
-    capacity: usize,
-}
-
-#[derive(Default)]
-struct Entries {
-    settled: HashMap<RecordKey, Settlement>,
-    oldest_first: VecDeque<RecordKey>,
+    inner: Mutex<LruCache<RecordKey, Settlement>>,
 }
 
 impl Default for SettledMemory {
@@ -47,10 +43,10 @@ impl SettledMemory {
     pub const CAPACITY: usize = 50_000;
 
     pub(crate) fn with_capacity(capacity: usize) -> Self {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         Self {
             hashers: [RandomState::new(), RandomState::new()],
-            inner: Mutex::new(Entries::default()),
-            capacity,
+            inner: Mutex::new(LruCache::new(capacity)),
         }
     }
 
@@ -60,28 +56,22 @@ impl SettledMemory {
         RecordKey([digest(&self.hashers[0]), digest(&self.hashers[1])])
     }
 
+    /// What became of a record, if remembered; a recalled record is used again, so it is
+    /// forgotten last.
     pub(crate) fn recall(&self, key: RecordKey) -> Option<Settlement> {
-        self.entries().settled.get(&key).copied()
+        self.entries().get(&key).copied()
     }
 
     pub(crate) fn remember(&self, key: RecordKey, settlement: Settlement) {
-        let mut entries = self.entries();
-        if entries.settled.insert(key, settlement).is_none() {
-            entries.oldest_first.push_back(key);
-        }
-        while entries.oldest_first.len() > self.capacity {
-            if let Some(forgotten) = entries.oldest_first.pop_front() {
-                entries.settled.remove(&forgotten);
-            }
-        }
+        self.entries().put(key, settlement);
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries().settled.len()
+        self.entries().len()
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, Entries> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, LruCache<RecordKey, Settlement>> {
         // A panic while holding the lock cannot leave the map half-updated in a way that
         // matters: at worst one record is uploaded again.
         self.inner
@@ -95,16 +85,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn remembers_what_was_settled_and_forgets_the_oldest_first() {
+    fn remembers_what_was_settled_and_forgets_the_least_recently_used_first() {
         let memory = SettledMemory::with_capacity(2);
-        let [a, b, c] = ["1", "2", "3"].map(|id| memory.key(&["stream", id]));
+        let [a, b, c, d] = ["1", "2", "3", "4"].map(|id| memory.key(&["stream", id]));
         memory.remember(a, Settlement::Delivered);
         memory.remember(b, Settlement::SetAside);
-        assert_eq!(memory.recall(a), Some(Settlement::Delivered));
         assert_eq!(memory.recall(b), Some(Settlement::SetAside));
+        assert_eq!(memory.recall(a), Some(Settlement::Delivered));
+        // A was recalled last: B goes first.
         memory.remember(c, Settlement::Delivered);
-        assert_eq!(memory.recall(a), None);
-        assert_eq!(memory.recall(c), Some(Settlement::Delivered));
+        assert_eq!(memory.recall(b), None);
+        assert_eq!(memory.recall(a), Some(Settlement::Delivered));
+        memory.remember(d, Settlement::Delivered);
+        assert_eq!(memory.recall(c), None);
+        assert_eq!(memory.recall(a), Some(Settlement::Delivered));
         assert_eq!(memory.len(), 2);
     }
 

@@ -18,7 +18,9 @@
 //! - when every device fails, no further devices are started: an outage costs Memfault about
 //!   `upload_concurrency` uploads per invocation, not the whole batch.
 
+mod healthy_time;
 mod outcome;
+mod probe;
 mod stall;
 #[cfg(test)]
 mod tests;
@@ -30,10 +32,12 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
+use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 pub(crate) use outcome::{Kept, NotStarted, Outcome, Refusal, Undeliverable};
-use stall::{Evidence, Observed, StallClocks};
+use probe::ProbeChunks;
+use stall::{Failing, Observed, ProbeResult, Seen, StallClocks};
 
 use crate::memfault::{Concern, Delivery, MemfaultClient, Upload, UploadError};
 use crate::observability::InvocationMetrics;
@@ -126,11 +130,13 @@ impl Uploader for MemfaultClient {
 }
 
 /// The core as the execution environment holds it, built once: the uploader with its
-/// connections, the memory of settled records, the stall clocks and the limits.
+/// connections, the memory of settled records, the stall clocks, the chunks to probe with and
+/// the limits.
 pub(crate) struct Deliverer<U = MemfaultClient> {
     uploader: U,
     memory: SettledMemory,
     clocks: StallClocks,
+    probe_chunks: ProbeChunks,
     settings: Settings,
 }
 
@@ -139,7 +145,8 @@ impl<U: Uploader> Deliverer<U> {
         Self {
             uploader,
             memory: SettledMemory::default(),
-            clocks: StallClocks::default(),
+            clocks: StallClocks::new(settings.stall_limit),
+            probe_chunks: ProbeChunks::default(),
             settings,
         }
     }
@@ -162,6 +169,7 @@ impl<U: Uploader> Deliverer<U> {
         deadline: Instant,
         metrics: &mut InvocationMetrics,
     ) -> Vec<Outcome> {
+        let invoked = Instant::now();
         let Plan {
             mut outcomes,
             devices,
@@ -169,12 +177,19 @@ impl<U: Uploader> Deliverer<U> {
         } = Plan::of(items, &self.memory);
         let invocation = Invocation {
             uploader: &self.uploader,
+            probe_chunks: &self.probe_chunks,
             settings: self.settings,
             delivered_at_info: source == Source::Single,
+            invoked,
             deadline,
             health: Health::default(),
         };
         let mut runs = invocation.run_devices(devices).await;
+        let seen = Seen {
+            accepted: runs.iter().any(|run| run.delivered),
+            outage: invocation.health.outage.load(Ordering::Relaxed),
+        };
+        self.clocks.note_invocation(seen, invoked, Instant::now());
         // Only a stream holds records behind a failing device: there, it may stall.
         if source == Source::Stream {
             invocation
@@ -325,9 +340,11 @@ impl Health {
 
 struct Invocation<'a, U> {
     uploader: &'a U,
+    probe_chunks: &'a ProbeChunks,
     settings: Settings,
     /// Each delivered upload logged at INFO rather than DEBUG.
     delivered_at_info: bool,
+    invoked: Instant,
     deadline: Instant,
     health: Health,
 }
@@ -383,6 +400,9 @@ impl<U: Uploader> Invocation<'_, U> {
             let error = match self.uploader.upload(&route, &upload, self.deadline).await {
                 Ok(delivery) => {
                     self.health.delivered();
+                    if let Some(last) = group.last() {
+                        self.probe_chunks.delivered(&route, &last.payload);
+                    }
                     run.delivered = true;
                     let at_info = self.delivered_at_info;
                     record_delivery(&mut run.metrics, &route, &upload, &delivery, at_info);
@@ -438,7 +458,7 @@ impl<U: Uploader> Invocation<'_, U> {
     }
 
     /// Sets aside the kept chunks of devices, and of projects, that have kept failing for the
-    /// stall limit while Memfault was up (docs/delivery.md, "Stalled devices").
+    /// stall limit in healthy time (docs/delivery.md, "Stalled devices").
     async fn decide_stalls(
         &self,
         runs: &mut [DeviceRun],
@@ -446,10 +466,25 @@ impl<U: Uploader> Invocation<'_, U> {
         delivered_earlier: &[Routed],
         metrics: &mut InvocationMetrics,
     ) {
-        let observed = observed(runs);
-        let evidence = self.evidence(&observed, delivered_earlier, metrics).await;
-        let limit = self.settings.stall_limit;
-        let stalled = clocks.observe(&evidence, &observed, limit, Instant::now());
+        let stalled = {
+            let observed = observed(runs);
+            let undecided = !observed.failing.is_empty() || !observed.refused.is_empty();
+            if undecided && clocks.probe_due(Instant::now()) {
+                // A device that failed here, or a key refused here, would prove nothing.
+                let eligible = |route: &Route| {
+                    !observed
+                        .failing
+                        .iter()
+                        .any(|failing| failing.route == route)
+                        && !observed.refused.contains(&&route.project_key)
+                };
+                if let Some(chunk) = self.probe_chunks.choose(delivered_earlier, eligible) {
+                    let result = self.probe(&chunk, metrics).await;
+                    clocks.note_probe(result, self.invoked, Instant::now());
+                }
+            }
+            clocks.decide(&observed, Instant::now())
+        };
         if stalled.devices.is_empty() && stalled.projects.is_empty() {
             return;
         }
@@ -473,37 +508,9 @@ impl<U: Uploader> Invocation<'_, U> {
         }
     }
 
-    /// What this invocation shows of Memfault: its own accepted uploads, an outage it ran
-    /// into, or, when a decision needs it and nothing else tells, one probe.
-    async fn evidence<'r>(
-        &self,
-        observed: &Observed<'r>,
-        delivered_earlier: &'r [Routed],
-        metrics: &mut InvocationMetrics,
-    ) -> Evidence<'r> {
-        if self.health.outage.load(Ordering::Relaxed) {
-            return Evidence::Down;
-        }
-        if !observed.accepted.is_empty() {
-            return Evidence::Up(observed.accepted.clone());
-        }
-        if observed.failing.is_empty() && observed.refused.is_empty() {
-            return Evidence::Unknown;
-        }
-        // A device that failed here, or a key refused here, would prove nothing.
-        let candidate = delivered_earlier.iter().find(|routed| {
-            !observed.failing.contains(&&routed.route)
-                && !observed.refused.contains(&&routed.route.project_key)
-        });
-        match candidate {
-            Some(routed) => self.probe(routed, metrics).await,
-            None => Evidence::Unknown,
-        }
-    }
-
     /// Re-posts one chunk Memfault accepted earlier, alone: Memfault drops duplicate chunks
     /// (docs/delivery.md, "Duplicates"), and its answer says whether Memfault is up now.
-    async fn probe<'r>(&self, routed: &'r Routed, metrics: &mut InvocationMetrics) -> Evidence<'r> {
+    async fn probe(&self, routed: &Routed, metrics: &mut InvocationMetrics) -> ProbeResult {
         let upload = Upload::of(routed.payload.clone(), []);
         let result = self
             .uploader
@@ -514,23 +521,25 @@ impl<U: Uploader> Invocation<'_, U> {
             Err(error) => error.attempts(),
         };
         metrics.probe_uploads += u64::from(attempts);
-        let evidence = match &result {
-            Ok(_) => Evidence::Up(vec![&routed.route.project_key]),
+        let found = match &result {
+            Ok(_) => ProbeResult::Accepted,
             Err(error) if error.attempts() > 0 && error.concern() == Concern::Transient => {
-                Evidence::Down
+                ProbeResult::Failed
             }
-            Err(_) => Evidence::Unknown,
+            Err(_) => ProbeResult::Inconclusive,
         };
+        let digest = Sha256::digest(&routed.payload);
         tracing::info!(
             outcome = "probe",
             device_serial = %routed.route.device_serial,
             project_key = %routed.route.project_key,
+            chunk_sha256 = %hex::encode(&digest[..8]),
             attempts,
-            memfault_up = matches!(evidence, Evidence::Up(_)),
+            memfault_up = found == ProbeResult::Accepted,
             error = result.err().map(|error| error.to_string()),
             "re-posted a chunk delivered earlier to learn whether Memfault is up"
         );
-        evidence
+        found
     }
 }
 
@@ -543,7 +552,10 @@ fn observed(runs: &[DeviceRun]) -> Observed<'_> {
             observed.accepted.push(&run.route.project_key);
         }
         match run.failure.as_ref().map(UploadError::concern) {
-            Some(Concern::Transient) => observed.failing.push(&run.route),
+            Some(Concern::Transient) => observed.failing.push(Failing {
+                route: &run.route,
+                head: run.first_failed(),
+            }),
             Some(Concern::Configuration) if !observed.refused.contains(&&run.route.project_key) => {
                 observed.refused.push(&run.route.project_key)
             }
@@ -574,6 +586,14 @@ impl DeviceRun {
             failure: None,
             oldest_kept: None,
         }
+    }
+
+    /// The record of its first chunk that failed.
+    fn first_failed(&self) -> Option<RecordKey> {
+        self.outcomes
+            .iter()
+            .find(|(_, _, outcome)| matches!(outcome, Outcome::Kept(Kept::Failed(_))))
+            .and_then(|(_, key, _)| *key)
     }
 
     /// How many of its chunks it never sent.

@@ -26,14 +26,25 @@ type Rule = Box<dyn Fn(&Route, &[Bytes]) -> Answer + Send + Sync>;
 /// An uploader that answers by a rule and remembers each request: device serial and chunks.
 struct Script {
     rule: Rule,
+    /// Whether the next probe fails with a 503, whatever the rule says.
+    probe_fails: Box<dyn Fn() -> bool + Send + Sync>,
     requests: Mutex<Vec<(String, Vec<Bytes>)>>,
+    /// Each probe's device and chunk.
     probes: Mutex<Vec<String>>,
 }
 
 impl Script {
     fn new(rule: impl Fn(&Route, &[Bytes]) -> Answer + Send + Sync + 'static) -> Self {
+        Self::with_probe_rule(rule, || false)
+    }
+
+    fn with_probe_rule(
+        rule: impl Fn(&Route, &[Bytes]) -> Answer + Send + Sync + 'static,
+        probe_fails: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Self {
         Self {
             rule: Box::new(rule),
+            probe_fails: Box::new(probe_fails),
             requests: Mutex::new(Vec::new()),
             probes: Mutex::new(Vec::new()),
         }
@@ -48,7 +59,11 @@ impl Script {
     }
 
     fn answer(&self, route: &Route, upload: &Upload) -> Result<Delivery, UploadError> {
-        let status = match (self.rule)(route, upload.chunks()) {
+        self.answer_with((self.rule)(route, upload.chunks()))
+    }
+
+    fn answer_with(&self, answer: Answer) -> Result<Delivery, UploadError> {
+        let status = match answer {
             Answer::Accept => {
                 return Ok(Delivery {
                     status: StatusCode::ACCEPTED,
@@ -98,8 +113,11 @@ impl Uploader for Script {
         upload: &Upload,
         _deadline: Instant,
     ) -> Result<Delivery, UploadError> {
-        let serial = route.device_serial.to_string();
-        self.probes.lock().unwrap().push(serial);
+        let probed = format!("{}:{}", route.device_serial, text(&upload.chunks()[0]));
+        self.probes.lock().unwrap().push(probed);
+        if (self.probe_fails)() {
+            return self.answer_with(Answer::Status(503));
+        }
         self.answer(route, upload)
     }
 }
@@ -427,20 +445,21 @@ async fn the_deadline_keeps_what_was_not_sent() {
 
 const STALL_LIMIT: Duration = Duration::from_millis(200);
 
-/// Runs invocations a quarter of the stall limit apart until `first` of them is no longer
-/// "failed", and says after how long since the first it changed, and to what.
+/// Runs invocations an eighth of the stall limit apart (a held shard is resent at once) until
+/// `first` of them is no longer "failed", and says after how long since the first it changed,
+/// and to what.
 async fn until_not_failing(
     core: &Deliverer<Script>,
     items: impl Fn() -> Vec<Item>,
     source: Source,
 ) -> (Duration, Vec<String>) {
     let started = Instant::now();
-    for _ in 0..12 {
+    for _ in 0..24 {
         let outcomes = run(core, items(), source).await;
         if outcomes[0] != "failed" {
             return (started.elapsed(), outcomes);
         }
-        tokio::time::sleep(STALL_LIMIT / 4).await;
+        tokio::time::sleep(STALL_LIMIT / 8).await;
     }
     (started.elapsed(), strings(&["failed"]))
 }
@@ -452,60 +471,116 @@ fn stalling() -> Settings {
     }
 }
 
+/// Device A always fails; every other device is accepted, but for probes that `probe_fails`.
+fn a_fails(probe_fails: impl Fn(usize) -> bool + Send + Sync + 'static) -> Script {
+    let probes = std::sync::atomic::AtomicUsize::new(0);
+    Script::with_probe_rule(
+        |route: &Route, _: &[Bytes]| {
+            if route.device_serial.as_str() == "A" {
+                Answer::Status(500)
+            } else {
+                Answer::Accept
+            }
+        },
+        move || {
+            let probe = probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            probe_fails(probe)
+        },
+    )
+}
+
 /// A device that keeps failing while another delivers is set aside once the stall limit has
 /// passed in healthy time, in a stream only.
 #[tokio::test]
 async fn a_device_failing_while_memfault_is_up_stalls_after_the_limit_in_a_stream() {
-    let a_fails = |route: &Route, _: &[Bytes]| {
-        if route.device_serial.as_str() == "A" {
-            Answer::Status(500)
-        } else {
-            Answer::Accept
-        }
-    };
     let items = || vec![chunk("A", "a0"), chunk("B", "b0")];
-    let core = deliverer(Script::new(a_fails), stalling());
+    let core = deliverer(a_fails(|_| false), stalling());
     let (after, outcomes) = until_not_failing(&core, items, Source::Stream).await;
     assert_eq!(outcomes, strings(&["stalled", "delivered"]));
     assert!(after >= STALL_LIMIT, "stalled after {after:?}");
 
-    let core = deliverer(Script::new(a_fails), stalling());
+    let core = deliverer(a_fails(|_| false), stalling());
     let (_, outcomes) = until_not_failing(&core, items, Source::Queue).await;
     assert_eq!(outcomes, strings(&["failed"]), "a queue holds nothing back");
 }
 
-/// With nothing else delivered in an invocation, a record delivered earlier is re-posted once:
-/// Memfault accepting it is the evidence that the failing device is stalled, not Memfault down.
-#[tokio::test]
-async fn a_probe_tells_a_stall_from_an_outage() {
-    let a_fails = |route: &Route, _: &[Bytes]| {
-        if route.device_serial.as_str() == "A" {
-            Answer::Status(500)
-        } else {
-            Answer::Accept
-        }
-    };
-    let core = deliverer(Script::new(a_fails), stalling());
-    let items = || vec![chunk("A", "a0"), remembered(&core, "B", "b0", "b0")];
-    let (after, outcomes) = until_not_failing(&core, items, Source::Stream).await;
+/// The failing device's record, then twelve records of other devices delivered in the first
+/// invocation and answered from memory after it.
+fn held_batch(core: &Deliverer<Script>) -> Vec<Item> {
+    let mut items = vec![chunk("A", "a0")];
+    items.extend(
+        (0..12).map(|n| remembered(core, &format!("B{n}"), &format!("b{n}"), &format!("b{n}"))),
+    );
+    items
+}
 
-    assert_eq!(outcomes, strings(&["stalled", "delivered earlier"]));
+/// With nothing else delivered in a held batch, records delivered earlier are re-posted, at
+/// most one per probe interval (a tenth of the stall limit) and never the same one twice:
+/// Memfault accepting them is the evidence that the failing device is stalled, not Memfault down.
+#[tokio::test]
+async fn probes_tell_a_stall_from_an_outage_each_chunk_once_a_few_per_stall_limit() {
+    let core = deliverer(a_fails(|_| false), stalling());
+    let (after, outcomes) = until_not_failing(&core, || held_batch(&core), Source::Stream).await;
+
+    assert_eq!(outcomes[0], "stalled");
+    assert!(
+        outcomes[1..]
+            .iter()
+            .all(|outcome| outcome == "delivered earlier"),
+        "{outcomes:?}"
+    );
     assert!(after >= STALL_LIMIT, "stalled after {after:?}");
-    let requests_for_b = core
+    let delivered = core
         .uploader
         .requests()
         .iter()
-        .filter(|(serial, _)| serial == "B")
+        .filter(|(serial, _)| serial != "A")
         .count();
     assert_eq!(
-        requests_for_b, 1,
-        "delivered once, then answered from memory"
+        delivered, 12,
+        "each delivered once, then answered from memory"
     );
-    let probes = core.uploader.probes.lock().unwrap().len();
+    let probes = core.uploader.probes.lock().unwrap().clone();
+    let distinct: std::collections::HashSet<&String> = probes.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        probes.len(),
+        "a chunk probed twice: {probes:?}"
+    );
+    let most = (after.as_millis() / (STALL_LIMIT / 10).as_millis()) as usize + 1;
+    assert!(probes.len() <= most, "{} probes in {after:?}", probes.len());
+}
+
+/// One failed probe among good ones is noise: the clock neither stops nor starts again.
+#[tokio::test]
+async fn a_failed_probe_among_good_ones_does_not_restart_the_clock() {
+    let core = deliverer(a_fails(|probe| probe % 4 == 1), stalling());
+    let (after, outcomes) = until_not_failing(&core, || held_batch(&core), Source::Stream).await;
+    assert_eq!(outcomes[0], "stalled", "after {after:?}");
+    assert!(after >= STALL_LIMIT, "stalled after {after:?}");
     assert!(
-        probes >= 4,
-        "one probe per invocation after the first: {probes}"
+        after < STALL_LIMIT * 2,
+        "the failed probes restarted the clock: {after:?}"
     );
+}
+
+/// A batch that holds only the failing device's records is decided with chunks the environment
+/// delivered in earlier invocations.
+#[tokio::test]
+async fn a_batch_of_the_failing_device_alone_is_decided_with_earlier_deliveries() {
+    let core = deliverer(a_fails(|_| false), stalling());
+    let others: Vec<Item> = (0..12)
+        .map(|n| chunk(&format!("B{n}"), &format!("b{n}")))
+        .collect();
+    run(&core, others, Source::Stream).await;
+    let burst = || {
+        (0..4)
+            .map(|n| chunk("A", &format!("a{n}")))
+            .collect::<Vec<_>>()
+    };
+    let (after, outcomes) = until_not_failing(&core, burst, Source::Stream).await;
+    assert_eq!(outcomes, strings(&["stalled"; 4]), "after {after:?}");
+    assert!(!core.uploader.probes.lock().unwrap().is_empty());
 }
 
 /// When every device fails, Memfault is down: no clock runs, nothing stalls.

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::support::*;
+use aws_lambda_events::event::streams::KinesisEventResponse;
 use base64::Engine as _;
 use memfault_chunk_proxy::{Config, Forwarder, Response};
 use serde_json::{Value, json};
@@ -221,25 +222,67 @@ async fn a_refused_key_holds_its_chunks_sets_nothing_aside_and_stops_its_other_d
 }
 
 const STALL_LIMIT: Duration = Duration::from_millis(600);
+/// Healthy devices in a held batch: more than the probes of one stall limit.
+const HEALTHY_IN_BATCH: usize = 30;
 
-/// A little more than half the stall limit: evidence of Memfault being up must be fresher than
-/// the stall limit to count, and Lambda resends a held batch at once.
-async fn half_the_stall_limit_passes() {
-    tokio::time::sleep(STALL_LIMIT / 2 + Duration::from_millis(50)).await;
-}
-
-/// UP1, DOWN, UP2, DOWN, UP1 (chunks 1 to 5): one failing device among healthy ones, and
-/// records an hour old, older than any stall limit: age does not decide a stall.
+/// UP0, DOWN, UP1, DOWN, then UP2 to UP29 (chunks 1 to 34): one failing device among healthy
+/// ones, and records an hour old, older than any stall limit: age does not decide a stall.
 fn batch_with_a_failing_device() -> Value {
-    let records = ["UP1", "DOWN", "UP2", "DOWN", "UP1"]
-        .iter()
+    let serials = ["UP0", "DOWN", "UP1", "DOWN"]
+        .map(String::from)
+        .into_iter()
+        .chain((2..HEALTHY_IN_BATCH).map(|n| format!("UP{n}")));
+    let records = serials
         .enumerate()
         .map(|(index, serial)| {
-            let event = chunk_event(serial, "Key", &[index as u8 + 1]);
+            let event = chunk_event(&serial, "Key", &[index as u8 + 1]);
             record_aged(index, &event, Duration::from_secs(3_600))
         })
         .collect();
     batch(records)
+}
+
+/// Resends `event` as a held shard's mapping does, one invocation right after another, until
+/// an answer reports nothing or `most` has passed; says how long that took and the answers.
+async fn resend_until_released(
+    forwarder: &Forwarder,
+    event: impl Fn() -> Value,
+    most: Duration,
+) -> (Duration, Vec<KinesisEventResponse>) {
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    while started.elapsed() < most {
+        let answer = run_kinesis(forwarder, event(), BUDGET).await;
+        let released = reported(&answer).is_empty();
+        answers.push(answer);
+        if released {
+            break;
+        }
+        tokio::time::sleep(STALL_LIMIT / 30).await;
+    }
+    (started.elapsed(), answers)
+}
+
+/// The requests after the first `skip` that re-posted a chunk Memfault had already accepted
+/// from another device than DOWN: the probes.
+async fn probes(server: &MockServer, skip: usize) -> Vec<Vec<u8>> {
+    let requests = server.received_requests().await.unwrap();
+    requests[skip..]
+        .iter()
+        .filter(|request| serial_of(request) != "DOWN")
+        .map(|request| request.body.clone())
+        .collect()
+}
+
+fn assert_each_once_and_few(probes: &[Vec<u8>], during: Duration) {
+    let distinct: std::collections::HashSet<&Vec<u8>> = probes.iter().collect();
+    assert_eq!(distinct.len(), probes.len(), "a chunk probed twice");
+    let most = (during.as_millis() / (STALL_LIMIT / 10).as_millis()) as usize + 1;
+    assert!(
+        probes.len() <= most,
+        "{} probes in {during:?}: more than one per tenth of the stall limit",
+        probes.len()
+    );
 }
 
 #[tokio::test]
@@ -254,19 +297,23 @@ async fn a_device_failing_while_memfault_is_up_is_set_aside_after_the_stall_limi
     });
 
     // Old records, but the device has just started failing: it keeps its place.
+    let started = Instant::now();
     let first = run_kinesis(&forwarder, batch_with_a_failing_device(), BUDGET).await;
     assert_eq!(reported(&first), [sequence(1), sequence(3)]);
     assert!(quarantined(&queue).await.is_empty());
+    let posts_before = server.received_requests().await.unwrap().len();
 
     // Lambda resends the batch from the checkpoint: the healthy records are answered from
-    // memory, so nothing is delivered in the invocation; one probe shows Memfault up.
-    half_the_stall_limit_passes().await;
-    let posts_before = server.received_requests().await.unwrap().len();
-    let again = run_kinesis(&forwarder, batch_with_a_failing_device(), BUDGET).await;
-    assert_eq!(reported(&again), [sequence(1), sequence(3)]);
-    half_the_stall_limit_passes().await;
-    let held = run_kinesis(&forwarder, batch_with_a_failing_device(), BUDGET).await;
-    assert!(reported(&held).is_empty(), "{held:?}");
+    // memory, so nothing is delivered in the invocation; probes show Memfault up.
+    let (took, answers) =
+        resend_until_released(&forwarder, batch_with_a_failing_device, BUDGET).await;
+    let held = answers.last().unwrap();
+    assert!(reported(held).is_empty(), "{held:?}");
+    assert!(
+        started.elapsed() >= STALL_LIMIT,
+        "set aside after {:?}",
+        started.elapsed()
+    );
     let set_aside = quarantined(&queue).await;
     let data: Vec<Vec<u8>> = set_aside.iter().map(data_of).collect();
     assert_eq!(data, [vec![2], vec![4]], "the device's records, in order");
@@ -275,16 +322,9 @@ async fn a_device_failing_while_memfault_is_up_is_set_aside_after_the_stall_limi
             .iter()
             .all(|record| record["requestContext"]["condition"] == "Stalled")
     );
-    let posts: Vec<String> = server.received_requests().await.unwrap()[posts_before..]
-        .iter()
-        .map(serial_of)
-        .collect();
-    assert_eq!(
-        posts.len(),
-        4,
-        "the failing device and one probe, twice: {posts:?}"
-    );
-    assert_eq!(posts.iter().filter(|serial| *serial == "DOWN").count(), 2);
+    let probes = probes(&server, posts_before).await;
+    assert!(!probes.is_empty());
+    assert_each_once_and_few(&probes, took);
 }
 
 #[tokio::test]
@@ -306,25 +346,28 @@ async fn an_outage_restarts_the_stall_clock() {
     let first = run_kinesis(&forwarder, batch_with_a_failing_device(), BUDGET).await;
     assert_eq!(reported(&first), [sequence(1), sequence(3)]);
     drop(up);
-    // Memfault goes down: the probe fails, and every clock starts again.
+    // Memfault goes down for most of a stall limit: probes fail, and every clock starts again.
     let outage = all_down.mount_as_scoped(&server).await;
-    let during = run_kinesis(&forwarder, batch_with_a_failing_device(), BUDGET).await;
-    assert_eq!(reported(&during), [sequence(1), sequence(3)]);
+    let (_, during) =
+        resend_until_released(&forwarder, batch_with_a_failing_device, STALL_LIMIT * 2 / 3).await;
+    assert!(
+        during
+            .iter()
+            .all(|answer| reported(answer) == [sequence(1), sequence(3)])
+    );
     drop(outage);
     let _up = Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(202))
         .mount_as_scoped(&server)
         .await;
     // Back up, and the device fails on: its healthy time starts now, not before the outage.
-    for _ in 0..2 {
-        half_the_stall_limit_passes().await;
-        let after = run_kinesis(&forwarder, batch_with_a_failing_device(), BUDGET).await;
-        assert_eq!(reported(&after), [sequence(1), sequence(3)]);
-    }
-    assert!(quarantined(&queue).await.is_empty());
-    half_the_stall_limit_passes().await;
-    let later = run_kinesis(&forwarder, batch_with_a_failing_device(), BUDGET).await;
-    assert!(reported(&later).is_empty(), "{later:?}");
+    let (took, after) =
+        resend_until_released(&forwarder, batch_with_a_failing_device, BUDGET).await;
+    assert!(
+        reported(after.last().unwrap()).is_empty(),
+        "never set aside"
+    );
+    assert!(took >= STALL_LIMIT, "set aside {took:?} after the outage");
     assert_eq!(quarantined(&queue).await.len(), 2);
     drop(guard);
 }
@@ -345,7 +388,7 @@ async fn a_refused_project_stalls_alone_while_other_projects_are_delivered() {
         config.stall_limit = STALL_LIMIT;
         config.upload_concurrency = 1;
     });
-    // Project A's devices A1 and A2, project B's B1 and B2, interleaved.
+    // Project A's devices A1 and A2, project B's B1 and B2, interleaved; then more of B's.
     let layout = [
         ("A1", "KeyA"),
         ("B1", "KeyB"),
@@ -353,12 +396,16 @@ async fn a_refused_project_stalls_alone_while_other_projects_are_delivered() {
         ("B2", "KeyB"),
         ("A1", "KeyA"),
     ];
+    let more_of_b = (3..HEALTHY_IN_BATCH).map(|n| (format!("B{n}"), "KeyB"));
     let records: Vec<Value> = layout
-        .iter()
+        .map(|(serial, key)| (serial.to_owned(), key))
+        .into_iter()
+        .chain(more_of_b)
         .enumerate()
-        .map(|(index, (serial, key))| record_of(index, &chunk_event(serial, key, &[index as u8])))
+        .map(|(index, (serial, key))| record_of(index, &chunk_event(&serial, key, &[index as u8])))
         .collect();
 
+    let started = Instant::now();
     let first = run_kinesis(&forwarder, batch(records.clone()), BUDGET).await;
     assert_eq!(reported(&first), [sequence(0), sequence(2), sequence(4)]);
     assert!(
@@ -366,12 +413,10 @@ async fn a_refused_project_stalls_alone_while_other_projects_are_delivered() {
         "not before the stall limit"
     );
 
-    half_the_stall_limit_passes().await;
-    let again = run_kinesis(&forwarder, batch(records.clone()), BUDGET).await;
-    assert_eq!(reported(&again), [sequence(0), sequence(2), sequence(4)]);
-    half_the_stall_limit_passes().await;
-    let held = run_kinesis(&forwarder, batch(records), BUDGET).await;
-    assert!(reported(&held).is_empty(), "{held:?}");
+    let (_, answers) = resend_until_released(&forwarder, || batch(records.clone()), BUDGET).await;
+    let held = answers.last().unwrap();
+    assert!(reported(held).is_empty(), "{held:?}");
+    assert!(started.elapsed() >= STALL_LIMIT);
     let set_aside = quarantined(&queue).await;
     // The quarantine queue keeps each device's order (a message group per device).
     let of_device = |serial: &str| -> Vec<Vec<u8>> {
@@ -441,13 +486,9 @@ async fn records_sent_again_after_a_failure_are_answered_from_memory() {
 
     let requests = server.received_requests().await.unwrap();
     let healthy = requests.iter().filter(|r| serial_of(r) != "DOWN").count();
-    // Each healthy record once, and one of them again in each resent invocation, which
-    // delivered nothing itself: the probe that says Memfault is up.
-    assert_eq!(
-        healthy,
-        5 + 2,
-        "each healthy record once, and a probe per resend"
-    );
+    // Each healthy record once, and no probe: Memfault accepted them less than a probe
+    // interval (a tenth of the stall limit) ago.
+    assert_eq!(healthy, 5, "each healthy record once");
     assert_eq!(
         requests.len() - healthy,
         3,
@@ -781,6 +822,8 @@ async fn a_device_whose_uploads_hang_until_the_bound_still_leaves_time_for_the_p
     // probe has half the write budget.
     let budget = Duration::from_secs(2);
 
+    // Each invocation lasts longer than three probe intervals: a stretch between two probes
+    // that one such invocation spans still counts as healthy time.
     for _ in 0..2 {
         let held = run_kinesis(&forwarder, batch_with_a_failing_device(), budget).await;
         assert_eq!(reported(&held), [sequence(1), sequence(3)]);
@@ -789,4 +832,6 @@ async fn a_device_whose_uploads_hang_until_the_bound_still_leaves_time_for_the_p
 
     assert!(reported(&stalled).is_empty(), "{stalled:?}");
     assert_eq!(quarantined(&queue).await.len(), 2);
+    let probes = probes(&server, 0).await.len() - HEALTHY_IN_BATCH;
+    assert_eq!(probes, 2, "one in each invocation after the first");
 }
