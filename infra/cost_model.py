@@ -152,25 +152,37 @@ def per_million(fleet: Fleet, plan: Plan, basic_ingest: bool, info_logs: bool) -
 # A shard held by one failing device (docs/delivery.md, "Stalled devices and projects"): Lambda
 # resends the batch at once; each invocation makes the failing device's MEMFAULT_MAX_ATTEMPTS
 # attempts (4 by default) with full-jitter backoff between them (ceilings 200, 400, 800 ms: 700 ms
-# expected), and at most one probe.
+# expected). Probes go out only when nothing else showed Memfault up for a tenth of the stall
+# limit (src/delivery/healthy_time.rs, PROBES_PER_STALL_LIMIT), each chunk at most once.
 HELD_ATTEMPTS = 4
 HELD_BACKOFF_S = (0.200 + 0.400 + 0.800) / 2
 STALL_LIMIT_S = 300  # StallLimitSeconds, the template's default
+PROBES_PER_STALL_LIMIT = 10
+STREAM_BATCH_SIZE = 500  # StreamBatchSize, the template's default
+SETTLED_MEMORY = 50_000  # records each environment remembers (src/settled.rs)
 
 
-def held_shard() -> dict[str, float]:
-    """What one held shard costs until its failing device is set aside, probes included."""
-    without_probe = HELD_ATTEMPTS * ROUND_TRIP_S + HELD_BACKOFF_S
-    seconds = billed_seconds(without_probe + ROUND_TRIP_S)
+def held_shard(fleet: Fleet) -> dict[str, float]:
+    """What one held shard costs until its failing device is set aside, probes included, and
+    how fast the resends come compared with how long the memory of settled records lasts."""
+    seconds = billed_seconds(HELD_ATTEMPTS * ROUND_TRIP_S + HELD_BACKOFF_S)
     invocations = STALL_LIMIT_S / seconds
+    # One more than the limit allows, for the probe that decides the stall.
+    probes = PROBES_PER_STALL_LIMIT + 1
+    # The busiest an environment can be: full batches of the fleet's stream plan back to back.
+    stream = next(plan for plan in plans(fleet) if plan.mode.startswith("Stream"))
+    settled_per_s = STREAM_BATCH_SIZE / stream.seconds_per_invocation
     return {
         "seconds": seconds,
         "invocations": invocations,
-        "probes": invocations,  # at most one per held invocation
+        "probes": probes,
         "device_requests": invocations * HELD_ATTEMPTS,
-        "probe_gb_s_cost": invocations * ROUND_TRIP_S * MEMORY_GB * PRICES["lambda_gb_second"],
+        "probe_gb_s_cost": probes * ROUND_TRIP_S * MEMORY_GB * PRICES["lambda_gb_second"],
         "lambda_cost": invocations * (PRICES["lambda_request"]
-                                      + seconds * MEMORY_GB * PRICES["lambda_gb_second"]),
+                                      + seconds * MEMORY_GB * PRICES["lambda_gb_second"])
+                       + probes * ROUND_TRIP_S * MEMORY_GB * PRICES["lambda_gb_second"],
+        "resent_per_s": STREAM_BATCH_SIZE / seconds,
+        "memory_turnover_s": SETTLED_MEMORY / settled_per_s,
     }
 
 
@@ -209,12 +221,13 @@ def main() -> None:
             print(f"| {label} | {plan.note or '—'} | {plan.invocations_per_s:,.1f} | {plan.seconds_per_invocation * 1000:,.0f} ms | "
                   f"{concurrency:,.1f} | {plan.concurrency_cap} | {fleet.rate * ROUND_TRIP_S:,.0f} |")
 
-    held = held_shard()
+    held = held_shard(fleets[0])
     print(f"\n### A shard held by one failing device, for StallLimitSeconds {STALL_LIMIT_S}\n")
-    print("| time per held invocation | invocations | probes (at most one each) | the failing device's requests | Lambda, all held invocations | of which probes |")
-    print("|---|---|---|---|---|---|")
+    print("| time per held invocation | invocations | probes per environment (at most) | the failing device's requests | Lambda, all held invocations | of which probes | records resent per second | memory turnover in the busiest environment |")
+    print("|---|---|---|---|---|---|---|---|")
     print(f"| {held['seconds'] * 1000:,.0f} ms | {held['invocations']:,.0f} | {held['probes']:,.0f} | "
-          f"{held['device_requests']:,.0f} | ${held['lambda_cost']:.4f} | ${held['probe_gb_s_cost']:.6f} |")
+          f"{held['device_requests']:,.0f} | ${held['lambda_cost']:.4f} | ${held['probe_gb_s_cost']:.7f} | "
+          f"{held['resent_per_s']:,.0f} | {held['memory_turnover_s']:,.0f} s |")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@
 //!   stand alone; those are set aside, their neighbours delivered;
 //! - a refused project key or URL keeps the device's chunks (and stops that key's other devices
 //!   in this invocation), a transient failure keeps them too; in a stream, a device (or a
-//!   refused project) that has kept failing for the stall limit while Memfault was demonstrably
-//!   up is set aside (`stall`);
+//!   refused project) that has kept failing for the stall limit of healthy time is set aside
+//!   (`stall`, `healthy_time`, `probe`);
 //! - when every device fails, no further devices are started: an outage costs Memfault about
 //!   `upload_concurrency` uploads per invocation, not the whole batch.
 
