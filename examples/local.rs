@@ -91,14 +91,21 @@ async fn main() -> ExitCode {
             }
         }
         let receiver_url = receiver.as_ref().map(MockServer::uri);
-        let config = Config::from_lookup(|name| match (name, &receiver_url) {
-            ("MEMFAULT_CHUNKS_URL", Some(url)) => Some(url.clone()),
-            _ => match std::env::var(name) {
-                Ok(value) => Some(value),
-                // An empty namespace is the function's own switch for "no metrics".
-                Err(_) if name == "MEMFAULT_METRICS_NAMESPACE" && !verbose => Some(String::new()),
-                Err(_) => settings.get(name).cloned(),
-            },
+        let names = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .chain(settings.keys().cloned());
+        let config = Config::check_names(names).and_then(|()| {
+            Config::from_lookup(|name| match (name, &receiver_url) {
+                ("MEMFAULT_CHUNKS_URL", Some(url)) => Some(url.clone()),
+                _ => match std::env::var(name) {
+                    Ok(value) => Some(value),
+                    // An empty namespace is the function's own switch for "no metrics".
+                    Err(_) if name == "MEMFAULT_METRICS_NAMESPACE" && !verbose => {
+                        Some(String::new())
+                    }
+                    Err(_) => settings.get(name).cloned(),
+                },
+            })
         });
         let forwarder = match config
             .map_err(|e| e.to_string())

@@ -242,6 +242,20 @@ async fn a_bad_configuration_is_reported_to_lambda_without_secrets_and_stops_ini
             "MEMFAULT_TOPIC_PATTERN has no {project_slug} level",
             key,
         ),
+        // An upgraded deployment would run without its quarantine queue.
+        (
+            "MEMFAULT_FAILURE_QUEUE_URL",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/Qu4rantine.fifo".to_owned(),
+            "was renamed MEMFAULT_QUARANTINE_QUEUE_URL in 0.1.0",
+            "Qu4rantine",
+        ),
+        // A typo would send every chunk with the key its topic names, or none.
+        (
+            "MEMFAULT_PROJET_KEY",
+            key.to_owned(),
+            "did you mean MEMFAULT_PROJECT_KEY?",
+            &key[..4],
+        ),
     ] {
         let runtime_api = runtime_api_taking_init_errors(Duration::ZERO).await;
         let output = lambda_command(&runtime_api)
