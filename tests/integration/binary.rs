@@ -309,7 +309,7 @@ async fn a_runtime_api_that_does_not_answer_cannot_hold_a_failed_init() {
 }
 
 /// The JSON lines a run printed.
-fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+pub(crate) fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
     stdout
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
