@@ -530,4 +530,6 @@ async fn the_guide_layout_sends_each_project_its_key_and_prints_none_at_trace() 
         .find(|line| line["outcome"] == "refused")
         .unwrap_or_else(|| panic!("no refusal line in:\n{}", run.stdout));
     assert_eq!(refused["error_type"], "Permanent.UnknownProject");
+    // The project is unknown, the device is not: the line names it for the saved queries.
+    assert_eq!(refused["device_serial"], "DEVICE-C1");
 }
