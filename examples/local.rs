@@ -91,14 +91,24 @@ async fn main() -> ExitCode {
             }
         }
         let receiver_url = receiver.as_ref().map(MockServer::uri);
-        let config = Config::from_lookup(|name| match (name, &receiver_url) {
-            ("MEMFAULT_CHUNKS_URL", Some(url)) => Some(url.clone()),
-            _ => match std::env::var(name) {
-                Ok(value) => Some(value),
-                // An empty namespace is the function's own switch for "no metrics".
-                Err(_) if name == "MEMFAULT_METRICS_NAMESPACE" && !verbose => Some(String::new()),
-                Err(_) => settings.get(name).cloned(),
-            },
+        // A shell may export MEMFAULT_ variables for other tools (the Memfault CLI): those are
+        // only named here. A settings file is the function's environment: refused, as in Lambda.
+        let shell = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+        if let Err(error) = Config::check_names(shell) {
+            println!("(warning, the deployed function refuses this at init: {error})");
+        }
+        let config = Config::check_names(settings.keys().cloned()).and_then(|()| {
+            Config::from_lookup(|name| match (name, &receiver_url) {
+                ("MEMFAULT_CHUNKS_URL", Some(url)) => Some(url.clone()),
+                _ => match std::env::var(name) {
+                    Ok(value) => Some(value),
+                    // An empty namespace is the function's own switch for "no metrics".
+                    Err(_) if name == "MEMFAULT_METRICS_NAMESPACE" && !verbose => {
+                        Some(String::new())
+                    }
+                    Err(_) => settings.get(name).cloned(),
+                },
+            })
         });
         let forwarder = match config
             .map_err(|e| e.to_string())

@@ -253,12 +253,38 @@ def main(argv: list[str]) -> int:
         for problem in dict.fromkeys(found):
             print(f"{document.relative_to(repo)}: {problem}")
             failures += 1
+    for problem in outcome_table_problems(repo):
+        print(f"docs/configuration.md: {problem}")
+        failures += 1
     if failures:
         print(f"check_docs: {failures} problem(s); a name that is rightly not ours goes on "
               "ALLOWED in infra/check_docs.py, with its reason")
         return 1
     print(f"check_docs: ok ({len(documents(repo))} documents)")
     return 0
+
+
+def outcome_table_problems(repo: Path) -> list[str]:
+    """Each `outcome = "x"` the code in src/ writes is a row of docs/configuration.md's outcome
+    table (the rows under its `| outcome |` header): the one place a reader learns what a line
+    means. Outcomes the code chooses at run time (upstream_rejected and the like) are held to the
+    table by tests/integration/log_queries.rs, which reads the lines the function writes."""
+    src_text = "\n".join(path.read_text() for path in sorted((repo / "src").rglob("*.rs")))
+    written = set(re.findall(r"\boutcome\s*=\s*\"([a-z_]+)\"", src_text))
+    document = repo / "docs" / "configuration.md"
+    if not document.exists():
+        return ["missing: it holds the outcome table"]
+    lines = document.read_text().splitlines()
+    header = next((i for i, line in enumerate(lines) if line.startswith("| outcome |")), None)
+    if header is None:
+        return ["no outcome table (a `| outcome |` header)"]
+    rows = set()
+    for line in lines[header + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.update(re.findall(r"^\| `([a-z_]+)`", line))
+    return [f"outcome {value} is written in src/ but not in the outcome table"
+            for value in sorted(written - rows)]
 
 
 if __name__ == "__main__":

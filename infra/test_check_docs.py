@@ -110,3 +110,15 @@ def test_links_and_anchors_are_followed(tmp_path: Path) -> None:
     found = check_docs.link_problems(repo / "README.md", readme)
     assert found == ["link to docs/recipes.md: no such file",
                      "link to docs/deploy.md#the-failure-queue: no heading with that anchor in deploy.md"]
+
+
+def test_an_outcome_the_code_writes_is_in_the_configuration_docs_table(tmp_path: Path) -> None:
+    assert check_docs.outcome_table_problems(REPO) == []
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "lib.rs").write_text(
+        'tracing::warn!(outcome = "refused", "x");\ntracing::warn!(outcome = "exploded", "y");\n')
+    (tmp_path / "docs").mkdir()
+    table = "| outcome | level |\n|---|---|\n| `refused` | WARN |\n\nLater: `exploded` in prose.\n"
+    (tmp_path / "docs" / "configuration.md").write_text(table)
+    assert check_docs.outcome_table_problems(tmp_path) == [
+        "outcome exploded is written in src/ but not in the outcome table"]

@@ -26,7 +26,8 @@ FAILURE_CLASSES = ["RateLimited", "ServerError", "Rejected", "Connect", "Connect
 OUTCOMES = {"delivered", "refused", "upstream_unavailable", "upstream_rejected", "configuration_rejected",
             "quarantined", "stalled", "not_started", "batch"}
 LOG_FIELDS = {"outcome", "device_serial", "project_key", "chunks", "bytes", "status", "attempts",
-              "upstream_ms", "slowest_upstream_ms", "slowest_item_id", "upstream_time_ms",
+              "upstream_ms", "slowest_upstream_ms", "slowest_item_id", "slowest_device_serial",
+              "upstream_time_ms", "device",
               "failure_class", "error_type", "error", "item_id",
               "chunks_forwarded", "undelivered", "refused", "quarantined", "configuration_rejected",
               "level", "message",

@@ -32,7 +32,7 @@ pub const MIN_DEADLINE_MARGIN: Duration = Duration::from_millis(100);
 #[derive(Debug, Error)]
 #[error("invalid configuration: {variable}={shown}: {problem}")]
 pub struct ConfigError {
-    pub variable: &'static str,
+    pub variable: String,
     shown: String,
     problem: String,
 }
@@ -144,6 +144,35 @@ const QUARANTINE_QUEUE_URL: Variable<Option<QueueUrl>> =
 const STREAM_FAILURE_BUCKET_URL: Variable<Option<BucketUrl>> =
     plain("MEMFAULT_STREAM_FAILURE_BUCKET_URL", empty_is_unset);
 
+/// The names of the variables above: a `MEMFAULT_` variable that is none of them is refused.
+const NAMES: [&str; 16] = [
+    CHUNKS_URL.name,
+    PROJECT_KEY.name,
+    PROJECT_KEYS.name,
+    TOPIC_PATTERN.name,
+    MAX_ATTEMPTS.name,
+    RETRY_BASE_DELAY.name,
+    RETRY_MAX_DELAY.name,
+    CONNECT_TIMEOUT.name,
+    REQUEST_TIMEOUT.name,
+    DEADLINE_MARGIN.name,
+    METRICS_NAMESPACE.name,
+    BATCH_MAX_CHUNKS.name,
+    UPLOAD_CONCURRENCY.name,
+    STALL_LIMIT.name,
+    QUARANTINE_QUEUE_URL.name,
+    STREAM_FAILURE_BUCKET_URL.name,
+];
+/// Variables renamed before 0.1.0 (CHANGELOG.md), each with its new name.
+const RENAMED: [(&str, &str); 2] = [
+    ("MEMFAULT_FAILURE_QUEUE_URL", QUARANTINE_QUEUE_URL.name),
+    (
+        "MEMFAULT_FAILURE_BUCKET_URL",
+        STREAM_FAILURE_BUCKET_URL.name,
+    ),
+];
+const PREFIX: &str = "MEMFAULT_";
+
 /// A variable whose value holds no secret: an error quotes it as it is.
 const fn plain<T>(name: &'static str, parse: fn(&str) -> Result<T, String>) -> Variable<T> {
     Variable {
@@ -195,7 +224,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         (variable.parse)(&text)
             .map(Some)
             .map_err(|problem| ConfigError {
-                variable: variable.name,
+                variable: variable.name.into(),
                 shown: (variable.show)(&text),
                 problem,
             })
@@ -214,7 +243,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         (self.lookup)(variable)
             .filter(|value| !value.is_empty())
             .ok_or_else(|| ConfigError {
-                variable,
+                variable: variable.into(),
                 shown: "(unset)".into(),
                 problem: format!("is needed to sign requests to {needed_by} (Lambda sets it)"),
             })
@@ -222,8 +251,47 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
 }
 
 impl Config {
+    /// The process environment's configuration. A `MEMFAULT_` variable it would not read is
+    /// refused first ([`Config::check_names`]): a typo can be what makes another value wrong.
     pub fn from_env() -> Result<Self, ConfigError> {
+        let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+        Self::check_names(names)?;
         Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Refuses any `MEMFAULT_` variable among `names` (in any letter case) that is not one of the
+    /// function's: nothing would read it, so a deployment upgraded from a release that had it,
+    /// or with a typo in it, would run without that setting and without a word, e.g. without
+    /// its quarantine queue. The message names the variable, never its value (it may be a key):
+    /// a renamed one with its new name, a misspelt one with the name it is closest to.
+    pub fn check_names(names: impl IntoIterator<Item = String>) -> Result<(), ConfigError> {
+        let mut unread: Vec<String> = names
+            .into_iter()
+            .filter(|name| {
+                name.to_ascii_uppercase().starts_with(PREFIX) && !NAMES.contains(&name.as_str())
+            })
+            .collect();
+        // The environment's order is arbitrary: the same deployment always names the same one.
+        unread.sort_unstable_by_key(|name| (renamed(name).is_none(), name.clone()));
+        let Some(variable) = unread.into_iter().next() else {
+            return Ok(());
+        };
+        let problem = match (renamed(&variable), closest_name(&variable)) {
+            (Some(new), _) => format!(
+                "was renamed {new} in 0.1.0 and is no longer read; set {new} instead (CHANGELOG.md)"
+            ),
+            (None, Some(near)) => format!(
+                "is not a setting of this function and would be ignored; did you mean {near}? (the {PREFIX} prefix is kept for its settings)"
+            ),
+            (None, None) => format!(
+                "is not a setting of this function and would be ignored; remove it (the {PREFIX} prefix is kept for its settings: docs/configuration.md)"
+            ),
+        };
+        Err(ConfigError {
+            variable,
+            shown: "(set)".into(),
+            problem,
+        })
     }
 
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -250,6 +318,44 @@ impl Config {
     }
 }
 
+/// The new name of a variable renamed before 0.1.0.
+fn renamed(name: &str) -> Option<&'static str> {
+    RENAMED
+        .iter()
+        .find(|(old, _)| *old == name)
+        .map(|(_, new)| *new)
+}
+
+/// The variable `name` most likely misspells: the nearest in edits (letters added, dropped or
+/// changed, case ignored), if a few edits reach it.
+fn closest_name(name: &str) -> Option<&'static str> {
+    // Four: a dropped `_URL` or `_MS`, or two slips anywhere.
+    const MOST_EDITS: usize = 4;
+    let name = name.to_ascii_uppercase();
+    NAMES
+        .iter()
+        .map(|known| (edits(&name, known), *known))
+        .filter(|(edits, _)| *edits <= MOST_EDITS)
+        .min()
+        .map(|(_, known)| known)
+}
+
+/// Levenshtein distance, one row at a time: the names are short.
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, a) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, b) in b.iter().enumerate() {
+            let substituted = diagonal + usize::from(a != *b);
+            diagonal = row[j + 1];
+            row[j + 1] = substituted.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
 /// Exactly one place decides a chunk's project key, or none and each message names its own:
 /// a configuration where two could, or where the one that is set can never be used, is refused
 /// rather than resolved by a precedence nobody would guess. Every such refusal is reported as
@@ -259,7 +365,7 @@ fn router<F: Fn(&str) -> Option<String>>(env: &Reader<F>) -> Result<Router, Conf
     let keys = env.optional(&PROJECT_KEYS)?;
     let pattern = env.or(&TOPIC_PATTERN, TopicPattern::default())?;
     let refused = |problem: String| ConfigError {
-        variable: PROJECT_KEYS.name,
+        variable: PROJECT_KEYS.name.into(),
         shown: match (env.lookup)(PROJECT_KEYS.name) {
             Some(text) if !text.trim().is_empty() => (PROJECT_KEYS.show)(&text),
             _ => "(unset)".into(),
@@ -290,7 +396,7 @@ fn retry<F: Fn(&str) -> Option<String>>(
     };
     if retry.max_delay < retry.base_delay {
         return Err(ConfigError {
-            variable: RETRY_MAX_DELAY.name,
+            variable: RETRY_MAX_DELAY.name.into(),
             shown: retry.max_delay.as_millis().to_string(),
             problem: format!(
                 "must not be below {} ({})",
@@ -329,7 +435,7 @@ fn failure_destinations<F: Fn(&str) -> Option<String>>(
     let bucket = env.optional(&STREAM_FAILURE_BUCKET_URL)?;
     if bucket.is_some() && queue.is_none() {
         return Err(ConfigError {
-            variable: STREAM_FAILURE_BUCKET_URL.name,
+            variable: STREAM_FAILURE_BUCKET_URL.name.into(),
             shown: "(set)".into(),
             problem: format!(
                 "needs {}: the bucket only takes records too large for the queue",
@@ -356,7 +462,9 @@ fn check_namespace(text: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
+    /// As `Config::from_env` reads an environment of `vars`.
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::check_names(vars.iter().map(|(name, _)| (*name).to_owned()))?;
         Config::from_lookup(|name| {
             vars.iter()
                 .find(|(key, _)| *key == name)
@@ -419,6 +527,116 @@ mod tests {
         assert_eq!(config.batch_max_chunks, 100);
         assert_eq!(config.upload_concurrency, 3);
         assert_eq!(config.stall_limit, Duration::from_secs(45));
+    }
+
+    /// `NAMES` is what `from_lookup` reads: a variable added without its name would be refused,
+    /// one whose name stayed behind would be accepted and ignored.
+    #[test]
+    fn the_names_checked_are_the_names_read() {
+        let read = std::cell::RefCell::new(Vec::new());
+        Config::from_lookup(|name| {
+            read.borrow_mut().push(name.to_owned());
+            None
+        })
+        .unwrap();
+        let mut read: Vec<String> = read.into_inner();
+        read.retain(|name| name.starts_with(PREFIX));
+        read.sort();
+        read.dedup();
+        let mut names = NAMES.map(str::to_owned).to_vec();
+        names.sort();
+        assert_eq!(read, names);
+    }
+
+    #[test]
+    fn a_renamed_variable_is_refused_with_its_new_name() {
+        for (old, new) in [
+            (
+                "MEMFAULT_FAILURE_QUEUE_URL",
+                "MEMFAULT_QUARANTINE_QUEUE_URL",
+            ),
+            (
+                "MEMFAULT_FAILURE_BUCKET_URL",
+                "MEMFAULT_STREAM_FAILURE_BUCKET_URL",
+            ),
+        ] {
+            let url = "https://sqs.eu-west-1.amazonaws.com/123456789012/quarantine.fifo";
+            // Set with its new name too: the old one would still be ignored.
+            let error = config(&[(new, url), (old, url)]).unwrap_err();
+            assert_eq!(error.variable, old);
+            assert_eq!(
+                error.to_string(),
+                format!(
+                    "invalid configuration: {old}=(set): was renamed {new} in 0.1.0 and is no longer read; set {new} instead (CHANGELOG.md)"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_memfault_variable_is_refused_without_its_value() {
+        for (name, near) in [
+            (
+                "MEMFAULT_QUARANTINE_QUEUE",
+                Some("MEMFAULT_QUARANTINE_QUEUE_URL"),
+            ),
+            ("MEMFAULT_PROJET_KEY", Some("MEMFAULT_PROJECT_KEY")),
+            ("MEMFAULT_PROJECT_KEYSS", Some("MEMFAULT_PROJECT_KEYS")),
+            ("memfault_chunks_url", Some("MEMFAULT_CHUNKS_URL")),
+            ("MEMFAULT_ORG_TOKEN", None),
+        ] {
+            let error = config(&[(name, KEY_A)]).unwrap_err();
+            assert_eq!(error.variable, name);
+            let message = error.to_string();
+            assert!(
+                message.starts_with(&format!(
+                    "invalid configuration: {name}=(set): is not a setting of this function and would be ignored; "
+                )),
+                "{message}"
+            );
+            match near {
+                Some(near) => assert!(
+                    message.contains(&format!("did you mean {near}?")),
+                    "{message}"
+                ),
+                None => assert!(!message.contains("did you mean"), "{message}"),
+            }
+            assert!(!message.contains(&KEY_A[..4]), "{message}");
+        }
+    }
+
+    #[test]
+    fn other_variables_and_several_unknown_ones_are_handled_alike_every_time() {
+        config(&[
+            ("AWS_REGION", "eu-west-1"),
+            ("MEMFAULTX", "1"),
+            ("RUST_LOG", "debug"),
+        ])
+        .unwrap();
+        let names = [
+            "MEMFAULT_ZZZ",
+            "MEMFAULT_FAILURE_BUCKET_URL",
+            "MEMFAULT_AAA",
+        ];
+        for order in [names, [names[2], names[0], names[1]]] {
+            let error = Config::check_names(order.map(str::to_owned)).unwrap_err();
+            assert_eq!(
+                error.variable, "MEMFAULT_FAILURE_BUCKET_URL",
+                "a rename first"
+            );
+        }
+        let error = Config::check_names(["MEMFAULT_ZZZ", "MEMFAULT_AAA"].map(str::to_owned));
+        assert_eq!(error.unwrap_err().variable, "MEMFAULT_AAA");
+    }
+
+    #[test]
+    fn edits_count_letters_added_dropped_and_changed() {
+        assert_eq!(edits("KEY", "KEY"), 0);
+        assert_eq!(edits("KEY", "KEYS"), 1);
+        assert_eq!(edits("KEYS", "KEY"), 1);
+        assert_eq!(edits("KAY", "KEY"), 1);
+        assert_eq!(edits("", "KEY"), 3);
+        assert_eq!(edits("ABC", "XYZW"), 4);
     }
 
     #[test]

@@ -191,6 +191,14 @@ impl Router {
         })
     }
 
+    /// The device a message names, whatever else is wrong with it (its key, its project, its
+    /// payload): the serial `resolve` routes it to when the topic fits the pattern and the
+    /// serial is valid. `None` when it names no valid device.
+    pub fn named_device(&self, claims: Claims<'_>) -> Option<DeviceSerial> {
+        let captures = self.pattern.captures(claims.topic).ok()?;
+        device_serial(claims.device_serial, captures.device_serial).ok()
+    }
+
     /// The key the configuration gives a message whose topic named `slug`, and the variable it
     /// is set in.
     fn configured_key(
@@ -275,6 +283,41 @@ mod tests {
         let route = default_route(&format!("prod/nrf52/DEMO-1_a/memfault/{KEY}/chunk")).unwrap();
         assert_eq!(route.device_serial.as_str(), "DEMO-1_a");
         assert_eq!(route.project_key.expose(), KEY);
+    }
+
+    /// A refusal for the key, the project or the payload still names its device; a topic that
+    /// does not fit, or a serial that is not valid, names none.
+    #[test]
+    fn the_named_device_is_the_one_resolve_would_route_to() {
+        let guide = router(GUIDE, KeySource::BySlug(two_projects()));
+        let unknown = claims("memfault/project-z/DEV-1/chunks");
+        assert_eq!(guide.resolve(unknown).unwrap_err().kind(), "UnknownProject");
+        assert_eq!(guide.named_device(unknown).unwrap().as_str(), "DEV-1");
+        let explicit = Claims {
+            device_serial: Some("DEV-2"),
+            ..unknown
+        };
+        assert_eq!(guide.named_device(explicit).unwrap().as_str(), "DEV-2");
+        let legacy = Router::default();
+        assert_eq!(
+            legacy
+                .named_device(claims("prod/b/DEV-3/memfault/bad key/chunk"))
+                .unwrap()
+                .as_str(),
+            "DEV-3"
+        );
+        for topic in [
+            "prod/b/DEV-3/memfault",
+            "prod/b/DEV 3/memfault/KEY/chunk",
+            "prod/b/DEV%2F3/memfault/KEY/chunk",
+        ] {
+            assert_eq!(legacy.named_device(claims(topic)), None, "{topic}");
+        }
+        let bad_explicit = Claims {
+            device_serial: Some("no/such"),
+            ..claims("prod/b/DEV-3/memfault/KEY/chunk")
+        };
+        assert_eq!(legacy.named_device(bad_explicit), None);
     }
 
     #[test]

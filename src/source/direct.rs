@@ -61,14 +61,12 @@ fn read(services: &Services<'_>, payload: &str) -> (Direct, Item) {
     let request_id = services.invocation.request_id;
     let identity = format!("direct {request_id}");
     let key = (!request_id.is_empty()).then(|| services.record_key(&[&identity]));
+    let device_serial = services.device_of(&content, event.as_ref().ok());
     let direct = Direct {
         event: event.ok(),
         identity,
         key,
-        device_serial: content
-            .as_ref()
-            .ok()
-            .map(|routed| routed.route.device_serial.to_string()),
+        device_serial,
         bytes: content.as_ref().map_or(0, |routed| routed.payload.len()),
     };
     let item = Item {
@@ -116,7 +114,7 @@ async fn set_aside_now(
     metrics: &mut InvocationMetrics,
 ) -> Result<Response, ForwardError> {
     if let Undeliverable::Refused(refusal) = &undeliverable {
-        note_refusal(metrics, None, refusal);
+        note_refusal(metrics, None, direct.device_serial.as_deref(), refusal);
     }
     let record = FailureRecord {
         identity: direct.identity,

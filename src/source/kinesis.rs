@@ -133,6 +133,10 @@ impl BatchRecord for StreamRecord<'_> {
         &self.sequence_number
     }
 
+    fn event(&self) -> Option<&Value> {
+        self.event.as_ref()
+    }
+
     fn failure_record(
         &self,
         device_serial: Option<String>,

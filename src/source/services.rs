@@ -1,14 +1,15 @@
 //! What the adapters share: routing a parsed message, running the delivery core, setting records
 //! aside, and the log lines of refusals and batches.
 
+use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::delivery::{Deliverer, Item, Outcome, Refusal, Routed, Source, Undeliverable};
-use crate::event::ChunkMessage;
+use crate::event::{ChunkMessage, unwrap_failure_record};
 use crate::observability::InvocationMetrics;
 use crate::quarantine::{Cause, FailureRecord, Invocation, Quarantine};
-use crate::routing::{Claims, Route, RouteError};
+use crate::routing::{Claims, DeviceSerial, Route, RouteError};
 use crate::settled::{RecordKey, Settlement};
 
 /// What an adapter works with, for one invocation.
@@ -27,6 +28,36 @@ impl Services<'_> {
         Ok(Routed {
             route,
             payload: message.payload,
+        })
+    }
+
+    /// The device an item is about, for its log lines and its failure record: its route's, or
+    /// for a refused item the valid one its event names (the key, the project or the payload
+    /// may be what is wrong); `None` when it names none, which no line then invents.
+    pub(super) fn device_of(
+        &self,
+        content: &Result<Routed, Refusal>,
+        event: Option<&Value>,
+    ) -> Option<String> {
+        match content {
+            Ok(routed) => Some(routed.route.device_serial.to_string()),
+            Err(_) => self.named_device(event?).map(|serial| serial.to_string()),
+        }
+    }
+
+    fn named_device(&self, event: &Value) -> Option<DeviceSerial> {
+        let event = unwrap_failure_record(event);
+        let text = |field| event.get(field).and_then(Value::as_str);
+        // A device_serial field that is there but no text names no device: the topic's capture
+        // would contradict what the rule selected.
+        let device_serial = match event.get("device_serial") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(text("device_serial")?),
+        };
+        self.config.router.named_device(Claims {
+            topic: text("topic")?,
+            device_serial,
+            project_key: None,
         })
     }
 
@@ -87,6 +118,8 @@ impl Services<'_> {
 pub(super) trait BatchRecord {
     /// How the answer's `batchItemFailures` name it.
     fn item_id(&self) -> &str;
+    /// The JSON it holds, if any: what a refusal's line reads the device from.
+    fn event(&self) -> Option<&Value>;
     /// Whether the function may write it to the quarantine queue: not a message that came from
     /// there (a replay).
     fn may_set_aside(&self) -> bool {
@@ -102,6 +135,8 @@ pub(super) trait BatchRecord {
 /// What became of one record of a batch.
 pub(super) struct Answered<R> {
     pub record: R,
+    /// The valid device it names, if any.
+    pub device_serial: Option<String>,
     pub outcome: Outcome,
     /// Delivered, settled earlier, or stored on the quarantine queue: not an item failure.
     pub settled: bool,
@@ -123,11 +158,7 @@ impl Services<'_> {
         let mut records = Vec::with_capacity(entries.len());
         let mut items = Vec::with_capacity(entries.len());
         for (record, item) in entries {
-            let device_serial = item
-                .content
-                .as_ref()
-                .ok()
-                .map(|routed| routed.route.device_serial.to_string());
+            let device_serial = self.device_of(&item.content, record.event());
             records.push((record, item.key, device_serial));
             items.push(item);
         }
@@ -146,16 +177,18 @@ impl Services<'_> {
         {
             if let Outcome::SetAside(undeliverable) = &outcome {
                 if let Undeliverable::Refused(refusal) = undeliverable {
-                    note_refusal(metrics, Some(record.item_id()), refusal);
+                    let device_serial = device_serial.as_deref();
+                    note_refusal(metrics, Some(record.item_id()), device_serial, refusal);
                 }
                 if index < reachable && record.may_set_aside() {
-                    let failure = record.failure_record(device_serial, undeliverable);
+                    let failure = record.failure_record(device_serial.clone(), undeliverable);
                     to_set_aside.push((index, (failure, key)));
                 }
             }
             let settled = outcome.is_settled();
             answered.push(Answered {
                 record,
+                device_serial,
                 outcome,
                 settled,
             });
@@ -180,23 +213,27 @@ pub(super) fn cause(undeliverable: &Undeliverable) -> Cause {
     }
 }
 
-/// The log line and the count for one refused item; `item_id` names it within its batch.
+/// The log line and the count for one refused item; `item_id` names it within its batch, and
+/// `device_serial` the valid device it names, if any.
 pub(super) fn note_refusal(
     metrics: &mut InvocationMetrics,
     item_id: Option<&str>,
+    device_serial: Option<&str>,
     refusal: &Refusal,
 ) {
     metrics.refusals += 1;
     tracing::warn!(
         outcome = "refused",
         item_id,
+        device_serial,
         error_type = %format!("Permanent.{}", refusal.kind()),
         error = %refusal,
         "chunk refused"
     );
 }
 
-/// The one summary line of a batch, with its slowest delivered upload and the item it carried.
+/// The one summary line of a batch, with its slowest delivered upload, the item it carried and
+/// its device.
 pub(super) fn log_batch<'a, R: BatchRecord + 'a>(
     metrics: &InvocationMetrics,
     source_name: &str,
@@ -204,15 +241,20 @@ pub(super) fn log_batch<'a, R: BatchRecord + 'a>(
 ) {
     let slowest = answered
         .filter_map(|answered| match &answered.outcome {
-            Outcome::Delivered(delivery) => Some((delivery.upstream, answered.record.item_id())),
+            Outcome::Delivered(delivery) => Some((
+                delivery.upstream,
+                answered.record.item_id(),
+                answered.device_serial.as_deref(),
+            )),
             _ => None,
         })
         .max();
     tracing::info!(
         outcome = "batch",
         source = source_name,
-        slowest_upstream_ms = slowest.map(|(upstream, _)| upstream.as_millis() as u64),
-        slowest_item_id = slowest.map(|(_, item_id)| item_id),
+        slowest_upstream_ms = slowest.map(|(upstream, _, _)| upstream.as_millis() as u64),
+        slowest_item_id = slowest.map(|(_, item_id, _)| item_id),
+        slowest_device_serial = slowest.and_then(|(_, _, device_serial)| device_serial),
         chunks_forwarded = metrics.chunks_forwarded,
         bytes = metrics.bytes_forwarded,
         upstream_requests = metrics.upstream_requests,

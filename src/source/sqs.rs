@@ -127,6 +127,10 @@ impl BatchRecord for Received {
         &self.id
     }
 
+    fn event(&self) -> Option<&Value> {
+        self.body.as_ref().ok().map(|(_, event)| event)
+    }
+
     fn may_set_aside(&self) -> bool {
         !self.replayed
     }

@@ -242,6 +242,20 @@ async fn a_bad_configuration_is_reported_to_lambda_without_secrets_and_stops_ini
             "MEMFAULT_TOPIC_PATTERN has no {project_slug} level",
             key,
         ),
+        // An upgraded deployment would run without its quarantine queue.
+        (
+            "MEMFAULT_FAILURE_QUEUE_URL",
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/Qu4rantine.fifo".to_owned(),
+            "was renamed MEMFAULT_QUARANTINE_QUEUE_URL in 0.1.0",
+            "Qu4rantine",
+        ),
+        // A typo would send every chunk with the key its topic names, or none.
+        (
+            "MEMFAULT_PROJET_KEY",
+            key.to_owned(),
+            "did you mean MEMFAULT_PROJECT_KEY?",
+            &key[..4],
+        ),
     ] {
         let runtime_api = runtime_api_taking_init_errors(Duration::ZERO).await;
         let output = lambda_command(&runtime_api)
@@ -295,7 +309,7 @@ async fn a_runtime_api_that_does_not_answer_cannot_hold_a_failed_init() {
 }
 
 /// The JSON lines a run printed.
-fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+pub(crate) fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
     stdout
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
@@ -516,4 +530,6 @@ async fn the_guide_layout_sends_each_project_its_key_and_prints_none_at_trace() 
         .find(|line| line["outcome"] == "refused")
         .unwrap_or_else(|| panic!("no refusal line in:\n{}", run.stdout));
     assert_eq!(refused["error_type"], "Permanent.UnknownProject");
+    // The project is unknown, the device is not: the line names it for the saved queries.
+    assert_eq!(refused["device_serial"], "DEVICE-C1");
 }

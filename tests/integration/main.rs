@@ -14,6 +14,7 @@ mod binary;
 mod direct;
 mod hostile_envelopes;
 mod isolation;
+mod log_queries;
 mod metrics;
 mod multipart;
 mod properties;

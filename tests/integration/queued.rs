@@ -13,16 +13,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 const BUDGET: Duration = Duration::from_secs(20);
 
 fn record(message_id: &str, body: &Value) -> Value {
-    json!({
-        "messageId": message_id,
-        "receiptHandle": format!("handle-{message_id}"),
-        "body": body.to_string(),
-        "attributes": {"ApproximateReceiveCount": "1"},
-        "messageAttributes": {},
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:ingest",
-        "awsRegion": "eu-west-1"
-    })
+    sqs_record(message_id, INGEST_ARN, body)
 }
 
 fn batch(records: Vec<Value>) -> Value {

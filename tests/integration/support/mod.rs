@@ -98,6 +98,22 @@ pub(crate) fn chunk_event(serial: &str, key: &str, chunk: &[u8]) -> Value {
     })
 }
 
+/// An SQS record of the queue `queue_arn` whose body is `event`.
+pub(crate) fn sqs_record(id: &str, queue_arn: &str, event: &Value) -> Value {
+    json!({
+        "messageId": id,
+        "receiptHandle": format!("handle-{id}"),
+        "body": event.to_string(),
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": "eu-west-1"
+    })
+}
+
+pub(crate) const INGEST_ARN: &str = "arn:aws:sqs:eu-west-1:123456789012:ingest";
+
 pub(crate) const STREAM_ARN: &str =
     "arn:aws:kinesis:eu-west-1:123456789012:stream/memfault-chunk-proxy";
 
