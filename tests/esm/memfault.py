@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import hashlib
 import random
 import threading
 import time
@@ -55,10 +56,13 @@ def everything(status: int) -> Rule:
     return lambda device, chunks, multipart: status
 
 
-def in_phases(phases: list[tuple[float, Rule]], then: Rule) -> Rule:
-    """Each rule of `phases` for its number of seconds in turn, counted from the first request,
-    then `then`: an outage that starts and ends, say."""
-    started: list[float] = []
+def in_phases(phases: list[tuple[float, Rule]], then: Rule, origin: float | None = None) -> Rule:
+    """Each rule of `phases` for its number of seconds in turn, then `then`: an outage that starts
+    and ends, say, or a device failing during time windows (its rule in some phases, `nothing` in
+    the others). Counted from `origin` (epoch seconds) when given, such as the time the stream's
+    first record is put, so that phases line up with records put on a schedule; else from the
+    first request."""
+    started: list[float] = [] if origin is None else [origin]
     lock = threading.Lock()
 
     def rule(device: str, chunks: tuple[bytes, ...], multipart: bool) -> int | None:
@@ -81,7 +85,9 @@ def nothing(device: str, chunks: tuple[bytes, ...], multipart: bool) -> int | No
 
 
 def seeded_failures(seed: int, share: float, status: int = 500) -> Rule:
-    """`share` of the requests fail, drawn from one seeded generator in arrival order."""
+    """`share` of the requests fail, drawn from one seeded generator in arrival order. Every
+    request draws, a probe's as any other: this is the background noise of a service that is up,
+    and what a stall rule must not take for an outage."""
     draw = random.Random(seed)
     lock = threading.Lock()
 
@@ -118,6 +124,34 @@ class ScriptedMemfault(LoopbackServer):
     def chunks_posted(self) -> int:
         with self.lock:
             return sum(len(request.chunks) for request in self.requests)
+
+    def reposts(self) -> tuple[dict[bytes, int], int]:
+        """For each chunk Memfault had already accepted when it was posted again, how many times
+        it was (whatever the answer); and how many requests held only such chunks.
+
+        Those are a function's probes (a chunk delivered earlier, re-posted to learn whether
+        Memfault is up), and the duplicates the design accepts: an environment re-posting a
+        record that another environment delivered, having no memory of it. Posts before the first
+        acceptance are retries of an undelivered chunk, and not counted here."""
+        with self.lock:
+            requests = sorted(self.requests, key=lambda r: r.started)
+        accepted: set[bytes] = set()
+        counts: dict[bytes, int] = {}
+        only_reposts = 0
+        for request in requests:
+            again = [chunk for chunk in request.chunks if chunk in accepted]
+            for chunk in again:
+                counts[chunk] = counts.get(chunk, 0) + 1
+            only_reposts += len(again) == len(request.chunks)
+            if request.status == 202:
+                accepted.update(request.chunks)
+        return counts, only_reposts
+
+
+def chunk_digest(chunk: bytes) -> str:
+    """The name a function's probe line gives the chunk it re-posted (`chunk_sha256`): the first
+    16 hex digits of the SHA-256 of its bytes."""
+    return hashlib.sha256(chunk).hexdigest()[:16]
 
 
 def chunks_of(content_type: str, body: bytes) -> tuple[tuple[bytes, ...], bool]:
