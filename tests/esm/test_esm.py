@@ -633,6 +633,7 @@ class StallMeasures:
     a stall rule has, within one stall limit, to take a failed probe for an outage; probes are
     counted per stall limit the shard was held (one at least) in each environment; a delivered
     chunk's posts are its first accepted one and every re-post after it."""
+    longest_hold_s: float
     retries_per_stall: float
     probes_per_stall: dict[int, float]  # by environment number
     most_posts: int  # of one chunk Memfault had accepted
@@ -648,14 +649,15 @@ class StallMeasures:
         digests = Counter(line["chunk_sha256"] for lines in probes.values() for line in lines
                           if "chunk_sha256" in line)
         reposts, reposting_requests = memfault.reposts()
-        return cls(esm.retries_per(stall_limit_s),
+        return cls(esm.longest_hold(), esm.retries_per(stall_limit_s),
                    {n: len(lines) / stall_limits_held for n, lines in probes.items()},
                    1 + max(reposts.values(), default=0), reposting_requests,
                    max(digests.values()) if digests else None, esm.function.pool)
 
     def __str__(self) -> str:
         per_environment = ", ".join(f"{probes:.1f}" for probes in self.probes_per_stall.values())
-        line = (f"held invocations per stall limit {self.retries_per_stall:.0f} (production: "
+        line = (f"checkpoint held up to {self.longest_hold_s:.1f} s; held invocations per "
+                f"stall limit {self.retries_per_stall:.0f} (production: "
                 f"about {PRODUCTION_RETRIES_PER_STALL} per {TEMPLATE_STALL_LIMIT_S} s); probes per "
                 f"stall limit held, per environment: {per_environment or 'none started'}; "
                 f"a delivered chunk posted up to {self.most_posts} times "
@@ -708,7 +710,7 @@ def check_stall_rule(result: Result, stalls: StallMeasures, sick: str, set_aside
     early = [seconds for seconds in failed_for
              if seconds < stall_limit_s - SENT_TIMESTAMP_RESOLUTION_S]
     result.check(not early, f"{len(early)} records set aside after their device had failed "
-                 f"for less than the stall limit, down to {min(early, default=0):.2f} s")
+                 f"for less than the stall limit, down to {min(early, default=0):.3f} s")
 
     worst = max(stalls.probes_per_stall.values(), default=0.0)
     result.check(worst <= MOST_PROBES_PER_STALL, f"{worst:.0f} probes per stall limit held in "
