@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from typing import Callable
+from typing import Callable, Iterator
 
 from runtime_api import LoopbackServer
 
@@ -125,27 +125,37 @@ class ScriptedMemfault(LoopbackServer):
         with self.lock:
             return sum(len(request.chunks) for request in self.requests)
 
-    def reposts(self) -> tuple[dict[bytes, int], int]:
+    def reposts(self, status: int | None = None) -> dict[bytes, int]:
         """For each chunk Memfault had already accepted when it was posted again, how many times
-        it was (whatever the answer); and how many requests held only such chunks.
+        it was ("re-posts"), whatever the answer, or only those answered `status`.
 
-        Those are a function's probes (a chunk delivered earlier, re-posted to learn whether
+        Re-posts are a function's probes (a chunk delivered earlier, re-posted to learn whether
         Memfault is up), and the duplicates the design accepts: an environment re-posting a
         record that another environment delivered, having no memory of it. Posts before the first
-        acceptance are retries of an undelivered chunk, and not counted here."""
+        acceptance are retries of an undelivered chunk, and not counted. Re-posts answered 202
+        leave out the failed ones, which are retried as any failed post is: noise, not a function
+        posting the same chunk over and over."""
+        counts: dict[bytes, int] = {}
+        for request, again in self._reposting():
+            if status is None or request.status == status:
+                for chunk in again:
+                    counts[chunk] = counts.get(chunk, 0) + 1
+        return counts
+
+    def reposting_requests(self) -> int:
+        """Requests made only of chunks Memfault had already accepted: with one environment, its
+        probes (and its re-sends after a timeout); with several, also their duplicates."""
+        return sum(len(again) == len(request.chunks) for request, again in self._reposting())
+
+    def _reposting(self) -> Iterator[tuple[Request, list[bytes]]]:
+        """Each request in arrival order, with those of its chunks accepted before it."""
         with self.lock:
             requests = sorted(self.requests, key=lambda r: r.started)
         accepted: set[bytes] = set()
-        counts: dict[bytes, int] = {}
-        only_reposts = 0
         for request in requests:
-            again = [chunk for chunk in request.chunks if chunk in accepted]
-            for chunk in again:
-                counts[chunk] = counts.get(chunk, 0) + 1
-            only_reposts += len(again) == len(request.chunks)
+            yield request, [chunk for chunk in request.chunks if chunk in accepted]
             if request.status == 202:
                 accepted.update(request.chunks)
-        return counts, only_reposts
 
 
 def chunk_digest(chunk: bytes) -> str:
