@@ -1,6 +1,7 @@
 """The function binary behind simulated event source mappings, against a scripted Memfault and a
 SigV4-checking SQS FIFO quarantine queue: one test per fault scenario of issue 13 (its table, and a
-Memfault outage), and a control with a healthy Memfault.
+Memfault outage), a control with a healthy Memfault, and the stall scenarios of issues 19 and 27 at
+production's ratios (issue 27's with a pool of execution environments where it matters).
 
 Each scenario asserts what a user of the function cares about:
 - nothing is lost: every chunk was accepted by Memfault, or is in the quarantine queue with its
@@ -608,10 +609,9 @@ NOISE_SHARE = 0.02  # of every request, probes included, answered 503 by a Memfa
 SENT_TIMESTAMP_RESOLUTION_S = 0.001
 
 
-def paced(chunks: list[Chunk], per_second: float, after_s: float = 0.0
-          ) -> list[tuple[float, Chunk]]:
-    """`chunks` one every 1 / `per_second`, from `after_s` seconds after the stream's start."""
-    return [(after_s + n / per_second, chunk) for n, chunk in enumerate(chunks)]
+def paced(chunks: list[Chunk], per_second: float) -> list[tuple[float, Chunk]]:
+    """`chunks` one every 1 / `per_second` from the stream's start, each with its offset."""
+    return [(n / per_second, chunk) for n, chunk in enumerate(chunks)]
 
 
 def scheduled(*streams: list[tuple[float, Chunk]]) -> tuple[list[Chunk], list[float]]:
