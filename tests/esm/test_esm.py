@@ -595,8 +595,8 @@ def test_iv_an_outage_while_a_device_is_stalled_sets_nothing_else_aside(
 
 # Issue 27's scenarios: the stall rule under everyday conditions (a held shard retried hundreds of
 # times per stall limit, probes that sometimes fail, several environments, a burst larger than a
-# batch), at production's ratios. Each states, beside its ratios, what it measured of the held
-# shard (StallMeasures); each is judged by check_stall_rule.
+# batch), at production's ratios. Each states, beside its ratios, what it measured (StallMeasures),
+# and is judged on it by check_stall_rule.
 
 # Held invocations per stall limit in production, as issue 27 measured them: about 250 in 300 s.
 PRODUCTION_RETRIES_PER_STALL = 250
@@ -627,52 +627,10 @@ def probes_by_environment(function: Function) -> dict[int, list[dict[str, Any]]]
             for number in range(1, function.environments + 1)}
 
 
-@dataclass(frozen=True)
-class StallMeasures:
-    """How a held shard was retried and probed. Held invocations per stall limit are the chances
-    a stall rule has, within one stall limit, to take a failed probe for an outage; probes are
-    counted per stall limit the shard was held (one at least) in each environment; a delivered
-    chunk's accepted posts are its first acceptance and every re-post Memfault accepted after it
-    (ScriptedMemfault.reposts: a re-post the noise failed is retried as any failed post is)."""
-    longest_hold_s: float
-    retries_per_stall: float
-    probes_per_stall: dict[int, float]  # by environment number
-    most_accepted: int  # posts Memfault accepted of one chunk
-    most_posts: int  # posts of one chunk from its first acceptance on, whatever the answer
-    reposting_requests: int  # requests holding only chunks Memfault had accepted
-    most_probes_of_one_chunk: int | None  # from the probe lines' chunk_sha256, when they have it
-    pool: int
-
-    @classmethod
-    def of(cls, esm: KinesisEsm, memfault: ScriptedMemfault, stall_limit_s: float
-           ) -> StallMeasures:
-        stall_limits_held = max(1.0, esm.time_retrying() / stall_limit_s)
-        probes = probes_by_environment(esm.function)
-        digests = Counter(line["chunk_sha256"] for lines in probes.values() for line in lines
-                          if "chunk_sha256" in line)
-        return cls(esm.longest_hold(), esm.retries_per(stall_limit_s),
-                   {n: len(lines) / stall_limits_held for n, lines in probes.items()},
-                   1 + max(memfault.reposts(202).values(), default=0),
-                   1 + max(memfault.reposts().values(), default=0), memfault.reposting_requests(),
-                   max(digests.values()) if digests else None, esm.function.pool)
-
-    def __str__(self) -> str:
-        per_environment = ", ".join(f"{probes:.1f}" for probes in self.probes_per_stall.values())
-        line = (f"checkpoint held up to {self.longest_hold_s:.1f} s; held invocations per "
-                f"stall limit {self.retries_per_stall:.0f} (production: "
-                f"about {PRODUCTION_RETRIES_PER_STALL} per {TEMPLATE_STALL_LIMIT_S} s); probes per "
-                f"stall limit held, per environment: {per_environment or 'none started'}; "
-                f"a delivered chunk accepted up to {self.most_accepted} times, posted up to "
-                f"{self.most_posts} ({self.pool} environments); {self.reposting_requests} "
-                f"requests of re-posts only")
-        if self.most_probes_of_one_chunk is not None:
-            line += f", one chunk probed up to {self.most_probes_of_one_chunk} times"
-        return line
-
-
 def failing_run_before(requests: list[Request], serial: str, moment: float) -> float:
-    """How long `serial` had been failing at `moment`: from its first failed request since its
-    last accepted one (0 when its last request before `moment` was accepted, or it had none)."""
+    """How long `serial` had been failing at `moment`, by Memfault's request log: from its first
+    failed request since its last accepted one (0 when its last request before `moment` was
+    accepted, or it had none)."""
     run_began = None
     for request in requests:
         if request.serial != serial or request.started >= moment:
@@ -684,6 +642,62 @@ def failing_run_before(requests: list[Request], serial: str, moment: float) -> f
     return moment - run_began if run_began is not None else 0.0
 
 
+@dataclass(frozen=True)
+class StallMeasures:
+    """What a stream scenario did to the healthy devices and how its held shard was retried and
+    probed. Held invocations per stall limit are the chances a stall rule has, within one stall
+    limit, to take a failed probe for an outage; probes are counted per stall limit the shard was
+    held (one at least), in each environment; a delivered chunk's accepted posts are its first
+    acceptance and every re-post Memfault accepted after it (ScriptedMemfault.reposts)."""
+    healthy_p99_s: float  # first delivery, from the record's arrival
+    longest_hold_s: float
+    retries_per_stall: float
+    probes_per_stall: dict[int, float]  # by environment number
+    failed_before_set_aside_s: list[float]  # per record set aside: how long its device had failed
+    most_accepted: int  # posts Memfault accepted of one chunk
+    most_posts: int  # posts of one chunk from its first acceptance on, whatever the answer
+    reposting_requests: int  # requests holding only chunks Memfault had accepted
+    most_probes_of_one_chunk: int | None  # from the probe lines' chunk_sha256, when they have it
+    pool: int
+
+    @classmethod
+    def of(cls, result: Result, esm: KinesisEsm, sick: str, stall_limit_s: float
+           ) -> StallMeasures:
+        memfault = result.memfault
+        stall_limits_held = max(1.0, esm.time_retrying() / stall_limit_s)
+        probes = probes_by_environment(result.function)
+        digests = Counter(line["chunk_sha256"] for lines in probes.values() for line in lines
+                          if "chunk_sha256" in line)
+        requests = sorted(memfault.requests, key=lambda r: r.started)
+        return cls(
+            p99(first_delivery_waits(result, [c for c in result.chunks if c.serial != sick])),
+            esm.longest_hold(), esm.retries_per(stall_limit_s),
+            {n: len(lines) / stall_limits_held for n, lines in probes.items()},
+            [failing_run_before(requests, message.group, message.sent)
+             for message in result.quarantine_queue],
+            1 + max(memfault.reposts(202).values(), default=0),
+            1 + max(memfault.reposts().values(), default=0), memfault.reposting_requests(),
+            max(digests.values()) if digests else None, result.function.pool)
+
+    def __str__(self) -> str:
+        per_environment = ", ".join(f"{probes:.1f}" for probes in self.probes_per_stall.values())
+        set_aside = len(self.failed_before_set_aside_s)
+        line = (f"healthy p99 first delivery {self.healthy_p99_s:.1f} s; checkpoint held up to "
+                f"{self.longest_hold_s:.1f} s; held invocations per stall limit "
+                f"{self.retries_per_stall:.0f} (production: about {PRODUCTION_RETRIES_PER_STALL} "
+                f"per {TEMPLATE_STALL_LIMIT_S} s); probes per stall limit held, per environment: "
+                f"{per_environment or 'none started'}; {set_aside} records set aside")
+        if set_aside:
+            line += (f", their device failing for at least "
+                     f"{min(self.failed_before_set_aside_s):.3f} s")
+        line += (f"; a delivered chunk accepted up to {self.most_accepted} times, posted up to "
+                 f"{self.most_posts} ({self.pool} environments); {self.reposting_requests} "
+                 f"requests of re-posts only")
+        if self.most_probes_of_one_chunk is not None:
+            line += f", one chunk probed up to {self.most_probes_of_one_chunk} times"
+        return line
+
+
 def check_stall_rule(result: Result, stalls: StallMeasures, sick: str, set_aside: list[Chunk],
                      stall_limit_s: float) -> None:
     """Issue 27's properties of the stall rule: the healthy devices' first deliveries within the
@@ -693,29 +707,22 @@ def check_stall_rule(result: Result, stalls: StallMeasures, sick: str, set_aside
     probes per stall limit in each environment; no delivered chunk posted over and over: each
     environment may have it accepted twice (its delivery, or another's re-sent to it, and one
     probe); posts the noise failed are retried as any failed post, and not counted."""
-    healthy = [c for c in result.chunks if c.serial != sick]
-    waits = first_delivery_waits(result, healthy)
-    result.check(len(waits) == len(healthy),
-                 f"{len(healthy) - len(waits)} healthy chunks not delivered")
-    result.check(p99(waits) <= stall_limit_s + 3, f"healthy first deliveries p99 "
-                 f"{p99(waits):.1f} s > stall limit + 3 s = {stall_limit_s + 3:g} s")
-    healthy_data = {c.data for c in healthy}
-    in_s3 = healthy_data & set(result.s3)
-    in_queue = healthy_data & {chunk for _, chunk in result.quarantined}
+    healthy = {c.data for c in result.chunks if c.serial != sick}
+    undelivered = healthy - set(result.first_deliveries())
+    result.check(not undelivered, f"{len(undelivered)} healthy chunks not delivered")
+    result.check(stalls.healthy_p99_s <= stall_limit_s + 3, f"healthy first deliveries p99 "
+                 f"{stalls.healthy_p99_s:.1f} s > stall limit + 3 s = {stall_limit_s + 3:g} s")
+    in_s3 = healthy & set(result.s3)
+    in_queue = healthy & {chunk for _, chunk in result.quarantined}
     result.check(not in_s3 and not in_queue, f"{len(in_s3)} healthy records in S3, "
                  f"{len(in_queue)} in the quarantine queue")
     result.check(not result.s3 and not result.held,
                  f"{len(result.held)} records still in the shard, {len(result.s3)} in S3")
     check_device_order_in_queue(result, set_aside, f"{len(set_aside)} of {sick}'s records")
-
-    requests = sorted(result.memfault.requests, key=lambda r: r.started)
-    failed_for = [failing_run_before(requests, message.group, message.sent)
-                  for message in result.quarantine_queue]
-    early = [seconds for seconds in failed_for
+    early = [seconds for seconds in stalls.failed_before_set_aside_s
              if seconds < stall_limit_s - SENT_TIMESTAMP_RESOLUTION_S]
     result.check(not early, f"{len(early)} records set aside after their device had failed "
                  f"for less than the stall limit, down to {min(early, default=0):.3f} s")
-
     worst = max(stalls.probes_per_stall.values(), default=0.0)
     result.check(worst <= MOST_PROBES_PER_STALL, f"{worst:.0f} probes per stall limit held in "
                  f"one environment > {MOST_PROBES_PER_STALL}")
@@ -732,9 +739,19 @@ def stall_scenario_env(upstream: ScriptedMemfault, queue_url: str, stall_limit_s
     return function_env(upstream, queue_url, stall_limit_s, MEMFAULT_MAX_ATTEMPTS="1")
 
 
+def measure_stalls(ratios: Callable[[str], None], scenario: str, result: Result,
+                   esm: KinesisEsm, sick: str, *, rate: float, stall_limit_s: float,
+                   batch_size: int) -> StallMeasures:
+    """The scenario's measures, stated with its ratios."""
+    stalls = StallMeasures.of(result, esm, sick, stall_limit_s)
+    note_ratios(ratios, scenario, rate=rate, stall_limit_s=stall_limit_s, batch_size=batch_size,
+                stalls=stalls)
+    return stalls
+
+
 def test_a_stuck_batch_whose_probes_fail_2_percent_of_the_time_stalls_in_the_limit(
         memfault, function, quarantine_queue: QuarantineQueue, ratios) -> None:
-    rate, batch_size, stall_s, record_age_s = 100, 100, 4, 20
+    rate, batch_size, stall_s = 100, 100, 4
     sick = "sick-device"
     chunks = stream_of({sick: 8, **{f"healthy-{n:03d}": 8 for n in range(149)}}, seed=270)
     upstream = memfault([device_fails(sick, 500),
@@ -742,13 +759,12 @@ def test_a_stuck_batch_whose_probes_fail_2_percent_of_the_time_stalls_in_the_lim
     lambda_ = function(stall_scenario_env(upstream, quarantine_queue.url, stall_s),
                        FUNCTION_TIMEOUT_S)
 
-    esm, arrivals = run_stream(lambda_, chunks, batch_size=batch_size,
-                               max_record_age_s=record_age_s, limit_s=25, per_second=rate)
+    esm, arrivals = run_stream(lambda_, chunks, batch_size=batch_size, max_record_age_s=20,
+                               limit_s=25, per_second=rate)
 
     result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
-    stalls = StallMeasures.of(esm, upstream, stall_s)
-    note_ratios(ratios, "27 (i) stuck batch, 2 % of requests 503", rate=rate,
-                stall_limit_s=stall_s, batch_size=batch_size, stalls=stalls)
+    stalls = measure_stalls(ratios, "27 (i) stuck batch, 2 % of requests 503", result, esm, sick,
+                            rate=rate, stall_limit_s=stall_s, batch_size=batch_size)
     result.check(stalls.retries_per_stall >= LEAST_RETRIES_PER_STALL,
                  f"only {stalls.retries_per_stall:.0f} held invocations per stall limit: the "
                  f"scenario needs {LEAST_RETRIES_PER_STALL} (machine too busy?)")
@@ -763,8 +779,9 @@ def test_environments_in_turn_set_nothing_aside_for_two_failures_shorter_than_th
     # The device fails for 1.5 s, is quiet (delivered, then publishing nothing) for 4.1 s, then
     # fails for 3.5 s: the second failure starts more than a stall limit after the first began,
     # and each is shorter than the limit. Its records are timed to meet both failures.
-    failures = [(1.0, nothing), (1.5, device_fails(sick, 500)), (4.1, nothing),
-                (3.5, device_fails(sick, 500))]
+    first, second = (1.0, 2.5), (6.6, 10.1)
+    failures = [(first[0], nothing), (first[1] - first[0], device_fails(sick, 500)),
+                (second[0] - first[1], nothing), (second[1] - second[0], device_fails(sick, 500))]
     sick_at = [1.1, 1.7, 6.7, 7.6, 8.5, 9.4]
     fleet = stream_of({f"healthy-{n:03d}": 8 for n in range(149)}, seed=271)
     chunks, offsets = scheduled(paced(fleet, rate),
@@ -779,9 +796,14 @@ def test_environments_in_turn_set_nothing_aside_for_two_failures_shorter_than_th
                                limit_s=25, offsets=offsets, start=start)
 
     result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
-    stalls = StallMeasures.of(esm, upstream, stall_s)
-    note_ratios(ratios, f"27 (ii) {pool} environments, a device failing 1.5 s then 3.5 s",
-                rate=rate, stall_limit_s=stall_s, batch_size=batch_size, stalls=stalls)
+    stalls = measure_stalls(ratios, f"27 (ii) {pool} environments, a device failing 1.5 s then "
+                            "3.5 s", result, esm, sick, rate=rate, stall_limit_s=stall_s,
+                            batch_size=batch_size)
+    # The premise: the device's records met both failures.
+    for began, ended in (first, second):
+        result.check(any(r.serial == sick and r.status == 500 and began <= r.started - start
+                         < ended for r in upstream.requests),
+                     f"{sick} had no request in its failure from {began:g} s to {ended:g} s")
     check_stall_rule(result, stalls, sick, [], stall_s)
     undelivered = [c for c in chunks if c.serial == sick and c.data not in
                    result.first_deliveries()]
@@ -807,8 +829,11 @@ def test_a_failing_burst_larger_than_a_batch_stalls_in_the_limit(
                                limit_s=25, offsets=offsets)
 
     result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
-    stalls = StallMeasures.of(esm, upstream, stall_s)
-    note_ratios(ratios, f"27 (iii) a failing burst of {burst} > BatchSize", rate=rate,
-                stall_limit_s=stall_s, batch_size=batch_size, stalls=stalls)
+    stalls = measure_stalls(ratios, f"27 (iii) a failing burst of {burst} > BatchSize", result,
+                            esm, sick, rate=rate, stall_limit_s=stall_s, batch_size=batch_size)
+    # The premise: the failing device alone filled a batch.
+    result.check(any(all(r["kinesis"]["partitionKey"] == sick for r in i.event["Records"])
+                     and len(i.event["Records"]) == batch_size for i in lambda_.invocations),
+                 f"no invocation held {batch_size} of {sick}'s records alone")
     check_stall_rule(result, stalls, sick, [c for c in chunks if c.serial == sick], stall_s)
     result.verdict()
