@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-import hashlib
 import random
 import threading
 import time
@@ -156,12 +155,6 @@ class ScriptedMemfault(LoopbackServer):
             yield request, [chunk for chunk in request.chunks if chunk in accepted]
             if request.status == 202:
                 accepted.update(request.chunks)
-
-
-def chunk_digest(chunk: bytes) -> str:
-    """The name a function's probe line gives the chunk it re-posted (`chunk_sha256`): the first
-    16 hex digits of the SHA-256 of its bytes."""
-    return hashlib.sha256(chunk).hexdigest()[:16]
 
 
 def chunks_of(content_type: str, body: bytes) -> tuple[tuple[bytes, ...], bool]:

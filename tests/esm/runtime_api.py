@@ -230,6 +230,7 @@ class Function:
         return environment
 
     def log(self, environment: int) -> Path:
+        """The log file of environment number `environment`."""
         return self.logs / f"function-{environment}.log"
 
     def stop(self) -> None:
@@ -241,7 +242,7 @@ class Function:
     def log_lines(self, environment: int | None = None) -> list[dict[str, Any]]:
         """The JSON lines the function wrote (logs and embedded metrics), in every environment
         (one after the other, in the order they were started) or in `environment` alone."""
-        numbers = [environment] if environment else range(1, self.environments + 1)
+        numbers = [environment] if environment is not None else range(1, self.environments + 1)
         lines = []
         for number in numbers:
             for line in self.log(number).read_text(errors="replace").splitlines():
