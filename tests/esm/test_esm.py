@@ -204,6 +204,18 @@ def function_env(memfault: ScriptedMemfault, queue_url: str, stall_limit_s: int 
     }
 
 
+def paced(chunks: list[Chunk], per_second: float) -> list[tuple[float, Chunk]]:
+    """`chunks` one every 1 / `per_second` from the stream's start, each with its offset."""
+    return [(n / per_second, chunk) for n, chunk in enumerate(chunks)]
+
+
+def scheduled(*streams: list[tuple[float, Chunk]]) -> tuple[list[Chunk], list[float]]:
+    """Timed streams merged into one shard: its chunks in order, and when each is put (for
+    run_stream's `offsets`)."""
+    merged = sorted((timed for stream in streams for timed in stream), key=lambda t: t[0])
+    return [chunk for _, chunk in merged], [offset for offset, _ in merged]
+
+
 def run_stream(function: Function, chunks: list[Chunk], *, batch_size: int,
                max_record_age_s: float, limit_s: float, per_second: float | None = None,
                offsets: list[float] | None = None, start: float | None = None,
@@ -217,7 +229,7 @@ def run_stream(function: Function, chunks: list[Chunk], *, batch_size: int,
     esm = KinesisEsm(shard, function, batch_size, max_record_age_s)
     arrivals: dict[bytes, float] = {}
     if offsets is None and per_second:
-        offsets = [n / per_second for n in range(len(chunks))]
+        offsets = [offset for offset, _ in paced(chunks, per_second)]
     began = time.time() if start is None else start
 
     def produce() -> None:
@@ -607,18 +619,6 @@ MOST_PROBES_PER_STALL = 12
 NOISE_SHARE = 0.02  # of every request, probes included, answered 503 by a Memfault that is up
 # moto's SentTimestamp is in whole milliseconds.
 SENT_TIMESTAMP_RESOLUTION_S = 0.001
-
-
-def paced(chunks: list[Chunk], per_second: float) -> list[tuple[float, Chunk]]:
-    """`chunks` one every 1 / `per_second` from the stream's start, each with its offset."""
-    return [(n / per_second, chunk) for n, chunk in enumerate(chunks)]
-
-
-def scheduled(*streams: list[tuple[float, Chunk]]) -> tuple[list[Chunk], list[float]]:
-    """Timed streams merged into one shard: its chunks in order, and when each is put (for
-    run_stream's `offsets`)."""
-    merged = sorted((timed for stream in streams for timed in stream), key=lambda t: t[0])
-    return [chunk for _, chunk in merged], [offset for offset, _ in merged]
 
 
 def probes_by_environment(function: Function) -> dict[int, list[dict[str, Any]]]:
