@@ -329,7 +329,8 @@ def check_rule_payloads() -> int:
 
 def aws_env(work: Path, port: int) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items()
-           if not name.startswith("AWS_") and name not in ("ARCH", "CONFIG_ENV", "PARAMS")}
+           if not name.startswith(("AWS_", "MEMFAULT_"))
+           and name not in ("ARCH", "CONFIG_ENV", "PARAMS", "STACK")}
     env.update({
         # "localhost": moto finds a template that SAM uploaded by the TemplateURL's path only
         # when the URL names that host.
