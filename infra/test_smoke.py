@@ -68,14 +68,13 @@ def recipe_sql(layout: str) -> str:
 
 
 def recipe_payload(mode: str) -> dict[str, Any]:
-    """The rule payload docs/recipes.md gives for a mode."""
-    action = smoke.MODE_ACTIONS[mode][0]
-    for body in re.findall(r"^<!-- topic-rule-payload -->\n```json\n(.*?)^```", RECIPES.read_text(),
-                           re.MULTILINE | re.DOTALL):
-        payload = json.loads(body)
-        if action in payload["actions"][0]:
-            return payload
-    raise AssertionError(f"docs/recipes.md has no rule payload with a {action} action")
+    """The function's part of the rule that docs/recipes.md gives for a mode."""
+    found = re.search(rf"^<!-- file function-part\.json {mode} -->\n```json\n(.*?)^```",
+                      RECIPES.read_text(), re.MULTILINE | re.DOTALL)
+    assert found, f"docs/recipes.md has no function-part.json for {mode}"
+    payload = json.loads(found.group(1))
+    assert smoke.MODE_ACTIONS[mode][0] in payload["actions"][0], payload
+    return payload
 
 
 class Stack:
