@@ -295,7 +295,7 @@ def quoted() -> dict[str, float]:
 def figures() -> set[float]:
     """Every dollar amount this model produces: prices (per million for per-unit ones), table
     cells and quoted figures. A `$` amount in the docs must be one of them, as rounded there."""
-    found = {value * (MILLION if value < 0.001 else 1) for value in PRICES.values()}
+    found = set(PRICES.values()) | {value * MILLION for value in PRICES.values() if value < 0.001}
     for fleet in FLEETS:
         for r in rows(fleet):
             found |= {v for v in r.values() if isinstance(v, float)}
