@@ -292,3 +292,23 @@ def test_a_consistent_custom_layout_imports_nothing(raw, case):
         parameters.pop("DeviceSerialTopicLevel")
         assert Rendered(raw, **parameters).resources == with_level.resources
         assert "Fn::ImportValue" not in str(with_level.resources)
+
+
+@pytest.mark.parametrize("pattern, allowed", [
+    ("", True),
+    ("fleet/+/devices/{device_serial}/memfault", True),
+    ("fleet/{project_slug}/devices/{device_serial}/#", True),
+    ("prod/+/{device_serial}/memfault/{project_key}/chunk", True),
+    ("{device_serial}/chunks", True),
+    ("fleet/+/devices/memfault", True),  # no serial: refused at the change set (above)
+    ("a/#/b", False),  # the function: '#' may only be the last level
+    ("a/sn-{device_serial}", False),  # a capture fills a whole level
+    ("a/b+/c", False),
+    ("a/{serial}/b", False),  # unknown capture
+    ("a/{device_serial}/{device_serial}", False),  # a capture once
+    ("a/{project_key}/{project_key}/{device_serial}", False),
+    ("a/{project_slug}/{project_key}/{device_serial}", False),  # one project capture
+    ("a'/{device_serial}", False),  # the rule's SQL quotes the filter
+])
+def test_topic_pattern_takes_the_functions_syntax(raw, pattern, allowed):
+    assert bool(re.fullmatch(raw["Parameters"]["TopicPattern"]["AllowedPattern"], pattern)) is allowed
