@@ -137,12 +137,6 @@ INLINE_SAM_ALLOWED = {
 }
 
 
-# Drift in a document another change owns, each with why it is accepted for now. Remove the
-# entry once that document is fixed: the check then holds it like every other.
-PENDING = {
-    ("docs/stream-mode.md", "DeviceSerialTopicLevel"):
-        "its parameter table still gives the default 3; the template's is 0 (read from TopicPattern)",
-}
 MONEY = re.compile(r"\$(\d[\d,]*(?:\.\d+)?)")
 TABLE_ROW = re.compile(r"^\| `([A-Za-z0-9]+)` \| (?:`([^`]*)`|(empty)) \|", re.MULTILINE)
 SETTING_IN_TEXT = re.compile(r"`([A-Z][A-Za-z0-9]+)(?:`(?: of)? |=)(-?\d+)\b")
@@ -252,12 +246,10 @@ def allowed_value(spec: dict[str, str], value: str) -> bool:
     return (low is None or int(value) >= int(low)) and (high is None or int(value) <= int(high))
 
 
-def setting_problems(document: str, text: str, names: Known) -> list[str]:
+def setting_problems(text: str, names: Known) -> list[str]:
     problems = []
     for name, value, empty in TABLE_ROW.findall(FENCE.sub("", text)):
         value = "" if empty else value
-        if (document, name) in PENDING:
-            continue
         if name in names.parameters and "Default" in names.parameters[name]:
             default = names.parameters[name]["Default"]
             if value != default:
@@ -267,8 +259,6 @@ def setting_problems(document: str, text: str, names: Known) -> list[str]:
             problems.append(f"`{name}`: the table gives {value}, the template's Mappings: Tuning "
                             f"{names.tuning[name]}")
     for name, value in SETTING_IN_TEXT.findall(FENCE.sub("", text)):
-        if (document, name) in PENDING:
-            continue
         if name in names.tuning and value != names.tuning[name]:
             problems.append(f"`{name}` {value}: a fixed setting, the template's Mappings: Tuning "
                             f"has {names.tuning[name]} (no parameter changes it)")
@@ -362,7 +352,7 @@ def main(argv: list[str]) -> int:
         text = document.read_text()
         name = document.relative_to(repo).as_posix()
         found = (sam_problems(text) + name_problems(text, names) + link_problems(document, text)
-                 + money_problems(text, names) + setting_problems(name, text, names)
+                 + money_problems(text, names) + setting_problems(text, names)
                  + cost_table_problems(name, text, names))
         for problem in dict.fromkeys(found):
             print(f"{document.relative_to(repo)}: {problem}")

@@ -203,9 +203,8 @@ def per_million(fleet: Fleet, plan: Plan, basic_ingest: bool, info_logs: bool) -
 # limit (src/delivery/healthy_time.rs, PROBES_PER_STALL_LIMIT), each chunk at most once.
 HELD_ATTEMPTS = 4
 HELD_BACKOFF_S = (0.200 + 0.400 + 0.800) / 2
-STALL_LIMIT_S = 300  # StallLimitSeconds, the template's default
+STALL_LIMIT_S = template_number("StallLimitSeconds")
 PROBES_PER_STALL_LIMIT = 10
-STREAM_BATCH_SIZE = 500  # StreamBatchSize, the template's default
 SETTLED_MEMORY = 50_000  # records each environment remembers (src/settled.rs)
 
 
@@ -311,7 +310,7 @@ def figures() -> set[float]:
     for fleet in FLEETS:
         for r in rows(fleet):
             found |= {v for v in r.values() if isinstance(v, float)}
-    held = held_shard()
+    held = held_shard(FLEETS[0])
     found |= {held["lambda_cost"], held["probe_gb_s_cost"]}
     return found | set(quoted().values())
 
@@ -322,7 +321,7 @@ def main() -> None:
     for name, value in quoted().items():
         print(f"| {name} | {money(value)} |")
 
-    held = held_shard(fleets[0])
+    held = held_shard(FLEETS[0])
     print(f"\n### A shard held by one failing device, for StallLimitSeconds {STALL_LIMIT_S}\n")
     print("| time per held invocation | invocations | probes per environment (at most) | the failing device's requests | Lambda, all held invocations | of which probes | records resent per second | memory turnover in the busiest environment |")
     print("|---|---|---|---|---|---|---|---|")

@@ -130,7 +130,7 @@ def drift(tmp_path: Path, document: str, text: str) -> list[str]:
     if not (tmp_path / "template.yaml").exists():
         repo_with(tmp_path, "")
     names = check_docs.known(tmp_path)
-    return (check_docs.money_problems(text, names) + check_docs.setting_problems(document, text, names)
+    return (check_docs.money_problems(text, names) + check_docs.setting_problems(text, names)
             + check_docs.cost_table_problems(document, text, names))
 
 
@@ -170,17 +170,3 @@ def test_a_cost_table_that_is_not_the_models_output_is_found(tmp_path: Path) -> 
     assert planted != page
     problems = drift(tmp_path, "docs/cost-model.md", planted)
     assert any("the fleet tables differ" in problem for problem in problems), problems
-
-
-@pytest.mark.parametrize("entry", sorted(check_docs.PENDING))
-def test_each_pending_drift_is_still_there(entry: tuple[str, str]) -> None:
-    """A fixed document's entry goes: the check then holds it like the others."""
-    document, name = entry
-    pending = check_docs.PENDING.pop(entry)
-    try:
-        text = (REPO / document).read_text()
-        assert any(f"`{name}`" in problem for problem in
-                   check_docs.setting_problems(document, text, check_docs.known(REPO))), \
-            f"{document} no longer has the drift of {name}: remove it from PENDING"
-    finally:
-        check_docs.PENDING[entry] = pending
