@@ -9,7 +9,8 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::delivery::{Deliverer, Settings};
-use crate::memfault::{ClientInitError, MemfaultClient};
+use crate::http_client::{self, ClientInitError, ClientSettings, HttpClient};
+use crate::memfault::MemfaultClient;
 use crate::quarantine::{Invocation, Quarantine};
 use crate::quarantine_queue::QuarantineQueue;
 use crate::source::{self, Envelope, Services};
@@ -17,8 +18,8 @@ use crate::source::{ForwardError, Response};
 use crate::stream_failure_bucket::StreamFailureBucket;
 
 /// Holds what lives from one invocation to the next: the configuration, the delivery core
-/// (the HTTP client with its connections, the memory of settled records, the stall clocks) and
-/// the quarantine queue.
+/// (the Memfault client with its connections, the memory of settled records, the stall clocks)
+/// and the quarantine.
 pub struct Forwarder {
     config: Config,
     deliverer: Deliverer,
@@ -35,27 +36,22 @@ fn deadline_instant(deadline_ms: u64) -> Instant {
 }
 
 impl Forwarder {
+    /// Everything the function builds once is built here and handed down: the one HTTP client
+    /// (its connection pool serves Memfault and AWS alike), the Memfault client and the delivery
+    /// core on it, and the quarantine with the identity its writes are signed with.
     pub fn new(config: Config) -> Result<Self, ClientInitError> {
-        let client = MemfaultClient::new(&config)?;
-        let quarantine = config.quarantine_queue.clone().map(|queue| {
-            let http = client.http();
-            let queue = QuarantineQueue::new(queue, http.clone(), config.request_timeout);
-            let bucket = config
-                .stream_failure_bucket
-                .clone()
-                .map(|url| StreamFailureBucket::new(url, http.clone(), config.request_timeout));
-            Quarantine::new(
-                queue,
-                bucket,
-                config.deadline_margin,
-                config.upload_concurrency,
-            )
-        });
+        let http = http_client::build(&ClientSettings {
+            destinations: &config.destinations(),
+            connect_timeout: config.connect_timeout(),
+            idle_per_host: config.upload_concurrency(),
+        })?;
+        let quarantine = quarantine(&config, &http);
         let settings = Settings {
-            batch_max_chunks: config.batch_max_chunks,
-            upload_concurrency: config.upload_concurrency,
-            stall_limit: config.stall_limit,
+            batch_max_chunks: config.batch_max_chunks(),
+            upload_concurrency: config.upload_concurrency(),
+            stall_limit: config.stall_limit(),
         };
+        let client = MemfaultClient::new(http, &config);
         Ok(Self {
             deliverer: Deliverer::new(client, settings),
             config,
@@ -97,6 +93,29 @@ impl Forwarder {
             Envelope::Malformed(what) => Err(source::malformed(what)),
         }
     }
+}
+
+/// The quarantine queue and the stream failure bucket, when configured, on the shared client.
+fn quarantine(config: &Config, http: &HttpClient) -> Option<Quarantine> {
+    let settings = config.quarantine()?;
+    let timeout = config.request_timeout();
+    let identity = &settings.identity;
+    let queue = QuarantineQueue::new(
+        settings.queue.clone(),
+        identity.clone(),
+        http.clone(),
+        timeout,
+    );
+    let bucket = settings
+        .bucket
+        .clone()
+        .map(|url| StreamFailureBucket::new(url, identity.clone(), http.clone(), timeout));
+    Some(Quarantine::new(
+        queue,
+        bucket,
+        config.time_budget(),
+        config.upload_concurrency(),
+    ))
 }
 
 #[cfg(test)]

@@ -24,13 +24,12 @@ mod source;
 mod stream_failure_bucket;
 mod url;
 
-pub use aws::QuarantineQueueConfig;
 pub use config::{ChunksUrl, Config, DEFAULT_UPLOAD_CONCURRENCY, MIN_DEADLINE_MARGIN};
 pub use event::parse_rule_event;
 pub use handler::Forwarder;
+pub use http_client::ClientInitError;
 pub use http_client::USER_AGENT_VALUE;
 pub use init_error::report_init_error;
-pub use memfault::ClientInitError;
 pub use observability::{InvocationMetrics, emf_documents, init_logging};
 pub use redact::redact;
 pub use retry::RetryPolicy;

@@ -9,7 +9,6 @@
 //! from its identity.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use serde::Serialize;
@@ -18,6 +17,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 use crate::aws::StoreError;
+use crate::config::TimeBudget;
 use crate::quarantine_queue::{MAX_MESSAGE_BYTES, QuarantineQueue};
 use crate::stream_failure_bucket::StreamFailureBucket;
 
@@ -126,7 +126,7 @@ pub(crate) struct Invocation<'a> {
 pub(crate) struct Quarantine {
     queue: QuarantineQueue,
     bucket: Option<StreamFailureBucket>,
-    margin: Duration,
+    budget: TimeBudget,
     concurrency: usize,
 }
 
@@ -134,15 +134,20 @@ impl Quarantine {
     pub(crate) fn new(
         queue: QuarantineQueue,
         bucket: Option<StreamFailureBucket>,
-        margin: Duration,
+        budget: TimeBudget,
         concurrency: usize,
     ) -> Self {
         Self {
             queue,
             bucket,
-            margin,
-            concurrency: concurrency.max(1),
+            budget,
+            concurrency,
         }
+    }
+
+    /// Whether `arn` (an SQS record's `eventSourceARN`) names the quarantine queue.
+    pub(crate) fn is_queue_arn(&self, arn: &str) -> bool {
+        self.queue.is_queue_arn(arn)
     }
 
     /// Writes `records` and says, in the same order, which were stored. One device's records are
@@ -155,7 +160,7 @@ impl Quarantine {
         invocation: Invocation<'_>,
         deadline: Instant,
     ) -> Vec<bool> {
-        let give_up_at = deadline.checked_sub(self.margin).unwrap_or(deadline);
+        let give_up_at = self.budget.write_bound(deadline);
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         let mut group_of: HashMap<String, usize> = HashMap::new();
         for (index, record) in records.iter().enumerate() {
@@ -208,8 +213,7 @@ impl Quarantine {
             match &self.bucket {
                 Some(bucket) if message.len() > MAX_MESSAGE_BYTES => {
                     let key = format!("quarantine/{group}/{deduplication_id}.json");
-                    let identity = self.queue.identity();
-                    bucket.put(&key, &message, identity, give_up_at).await
+                    bucket.put(&key, &message, give_up_at).await
                 }
                 _ => {
                     self.queue

@@ -14,7 +14,7 @@ use http::header::CONTENT_TYPE;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::aws::{AwsRequest, QuarantineQueueConfig, StoreError};
+use crate::aws::{AwsIdentity, AwsRequest, QueueUrl, StoreError};
 use crate::http_client::HttpClient;
 
 const SQS_TARGET: &str = "AmazonSQS.SendMessage";
@@ -26,22 +26,30 @@ pub(crate) const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Sends failure records to the queue. Shares the function's HTTP client and its connections.
 pub(crate) struct QuarantineQueue {
-    config: QuarantineQueueConfig,
+    url: QueueUrl,
+    identity: AwsIdentity,
     http: HttpClient,
     request_timeout: Duration,
 }
 
 impl QuarantineQueue {
     pub(crate) fn new(
-        config: QuarantineQueueConfig,
+        url: QueueUrl,
+        identity: AwsIdentity,
         http: HttpClient,
         request_timeout: Duration,
     ) -> Self {
         Self {
-            config,
+            url,
+            identity,
             http,
             request_timeout,
         }
+    }
+
+    /// Whether `arn` (an SQS record's `eventSourceARN`) names this queue.
+    pub(crate) fn is_queue_arn(&self, arn: &str) -> bool {
+        self.url.is_queue_arn(arn)
     }
 
     /// Sends one message; `Ok` once SQS has stored it. `group` and `deduplication_id` are used
@@ -56,7 +64,7 @@ impl QuarantineQueue {
         if message.len() > MAX_MESSAGE_BYTES {
             return Err(StoreError::TooLarge(message.len(), MAX_MESSAGE_BYTES));
         }
-        let url = &self.config.url;
+        let url = &self.url;
         let mut call = json!({"QueueUrl": url.to_string(), "MessageBody": message});
         if url.fifo {
             call["MessageGroupId"] = json!(group);
@@ -73,12 +81,7 @@ impl QuarantineQueue {
             body: Bytes::from(call.to_string()),
         };
         request
-            .send(&self.http, &self.config, self.request_timeout, deadline)
+            .send(&self.http, &self.identity, self.request_timeout, deadline)
             .await
-    }
-
-    /// The identity the queue's requests are signed with, for the function's other AWS writes.
-    pub(crate) fn identity(&self) -> &QuarantineQueueConfig {
-        &self.config
     }
 }

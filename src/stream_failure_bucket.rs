@@ -9,19 +9,26 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use tokio::time::Instant;
 
-use crate::aws::{AwsRequest, BucketUrl, QuarantineQueueConfig, StoreError};
+use crate::aws::{AwsIdentity, AwsRequest, BucketUrl, StoreError};
 use crate::http_client::HttpClient;
 
 pub(crate) struct StreamFailureBucket {
     url: BucketUrl,
+    identity: AwsIdentity,
     http: HttpClient,
     request_timeout: Duration,
 }
 
 impl StreamFailureBucket {
-    pub(crate) fn new(url: BucketUrl, http: HttpClient, request_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        url: BucketUrl,
+        identity: AwsIdentity,
+        http: HttpClient,
+        request_timeout: Duration,
+    ) -> Self {
         Self {
             url,
+            identity,
             http,
             request_timeout,
         }
@@ -32,7 +39,6 @@ impl StreamFailureBucket {
         &self,
         key: &str,
         document: &str,
-        identity: &QuarantineQueueConfig,
         deadline: Instant,
     ) -> Result<(), StoreError> {
         let url = self.url.object(key);
@@ -44,7 +50,7 @@ impl StreamFailureBucket {
             body: Bytes::copy_from_slice(document.as_bytes()),
         };
         request
-            .send(&self.http, identity, self.request_timeout, deadline)
+            .send(&self.http, &self.identity, self.request_timeout, deadline)
             .await
     }
 }

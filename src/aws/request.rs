@@ -14,7 +14,7 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use thiserror::Error;
 use tokio::time::Instant;
 
-use super::QuarantineQueueConfig;
+use super::AwsIdentity;
 use crate::http_client::{HttpClient, USER_AGENT_VALUE, error_chain};
 
 const ERROR_BODY_LIMIT: usize = 16 * 1024;
@@ -56,7 +56,7 @@ pub(crate) struct AwsRequest<'a> {
 }
 
 impl AwsRequest<'_> {
-    fn signed(&self, identity: &QuarantineQueueConfig) -> Result<Request<Full<Bytes>>, StoreError> {
+    fn signed(&self, identity: &AwsIdentity) -> Result<Request<Full<Bytes>>, StoreError> {
         let signing_error = |error: &dyn fmt::Display| StoreError::Signing(error.to_string());
         let aws_identity = identity.credentials.clone().into();
         let mut settings = SigningSettings::default();
@@ -100,7 +100,7 @@ impl AwsRequest<'_> {
     pub(crate) async fn send(
         &self,
         http: &HttpClient,
-        identity: &QuarantineQueueConfig,
+        identity: &AwsIdentity,
         request_timeout: Duration,
         deadline: Instant,
     ) -> Result<(), StoreError> {

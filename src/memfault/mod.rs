@@ -7,7 +7,6 @@ mod client;
 mod failure;
 mod multipart;
 
-pub use client::ClientInitError;
 pub(crate) use client::Delivery;
 pub(crate) use client::MemfaultClient;
 pub(crate) use failure::{Concern, UploadError};

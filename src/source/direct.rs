@@ -38,11 +38,7 @@ pub(crate) async fn forward(
     if result.is_err() {
         metrics.chunks_undelivered += 1;
     }
-    emit_metrics(
-        services.config.metrics_namespace.as_deref(),
-        "Direct",
-        &metrics,
-    );
+    emit_metrics(services.config.metrics_namespace(), "Direct", &metrics);
     result
 }
 

@@ -215,11 +215,7 @@ pub(crate) async fn forward(
         response.add_failure(record.record.sequence_number.clone());
     }
     log_batch(&metrics, "Kinesis", answered.iter());
-    emit_metrics(
-        services.config.metrics_namespace.as_deref(),
-        "Stream",
-        &metrics,
-    );
+    emit_metrics(services.config.metrics_namespace(), "Stream", &metrics);
     Ok(Response::Kinesis(response))
 }
 

@@ -54,7 +54,7 @@ impl Services<'_> {
             None | Some(Value::Null) => None,
             Some(_) => Some(text("device_serial")?),
         };
-        self.config.router.named_device(Claims {
+        self.config.router().named_device(Claims {
             topic: text("topic")?,
             device_serial,
             project_key: None,
@@ -67,7 +67,7 @@ impl Services<'_> {
             device_serial: message.device_serial.as_deref(),
             project_key: message.project_key.as_deref(),
         };
-        self.config.router.resolve(claims)
+        self.config.router().resolve(claims)
     }
 
     /// Runs the delivery core on `items`, by this invocation's deadline.
@@ -80,6 +80,12 @@ impl Services<'_> {
         self.deliverer
             .deliver(items, source, self.deadline, metrics)
             .await
+    }
+
+    /// Whether `queue_arn` names the quarantine queue: its messages are replays.
+    pub(super) fn is_quarantine_queue(&self, queue_arn: &str) -> bool {
+        self.quarantine
+            .is_some_and(|quarantine| quarantine.is_queue_arn(queue_arn))
     }
 
     /// Names a record for the memory of settled records.

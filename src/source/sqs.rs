@@ -60,11 +60,7 @@ pub(crate) async fn forward(
         response.add_failure(message.record.id.clone());
     }
     log_batch(&metrics, "SQS", answered.iter());
-    emit_metrics(
-        services.config.metrics_namespace.as_deref(),
-        "Queued",
-        &metrics,
-    );
+    emit_metrics(services.config.metrics_namespace(), "Queued", &metrics);
     Ok(Response::Sqs(response))
 }
 
@@ -108,11 +104,7 @@ fn received(services: &Services<'_>, record: &RawValue) -> Result<(Received, Ite
         key: Some(services.record_key(&["sqs", &queue_arn, &id])),
         arrived: None,
     };
-    let replayed = services
-        .config
-        .quarantine_queue
-        .as_ref()
-        .is_some_and(|queue| queue.url.is_queue_arn(&queue_arn));
+    let replayed = services.is_quarantine_queue(&queue_arn);
     let received = Received {
         id,
         queue_arn,
