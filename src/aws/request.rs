@@ -15,10 +15,9 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use super::AwsIdentity;
-use crate::http_client::{HttpClient, USER_AGENT_VALUE, error_chain};
+use crate::http_client::{HttpClient, USER_AGENT_VALUE, error_chain, shown_body};
 
 const ERROR_BODY_LIMIT: usize = 16 * 1024;
-const ERROR_BODY_SHOWN: usize = 200;
 
 #[derive(Debug, Error)]
 pub(crate) enum StoreError {
@@ -131,11 +130,7 @@ impl AwsRequest<'_> {
             Err(StoreError::Refused {
                 service,
                 status: status.as_u16(),
-                body: String::from_utf8_lossy(&body)
-                    .chars()
-                    .take(ERROR_BODY_SHOWN)
-                    .map(|c| if c.is_control() { ' ' } else { c })
-                    .collect(),
+                body: shown_body(&String::from_utf8_lossy(&body)),
             })
         };
         tokio::time::timeout(timeout, exchange)

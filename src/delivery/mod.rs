@@ -734,7 +734,7 @@ fn record_failure(
         status = error.status().map(|status| status.as_u16()),
         attempts = error.attempts(),
         failure_class = error.class(),
-        error_type = %outcome::upload_error_type(error),
+        error_type = %error.error_type(),
         error = %error,
         "{message}"
     );

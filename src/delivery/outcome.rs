@@ -3,7 +3,7 @@
 use thiserror::Error;
 
 use crate::event::EventError;
-use crate::memfault::{Concern, Delivery, UploadError};
+use crate::memfault::{Delivery, UploadError};
 use crate::routing::RouteError;
 use crate::settled::Settlement;
 
@@ -76,7 +76,7 @@ impl Kept {
     /// Lambda's `errorType` for it: always `Retryable.*`.
     pub(crate) fn error_type(&self) -> String {
         match self {
-            Self::Failed(error) => upload_error_type(error),
+            Self::Failed(error) => error.error_type(),
             Self::BehindFailure => "Retryable.BehindFailure".to_owned(),
             Self::NotStarted(NotStarted::Deadline) => "Retryable.UpstreamDeadline".to_owned(),
             Self::NotStarted(NotStarted::Outage) => "Retryable.UpstreamOutage".to_owned(),
@@ -107,7 +107,7 @@ impl Undeliverable {
         match self {
             Self::Refused(refusal) => format!("Permanent.{}", refusal.kind()),
             Self::Rejected(_) => "Permanent.UpstreamRejected".to_owned(),
-            Self::Stalled(error) => upload_error_type(error),
+            Self::Stalled(error) => error.error_type(),
         }
     }
 
@@ -127,15 +127,5 @@ impl Undeliverable {
                 "the device's uploads kept failing past MEMFAULT_STALL_LIMIT_SECONDS while other devices' were delivered: {error}"
             ),
         }
-    }
-}
-
-/// `Retryable.Upstream<Class>` for failures that may pass, `Retryable.UpstreamConfiguration`
-/// for a key or URL Memfault refuses, `Permanent.UpstreamRejected` for a refused chunk.
-pub(crate) fn upload_error_type(error: &UploadError) -> String {
-    match error.concern() {
-        Concern::Request => "Permanent.UpstreamRejected".to_owned(),
-        Concern::Configuration => "Retryable.UpstreamConfiguration".to_owned(),
-        Concern::Transient => format!("Retryable.Upstream{}", error.class()),
     }
 }

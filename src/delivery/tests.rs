@@ -10,7 +10,7 @@ use http::StatusCode;
 use tokio::time::Instant;
 
 use super::*;
-use crate::memfault::{Failure, GiveUpReason};
+use crate::memfault::{Failure, GiveUpReason, classify};
 
 /// What the script answers for one request.
 #[derive(Clone, Copy)]
@@ -76,6 +76,7 @@ impl Script {
         };
         let failure = Failure::Status {
             status,
+            concern: classify(status).unwrap_err(),
             body: String::new(),
             retry_after: None,
         };

@@ -10,11 +10,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
-use super::failure::{Failure, GiveUpReason, UploadError};
+use super::failure::{Concern, Failure, GiveUpReason, UploadError, classify};
 use super::multipart::Upload;
 use crate::config::{ChunksUrl, Config, TimeBudget};
 use crate::http_client::{HttpClient, USER_AGENT_VALUE};
-use crate::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
+use crate::retry::{RetryPolicy, parse_retry_after};
 use crate::routing::{ProjectKey, Route};
 
 const PROJECT_KEY_HEADER: &str = "Memfault-Project-Key";
@@ -118,8 +118,10 @@ impl MemfaultClient {
                         upstream: started.elapsed(),
                     });
                 }
-                Err((failure, false)) => return Err(UploadError::Rejected { failure, attempts }),
-                Err((failure, true)) => failure,
+                Err(failure) if failure.concern() != Concern::Transient => {
+                    return Err(UploadError::Rejected { failure, attempts });
+                }
+                Err(failure) => failure,
             };
             // A pooled connection may have died while the container was frozen; the failed one
             // has left the pool, so try once more straight away, and not at the expense of the
@@ -240,19 +242,20 @@ fn post(
         .expect("validated parts make a valid request")
 }
 
-/// A success status, or the failure of an answer (or of no answer) and whether it may pass.
+/// A success status, or the failure of an answer (or of no answer).
 fn answer_or_failure(
     answer: Result<Answer, Failure>,
     key: &ProjectKey,
-) -> Result<StatusCode, (Failure, bool)> {
-    match answer {
-        Ok(answer) if answer.status.is_success() => Ok(answer.status),
-        Ok(answer) => {
-            let failure =
-                Failure::from_answer(answer.status, answer.retry_after, &answer.body, key);
-            Err((failure, is_retryable_status(answer.status)))
-        }
-        Err(failure) => Err((failure, true)),
+) -> Result<StatusCode, Failure> {
+    let answer = answer?;
+    match classify(answer.status) {
+        Ok(()) => Ok(answer.status),
+        Err(concern) => Err(Failure::from_answer(
+            (answer.status, concern),
+            answer.retry_after,
+            &answer.body,
+            key,
+        )),
     }
 }
 

@@ -11,5 +11,5 @@ pub(crate) use client::Delivery;
 pub(crate) use client::MemfaultClient;
 pub(crate) use failure::{Concern, UploadError};
 #[cfg(test)]
-pub(crate) use failure::{Failure, GiveUpReason};
+pub(crate) use failure::{Failure, GiveUpReason, classify};
 pub(crate) use multipart::Upload;
