@@ -11,19 +11,18 @@ use crate::config::Config;
 use crate::delivery::{Deliverer, Settings};
 use crate::http_client::{self, ClientInitError, ClientSettings, HttpClient};
 use crate::memfault::MemfaultClient;
-use crate::quarantine::{Invocation, Quarantine};
+use crate::quarantine::{Quarantine, RequestContext};
 use crate::quarantine_queue::QuarantineQueue;
 use crate::source::{self, Envelope, Services};
 use crate::source::{ForwardError, Response};
 use crate::stream_failure_bucket::StreamFailureBucket;
 
-/// Holds what lives from one invocation to the next: the configuration, the delivery core
-/// (the Memfault client with its connections, the memory of settled records, the stall clocks)
-/// and the quarantine.
+/// Holds what lives from one invocation to the next: the configuration and the delivery core
+/// (the Memfault client with its connections, the quarantine, the memory of settled records,
+/// the stall clocks).
 pub struct Forwarder {
     config: Config,
     deliverer: Deliverer,
-    quarantine: Option<Quarantine>,
 }
 
 /// Lambda gives the deadline as wall-clock milliseconds; timers want a monotonic instant. A
@@ -53,9 +52,8 @@ impl Forwarder {
         };
         let client = MemfaultClient::new(http, &config);
         Ok(Self {
-            deliverer: Deliverer::new(client, settings),
+            deliverer: Deliverer::new(client, settings).with_quarantine(quarantine),
             config,
-            quarantine,
         })
     }
 
@@ -75,8 +73,7 @@ impl Forwarder {
         let services = Services {
             config: &self.config,
             deliverer: &self.deliverer,
-            quarantine: self.quarantine.as_ref(),
-            invocation: Invocation {
+            context: RequestContext {
                 request_id: &event.context.request_id,
                 function_arn: &event.context.invoked_function_arn,
             },

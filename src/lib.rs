@@ -21,6 +21,7 @@ mod retry;
 mod routing;
 mod settled;
 mod source;
+mod source_kind;
 mod stream_failure_bucket;
 mod url;
 

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::aws::StoreError;
 use crate::config::TimeBudget;
 use crate::quarantine_queue::{MAX_MESSAGE_BYTES, QuarantineQueue};
+use crate::source_kind::SourceKind;
 use crate::stream_failure_bucket::StreamFailureBucket;
 
 /// The message group of records that name no valid device.
@@ -107,18 +108,27 @@ impl Origin {
         };
         // Plain strings and JSON values: nothing here can fail to serialise.
         let details = details.unwrap_or_default();
-        let key = match self {
-            Self::Direct => "DirectInvocation",
-            Self::Sqs(_) => "SQSMessage",
-            Self::Kinesis(_) => "KinesisRecord",
+        let kind = match self {
+            Self::Direct => SourceKind::Direct,
+            Self::Sqs(_) => SourceKind::Sqs,
+            Self::Kinesis(_) => SourceKind::Kinesis,
         };
-        (key, details)
+        (kind.origin_key(), details)
     }
 }
 
-/// What the invocation is, for the records' `requestContext`.
+/// Whether a record handed to the quarantine is in it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    Yes,
+    /// Not written (no time left, refused, or behind a record of its device that was not), or
+    /// there is no quarantine: it stays with its source.
+    No,
+}
+
+/// The invocation that sets records aside, for the records' `requestContext`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Invocation<'a> {
+pub(crate) struct RequestContext<'a> {
     pub request_id: &'a str,
     pub function_arn: &'a str,
 }
@@ -150,16 +160,19 @@ impl Quarantine {
         self.queue.is_queue_arn(arn)
     }
 
-    /// Writes `records` and says, in the same order, which were stored. One device's records are
-    /// written one after another, in order; devices in parallel. Once a write of a device fails,
-    /// its later records are not written: they stay with their source, behind the one that
-    /// failed, so that the device's message group never holds them out of order.
-    pub(crate) async fn set_aside(
+    /// Writes `records` and says of each, by the tag it came with, whether it was stored. One
+    /// device's records are written one after another, in order; devices in parallel. Once a
+    /// write of a device fails, its later records are not written: they stay with their source,
+    /// behind the one that failed, so that the device's message group never holds them out of
+    /// order.
+    pub(crate) async fn set_aside<T>(
         &self,
-        records: &[FailureRecord],
-        invocation: Invocation<'_>,
+        records: Vec<(T, FailureRecord)>,
+        context: RequestContext<'_>,
         deadline: Instant,
-    ) -> Vec<bool> {
+    ) -> Vec<(T, Stored)> {
+        let (tags, records): (Vec<T>, Vec<FailureRecord>) = records.into_iter().unzip();
+        let records = &records;
         let give_up_at = self.budget.write_bound(deadline);
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         let mut group_of: HashMap<String, usize> = HashMap::new();
@@ -171,14 +184,14 @@ impl Quarantine {
             });
             groups[slot].1.push(index);
         }
-        let mut stored = vec![false; records.len()];
+        let mut stored = vec![Stored::No; records.len()];
         let mut runs = futures_util::stream::iter(groups)
             .map(|(group, indices)| async move {
                 let mut results = Vec::with_capacity(indices.len());
                 let mut indices = indices.into_iter();
                 for index in indices.by_ref() {
                     let written = self
-                        .write(&records[index], &group, invocation, give_up_at)
+                        .write(&records[index], &group, context, give_up_at)
                         .await;
                     let failed = written.is_err();
                     results.push((index, Written::Tried(written)));
@@ -192,11 +205,14 @@ impl Quarantine {
             .buffer_unordered(self.concurrency);
         while let Some(results) = runs.next().await {
             for (index, written) in results {
-                stored[index] = matches!(written, Written::Tried(Ok(())));
+                if matches!(written, Written::Tried(Ok(()))) {
+                    stored[index] = Stored::Yes;
+                }
                 log_write(&records[index], written);
             }
         }
-        stored
+        drop(runs);
+        tags.into_iter().zip(stored).collect()
     }
 
     /// One record, with one more try if the first fails and time is left.
@@ -204,10 +220,10 @@ impl Quarantine {
         &self,
         record: &FailureRecord,
         group: &str,
-        invocation: Invocation<'_>,
+        context: RequestContext<'_>,
         give_up_at: Instant,
     ) -> Result<(), StoreError> {
-        let message = document(record, invocation);
+        let message = document(record, context);
         let deduplication_id = hex::encode(Sha256::digest(record.identity.as_bytes()));
         let store = || async {
             match &self.bucket {
@@ -277,13 +293,13 @@ fn message_group(device_serial: Option<&str>) -> String {
 }
 
 /// The record as Lambda's on-failure destinations write theirs.
-fn document(record: &FailureRecord, invocation: Invocation<'_>) -> String {
+fn document(record: &FailureRecord, context: RequestContext<'_>) -> String {
     let mut document = json!({
         "version": "1.0",
         "timestamp": now_rfc3339(),
         "requestContext": {
-            "requestId": invocation.request_id,
-            "functionArn": invocation.function_arn,
+            "requestId": context.request_id,
+            "functionArn": context.function_arn,
             "condition": record.cause.condition,
             "approximateInvokeCount": 1,
         },
@@ -349,11 +365,11 @@ mod tests {
                 error_message: "refused".into(),
             },
         };
-        let invocation = Invocation {
+        let context = RequestContext {
             request_id: "r",
             function_arn: "f",
         };
-        let mut document: Value = serde_json::from_str(&document(&record, invocation)).unwrap();
+        let mut document: Value = serde_json::from_str(&document(&record, context)).unwrap();
         assert_eq!(
             document["responseContext"]["errorType"],
             "Permanent.InvalidEvent"

@@ -21,6 +21,7 @@
 mod healthy_time;
 mod outcome;
 mod probe;
+mod set_aside;
 mod stall;
 #[cfg(test)]
 mod tests;
@@ -37,12 +38,15 @@ use tokio::time::Instant;
 
 pub(crate) use outcome::{Kept, NotStarted, Outcome, Refusal, Undeliverable};
 use probe::ProbeChunks;
+pub(crate) use set_aside::ToSetAside;
 use stall::{Failing, Observed, ProbeResult, Seen, StallClocks};
 
 use crate::memfault::{Concern, Delivery, MemfaultClient, Upload, UploadError};
 use crate::observability::InvocationMetrics;
+use crate::quarantine::Quarantine;
 use crate::routing::{ProjectKey, Route};
 use crate::settled::{RecordKey, SettledMemory, Settlement};
+use crate::source_kind::SourceKind;
 
 /// A chunk that passed validation and knows where it goes.
 #[derive(Debug, Clone)]
@@ -60,22 +64,6 @@ pub(crate) struct Item {
     /// When the record entered its stream (Kinesis), for the log line of a stall: record age
     /// decides nothing, as after an outage or a backlog every record is old.
     pub arrived: Option<SystemTime>,
-}
-
-/// What holds an item's source behind a failing device, and how much one run logs.
-///
-/// A batch has a summary line of its own, and at fleet scale a line per delivered upload would
-/// cost about as much CloudWatch Logs ingestion as the rest of the pipeline together
-/// (docs/cost-model.md): a batch's delivered uploads are logged at DEBUG. Failures are logged
-/// one by one, always.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
-    /// One item per invocation: its delivered upload at INFO is the invocation's outcome.
-    Single,
-    /// A queue's batch: nothing waits behind a failing device.
-    Queue,
-    /// A stream's batch: a failing device holds its shard, up to the stall limit.
-    Stream,
 }
 
 /// Limits from the configuration.
@@ -130,10 +118,11 @@ impl Uploader for MemfaultClient {
 }
 
 /// The core as the execution environment holds it, built once: the uploader with its
-/// connections, the memory of settled records, the stall clocks, the chunks to probe with and
-/// the limits.
+/// connections, the quarantine, the memory of settled records, the stall clocks, the chunks to
+/// probe with and the limits.
 pub(crate) struct Deliverer<U = MemfaultClient> {
     uploader: U,
+    quarantine: Option<Quarantine>,
     memory: SettledMemory,
     clocks: StallClocks,
     probe_chunks: ProbeChunks,
@@ -144,6 +133,7 @@ impl<U: Uploader> Deliverer<U> {
     pub(crate) fn new(uploader: U, settings: Settings) -> Self {
         Self {
             uploader,
+            quarantine: None,
             memory: SettledMemory::default(),
             clocks: StallClocks::new(settings.stall_limit),
             probe_chunks: ProbeChunks::default(),
@@ -151,9 +141,9 @@ impl<U: Uploader> Deliverer<U> {
         }
     }
 
-    /// The memory of records this environment settled, which adapters name records in.
-    pub(crate) fn memory(&self) -> &SettledMemory {
-        &self.memory
+    /// Names a record for the memory of settled records.
+    pub(crate) fn record_key(&self, parts: &[&str]) -> RecordKey {
+        self.memory.key(parts)
     }
 
     /// Delivers `items` and returns one outcome per item, in the same order.
@@ -165,7 +155,7 @@ impl<U: Uploader> Deliverer<U> {
     pub(crate) async fn deliver(
         &self,
         items: Vec<Item>,
-        source: Source,
+        source: SourceKind,
         deadline: Instant,
         metrics: &mut InvocationMetrics,
     ) -> Vec<Outcome> {
@@ -179,7 +169,7 @@ impl<U: Uploader> Deliverer<U> {
             uploader: &self.uploader,
             probe_chunks: &self.probe_chunks,
             settings: self.settings,
-            delivered_at_info: source == Source::Single,
+            delivered_at_info: source.one_item(),
             invoked,
             deadline,
             health: Health::default(),
@@ -191,7 +181,7 @@ impl<U: Uploader> Deliverer<U> {
         };
         self.clocks.note_invocation(seen, invoked, Instant::now());
         // Only a stream holds records behind a failing device: there, it may stall.
-        if source == Source::Stream {
+        if source.holds_order() {
             invocation
                 .decide_stalls(&mut runs, &self.clocks, &delivered_earlier, metrics)
                 .await;

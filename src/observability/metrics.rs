@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use crate::source_kind::SourceKind;
+
 /// Counters for one invocation, turned into EMF documents when it ends.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct InvocationMetrics {
@@ -161,7 +163,12 @@ pub fn emf_documents(
 }
 
 /// Writes the documents to stdout, one line each, as CloudWatch's EMF parser expects.
-pub(crate) fn emit_metrics(namespace: Option<&str>, mode: &str, metrics: &InvocationMetrics) {
+pub(crate) fn emit_metrics(
+    namespace: Option<&str>,
+    source: SourceKind,
+    metrics: &InvocationMetrics,
+) {
+    let mode = source.mode();
     let Some(namespace) = namespace else {
         return;
     };

@@ -24,12 +24,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::services::{BatchRecord, cause, log_batch};
+use super::services::{Batch, BatchRecord, cause, forward_batch};
 use super::{BatchRefused, Envelope, ForwardError, Response, Services, envelope};
-use crate::delivery::{Item, Refusal, Source, Undeliverable};
+use crate::delivery::{Item, Refusal, Undeliverable};
 use crate::event::{ChunkMessage, EventError, parse_rule_event, rule_json};
-use crate::observability::{InvocationMetrics, emit_metrics};
 use crate::quarantine::{FailureRecord, KinesisOrigin, KinesisOriginRecord, Origin};
+use crate::source_kind::SourceKind;
 
 /// Kinesis sequence numbers are decimal strings of up to 129 digits (Kinesis API `Record`).
 const MAX_SEQUENCE_DIGITS: usize = 129;
@@ -90,18 +90,32 @@ struct StreamRecord<'a> {
     sequence_number: String,
     stream: Cow<'a, str>,
     raw: &'a RawValue,
-    parsed: Option<KinesisRecord<'a>>,
-    /// The JSON the record's data holds, read once: the rule's event, or not one.
-    event: Option<Value>,
+    contents: Contents<'a>,
+}
+
+/// What could be read of a record.
+enum Contents<'a> {
+    /// Not readable as a Kinesis record: kept whole, as text, for inspection.
+    Unread,
+    /// A Kinesis record, with the JSON its data holds, read once, when it holds any: the rule's
+    /// event, or not one.
+    Read {
+        record: KinesisRecord<'a>,
+        event: Option<Value>,
+    },
 }
 
 impl StreamRecord<'_> {
+    fn parsed(&self) -> Option<&KinesisRecord<'_>> {
+        match &self.contents {
+            Contents::Read { record, .. } => Some(record),
+            Contents::Unread => None,
+        }
+    }
+
     /// Stream and shard position: what names the record across resends.
     fn identity(&self) -> String {
-        let event_id = self
-            .parsed
-            .as_ref()
-            .and_then(|record| record.event_id.as_deref());
+        let event_id = self.parsed().and_then(|record| record.event_id.as_deref());
         format!(
             "kinesis {} {}",
             self.stream,
@@ -110,11 +124,7 @@ impl StreamRecord<'_> {
     }
 
     fn arrived(&self) -> Option<SystemTime> {
-        let raw = self
-            .parsed
-            .as_ref()?
-            .kinesis
-            .approximate_arrival_timestamp?;
+        let raw = self.parsed()?.kinesis.approximate_arrival_timestamp?;
         let seconds: f64 = serde_json::from_str(raw.get()).ok()?;
         // Any JSON may stand here (an edited failure record, a direct invoke): a timestamp that
         // is negative, not a number or beyond what the clock holds is no time at all.
@@ -124,7 +134,7 @@ impl StreamRecord<'_> {
 
     /// The rule's event to replay: the record's JSON, when it is an object.
     fn request_payload(&self) -> Option<&Value> {
-        self.event.as_ref().filter(|event| event.is_object())
+        self.event().filter(|event| event.is_object())
     }
 }
 
@@ -134,7 +144,10 @@ impl BatchRecord for StreamRecord<'_> {
     }
 
     fn event(&self) -> Option<&Value> {
-        self.event.as_ref()
+        match &self.contents {
+            Contents::Read { event, .. } => event.as_ref(),
+            Contents::Unread => None,
+        }
     }
 
     fn failure_record(
@@ -143,7 +156,7 @@ impl BatchRecord for StreamRecord<'_> {
         undeliverable: &Undeliverable,
     ) -> FailureRecord {
         let request_payload = self.request_payload().cloned();
-        let record = match &self.parsed {
+        let record = match self.parsed() {
             Some(parsed) => KinesisOriginRecord::Read {
                 partition_key: parsed.kinesis.partition_key.as_deref().map(str::to_owned),
                 event_source_arn: self.stream.to_string(),
@@ -186,16 +199,27 @@ pub(crate) async fn forward(
     services: &Services<'_>,
     records: Vec<&RawValue>,
 ) -> Result<Response, ForwardError> {
-    let mut read = Vec::with_capacity(records.len());
-    for raw in records {
-        read.push(stream_record(raw).map_err(ForwardError::batch)?);
-    }
-    // A shard's batch arrives in order; sorting (stably) makes the order a guarantee of this
-    // code rather than an assumption about the caller, replays included.
-    read.sort_by(|(a, _), (b, _)| sequence_order(&a.sequence_number, &b.sequence_number));
-    let entries = read
-        .into_iter()
-        .map(|(record, message)| {
+    forward_batch::<Kinesis>(services, records).await
+}
+
+struct Kinesis;
+
+impl<'a> Batch<'a> for Kinesis {
+    const KIND: SourceKind = SourceKind::Kinesis;
+    type Record = StreamRecord<'a>;
+
+    fn read(
+        services: &Services<'_>,
+        records: Vec<&'a RawValue>,
+    ) -> Result<Vec<(StreamRecord<'a>, Item)>, BatchRefused> {
+        let mut read = records
+            .into_iter()
+            .map(stream_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        // A shard's batch arrives in order; sorting (stably) makes the order a guarantee of this
+        // code rather than an assumption about the caller, replays included.
+        read.sort_by(|(a, _), (b, _)| sequence_order(&a.sequence_number, &b.sequence_number));
+        let entries = read.into_iter().map(|(record, message)| {
             let item = Item {
                 content: message
                     .map_err(Refusal::from)
@@ -204,19 +228,17 @@ pub(crate) async fn forward(
                 arrived: record.arrived(),
             };
             (record, item)
-        })
-        .collect();
-    let mut metrics = InvocationMetrics::default();
-    let answered = services
-        .deliver_batch(entries, Source::Stream, &mut metrics)
-        .await;
-    let mut response = KinesisEventResponse::default();
-    for record in answered.iter().filter(|answered| !answered.settled) {
-        response.add_failure(record.record.sequence_number.clone());
+        });
+        Ok(entries.collect())
     }
-    log_batch(&metrics, "Kinesis", answered.iter());
-    emit_metrics(services.config.metrics_namespace(), "Stream", &metrics);
-    Ok(Response::Kinesis(response))
+
+    fn answer(failures: Vec<String>) -> Response {
+        let mut response = KinesisEventResponse::default();
+        for sequence_number in failures {
+            response.add_failure(sequence_number);
+        }
+        Response::Kinesis(response)
+    }
 }
 
 /// What a record's data holds: the rule's message, or why there is none.
@@ -246,29 +268,32 @@ fn stream_record(raw: &RawValue) -> Result<(StreamRecord<'_>, Read), BatchRefuse
     };
     let (sequence_number, stream) = head;
     if !is_sequence_number(&sequence_number) {
-        return Err(BatchRefused::new("Kinesis", "kinesis.sequenceNumber"));
+        return Err(BatchRefused::new(
+            SourceKind::Kinesis,
+            "kinesis.sequenceNumber",
+        ));
     }
     let Some(stream) = stream.filter(|stream| !stream.is_empty()) else {
-        return Err(BatchRefused::new("Kinesis", "eventSourceARN"));
+        return Err(BatchRefused::new(SourceKind::Kinesis, "eventSourceARN"));
     };
-    let (parsed, event, message) = match parsed {
-        Ok(parsed) => {
+    let (contents, message) = match parsed {
+        Ok(record) => {
             let event =
-                decoded(&parsed.kinesis).and_then(|data| rule_json(&data, "Kinesis record data"));
+                decoded(&record.kinesis).and_then(|data| rule_json(&data, "Kinesis record data"));
             let message = event
                 .as_ref()
                 .map_err(Clone::clone)
                 .and_then(parse_rule_event);
-            (Some(parsed), event.ok(), message)
+            let event = event.ok();
+            (Contents::Read { record, event }, message)
         }
-        Err(unreadable) => (None, None, Err(unreadable)),
+        Err(unreadable) => (Contents::Unread, Err(unreadable)),
     };
     let record = StreamRecord {
         sequence_number,
         stream,
         raw,
-        parsed,
-        event,
+        contents,
     };
     Ok((record, message))
 }
@@ -320,8 +345,10 @@ mod tests {
                 sequence_number: "1".to_owned(),
                 stream: Cow::Borrowed("arn:aws:kinesis:eu-west-1:1:stream/s"),
                 raw: &raw,
-                parsed: Some(parsed),
-                event: None,
+                contents: Contents::Read {
+                    record: parsed,
+                    event: None,
+                },
             };
             record.arrived()
         };

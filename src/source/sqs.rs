@@ -12,12 +12,12 @@ use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::services::{BatchRecord, cause, log_batch};
+use super::services::{Batch, BatchRecord, cause, forward_batch};
 use super::{BatchRefused, ForwardError, Response, Services};
-use crate::delivery::{Item, Refusal, Source, Undeliverable};
+use crate::delivery::{Item, Refusal, Undeliverable};
 use crate::event::{EventError, parse_rule_event, rule_json, unwrap_failure_record};
-use crate::observability::{InvocationMetrics, emit_metrics};
 use crate::quarantine::{FailureRecord, Origin, SqsOrigin};
+use crate::source_kind::SourceKind;
 
 /// The parts of an SQS record the function reads; everything else is skipped unparsed.
 #[derive(Deserialize)]
@@ -47,21 +47,32 @@ pub(crate) async fn forward(
     services: &Services<'_>,
     records: Vec<&RawValue>,
 ) -> Result<Response, ForwardError> {
-    let mut entries = Vec::with_capacity(records.len());
-    for record in records {
-        entries.push(received(services, record).map_err(ForwardError::batch)?);
+    forward_batch::<Sqs>(services, records).await
+}
+
+struct Sqs;
+
+impl Batch<'_> for Sqs {
+    const KIND: SourceKind = SourceKind::Sqs;
+    type Record = Received;
+
+    fn read(
+        services: &Services<'_>,
+        records: Vec<&RawValue>,
+    ) -> Result<Vec<(Received, Item)>, BatchRefused> {
+        records
+            .into_iter()
+            .map(|record| received(services, record))
+            .collect()
     }
-    let mut metrics = InvocationMetrics::default();
-    let answered = services
-        .deliver_batch(entries, Source::Queue, &mut metrics)
-        .await;
-    let mut response = SqsBatchResponse::default();
-    for message in answered.iter().filter(|answered| !answered.settled) {
-        response.add_failure(message.record.id.clone());
+
+    fn answer(failures: Vec<String>) -> Response {
+        let mut response = SqsBatchResponse::default();
+        for id in failures {
+            response.add_failure(id);
+        }
+        Response::Sqs(response)
     }
-    log_batch(&metrics, "SQS", answered.iter());
-    emit_metrics(services.config.metrics_namespace(), "Queued", &metrics);
-    Ok(Response::Sqs(response))
 }
 
 /// Reads one message. Failures are reported by message ID, and replays are told apart by the
@@ -78,8 +89,8 @@ fn received(services: &Services<'_>, record: &RawValue) -> Result<(Received, Ite
         Some(Message {
             message_id: Some(id),
             ..
-        }) if !id.is_empty() => return Err(BatchRefused::new("SQS", "eventSourceARN")),
-        _ => return Err(BatchRefused::new("SQS", "messageId")),
+        }) if !id.is_empty() => return Err(BatchRefused::new(SourceKind::Sqs, "eventSourceARN")),
+        _ => return Err(BatchRefused::new(SourceKind::Sqs, "messageId")),
     };
     let body = body
         .ok_or(EventError::MissingField("body"))
