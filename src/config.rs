@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -60,8 +61,8 @@ pub struct Config {
     request_timeout: Duration,
     /// `None` turns CloudWatch embedded metrics off.
     metrics_namespace: Option<String>,
-    batch_max_chunks: usize,
-    upload_concurrency: usize,
+    batch_max_chunks: NonZeroUsize,
+    upload_concurrency: NonZeroUsize,
     /// How long a stream device's failing record may hold its shard while other devices are
     /// delivered, before its records are set aside.
     stall_limit: Duration,
@@ -183,13 +184,10 @@ const METRICS_NAMESPACE: Variable<Option<String>> = plain(
     },
     "MemfaultChunkProxy",
 );
-const BATCH_MAX_CHUNKS: Variable<usize> = plain(
-    "MEMFAULT_BATCH_MAX_CHUNKS",
-    whole::<usize, 1, 10_000>,
-    "500",
-);
-const UPLOAD_CONCURRENCY: Variable<usize> =
-    plain("MEMFAULT_UPLOAD_CONCURRENCY", whole::<usize, 1, 256>, "64");
+const BATCH_MAX_CHUNKS: Variable<NonZeroUsize> =
+    plain("MEMFAULT_BATCH_MAX_CHUNKS", some::<10_000>, "500");
+const UPLOAD_CONCURRENCY: Variable<NonZeroUsize> =
+    plain("MEMFAULT_UPLOAD_CONCURRENCY", some::<256>, "64");
 const STALL_LIMIT: Variable<Duration> = plain(
     "MEMFAULT_STALL_LIMIT_SECONDS",
     |text| whole::<u64, 1, 604_800>(text).map(Duration::from_secs),
@@ -246,6 +244,12 @@ fn whole<T: TryFrom<u64>, const MIN: u64, const MAX: u64>(text: &str) -> Result<
         Ok(value) if (MIN..=MAX).contains(&number) => Ok(value),
         _ => Err(format!("must be between {MIN} and {MAX}")),
     }
+}
+
+/// A count from 1 to `MAX`.
+fn some<const MAX: u64>(text: &str) -> Result<NonZeroUsize, String> {
+    let count = whole::<usize, 1, MAX>(text)?;
+    NonZeroUsize::new(count).ok_or_else(|| format!("must be between 1 and {MAX}"))
 }
 
 fn millis<const MIN: u64, const MAX: u64>(text: &str) -> Result<Duration, String> {
@@ -390,11 +394,11 @@ impl Config {
         self.metrics_namespace.as_deref()
     }
 
-    pub(crate) fn batch_max_chunks(&self) -> usize {
+    pub(crate) fn batch_max_chunks(&self) -> NonZeroUsize {
         self.batch_max_chunks
     }
 
-    pub(crate) fn upload_concurrency(&self) -> usize {
+    pub(crate) fn upload_concurrency(&self) -> NonZeroUsize {
         self.upload_concurrency
     }
 
@@ -618,8 +622,8 @@ mod tests {
         assert_eq!(config.request_timeout, Duration::from_millis(4000));
         assert_eq!(config.time_budget.margin, Duration::from_millis(250));
         assert_eq!(config.metrics_namespace.as_deref(), Some("Fleet/Chunks"));
-        assert_eq!(config.batch_max_chunks, 100);
-        assert_eq!(config.upload_concurrency, 3);
+        assert_eq!(config.batch_max_chunks.get(), 100);
+        assert_eq!(config.upload_concurrency.get(), 3);
         assert_eq!(config.stall_limit, Duration::from_secs(45));
     }
 
@@ -659,7 +663,7 @@ mod tests {
     #[test]
     fn every_default_passes_its_own_check_and_the_published_constants_agree() {
         let config = config(&[]).unwrap();
-        assert_eq!(config.upload_concurrency, DEFAULT_UPLOAD_CONCURRENCY);
+        assert_eq!(config.upload_concurrency.get(), DEFAULT_UPLOAD_CONCURRENCY);
         assert_eq!(config.time_budget.margin, Duration::from_millis(500));
         assert_eq!(config.time_budget.write_budget, Duration::ZERO);
         assert_eq!(config.retry, RetryPolicy::default());

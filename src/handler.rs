@@ -42,7 +42,7 @@ impl Forwarder {
         let http = http_client::build(&ClientSettings {
             destinations: &config.destinations(),
             connect_timeout: config.connect_timeout(),
-            idle_per_host: config.upload_concurrency(),
+            idle_per_host: config.upload_concurrency().get(),
         })?;
         let quarantine = quarantine(&config, &http);
         let settings = Settings {

@@ -9,6 +9,7 @@
 //! from its identity.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 
 use futures_util::StreamExt as _;
 use serde::Serialize;
@@ -137,7 +138,7 @@ pub(crate) struct Quarantine {
     queue: QuarantineQueue,
     bucket: Option<StreamFailureBucket>,
     budget: TimeBudget,
-    concurrency: usize,
+    concurrency: NonZeroUsize,
 }
 
 impl Quarantine {
@@ -145,7 +146,7 @@ impl Quarantine {
         queue: QuarantineQueue,
         bucket: Option<StreamFailureBucket>,
         budget: TimeBudget,
-        concurrency: usize,
+        concurrency: NonZeroUsize,
     ) -> Self {
         Self {
             queue,
@@ -202,7 +203,7 @@ impl Quarantine {
                 results.extend(indices.map(|index| (index, Written::BehindFailedWrite)));
                 results
             })
-            .buffer_unordered(self.concurrency);
+            .buffer_unordered(self.concurrency.get());
         while let Some(results) = runs.next().await {
             for (index, written) in results {
                 if matches!(written, Written::Tried(Ok(()))) {

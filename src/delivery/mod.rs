@@ -27,6 +27,7 @@ mod stall;
 mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -70,9 +71,9 @@ pub(crate) struct Item {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
     /// Most chunks in one request.
-    pub batch_max_chunks: usize,
+    pub batch_max_chunks: NonZeroUsize,
     /// Most devices uploaded at once.
-    pub upload_concurrency: usize,
+    pub upload_concurrency: NonZeroUsize,
     /// How long a failing device may hold its stream while Memfault is up.
     pub stall_limit: Duration,
 }
@@ -314,9 +315,9 @@ impl Health {
 
     /// As many failing devices in a row as can run at once, with no delivery between them,
     /// is an outage rather than bad luck of a few devices.
-    fn failed_transiently(&self, upload_concurrency: usize) {
+    fn failed_transiently(&self, upload_concurrency: NonZeroUsize) {
         let failing = self.failing_devices.fetch_add(1, Ordering::Relaxed) + 1;
-        if failing >= upload_concurrency.max(1) {
+        if failing >= upload_concurrency.get() {
             self.outage.store(true, Ordering::Relaxed);
         }
     }
@@ -363,7 +364,7 @@ impl<U: Uploader> Invocation<'_, U> {
         let mut stream = std::pin::pin!(
             futures_util::stream::iter(devices)
                 .map(|device| self.deliver_device(device))
-                .buffer_unordered(self.settings.upload_concurrency.max(1))
+                .buffer_unordered(self.settings.upload_concurrency.get())
         );
         while let Some(run) = stream.next().await {
             runs.push(run);
@@ -396,7 +397,7 @@ impl<U: Uploader> Invocation<'_, U> {
                     run.delivered = true;
                     let at_info = self.delivered_at_info;
                     record_delivery(&mut run.metrics, &route, &upload, &delivery, at_info);
-                    run.settle(group, |_| Outcome::Delivered(delivery));
+                    run.record(group, |_| Outcome::Delivered(delivery));
                     continue;
                 }
                 // No attempt was made: the deadline, not Memfault, stopped this device.
@@ -415,7 +416,7 @@ impl<U: Uploader> Invocation<'_, U> {
                 pending.push_front(second);
                 pending.push_front(group);
             } else if error.concern() == Concern::Request {
-                run.settle(group, |_| {
+                run.record(group, |_| {
                     Outcome::SetAside(Undeliverable::Rejected(error.clone()))
                 });
             } else {
@@ -556,11 +557,11 @@ fn observed(runs: &[DeviceRun]) -> Observed<'_> {
 }
 
 /// A device's chunks in requests of at most `most` chunks, in order.
-fn requests(chunks: Vec<Chunk>, most: usize) -> VecDeque<Vec<Chunk>> {
+fn requests(chunks: Vec<Chunk>, most: NonZeroUsize) -> VecDeque<Vec<Chunk>> {
     let mut requests = VecDeque::new();
     let mut chunks = chunks.into_iter().peekable();
     while chunks.peek().is_some() {
-        requests.push_back(chunks.by_ref().take(most.max(1)).collect());
+        requests.push_back(chunks.by_ref().take(most.get()).collect());
     }
     requests
 }
@@ -594,7 +595,8 @@ impl DeviceRun {
         self.outcomes.iter().filter(not_started).count()
     }
 
-    fn settle(&mut self, chunks: Vec<Chunk>, outcome: impl Fn(&Chunk) -> Outcome) {
+    /// Records `outcome` for each of `chunks`, whatever it is: delivered, set aside or kept.
+    fn record(&mut self, chunks: Vec<Chunk>, outcome: impl Fn(&Chunk) -> Outcome) {
         self.outcomes.extend(
             chunks
                 .into_iter()
@@ -606,7 +608,7 @@ impl DeviceRun {
         if self.oldest_kept.is_none() {
             self.oldest_kept = chunks.first().and_then(|chunk| chunk.arrived);
         }
-        self.settle(chunks, outcome);
+        self.record(chunks, outcome);
     }
 
     fn keep_all(&mut self, chunks: Vec<Chunk>, reason: NotStarted) {

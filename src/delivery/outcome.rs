@@ -30,17 +30,17 @@ impl Refusal {
 pub(crate) enum Outcome {
     /// Memfault accepted it, from the request this invocation sent.
     Delivered(Delivery),
-    /// Retrying cannot help: it belongs in the failure store, with its data.
+    /// Retrying cannot help: it belongs in the quarantine, with its data.
     SetAside(Undeliverable),
     /// Retrying may help: the source keeps it for a later invocation.
     Kept(Kept),
     /// The source sent it again after this execution environment settled it (delivered it, or
-    /// stored it in the failure store): answered from memory, nothing sent or written again.
+    /// stored it in the quarantine): answered from memory, nothing sent or written again.
     Earlier(Settlement),
 }
 
 impl Outcome {
-    /// Settled before any failure-store write of this invocation: delivered now or earlier, or
+    /// Settled before any quarantine write of this invocation: delivered now or earlier, or
     /// set aside earlier.
     pub(crate) fn is_settled(&self) -> bool {
         matches!(self, Self::Delivered(_) | Self::Earlier(_))
@@ -111,7 +111,7 @@ impl Undeliverable {
         }
     }
 
-    /// What the failure store's record says happened.
+    /// What the quarantine's record says happened.
     pub(crate) fn condition(&self) -> &'static str {
         match self {
             Self::Stalled(_) => "Stalled",

@@ -129,8 +129,8 @@ fn text(chunk: &Bytes) -> String {
 
 fn settings() -> Settings {
     Settings {
-        batch_max_chunks: 500,
-        upload_concurrency: 4,
+        batch_max_chunks: NonZeroUsize::new(500).unwrap(),
+        upload_concurrency: NonZeroUsize::new(4).unwrap(),
         stall_limit: Duration::from_millis(40),
     }
 }
@@ -205,7 +205,7 @@ async fn a_devices_chunks_go_in_order_in_requests_of_at_most_the_batch_limit() {
     let core = deliverer(
         script,
         Settings {
-            batch_max_chunks: 2,
+            batch_max_chunks: NonZeroUsize::new(2).unwrap(),
             ..settings()
         },
     );
@@ -282,7 +282,7 @@ async fn a_transient_failure_keeps_the_device_and_holds_back_its_later_chunks_on
     let core = deliverer(
         Script::new(failing),
         Settings {
-            batch_max_chunks: 1,
+            batch_max_chunks: NonZeroUsize::new(1).unwrap(),
             ..settings()
         },
     );
@@ -314,7 +314,7 @@ async fn an_outage_stops_further_devices_from_starting() {
     let core = deliverer(
         Script::new(|_, _| Answer::Status(500)),
         Settings {
-            upload_concurrency: 2,
+            upload_concurrency: NonZeroUsize::new(2).unwrap(),
             ..settings()
         },
     );
@@ -346,7 +346,7 @@ async fn a_refused_key_stops_that_projects_devices_and_no_other() {
     let core = deliverer(
         Script::new(refused),
         Settings {
-            upload_concurrency: 1,
+            upload_concurrency: NonZeroUsize::new(1).unwrap(),
             ..settings()
         },
     );
@@ -426,7 +426,7 @@ async fn the_deadline_keeps_what_was_not_sent() {
     let core = deliverer(
         Script::new(first_only),
         Settings {
-            batch_max_chunks: 1,
+            batch_max_chunks: NonZeroUsize::new(1).unwrap(),
             ..settings()
         },
     );
