@@ -13,7 +13,7 @@ use crate::http_client::{self, ClientInitError, ClientSettings, HttpClient};
 use crate::memfault::MemfaultClient;
 use crate::quarantine::{Quarantine, RequestContext};
 use crate::quarantine_queue::QuarantineQueue;
-use crate::source::{self, Envelope, Services};
+use crate::source::{self, Services};
 use crate::source::{ForwardError, Response};
 use crate::stream_failure_bucket::StreamFailureBucket;
 
@@ -79,16 +79,7 @@ impl Forwarder {
             },
             deadline,
         };
-        let payload = event.payload.get();
-        match source::envelope(payload) {
-            Envelope::Direct => source::direct::forward(&services, payload).await,
-            Envelope::Sqs(records) => source::sqs::forward(&services, records).await,
-            Envelope::Kinesis(records) => source::kinesis::forward(&services, records).await,
-            Envelope::KinesisFailureRecord(batch) => {
-                source::kinesis::forward_failure_record(&services, &batch).await
-            }
-            Envelope::Malformed(what) => Err(source::malformed(what)),
-        }
+        source::forward(&services, event.payload.get()).await
     }
 }
 

@@ -52,69 +52,21 @@ pub(crate) struct FailureRecord {
     pub cause: Cause,
 }
 
-/// Where a record came from, written under the source's own key.
+/// Where a record came from: its source, and what its adapter says of the item there, written
+/// under the source's own key as Lambda's destination records do.
 #[derive(Debug, Clone)]
-pub(crate) enum Origin {
-    Direct,
-    Sqs(SqsOrigin),
-    Kinesis(KinesisOrigin),
-}
-
-/// The SQS message a record came from.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct SqsOrigin {
-    #[serde(rename = "messageId")]
-    pub message_id: String,
-    #[serde(rename = "eventSourceARN")]
-    pub event_source_arn: String,
-    /// The body as it came, when it held no rule event to replay (null when it was no text).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub body: Option<Option<String>>,
-}
-
-/// The Kinesis record a record came from.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct KinesisOrigin {
-    #[serde(rename = "sequenceNumber")]
-    pub sequence_number: String,
-    #[serde(flatten)]
-    pub record: KinesisOriginRecord,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub(crate) enum KinesisOriginRecord {
-    /// A record read as a Kinesis record.
-    Read {
-        #[serde(rename = "partitionKey")]
-        partition_key: Option<String>,
-        #[serde(rename = "eventSourceARN")]
-        event_source_arn: String,
-        #[serde(rename = "approximateArrivalTimestamp")]
-        approximate_arrival_timestamp: Value,
-        /// The record's data as it came, when it held no rule event to replay.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        data: Option<String>,
-    },
-    /// Not even readable as a Kinesis record: kept whole, as text, for inspection.
-    Unread { record: String },
+pub(crate) struct Origin {
+    source: SourceKind,
+    details: Value,
 }
 
 impl Origin {
-    fn key_and_details(&self) -> (&'static str, Value) {
-        let details = match self {
-            Self::Direct => Ok(json!({})),
-            Self::Sqs(origin) => serde_json::to_value(origin),
-            Self::Kinesis(origin) => serde_json::to_value(origin),
-        };
-        // Plain strings and JSON values: nothing here can fail to serialise.
-        let details = details.unwrap_or_default();
-        let kind = match self {
-            Self::Direct => SourceKind::Direct,
-            Self::Sqs(_) => SourceKind::Sqs,
-            Self::Kinesis(_) => SourceKind::Kinesis,
-        };
-        (kind.origin_key(), details)
+    /// `details` as JSON: plain strings and JSON values, which cannot fail to serialise.
+    pub(crate) fn new(source: SourceKind, details: &impl Serialize) -> Self {
+        Self {
+            source,
+            details: serde_json::to_value(details).unwrap_or_default(),
+        }
     }
 }
 
@@ -309,8 +261,7 @@ fn document(record: &FailureRecord, context: RequestContext<'_>) -> String {
             "errorMessage": record.cause.error_message,
         },
     });
-    let (key, details) = record.origin.key_and_details();
-    document[key] = details;
+    document[record.origin.source.origin_key()] = record.origin.details.clone();
     if let Some(payload) = &record.request_payload {
         document["requestPayload"] = payload.clone();
     }
@@ -354,6 +305,7 @@ mod tests {
         assert_eq!(now_rfc3339().len(), "2025-11-25T12:00:00.000Z".len());
     }
 
+    /// The origin as the record's document holds it, under the one key of its source.
     fn origin_of(origin: Origin) -> Value {
         let record = FailureRecord {
             identity: "id".into(),
@@ -386,54 +338,11 @@ mod tests {
 
     #[test]
     fn origins_are_written_under_their_sources_key_in_lambdas_words() {
-        assert_eq!(origin_of(Origin::Direct), json!({}));
-        let sqs = |body| {
-            origin_of(Origin::Sqs(SqsOrigin {
-                message_id: "m1".into(),
-                event_source_arn: "arn:q".into(),
-                body,
-            }))
-        };
+        let details = json!({"messageId": "m1"});
+        assert_eq!(origin_of(Origin::new(SourceKind::Sqs, &details)), details);
         assert_eq!(
-            sqs(None),
-            json!({"messageId": "m1", "eventSourceARN": "arn:q"})
-        );
-        assert_eq!(
-            sqs(Some(None)),
-            json!({"messageId": "m1", "eventSourceARN": "arn:q", "body": null})
-        );
-        assert_eq!(
-            sqs(Some(Some("text".into()))),
-            json!({"messageId": "m1", "eventSourceARN": "arn:q", "body": "text"})
-        );
-        let read = KinesisOriginRecord::Read {
-            partition_key: None,
-            event_source_arn: "arn:s".into(),
-            approximate_arrival_timestamp: json!(1700000000.5),
-            data: Some("AQ==".into()),
-        };
-        assert_eq!(
-            origin_of(Origin::Kinesis(KinesisOrigin {
-                sequence_number: "7".into(),
-                record: read,
-            })),
-            json!({
-                "sequenceNumber": "7",
-                "partitionKey": null,
-                "eventSourceARN": "arn:s",
-                "approximateArrivalTimestamp": 1700000000.5,
-                "data": "AQ=="
-            })
-        );
-        let unread = KinesisOriginRecord::Unread {
-            record: "{\"kinesis\": 1}".into(),
-        };
-        assert_eq!(
-            origin_of(Origin::Kinesis(KinesisOrigin {
-                sequence_number: "8".into(),
-                record: unread,
-            })),
-            json!({"sequenceNumber": "8", "record": "{\"kinesis\": 1}"})
+            origin_of(Origin::new(SourceKind::Direct, &json!({}))),
+            json!({})
         );
     }
 

@@ -126,7 +126,7 @@ async fn set_aside_now(
             .map(unwrap_failure_record)
             .filter(|payload| payload.is_object())
             .cloned(),
-        origin: Origin::Direct,
+        origin: Origin::new(SourceKind::Direct, &serde_json::json!({})),
         cause: cause(&undeliverable),
     };
     let record = ToSetAside {

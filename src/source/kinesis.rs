@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -28,7 +28,7 @@ use super::services::{Batch, BatchRecord, cause, forward_batch};
 use super::{BatchRefused, Envelope, ForwardError, Response, Services, envelope};
 use crate::delivery::{Item, Refusal, Undeliverable};
 use crate::event::{ChunkMessage, EventError, parse_rule_event, rule_json};
-use crate::quarantine::{FailureRecord, KinesisOrigin, KinesisOriginRecord, Origin};
+use crate::quarantine::{FailureRecord, Origin};
 use crate::source_kind::SourceKind;
 
 /// Kinesis sequence numbers are decimal strings of up to 129 digits (Kinesis API `Record`).
@@ -83,6 +83,34 @@ struct RecordHead<'a> {
 struct SequenceHead {
     #[serde(rename = "sequenceNumber")]
     sequence_number: String,
+}
+
+/// The Kinesis record a record came from.
+#[derive(Debug, Clone, Serialize)]
+struct KinesisOrigin {
+    #[serde(rename = "sequenceNumber")]
+    sequence_number: String,
+    #[serde(flatten)]
+    record: KinesisOriginRecord,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+enum KinesisOriginRecord {
+    /// A record read as a Kinesis record.
+    Read {
+        #[serde(rename = "partitionKey")]
+        partition_key: Option<String>,
+        #[serde(rename = "eventSourceARN")]
+        event_source_arn: String,
+        #[serde(rename = "approximateArrivalTimestamp")]
+        approximate_arrival_timestamp: Value,
+        /// The record's data as it came, when it held no rule event to replay.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<String>,
+    },
+    /// Not even readable as a Kinesis record: kept whole, as text, for inspection.
+    Unread { record: String },
 }
 
 /// One record of the batch, in the batch's order, with what its failure record needs.
@@ -177,10 +205,13 @@ impl BatchRecord for StreamRecord<'_> {
             identity: self.identity(),
             device_serial,
             request_payload,
-            origin: Origin::Kinesis(KinesisOrigin {
-                sequence_number: self.sequence_number.clone(),
-                record,
-            }),
+            origin: Origin::new(
+                SourceKind::Kinesis,
+                &KinesisOrigin {
+                    sequence_number: self.sequence_number.clone(),
+                    record,
+                },
+            ),
             cause: cause(undeliverable),
         }
     }
@@ -314,6 +345,41 @@ pub(crate) async fn forward_failure_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_origin_names_the_record_in_lambdas_words() {
+        let origin = |record| {
+            let origin = KinesisOrigin {
+                sequence_number: "7".into(),
+                record,
+            };
+            serde_json::to_value(origin).unwrap()
+        };
+        let read = KinesisOriginRecord::Read {
+            partition_key: None,
+            event_source_arn: "arn:s".into(),
+            approximate_arrival_timestamp: json!(1700000000.5),
+            data: Some("AQ==".into()),
+        };
+        assert_eq!(
+            origin(read),
+            json!({
+                "sequenceNumber": "7",
+                "partitionKey": null,
+                "eventSourceARN": "arn:s",
+                "approximateArrivalTimestamp": 1700000000.5,
+                "data": "AQ=="
+            })
+        );
+        let unread = KinesisOriginRecord::Unread {
+            record: "{\"kinesis\": 1}".into(),
+        };
+        assert_eq!(
+            origin(unread),
+            json!({"sequenceNumber": "7", "record": "{\"kinesis\": 1}"})
+        );
+    }
 
     #[test]
     fn sequence_numbers_are_decimal_strings_in_numeric_order() {

@@ -8,7 +8,7 @@
 //! quarantine dead-letter queue.
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -16,7 +16,7 @@ use super::services::{Batch, BatchRecord, cause, forward_batch};
 use super::{BatchRefused, ForwardError, Response, Services};
 use crate::delivery::{Item, Refusal, Undeliverable};
 use crate::event::{EventError, parse_rule_event, rule_json, unwrap_failure_record};
-use crate::quarantine::{FailureRecord, Origin, SqsOrigin};
+use crate::quarantine::{FailureRecord, Origin};
 use crate::source_kind::SourceKind;
 
 /// The parts of an SQS record the function reads; everything else is skipped unparsed.
@@ -42,6 +42,18 @@ struct Received {
 
 /// A body that holds no JSON: kept as it came (none when it was no text), for inspection.
 struct Body(Option<String>);
+
+/// The SQS message a record came from.
+#[derive(Debug, Clone, Serialize)]
+struct SqsOrigin {
+    #[serde(rename = "messageId")]
+    message_id: String,
+    #[serde(rename = "eventSourceARN")]
+    event_source_arn: String,
+    /// The body as it came, when it held no rule event to replay (null when it was no text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<Option<String>>,
+}
 
 pub(crate) async fn forward(
     services: &Services<'_>,
@@ -158,12 +170,45 @@ impl BatchRecord for Received {
             identity: format!("sqs {} {}", self.queue_arn, self.id),
             device_serial,
             request_payload,
-            origin: Origin::Sqs(SqsOrigin {
-                message_id: self.id.clone(),
-                event_source_arn: self.queue_arn.clone(),
-                body,
-            }),
+            origin: Origin::new(
+                SourceKind::Sqs,
+                &SqsOrigin {
+                    message_id: self.id.clone(),
+                    event_source_arn: self.queue_arn.clone(),
+                    body,
+                },
+            ),
             cause: cause(undeliverable),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_origin_names_the_message_in_lambdas_words() {
+        let origin = |body| {
+            let origin = SqsOrigin {
+                message_id: "m1".into(),
+                event_source_arn: "arn:q".into(),
+                body,
+            };
+            serde_json::to_value(origin).unwrap()
+        };
+        assert_eq!(
+            origin(None),
+            json!({"messageId": "m1", "eventSourceARN": "arn:q"})
+        );
+        assert_eq!(
+            origin(Some(None)),
+            json!({"messageId": "m1", "eventSourceARN": "arn:q", "body": null})
+        );
+        assert_eq!(
+            origin(Some(Some("text".into()))),
+            json!({"messageId": "m1", "eventSourceARN": "arn:q", "body": "text"})
+        );
     }
 }
