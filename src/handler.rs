@@ -7,6 +7,7 @@ use lambda_runtime::LambdaEvent;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
+use crate::aws::AwsClient;
 use crate::config::Config;
 use crate::delivery::{Deliverer, Settings};
 use crate::http_client::{self, ClientInitError, ClientSettings, HttpClient};
@@ -83,23 +84,18 @@ impl Forwarder {
     }
 }
 
-/// The quarantine queue and the stream failure bucket, when configured, on the shared client.
+/// The quarantine queue and the stream failure bucket, when configured, written as the
+/// execution role on the shared client.
 fn quarantine(config: &Config, http: &HttpClient) -> Option<Quarantine> {
     let settings = config.quarantine()?;
-    let timeout = config.request_timeout();
-    let identity = &settings.identity;
-    let queue = QuarantineQueue::new(
-        settings.queue.clone(),
-        identity.clone(),
-        http.clone(),
-        timeout,
-    );
-    let bucket = settings
-        .bucket
-        .clone()
-        .map(|url| StreamFailureBucket::new(url, identity.clone(), http.clone(), timeout));
+    let aws = AwsClient {
+        identity: settings.identity.clone(),
+        http: http.clone(),
+        request_timeout: config.request_timeout(),
+    };
+    let bucket = (settings.bucket.clone()).map(|url| StreamFailureBucket::new(url, aws.clone()));
     Some(Quarantine::new(
-        queue,
+        QuarantineQueue::new(settings.queue.clone(), aws),
         bucket,
         config.time_budget(),
         config.upload_concurrency(),

@@ -7,15 +7,12 @@
 //! by the next invocation, is stored once, and a device's records replay in the order they were
 //! written. A standard queue gets neither.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::aws::{AwsIdentity, AwsRequest, QueueUrl, StoreError};
-use crate::http_client::HttpClient;
+use crate::aws::{AwsClient, AwsRequest, QueueUrl, StoreError};
 
 const SQS_TARGET: &str = "AmazonSQS.SendMessage";
 const SQS_CONTENT_TYPE: &str = "application/x-amz-json-1.0";
@@ -27,24 +24,12 @@ pub(crate) const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// Sends failure records to the queue. Shares the function's HTTP client and its connections.
 pub(crate) struct QuarantineQueue {
     url: QueueUrl,
-    identity: AwsIdentity,
-    http: HttpClient,
-    request_timeout: Duration,
+    aws: AwsClient,
 }
 
 impl QuarantineQueue {
-    pub(crate) fn new(
-        url: QueueUrl,
-        identity: AwsIdentity,
-        http: HttpClient,
-        request_timeout: Duration,
-    ) -> Self {
-        Self {
-            url,
-            identity,
-            http,
-            request_timeout,
-        }
+    pub(crate) fn new(url: QueueUrl, aws: AwsClient) -> Self {
+        Self { url, aws }
     }
 
     /// Whether `arn` (an SQS record's `eventSourceARN`) names this queue.
@@ -80,8 +65,6 @@ impl QuarantineQueue {
             ],
             body: Bytes::from(call.to_string()),
         };
-        request
-            .send(&self.http, &self.identity, self.request_timeout, deadline)
-            .await
+        self.aws.send(request, deadline).await
     }
 }

@@ -3,35 +3,20 @@
 //! does not hold its shard until the mapping gives up on it. Its key is derived from the record's
 //! identity, so a write repeated after a timeout replaces the same object.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use tokio::time::Instant;
 
-use crate::aws::{AwsIdentity, AwsRequest, BucketUrl, StoreError};
-use crate::http_client::HttpClient;
+use crate::aws::{AwsClient, AwsRequest, BucketUrl, StoreError};
 
 pub(crate) struct StreamFailureBucket {
     url: BucketUrl,
-    identity: AwsIdentity,
-    http: HttpClient,
-    request_timeout: Duration,
+    aws: AwsClient,
 }
 
 impl StreamFailureBucket {
-    pub(crate) fn new(
-        url: BucketUrl,
-        identity: AwsIdentity,
-        http: HttpClient,
-        request_timeout: Duration,
-    ) -> Self {
-        Self {
-            url,
-            identity,
-            http,
-            request_timeout,
-        }
+    pub(crate) fn new(url: BucketUrl, aws: AwsClient) -> Self {
+        Self { url, aws }
     }
 
     /// Puts one object; `Ok` once S3 has stored it.
@@ -49,8 +34,6 @@ impl StreamFailureBucket {
             headers: &[(CONTENT_TYPE.as_str(), "application/json")],
             body: Bytes::copy_from_slice(document.as_bytes()),
         };
-        request
-            .send(&self.http, &self.identity, self.request_timeout, deadline)
-            .await
+        self.aws.send(request, deadline).await
     }
 }

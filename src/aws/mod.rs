@@ -4,4 +4,4 @@ mod destination;
 mod request;
 
 pub(crate) use destination::{AwsIdentity, BucketUrl, QueueUrl};
-pub(crate) use request::{AwsRequest, StoreError};
+pub(crate) use request::{AwsClient, AwsRequest, StoreError};

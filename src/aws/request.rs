@@ -45,6 +45,29 @@ pub(crate) enum StoreError {
     },
 }
 
+/// The function's AWS writes as one identity on the shared HTTP client: built once at init and
+/// handed to the quarantine queue and the stream failure bucket alike.
+#[derive(Clone)]
+pub(crate) struct AwsClient {
+    pub identity: AwsIdentity,
+    pub http: HttpClient,
+    pub request_timeout: Duration,
+}
+
+impl AwsClient {
+    /// Signs and sends `request`; `Ok` for a 2xx answer within the request timeout and before
+    /// `deadline`.
+    pub(crate) async fn send(
+        &self,
+        request: AwsRequest<'_>,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        request
+            .send(&self.http, &self.identity, self.request_timeout, deadline)
+            .await
+    }
+}
+
 /// One signed AWS request: `service` is SigV4's name for it (`sqs`, `s3`).
 pub(crate) struct AwsRequest<'a> {
     pub service: &'static str,
@@ -96,7 +119,7 @@ impl AwsRequest<'_> {
 
     /// Signs and sends the request; `Ok` for a 2xx answer within `request_timeout` and before
     /// `deadline`.
-    pub(crate) async fn send(
+    async fn send(
         &self,
         http: &HttpClient,
         identity: &AwsIdentity,
