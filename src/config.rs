@@ -666,7 +666,12 @@ mod tests {
         assert_eq!(config.upload_concurrency.get(), DEFAULT_UPLOAD_CONCURRENCY);
         assert_eq!(config.time_budget.margin, Duration::from_millis(500));
         assert_eq!(config.time_budget.write_budget, Duration::ZERO);
-        assert_eq!(config.retry, RetryPolicy::default());
+        let retry = RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+        };
+        assert_eq!(config.retry, retry);
         assert_eq!(config.stall_limit, Duration::from_secs(300));
         assert!(config.quarantine.is_none());
     }

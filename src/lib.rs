@@ -33,7 +33,6 @@ pub use http_client::USER_AGENT_VALUE;
 pub use init_error::report_init_error;
 pub use observability::{InvocationMetrics, emf_documents, init_logging};
 pub use redact::redact;
-pub use retry::RetryPolicy;
 pub use routing::{Claims, KeySource, ProjectKey, ProjectKeys, Router, TopicPattern};
 pub use settled::SettledMemory;
 pub use source::{Delivered, DeliveredEarlier, ForwardError, Response, SetAside};

@@ -3,24 +3,16 @@
 
 use std::time::{Duration, SystemTime};
 
+/// How an upload is retried: `MEMFAULT_MAX_ATTEMPTS`, `MEMFAULT_RETRY_BASE_DELAY_MS` and
+/// `MEMFAULT_RETRY_MAX_DELAY_MS`, checked and defaulted in src/config.rs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Attempts per upload, the first one included.
     pub max_attempts: u32,
     /// The backoff ceiling before the first retry; it doubles for each later retry.
     pub base_delay: Duration,
     /// No backoff waits longer than this, whatever the attempt number.
     pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(5),
-        }
-    }
 }
 
 impl RetryPolicy {
