@@ -8,8 +8,11 @@ SHELL := /bin/bash
 CARGO ?= cargo
 # The sample event of `local`, `watch` and `invoke` (its settings, if any: the .env file beside it).
 EVENT ?= events/heartbeat.json
-# The CloudFormation stack of `deploy`, `smoke` and `replay-stream`.
+# The CloudFormation stack of `smoke` and `replay-stream`; given to `deploy` or `deploy-guided`, it replaces CONFIG_ENV's stack_name.
 STACK ?= memfault-chunk-proxy
+# Set only when STACK is given (command line or environment), not its default: the deploys then
+# keep the stack of CONFIG_ENV in samconfig.toml.
+STACK_GIVEN := $(if $(filter command line environment,$(origin STACK)),$(STACK))
 # The samconfig.toml environment of `deploy` and `deploy-guided` (default, dev, prod, or a new one for `deploy-guided`).
 CONFIG_ENV ?= default
 # Parameters for `deploy` and `deploy-guided`, "Name=Value Name=Value", merged over CONFIG_ENV's saved ones.
@@ -140,11 +143,11 @@ sam-build: ## sam build for ARCH=arm64|x86_64 into .aws-sam/build-ARCH
 
 .PHONY: deploy-guided
 deploy-guided: sam-build ## First deploy: sam deploy --guided of .aws-sam/build-ARCH, answers saved to CONFIG_ENV in samconfig.toml (PARAMS: defaults to offer)
-	@$(WITH_VENV) ARCH=$(ARCH) python3 infra/sam_deploy.py guided
+	@$(WITH_VENV) ARCH=$(ARCH) STACK="$(STACK_GIVEN)" python3 infra/sam_deploy.py guided
 
 .PHONY: deploy
 deploy: sam-build ## sam deploy of .aws-sam/build-ARCH with CONFIG_ENV's answers in samconfig.toml, PARAMS="Name=Value ..." merged over them
-	@$(WITH_VENV) ARCH=$(ARCH) python3 infra/sam_deploy.py deploy
+	@$(WITH_VENV) ARCH=$(ARCH) STACK="$(STACK_GIVEN)" python3 infra/sam_deploy.py deploy
 
 .PHONY: deploy-path
 deploy-path: ## The documented deploy commands, driven against a local AWS API (moto server) up to the stack change
@@ -159,14 +162,8 @@ smoke: ## Publish a test chunk to the deployed STACK through IoT Core and wait f
 	DRY_RUN=$(DRY_RUN) python3 infra/smoke.py "$(STACK)"
 
 .PHONY: deploy-cargo-lambda
-deploy-cargo-lambda: lambda-build ## cargo lambda deploy of target/lambda/ARCH with LAMBDA_ROLE_ARN and MEMFAULT_* from the environment
-	@test -n "$(LAMBDA_ROLE_ARN)" || { echo "Set LAMBDA_ROLE_ARN to the function's execution role"; exit 1; }
-	$(WITH_VENV) cargo lambda deploy --lambda-dir target/lambda/$(ARCH) --iam-role "$(LAMBDA_ROLE_ARN)" \
-	  --env-var MEMFAULT_CHUNKS_URL=$${MEMFAULT_CHUNKS_URL:-https://chunks.memfault.com} \
-	  --env-var MEMFAULT_PROJECT_KEY=$${MEMFAULT_PROJECT_KEY:-} \
-	  --env-var "MEMFAULT_TOPIC_PATTERN=$${MEMFAULT_TOPIC_PATTERN:-prod/+/{device_serial}/memfault/{project_key}/chunk}" \
-	  --memory 128 --timeout 30 --tag project=$(STACK) \
-	  memfault-chunk-proxy
+deploy-cargo-lambda: lambda-build ## cargo lambda deploy of target/lambda/ARCH with LAMBDA_ROLE_ARN and every MEMFAULT_* variable set in the environment
+	@$(WITH_VENV) ARCH=$(ARCH) LAMBDA_ROLE_ARN="$(LAMBDA_ROLE_ARN)" STACK="$(STACK)" python3 infra/cargo_lambda_deploy.py
 
 .PHONY: replay-stream
 replay-stream: ## Stream mode: replay the batches in the stream failure bucket of STACK (AWS CLI)

@@ -16,7 +16,16 @@ What is checked, in README.md and docs/*.md:
 - no command calls a bare `sam`: a shell block line, or an inline command, starting `sam <sub>`
   (`.venv` holds the SAM CLI, the build is in .aws-sam/build-<arch> and samconfig.toml has
   environments: `make deploy`, `make deploy-guided`, `make sam-build` and `make validate` drive
-  it). INLINE_SAM_ALLOWED lists the inline mentions that name a check rather than give a command.
+  it). INLINE_SAM_ALLOWED lists the inline mentions that name a check rather than give a command;
+- each dollar amount (`$0.418`, `$87,844`, `$3`) is a figure infra/cost_model.py produces (a
+  price, a table cell or a figure it quotes), as rounded in the text: a price or total that the
+  model does not produce has drifted from it;
+- docs/cost-model.md holds the model's fleet tables exactly as `python3 infra/cost_model.py`
+  prints them;
+- a table row giving a template parameter's default (`| `Name` | `value` |`) or a fixed
+  setting's value (a key of Mappings: Tuning) gives the template's; a value given in the text as
+  `Name` N, `Name` of N or `Name=N` is one the template allows for a parameter (its bounds and
+  allowed values), and is the template's for a fixed setting, which no deploy changes.
 
 The template is read as text (the layout cfn-lint and the template tests keep: a section at
 column 0, its entries at two spaces, mapping keys deeper), so that lint needs no venv;
@@ -128,6 +137,11 @@ INLINE_SAM_ALLOWED = {
 }
 
 
+MONEY = re.compile(r"\$(\d[\d,]*(?:\.\d+)?)")
+TABLE_ROW = re.compile(r"^\| `([A-Za-z0-9]+)` \| (?:`([^`]*)`|(empty)) \|", re.MULTILINE)
+SETTING_IN_TEXT = re.compile(r"`([A-Z][A-Za-z0-9]+)(?:`(?: of)? |=)(-?\d+)\b")
+
+
 @dataclass
 class Known:
     template: set[str] = field(default_factory=set)
@@ -135,6 +149,10 @@ class Known:
     src_text: str = ""
     src_strings: set[str] = field(default_factory=set)
     code_words: set[str] = field(default_factory=set)
+    parameters: dict[str, dict[str, str]] = field(default_factory=dict)
+    tuning: dict[str, str] = field(default_factory=dict)
+    figures: set[float] = field(default_factory=set)
+    cost_tables: str = ""
 
     def names(self) -> set[str]:
         return self.template | self.metrics | self.code_words | set(ALLOWED)
@@ -159,6 +177,41 @@ def template_names(text: str) -> tuple[set[str], set[str]]:
     return names, metrics
 
 
+def template_settings(text: str) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """Each parameter's Default, MinValue, MaxValue and AllowedValues, and each Mappings: Tuning
+    value, from the template's text (the layout described above)."""
+    parameters: dict[str, dict[str, str]] = {}
+    tuning: dict[str, str] = {}
+    section, name, mapping = None, None, None
+    for line in text.splitlines():
+        top = re.fullmatch(r"([A-Za-z]+):.*", line)
+        if top:
+            section = top.group(1)
+            continue
+        if section == "Parameters":
+            if entry := re.fullmatch(r"  ([A-Za-z0-9]+):\s*", line):
+                name = entry.group(1)
+                parameters[name] = {}
+            elif name and (prop := re.fullmatch(r"    (Default|MinValue|MaxValue|AllowedValues): (.*)", line)):
+                parameters[name][prop.group(1)] = prop.group(2).strip().strip('"')
+        elif section == "Mappings":
+            if entry := re.fullmatch(r"  ([A-Za-z0-9]+):\s*", line):
+                mapping = entry.group(1)
+            elif mapping == "Tuning" and (value := re.fullmatch(r"      ([A-Za-z0-9]+): (\S+)", line)):
+                tuning[value.group(1)] = value.group(2).strip('"')
+    return parameters, tuning
+
+
+def cost_figures(repo: Path) -> tuple[set[float], str]:
+    """The cost model's figures and fleet tables; the model reads this repository's template."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("cost_model", repo / "infra" / "cost_model.py")
+    model = importlib.util.module_from_spec(spec)
+    sys.modules["cost_model"] = model  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(model)
+    return model.figures(), model.fleet_tables()
+
+
 def known(repo: Path) -> Known:
     template, template_metrics = template_names((repo / "template.yaml").read_text())
     src_text = "\n".join(path.read_text() for path in sorted((repo / "src").rglob("*.rs")))
@@ -168,8 +221,56 @@ def known(repo: Path) -> Known:
     code = [path for folder in ("src", "tests", "examples", "benches")
             for path in sorted((repo / folder).rglob("*")) if path.suffix in (".rs", ".py")]
     words = set(re.findall(r"\b[A-Z][A-Za-z0-9]+\b", "\n".join(p.read_text() for p in code)))
+    parameters, tuning = template_settings((repo / "template.yaml").read_text())
+    figures, cost_tables = cost_figures(repo)
     return Known(template, metrics, src_text, {s for s in literals if re.fullmatch(r"[a-z_]+", s)},
-                 {w for w in words if CAMEL.fullmatch(w)})
+                 {w for w in words if CAMEL.fullmatch(w)}, parameters, tuning, figures, cost_tables)
+
+
+def money_problems(text: str, names: Known) -> list[str]:
+    problems = []
+    prose = INLINE.sub("", FENCE.sub("", text))
+    for amount in dict.fromkeys(MONEY.findall(prose)):
+        digits = amount.replace(",", "")
+        places = len(digits.partition(".")[2])
+        if not any(round(figure, places) == round(float(digits), places) for figure in names.figures):
+            problems.append(f"${amount}: infra/cost_model.py produces no such figure (python3 "
+                            "infra/cost_model.py prints them; a price goes in its PRICES, with its source)")
+    return problems
+
+
+def allowed_value(spec: dict[str, str], value: str) -> bool:
+    if "AllowedValues" in spec:
+        return value in [v.strip().strip('"') for v in spec["AllowedValues"].strip("[]").split(",")]
+    low, high = spec.get("MinValue"), spec.get("MaxValue")
+    return (low is None or int(value) >= int(low)) and (high is None or int(value) <= int(high))
+
+
+def setting_problems(text: str, names: Known) -> list[str]:
+    problems = []
+    for name, value, empty in TABLE_ROW.findall(FENCE.sub("", text)):
+        value = "" if empty else value
+        if name in names.parameters and "Default" in names.parameters[name]:
+            default = names.parameters[name]["Default"]
+            if value != default:
+                problems.append(f"`{name}`: the table gives the default {value or 'empty'}, the "
+                                f"template's is {default or 'empty'}")
+        elif name in names.tuning and value != names.tuning[name]:
+            problems.append(f"`{name}`: the table gives {value}, the template's Mappings: Tuning "
+                            f"{names.tuning[name]}")
+    for name, value in SETTING_IN_TEXT.findall(FENCE.sub("", text)):
+        if name in names.tuning and value != names.tuning[name]:
+            problems.append(f"`{name}` {value}: a fixed setting, the template's Mappings: Tuning "
+                            f"has {names.tuning[name]} (no parameter changes it)")
+        elif name in names.parameters and not allowed_value(names.parameters[name], value):
+            problems.append(f"`{name}` {value}: the template's parameter does not allow it")
+    return problems
+
+
+def cost_table_problems(document: str, text: str, names: Known) -> list[str]:
+    if document != "docs/cost-model.md" or names.cost_tables in text:
+        return []
+    return ["the fleet tables differ from what `python3 infra/cost_model.py` prints: paste its output"]
 
 
 def sam_problems(text: str) -> list[str]:
@@ -249,7 +350,10 @@ def main(argv: list[str]) -> int:
     failures = 0
     for document in documents(repo):
         text = document.read_text()
-        found = sam_problems(text) + name_problems(text, names) + link_problems(document, text)
+        name = document.relative_to(repo).as_posix()
+        found = (sam_problems(text) + name_problems(text, names) + link_problems(document, text)
+                 + money_problems(text, names) + setting_problems(text, names)
+                 + cost_table_problems(name, text, names))
         for problem in dict.fromkeys(found):
             print(f"{document.relative_to(repo)}: {problem}")
             failures += 1

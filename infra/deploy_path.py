@@ -16,10 +16,12 @@ From copies of the repository (so that a guided run's answers do not touch this 
      leave a change set of the stack of its CONFIG_ENV carrying each PARAMS value and
      Architecture=ARCH, its printed command must not show a project key in full, and every PARAMS
      name must be a template parameter whose value the template allows.
-  4. Every JSON payload of `aws iot replace-topic-rule` in docs/recipes.md (a ```json block after
-     `<!-- topic-rule-payload -->`), placeholders replaced, is given to IoT's ReplaceTopicRule,
-     and the recipe's role (trust and policy documents) to IAM's CreateRole and PutRolePolicy:
-     AWS's own request models check their shape.
+  4. Recipe 2 of docs/recipes.md, attaching the function to a rule of the user's, for each mode:
+     its files (a ```json block after `<!-- file NAME [MODE] -->`) written, its commands (the ```sh
+     blocks after `<!-- run [MODE] -->`) run as written by the AWS CLI, placeholders replaced by
+     what a stack of that mode has (a stand-in function, ingest queue or stream). Then the user's
+     rule must hold its own action and the function's, the recipe's SQL and error action, and the
+     role its policy; in Direct mode the function must let IoT invoke it for that rule.
 
 AWS is moto server (PyPI, pinned in infra/requirements-moto.txt) on loopback, through
 AWS_ENDPOINT_URL, with made-up credentials: nothing leaves the machine. Two stand-ins, each for
@@ -49,6 +51,7 @@ import sys
 import tempfile
 import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import boto3
@@ -289,47 +292,114 @@ def documented_deploy(parent: Path, number: int, line: str, env: dict[str, str],
         raise Failed(f"{line}: change set parameters of {stack} (wanted, given): {wrong}")
 
 
-def documented_rule_payloads() -> list[str]:
-    return [PLACEHOLDER.sub(made_up, body) for body in
-            re.findall(r"^<!-- topic-rule-payload -->\n```json\n(.*?)^```", RECIPES.read_text(),
-                       re.MULTILINE | re.DOTALL)] if RECIPES.exists() else []
+RECIPE_FILE = re.compile(r"^<!-- file (\S+)(?: (\w+))? -->\n```json\n(.*?)^```", re.MULTILINE | re.DOTALL)
+RECIPE_RUN = re.compile(r"^<!-- run(?: (\w+))? -->\n```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)
+MODES = ("Direct", "Queued", "Stream")
+# moto's account, and a region of the recipe's own: the AWS CLI v1 sends SQS requests in most
+# regions (us-east-1 among them) to the service's legacy host, whatever AWS_ENDPOINT_URL says
+# (awscli.customizations.overridesslcommonname); me-central-1, where moto has IoT, is not among them.
+ACCOUNT, REGION = "123456789012", "me-central-1"
+# The user's rule before the recipe: another action of theirs, which the recipe must keep.
+USERS_RULE = {"sql": "SELECT * FROM 'prod/+/+/memfault/#'", "description": "the fleet's own rule",
+              "awsIotSqlVersion": "2016-03-23", "ruleDisabled": False,
+              "actions": [{"republish": {"topic": "archive/${topic()}", "qos": 0,
+                                         "roleArn": f"arn:aws:iam::{ACCOUNT}:role/fleet-archive"}}]}
 
 
-def documented_block(marker: str) -> str:
-    found = re.search(rf"^<!-- {marker} -->\n```json\n(.*?)^```", RECIPES.read_text(),
-                      re.MULTILINE | re.DOTALL)
-    if not found:
-        raise Failed(f"docs/recipes.md has no <!-- {marker} --> block")
-    return PLACEHOLDER.sub(lambda m: "123456789012" if "account" in m.group(1) else
-                           "us-east-1" if "region" in m.group(1) else made_up(m), found.group(1))
+def client(service: str):
+    return boto3.client(service, region_name=REGION)
 
 
-def check_rule_role() -> None:
-    """The recipe's role for the rule's SQS or Kinesis action, through IAM's own API."""
-    iam = boto3.client("iam")
-    iam.create_role(RoleName="fleet-rule-to-chunk-proxy",
-                    AssumeRolePolicyDocument=documented_block("iam-trust-policy"))
-    iam.put_role_policy(RoleName="fleet-rule-to-chunk-proxy", PolicyName="put-stream-records",
-                        PolicyDocument=documented_block("iam-role-policy"))
+def stack_stand_ins(mode: str) -> dict[str, str]:
+    """What a stack of the mode has that the recipe names, created in moto: its outputs."""
+    if mode == "Direct":
+        role = client("iam").create_role(
+            RoleName="stand-in-function-role", AssumeRolePolicyDocument=json.dumps({
+                "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                        "Principal": {"Service": "lambda.amazonaws.com"}}]}))
+        function = client("lambda").create_function(
+            FunctionName="memfault-chunk-proxy", Runtime="provided.al2023", Handler="bootstrap",
+            Role=role["Role"]["Arn"], Code={"ZipFile": stand_in_zip()})
+        return {"FunctionArn": function["FunctionArn"]}
+    if mode == "Queued":
+        sqs = client("sqs")
+        url = sqs.create_queue(QueueName="memfault-chunk-proxy-IngestQueue")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        return {"IngestQueueUrl": url, "IngestQueueArn": arn}
+    kinesis = client("kinesis")
+    kinesis.create_stream(StreamName="memfault-chunk-proxy-IngestStream", ShardCount=1)
+    arn = kinesis.describe_stream_summary(
+        StreamName="memfault-chunk-proxy-IngestStream")["StreamDescriptionSummary"]["StreamARN"]
+    return {"IngestStreamName": "memfault-chunk-proxy-IngestStream", "IngestStreamArn": arn}
 
 
-def check_rule_payloads() -> int:
-    iot = boto3.client("iot")
-    payloads = documented_rule_payloads()
-    for number, text in enumerate(payloads):
-        payload = json.loads(text)
-        name = f"existing_rule_{number}"
-        iot.create_topic_rule(ruleName=name, topicRulePayload={
-            "sql": "SELECT * FROM 'prod/#'", "actions": []})
-        iot.replace_topic_rule(ruleName=name, topicRulePayload=payload)
-        if iot.get_topic_rule(ruleName=name)["rule"]["sql"] != payload["sql"]:
-            raise Failed(f"the rule payload {number} was not applied")
-    return len(payloads)
+def stand_in_zip() -> bytes:
+    import io
+    import zipfile
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("bootstrap", "#!/bin/sh\n")
+    return buffer.getvalue()
+
+
+def recipe_text(text: str, values: dict[str, str]) -> str:
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "account id":
+            return ACCOUNT
+        if name == "region":
+            return REGION
+        if name not in values:
+            raise Failed(f"docs/recipes.md, recipe 2: no value for the placeholder <{name}>")
+        return values[name]
+    return PLACEHOLDER.sub(value, text)
+
+
+def run_recipe(parent: Path, env: dict[str, str], port: int, mode: str) -> None:
+    """Step 4 for one mode, in a folder of its own and a moto emptied first."""
+    recipes = RECIPES.read_text()
+    files = [(name, body) for name, only, body in RECIPE_FILE.findall(recipes) if only in ("", mode)]
+    commands = [body for only, body in RECIPE_RUN.findall(recipes) if only in ("", mode)]
+    if not commands or "function-part.json" not in dict(files):
+        raise Failed(f"docs/recipes.md has no recipe 2 commands or function-part.json for {mode}")
+    urllib.request.urlopen(urllib.request.Request(f"http://localhost:{port}/moto-api/reset",
+                                                  method="POST"), timeout=10).read()
+    iot = client("iot")
+    iot.create_topic_rule(ruleName="fleet_rule", topicRulePayload=USERS_RULE)
+    values = stack_stand_ins(mode)
+    work = parent / f"recipe-{mode}"
+    work.mkdir()
+    for name, body in files:
+        (work / name).write_text(recipe_text(body, values))
+    script = "\n".join(recipe_text(body, values) for body in commands)
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=work,
+                          env={**env, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION},
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    if done.returncode != 0:
+        raise Failed(f"docs/recipes.md, recipe 2 ({mode}): the commands exited {done.returncode}:\n"
+                     f"{script}\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
+    part = json.loads((work / "function-part.json").read_text())
+    rule = iot.get_topic_rule(ruleName="fleet_rule")["rule"]
+    wanted = {"sql": part["sql"], "description": USERS_RULE["description"],
+              "actions": USERS_RULE["actions"] + part["actions"], "errorAction": part["errorAction"]}
+    wrong = {key: (value, rule.get(key)) for key, value in wanted.items() if rule.get(key) != value}
+    if wrong:
+        raise Failed(f"recipe 2 ({mode}): the rule after replace-topic-rule (wanted, found): {wrong}")
+    policy = client("iam").get_role_policy(RoleName="fleet-rule-to-chunk-proxy",
+                                                 PolicyName="chunk-proxy-actions")["PolicyDocument"]
+    if policy != json.loads((work / "rule-actions.json").read_text()):
+        raise Failed(f"recipe 2 ({mode}): the rule role's policy is {policy}")
+    if mode == "Direct":
+        statements = json.loads(client("lambda").get_policy(
+            FunctionName=values["FunctionArn"])["Policy"])["Statement"]
+        if not any(s.get("Principal", {}).get("Service") == "iot.amazonaws.com" for s in statements):
+            raise Failed(f"recipe 2 (Direct): IoT may not invoke the function: {statements}")
 
 
 def aws_env(work: Path, port: int) -> dict[str, str]:
     env = {name: value for name, value in os.environ.items()
-           if not name.startswith("AWS_") and name not in ("ARCH", "CONFIG_ENV", "PARAMS")}
+           if not name.startswith(("AWS_", "MEMFAULT_"))
+           and name not in ("ARCH", "CONFIG_ENV", "PARAMS", "STACK")}
     env.update({
         # "localhost": moto finds a template that SAM uploaded by the TemplateURL's path only
         # when the URL names that host.
@@ -363,11 +433,10 @@ def main() -> int:
             documented_deploy(work, number, line, env, cloudformation)
             print(f"--> {document}: `{line}` reached CloudFormation with its parameters",
                   flush=True)
-        rules = check_rule_payloads()
-        print(f"--> docs/recipes.md: {rules} topic rule payload(s) accepted by IoT's "
-              "ReplaceTopicRule", flush=True)
-        check_rule_role()
-        print("--> docs/recipes.md: the rule action's role and policy accepted by IAM", flush=True)
+        for mode in MODES:
+            run_recipe(work, env, port, mode)
+            print(f"--> docs/recipes.md: recipe 2's commands, {mode} mode, attached the function "
+                  "to the user's rule with an error action and its role", flush=True)
     except (Failed, Refused, ClientError, subprocess.TimeoutExpired) as failure:
         print(f"deploy-path: FAILED: {failure}")
         return 1

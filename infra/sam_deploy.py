@@ -2,7 +2,7 @@
 the repository's samconfig.toml, one of its environments, and parameters given on the command
 line merged over the environment's saved ones.
 
-    ARCH=arm64 CONFIG_ENV=default PARAMS="Name=Value ..." python3 infra/sam_deploy.py deploy|guided
+    ARCH=arm64 CONFIG_ENV=default PARAMS="Name=Value ..." [STACK=name] python3 infra/sam_deploy.py deploy|guided
     (the SAM CLI on PATH: the Makefile puts .venv/bin first)
 
 Why not plain `sam deploy --parameter-overrides ...`: SAM takes the command line's list *instead
@@ -11,6 +11,8 @@ deployed values (SAM passes UsePreviousValue), but a first deploy of an environm
 the environment's saved answers. So the list given to SAM is: the environment's saved
 parameter_overrides, then PARAMS (a name given twice takes the later value), then
 Architecture=ARCH, because the binary in the build is of ARCH whatever the stack had before.
+STACK (`make deploy STACK=...`; the Makefile passes it only when it is given) names the stack
+instead of the environment's stack_name, with the environment's other settings.
 
 Refused before SAM runs (nothing is built into a stack that cannot run it): an environment that
 saves another Architecture than ARCH, PARAMS with another Architecture, a PARAMS word that is not
@@ -97,11 +99,13 @@ def merged(saved: dict[str, str], params: dict[str, str], arch: str, config_env:
     return {**saved, **params, "Architecture": arch}
 
 
-def command(action: str, arch: str, config_env: str, overrides: dict[str, str]) -> list[str]:
+def command(action: str, arch: str, config_env: str, overrides: dict[str, str],
+            stack: str = "") -> list[str]:
     words = ["sam", "deploy"] + (["--guided"] if action == "guided" else [])
     words += ["--config-file", str(SAMCONFIG), "--config-env", config_env,
-              "--template-file", f".aws-sam/build-{arch}/template.yaml",
-              "--parameter-overrides"]
+              "--template-file", f".aws-sam/build-{arch}/template.yaml"]
+    words += ["--stack-name", stack] if stack else []
+    words += ["--parameter-overrides"]
     return words + [override(name, value) for name, value in overrides.items()]
 
 
@@ -139,7 +143,12 @@ def main(argv: list[str]) -> int:
                               if isinstance(section, dict))
             raise Refused(f"samconfig.toml has no environment {config_env!r} (it has: {known}): "
                           f"`make deploy-guided CONFIG_ENV={config_env}` creates it")
-        words = command(action, arch, config_env, merged(saved or {}, params, arch, config_env))
+        stack = os.environ.get("STACK", "")
+        if stack and not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{0,127}", stack):
+            raise Refused(f"STACK={stack!r} is no CloudFormation stack name (a letter, then "
+                          "letters, digits and hyphens, at most 128)")
+        words = command(action, arch, config_env, merged(saved or {}, params, arch, config_env),
+                        stack)
     except Refused as refusal:
         print(f"make {'deploy' if action == 'deploy' else 'deploy-guided'}: {refusal}",
               file=sys.stderr)

@@ -267,7 +267,9 @@ def smoke(stack: str, aws: Aws, serial: str, key: str | None, timeout_s: int) ->
     endpoint = endpoint or "<endpointAddress>"
     start_ms = int(time.time() * 1000)
     aws.run(["aws", "iot-data", "publish", "--endpoint-url", f"https://{endpoint}",
-             "--topic", topic, "--qos", "1", "--cli-binary-format", "raw-in-base64-out",
+             # The payload is given in base64 and published as the bytes it stands for, the
+             # chunk a device sends; raw-in-base64-out would publish the base64 text itself.
+             "--topic", topic, "--qos", "1", "--cli-binary-format", "base64",
              "--payload", chunk],
             note=f"the chunk of events/heartbeat.json as device {serial}")
     search = ["aws", "logs", "filter-log-events", "--log-group-name", log_group,

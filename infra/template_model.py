@@ -4,8 +4,10 @@ A small evaluator for the tests: it decodes the YAML with cfn-lint's decoder, ch
 Rules' assertions (raising Refused, as CloudFormation refuses such parameters before it
 changes anything), evaluates Conditions, drops resources and outputs whose Condition is
 false, resolves Fn::If, Ref to parameters (Number parameters become ints), Ref
-AWS::NoValue, Fn::FindInMap, Fn::Split, the parameter parts of Fn::Sub (a Sub becomes its
-string, with "${!x}" unescaped to "${x}") and Fn::Join once all its parts are strings.
+AWS::NoValue, Fn::FindInMap, Fn::Split, Fn::Select, the parameter parts of Fn::Sub (a Sub
+becomes its string, with "${!x}" unescaped to "${x}") and Fn::Join once all its parts are
+strings (in Conditions too); Fn::ImportValue, which CloudFormation fails when no stack exports
+the name, raises Refused with that name (the template imports only to refuse).
 References to resources and pseudo parameters are left as they are ({"Ref": ...},
 {"Fn::GetAtt": [...]}, "${AWS::Region}" inside a Sub's string).
 """
@@ -100,6 +102,10 @@ class Rendered:
                 return str(self._evaluate(value)) in [str(self._evaluate(v)) for v in values]
             if key == "Ref":
                 return self.parameters[arg]
+            if key in ("Fn::Select", "Fn::Split", "Fn::Join"):
+                return self.resolve({key: [self._evaluate(a) for a in arg]})
+        if isinstance(node, list):
+            return [self._evaluate(item) for item in node]
         return node
 
     def resolve(self, node: Any) -> Any:
@@ -134,6 +140,17 @@ class Rendered:
                 if all(isinstance(part, str) for part in parts):
                     return delimiter.join(parts)
                 return {key: [delimiter, parts]}
+            if key == "Fn::Select":
+                index, items = int(self.resolve(arg[0])), self.resolve(arg[1])
+                if isinstance(items, list):
+                    if index >= len(items):
+                        raise IndexError(f"Fn::Select cannot select nonexistent value at index {index}")
+                    return items[index]
+                return {key: [index, items]}
+            if key == "Fn::ImportValue":
+                # The template exports nothing another stack of it could provide: each import
+                # is a refusal, whose export name says what to change (see MEMFAULT_TOPIC_PATTERN).
+                raise Refused([f"No export named {self.resolve(arg)} found"])
         resolved = {key: self.resolve(value) for key, value in node.items()}
         return {key: value for key, value in resolved.items() if value is not _NO_VALUE}
 

@@ -16,7 +16,7 @@ def repo_with(tmp_path: Path, readme: str) -> Path:
     """A repository with the real template and code, and a README of the test's."""
     for name in ("template.yaml",):
         (tmp_path / name).write_text((REPO / name).read_text())
-    for folder in ("src", "tests", "examples", "benches"):
+    for folder in ("src", "tests", "examples", "benches", "infra"):
         (tmp_path / folder).symlink_to(REPO / folder)
     (tmp_path / "docs").mkdir()
     (tmp_path / "README.md").write_text(readme)
@@ -122,3 +122,51 @@ def test_an_outcome_the_code_writes_is_in_the_configuration_docs_table(tmp_path:
     (tmp_path / "docs" / "configuration.md").write_text(table)
     assert check_docs.outcome_table_problems(tmp_path) == [
         "outcome exploded is written in src/ but not in the outcome table"]
+
+
+# The drift of issue #28, planted: a price the cost model does not produce, sizes and defaults the
+# template does not have, a cost table that is not the model's output.
+def drift(tmp_path: Path, document: str, text: str) -> list[str]:
+    if not (tmp_path / "template.yaml").exists():
+        repo_with(tmp_path, "")
+    names = check_docs.known(tmp_path)
+    return (check_docs.money_problems(text, names) + check_docs.setting_problems(text, names)
+            + check_docs.cost_table_problems(document, text, names))
+
+
+def test_figures_the_model_produces_pass(tmp_path: Path) -> None:
+    text = ("Stream mode: $0.418 per million on the default on-demand stream, $0.322 with 20\n"
+            "provisioned shards ($13,896 a month); SQS $0.40 per million requests; $0.14 in logs;\n"
+            "`UploadConcurrency` 64, `StreamBatchSize` 500, `SqsBatchSize` of 10, `StreamShardCount=20`.\n"
+            "| `StreamShardCount` | `0` | on demand |\n| `TopicPattern` | empty | |\n"
+            "| `UploadConcurrency` | `64` | |\n")
+    assert drift(tmp_path, "README.md", text) == []
+
+
+@pytest.mark.parametrize("text, found", [
+    ("the cheapest at scale: $0.32 per million", None),  # produced (provisioned): passes
+    ("stream mode comes to $0.64 per million ($46 a month)", "$0.64: infra/cost_model.py produces no such figure"),
+    ("Pipes cost $0.55 per million requests", "$0.55: infra/cost_model.py produces no such figure"),
+    ("sized with `UploadConcurrency` 32", "`UploadConcurrency` 32: a fixed setting"),
+    ("`UploadConcurrency` of 8 otherwise", "`UploadConcurrency` 8: a fixed setting"),
+    ("| `StreamShardCount` | `20` | shards |", "`StreamShardCount`: the table gives the default 20"),
+    ("| `DeviceSerialTopicLevel` | `3` | level |", "`DeviceSerialTopicLevel`: the table gives the default 3"),
+    ("| `UploadConcurrency` | `32` | |", "`UploadConcurrency`: the table gives 32"),
+    ("`SqsBatchSize` 20000 per batch", "`SqsBatchSize` 20000: the template's parameter does not allow it"),
+    ("`LogLevel=VERBOSE`", None),  # not a number: the name check's business
+])
+def test_prices_sizes_and_defaults_that_drift_are_found(tmp_path: Path, text: str, found: str | None) -> None:
+    problems = drift(tmp_path, "README.md", text)
+    if found is None:
+        assert problems == []
+    else:
+        assert any(found in problem for problem in problems), problems
+
+
+def test_a_cost_table_that_is_not_the_models_output_is_found(tmp_path: Path) -> None:
+    page = (REPO / "docs" / "cost-model.md").read_text()
+    assert drift(tmp_path, "docs/cost-model.md", page) == []
+    planted = page.replace("**$0.418**", "**$0.418**".replace("418", "400"), 1)
+    assert planted != page
+    problems = drift(tmp_path, "docs/cost-model.md", planted)
+    assert any("the fleet tables differ" in problem for problem in problems), problems

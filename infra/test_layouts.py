@@ -253,3 +253,62 @@ def test_combinations_that_cannot_work_are_refused_before_anything_changes(raw, 
         Rendered(raw, **parameters)
     assert any(failure.startswith(f"{rule}: ") for failure in refused.value.failures), \
         refused.value.failures
+
+
+
+# What the function refuses at init (src/routing, Router::new and TopicPattern) in a Custom
+# layout, and a level that disagrees with the pattern's: refused when the change set is made,
+# the missing export's name saying what to change.
+@pytest.mark.parametrize("parameters, says", [
+    ({"TopicPattern": "fleet/{project_slug}/devices/{device_serial}/#"},
+     "TopicPattern-names-the-project-slug:give-each-projects-key-in-ProjectKeys"),
+    ({"TopicPattern": "fleet/{project_slug}/devices/{device_serial}/#", "ProjectKeys": "-"},
+     "TopicPattern-names-the-project-slug:give-each-projects-key-in-ProjectKeys"),
+    ({"TopicPattern": "fleet/{project_slug}/devices/{device_serial}/#", "MemfaultProjectKey": "k"},
+     "TopicPattern-names-the-project-slug:give-each-projects-key-in-ProjectKeys"),
+    ({"TopicPattern": "fleet/+/devices/{device_serial}/memfault", "ProjectKeys": "a=k"},
+     "ProjectKeys-needs-a-project-slug-level-in-TopicPattern:add-one-or-leave-ProjectKeys-empty"),
+    ({"TopicPattern": "things/{project_key}/+/{device_serial}", "ProjectKeys": "a=k"},
+     "ProjectKeys-needs-a-project-slug-level-in-TopicPattern:add-one-or-leave-ProjectKeys-empty"),
+    ({"TopicPattern": "fleet/+/devices/memfault"},
+     "TopicPattern-needs-one-level-that-is-the-device-serial-capture"),
+    ({"TopicPattern": "fleet/+/devices/sn-{device_serial}"},
+     "TopicPattern-needs-one-level-that-is-the-device-serial-capture"),
+    ({"TopicPattern": "fleet/+/devices/{device_serial}/memfault", "DeviceSerialTopicLevel": "3"},
+     "DeviceSerialTopicLevel-is-not-the-serial-level-of-TopicPattern:set-it-to-0"),
+])
+@pytest.mark.parametrize("mode", MODES)
+def test_a_custom_layout_the_function_would_refuse_is_refused_at_deploy(raw, parameters, says, mode):
+    with pytest.raises(Refused) as refused:
+        Rendered(raw, TopicLayout="Custom", Mode=mode, **parameters)
+    assert refused.value.failures == [f"No export named {says} found"]
+
+
+@pytest.mark.parametrize("case", ["Custom-slug", "Custom-key"])
+def test_a_consistent_custom_layout_imports_nothing(raw, case):
+    for mode in MODES:
+        parameters = {**LAYOUTS[case], "Mode": mode}
+        with_level = Rendered(raw, **parameters)
+        parameters.pop("DeviceSerialTopicLevel")
+        assert Rendered(raw, **parameters).resources == with_level.resources
+        assert "Fn::ImportValue" not in str(with_level.resources)
+
+
+@pytest.mark.parametrize("pattern, allowed", [
+    ("", True),
+    ("fleet/+/devices/{device_serial}/memfault", True),
+    ("fleet/{project_slug}/devices/{device_serial}/#", True),
+    ("prod/+/{device_serial}/memfault/{project_key}/chunk", True),
+    ("{device_serial}/chunks", True),
+    ("fleet/+/devices/memfault", True),  # no serial: refused at the change set (above)
+    ("a/#/b", False),  # the function: '#' may only be the last level
+    ("a/sn-{device_serial}", False),  # a capture fills a whole level
+    ("a/b+/c", False),
+    ("a/{serial}/b", False),  # unknown capture
+    ("a/{device_serial}/{device_serial}", False),  # a capture once
+    ("a/{project_key}/{project_key}/{device_serial}", False),
+    ("a/{project_slug}/{project_key}/{device_serial}", False),  # one project capture
+    ("a'/{device_serial}", False),  # the rule's SQL quotes the filter
+])
+def test_topic_pattern_takes_the_functions_syntax(raw, pattern, allowed):
+    assert bool(re.fullmatch(raw["Parameters"]["TopicPattern"]["AllowedPattern"], pattern)) is allowed

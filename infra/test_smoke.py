@@ -11,6 +11,7 @@ published.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -67,14 +68,13 @@ def recipe_sql(layout: str) -> str:
 
 
 def recipe_payload(mode: str) -> dict[str, Any]:
-    """The rule payload docs/recipes.md gives for a mode."""
-    action = smoke.MODE_ACTIONS[mode][0]
-    for body in re.findall(r"^<!-- topic-rule-payload -->\n```json\n(.*?)^```", RECIPES.read_text(),
-                           re.MULTILINE | re.DOTALL):
-        payload = json.loads(body)
-        if action in payload["actions"][0]:
-            return payload
-    raise AssertionError(f"docs/recipes.md has no rule payload with a {action} action")
+    """The function's part of the rule that docs/recipes.md gives for a mode."""
+    found = re.search(rf"^<!-- file function-part\.json {mode} -->\n```json\n(.*?)^```",
+                      RECIPES.read_text(), re.MULTILINE | re.DOTALL)
+    assert found, f"docs/recipes.md has no function-part.json for {mode}"
+    payload = json.loads(found.group(1))
+    assert smoke.MODE_ACTIONS[mode][0] in payload["actions"][0], payload
+    return payload
 
 
 class Stack:
@@ -150,6 +150,13 @@ def published_topic(tmp_path: Path) -> str:
     return words[words.index("--topic") + 1]
 
 
+def published_bytes(tmp_path: Path) -> bytes:
+    """What IoT receives: the CLI decodes a blob given in base64 only with that binary format."""
+    words = (tmp_path / "published").read_text().split()
+    assert words[words.index("--cli-binary-format") + 1] == "base64"
+    return base64.b64decode(words[words.index("--payload") + 1])
+
+
 # Every layout, every mode, the stack's own rule and a rule of the user's (CreateTopicRule=false).
 CUSTOM = {"TopicLayout": "Custom", "TopicPattern": "fleet/+/devices/{device_serial}/memfault"}
 GUIDE = {"TopicLayout": "MemfaultGuide", "ProjectKeys": SLUG_KEYS}
@@ -183,6 +190,8 @@ def test_smoke_publishes_what_the_layout_and_the_rule_accept(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "PASS" in done.stdout
     assert published_topic(tmp_path) == topic
+    heartbeat = json.loads((REPO / "events" / "heartbeat.json").read_text())["data"]
+    assert published_bytes(tmp_path) == base64.b64decode(heartbeat)
     calls = (tmp_path / "calls").read_text()
     rule_name = "memfault_chunk_proxy" if own_rule else "fleet_rule"
     assert f"iot get-topic-rule --rule-name {rule_name}" in calls
@@ -289,3 +298,21 @@ def test_the_smoke_tests_view_of_the_template_is_the_templates(raw) -> None:
         assert recipe_sql(name) == sql
     for mode, (_, _, output) in smoke.MODE_ACTIONS.items():
         assert output in Stack(raw, Mode=mode).outputs, (mode, output)
+
+
+def test_the_readmes_cli_only_check_publishes_what_make_smoke_does() -> None:
+    """The release path's check without a clone: the heartbeat chunk's bytes, on a topic the
+    default layout's filter and pattern accept, looked for in the stack's log group."""
+    readme = (REPO / "README.md").read_text().replace("\\\n", " ")
+    (publish,) = [line for line in readme.splitlines() if line.startswith("aws iot-data publish")]
+    words = publish.split()
+    assert words[words.index("--cli-binary-format") + 1] == "base64"
+    heartbeat = json.loads((REPO / "events" / "heartbeat.json").read_text())["data"]
+    assert words[words.index("--payload") + 1] == heartbeat
+    topic = words[words.index("--topic") + 1].strip('"').replace("<key>", KEY)
+    pattern, topic_filter = smoke.LAYOUTS[smoke.TEMPLATE_DEFAULTS["TopicLayout"]]
+    assert re.fullmatch(topic_filter.replace("+", "[^/]+").replace("#", ".*"), topic)
+    assert topic == pattern.replace("+", "smoke").replace("{device_serial}", "smoke-test") \
+        .replace("{project_key}", KEY)
+    (search,) = [line for line in readme.splitlines() if line.startswith("aws logs filter-log-events")]
+    assert "/aws/lambda/memfault-chunk-proxy" in search and '"smoke-test"' in search

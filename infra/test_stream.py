@@ -49,7 +49,7 @@ STREAM_PARAMETERS = {
     "StreamBatchSize": (500, 1, 10000),
     "StreamParallelizationFactor": (1, 1, 10),
     "StreamMaxRecordAgeSeconds": (21600, -1, 86400),
-    "DeviceSerialTopicLevel": (3, 1, 8),
+    "DeviceSerialTopicLevel": (0, 0, 8),
 }
 # Folded into Mappings Tuning Stream: nobody needs to change them for Stream mode to work.
 STREAM_TUNING = {"StreamRetentionHours": 24, "StreamMaxRetryAttempts": -1,
@@ -102,10 +102,21 @@ def test_record_age_never_outlasts_the_streams_retention(raw):
     assert 60 <= spec["Default"] < retention_seconds
 
 
-def test_serial_topic_level_default_is_where_both_preset_layouts_have_the_serial(raw):
-    default = raw["Parameters"]["DeviceSerialTopicLevel"]["Default"]
+def test_each_preset_layout_keys_its_stream_by_the_level_of_its_serial(raw):
     for layout in raw["Mappings"]["TopicLayouts"].values():
-        assert default == layout["Pattern"].split("/").index("{device_serial}") + 1
+        assert int(layout["SerialLevel"]) == layout["Pattern"].split("/").index("{device_serial}") + 1
+
+
+@pytest.mark.parametrize("level", range(1, 9))
+def test_a_custom_layout_keys_its_stream_by_the_serial_level_of_its_pattern(raw, level):
+    """Read from the pattern: no second number to keep in line with it."""
+    levels = [f"l{n}" for n in range(1, 9)]
+    levels[level - 1] = "{device_serial}"
+    for pattern in ("/".join(levels), "/".join(levels[:level]), "/".join(levels[:level] + ["#"])):
+        custom = Rendered(raw, Mode="Stream", TopicLayout="Custom", TopicPattern=pattern)
+        assert partition_key(custom) == f"${{topic({level})}}", pattern
+        assert Rendered(raw, Mode="Stream", TopicLayout="Custom", TopicPattern=pattern,
+                        DeviceSerialTopicLevel=str(level)).resources == custom.resources
 
 
 # --- resources per mode -----------------------------------------------------------------
@@ -208,7 +219,7 @@ def test_rule_puts_records_keyed_by_the_serial_topic_level(raw, stream):
     assert action == {"Kinesis": {"StreamName": ref("IngestStream"), "PartitionKey": "${topic(3)}",
                                   "RoleArn": arn_of("TopicRuleRole")}}
     custom = Rendered(raw, Mode="Stream", TopicLayout="Custom",
-                      TopicPattern="fleet/+/devices/{device_serial}/memfault", DeviceSerialTopicLevel="4")
+                      TopicPattern="fleet/+/devices/{device_serial}/memfault")
     assert partition_key(custom) == "${topic(4)}"
 
 

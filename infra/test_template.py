@@ -367,8 +367,9 @@ def test_rule_sql_reads_the_layouts_topic_filter(raw, direct):
     ("a/+/{device_serial}", "a/+/+"),
 ])
 def test_custom_layouts_filter_is_its_pattern_with_wildcards_for_captures(raw, pattern, topic_filter):
+    keys = {"ProjectKeys": "a=k"} if "{project_slug}" in pattern else {}
     for mode in MODES:
-        custom = Rendered(raw, TopicLayout="Custom", TopicPattern=pattern, Mode=mode)
+        custom = Rendered(raw, TopicLayout="Custom", TopicPattern=pattern, Mode=mode, **keys)
         assert rule(custom)["Sql"] == SQL_DIRECT.format(topic_filter)
 
 

@@ -54,8 +54,7 @@ queued_no_window=(Mode=Queued SqsBatchSize=10 SqsMaxBatchingWindowSeconds=0)
 guide=(TopicLayout=MemfaultGuide ProjectKeys=project-a=example-key-a,project-b=example-key-b
   Mode=Stream BasicIngest=true CreateDevicePolicy=true DeviceSerialFromClientId=true)
 custom_layout=(TopicLayout=Custom "TopicPattern=fleet/{project_slug}/devices/{device_serial}/#"
-  DeviceSerialTopicLevel=4 ProjectKeys=project-a=example-key-a
-  Mode=Stream CreateDevicePolicy=true)
+  ProjectKeys=project-a=example-key-a Mode=Stream CreateDevicePolicy=true)
 
 checks_stamp=target/phases/validate-template-checks.stamp
 checks_key="$( {

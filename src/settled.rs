@@ -9,7 +9,6 @@
 //! resend, stay while newer records from other shards come and go.
 
 use std::hash::{BuildHasher, RandomState};
-use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
 use lru::LruCache;
@@ -29,6 +28,7 @@ pub(crate) enum Settlement {
 pub struct SettledMemory {
     hashers: [RandomState; 2],
     inner: Mutex<LruCache<RecordKey, Settlement>>,
+    capacity: usize,
 }
 
 impl Default for SettledMemory {
@@ -43,10 +43,12 @@ impl SettledMemory {
     pub const CAPACITY: usize = 50_000;
 
     pub(crate) fn with_capacity(capacity: usize) -> Self {
-        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        // Unbounded, and bounded here: a bounded LruCache allocates its whole table up front,
+        // which a direct-mode environment that settles a handful of records never needs.
         Self {
             hashers: [RandomState::new(), RandomState::new()],
-            inner: Mutex::new(LruCache::new(capacity)),
+            inner: Mutex::new(LruCache::unbounded()),
+            capacity: capacity.max(1),
         }
     }
 
@@ -63,7 +65,11 @@ impl SettledMemory {
     }
 
     pub(crate) fn remember(&self, key: RecordKey, settlement: Settlement) {
-        self.entries().put(key, settlement);
+        let mut entries = self.entries();
+        entries.put(key, settlement);
+        if entries.len() > self.capacity {
+            entries.pop_lru();
+        }
     }
 
     #[cfg(test)]

@@ -233,10 +233,11 @@ def memfault() -> Iterator[Callable[..., ScriptedMemfault]]:
 @pytest.fixture
 def function(binary: Path, moto: Moto, tmp_path: Path) -> Iterator[Callable[..., Function]]:
     """Starts the function with the suite's base environment plus `env`; `timeout_s` is the
-    function's Lambda timeout."""
+    function's Lambda timeout, `pool` the number of execution environments taking its
+    invocations in turn."""
     started: list[Function] = []
 
-    def start(env: dict[str, str], timeout_s: float) -> Function:
+    def start(env: dict[str, str], timeout_s: float, pool: int = 1) -> Function:
         base = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "AWS_LAMBDA_FUNCTION_NAME": "memfault-chunk-proxy",
@@ -250,7 +251,7 @@ def function(binary: Path, moto: Moto, tmp_path: Path) -> Iterator[Callable[...,
             "AWS_SECRET_ACCESS_KEY": moto.credentials["SecretAccessKey"],
             "AWS_SESSION_TOKEN": moto.credentials["SessionToken"],
         }
-        started.append(Function(binary, {**base, **env}, timeout_s, tmp_path))
+        started.append(Function(binary, {**base, **env}, timeout_s, tmp_path, pool))
         return started[-1]
 
     yield start

@@ -123,6 +123,12 @@ class KinesisEsm:
     # that ended with the checkpoint moving past it.
     held_since: float | None = None
     longest_hold_s: float = 0.0
+    # Invocations re-sending the batch at a checkpoint that an earlier invocation did not move,
+    # and the time spent so, from the first such retry to the checkpoint moving: how fast the
+    # mapping retries a held shard, what a stall rule sees of Lambda's retries.
+    retries: int = 0
+    retrying_s: float = 0.0
+    retrying_since: float | None = None
 
     def step(self) -> bool:
         """One invocation (or one expiry); False when the shard has nothing past the checkpoint."""
@@ -138,6 +144,10 @@ class KinesisEsm:
             self.s3.append(self._on_failure_object(expired))
             self._advance(len(expired))
             return True
+        if self.attempts:
+            self.retries += 1
+            if self.retrying_since is None:
+                self.retrying_since = time.time()
         invocation = self.function.invoke({"Records": [r.event_record() for r in batch]})
         self.attempts += 1
         failed = failed_item_ids(invocation, [r.sequence_number for r in batch])
@@ -152,11 +162,25 @@ class KinesisEsm:
             if self.held_since is not None:
                 self.longest_hold_s = max(self.longest_hold_s, time.time() - self.held_since)
             self.held_since = None
+            if self.retrying_since is not None:
+                self.retrying_s += time.time() - self.retrying_since
+            self.retrying_since = None
 
     def longest_hold(self) -> float:
         """The longest time the checkpoint stood still with records past it, so far."""
         pending = time.time() - self.held_since if self.held_since is not None else 0.0
         return max(self.longest_hold_s, pending)
+
+    def time_retrying(self) -> float:
+        """Seconds spent re-sending held batches, so far."""
+        pending = time.time() - self.retrying_since if self.retrying_since is not None else 0.0
+        return self.retrying_s + pending
+
+    def retries_per(self, seconds: float) -> float:
+        """Held invocations per `seconds` of holding: with a stall limit, how many retries one
+        stall limit spans."""
+        spent = self.time_retrying()
+        return self.retries * seconds / spent if spent else 0.0
 
     def held(self) -> list[KinesisRecord]:
         """Records still in the shard past the checkpoint."""

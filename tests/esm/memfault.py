@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from typing import Callable
+from typing import Callable, Iterator
 
 from runtime_api import LoopbackServer
 
@@ -55,10 +55,13 @@ def everything(status: int) -> Rule:
     return lambda device, chunks, multipart: status
 
 
-def in_phases(phases: list[tuple[float, Rule]], then: Rule) -> Rule:
-    """Each rule of `phases` for its number of seconds in turn, counted from the first request,
-    then `then`: an outage that starts and ends, say."""
-    started: list[float] = []
+def in_phases(phases: list[tuple[float, Rule]], then: Rule, origin: float | None = None) -> Rule:
+    """Each rule of `phases` for its number of seconds in turn, then `then`: an outage that starts
+    and ends, say, or a device failing during time windows (its rule in some phases, `nothing` in
+    the others). Counted from `origin` (epoch seconds) when given, such as the time the stream's
+    first record is put, so that phases line up with records put on a schedule; else from the
+    first request."""
+    started: list[float] = [] if origin is None else [origin]
     lock = threading.Lock()
 
     def rule(device: str, chunks: tuple[bytes, ...], multipart: bool) -> int | None:
@@ -81,7 +84,9 @@ def nothing(device: str, chunks: tuple[bytes, ...], multipart: bool) -> int | No
 
 
 def seeded_failures(seed: int, share: float, status: int = 500) -> Rule:
-    """`share` of the requests fail, drawn from one seeded generator in arrival order."""
+    """`share` of the requests fail, drawn from one seeded generator in arrival order. Every
+    request draws, a probe's as any other: this is the background noise of a service that is up,
+    and what a stall rule must not take for an outage."""
     draw = random.Random(seed)
     lock = threading.Lock()
 
@@ -118,6 +123,38 @@ class ScriptedMemfault(LoopbackServer):
     def chunks_posted(self) -> int:
         with self.lock:
             return sum(len(request.chunks) for request in self.requests)
+
+    def reposts(self, status: int | None = None) -> dict[bytes, int]:
+        """For each chunk Memfault had already accepted when it was posted again, how many times
+        it was ("re-posts"), whatever the answer, or only those answered `status`.
+
+        Re-posts are a function's probes (a chunk delivered earlier, re-posted to learn whether
+        Memfault is up), and the duplicates the design accepts: an environment re-posting a
+        record that another environment delivered, having no memory of it. Posts before the first
+        acceptance are retries of an undelivered chunk, and not counted. Re-posts answered 202
+        leave out the failed ones, which are retried as any failed post is: noise, not a function
+        posting the same chunk over and over."""
+        counts: dict[bytes, int] = {}
+        for request, again in self._reposting():
+            if status is None or request.status == status:
+                for chunk in again:
+                    counts[chunk] = counts.get(chunk, 0) + 1
+        return counts
+
+    def reposting_requests(self) -> int:
+        """Requests made only of chunks Memfault had already accepted: with one environment, its
+        probes (and its re-sends after a timeout); with several, also their duplicates."""
+        return sum(len(again) == len(request.chunks) for request, again in self._reposting())
+
+    def _reposting(self) -> Iterator[tuple[Request, list[bytes]]]:
+        """Each request in arrival order, with those of its chunks accepted before it."""
+        with self.lock:
+            requests = sorted(self.requests, key=lambda r: r.started)
+        accepted: set[bytes] = set()
+        for request in requests:
+            yield request, [chunk for chunk in request.chunks if chunk in accepted]
+            if request.status == 202:
+                accepted.update(request.chunks)
 
 
 def chunks_of(content_type: str, body: bytes) -> tuple[tuple[bytes, ...], bool]:

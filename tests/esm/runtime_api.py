@@ -6,7 +6,7 @@ replaced environment can never pick up an invocation meant for its successor. An
 handed out on `GET /2018-06-01/runtime/invocation/next` with the headers Lambda sends (request
 id, deadline as wall-clock epoch milliseconds, function ARN, trace id) and ends with the
 function's `/response` or `/error`, or with the deadline: then, as on Lambda, the invocation is a
-timeout, the process is killed and the next invocation starts a new environment.
+timeout, the process is killed and a new environment takes its place when its turn comes.
 """
 
 from __future__ import annotations
@@ -181,48 +181,75 @@ class Environment:
 
 class Function:
     """The function as a mapping invokes it: one invocation at a time (a shard or a queue's
-    poller with concurrency 1), in a warm environment, replaced after a timeout or a crash."""
+    poller with concurrency 1), in warm environments, each replaced after a timeout or a crash.
 
-    def __init__(self, binary: Path, env: dict[str, str], timeout_s: float, logs: Path) -> None:
+    `pool` environments take the invocations in turn, round robin: as on Lambda, where a shard's
+    successive invocations may land in any of several warm environments, each with its own
+    memory (settled records, stall clocks). Round robin rather than a random draw, so that every
+    environment of the pool sees a held shard's batch within `pool` invocations: a scenario about
+    state one environment keeps and the others lack is then decided by its script, not by luck.
+    A pool of 1 is one warm environment, as every scenario had before pools.
+
+    Each environment writes to a log file of its own, function-<n>.log, n being its number in
+    the order environments were started (a replacement takes the next number), so that the lines
+    of one environment can be told from another's."""
+
+    def __init__(self, binary: Path, env: dict[str, str], timeout_s: float, logs: Path,
+                 pool: int = 1) -> None:
         self.binary = binary
         self.env = env
         self.timeout_s = timeout_s
-        self.log = logs / "function.log"
+        self.logs = logs
         self.invocations: list[Invocation] = []
-        self.environments = 0
-        self._environment: Environment | None = None
+        self.environments = 0  # started so far, replacements included
+        self.pool = max(1, pool)
+        self._pool: list[Environment | None] = [None] * self.pool
 
     def invoke(self, event: dict[str, Any]) -> Invocation:
-        if self._environment is None or not self._environment.alive():
-            self._replace()
-        assert self._environment is not None
+        slot = len(self.invocations) % self.pool
+        environment = self._pool[slot]
+        if environment is None or not environment.alive():
+            environment = self._replace(slot)
         invocation = Invocation(f"{len(self.invocations) + 1:08x}-0000-4000-8000-000000000000",
                                 event, deadline=time.time() + self.timeout_s)
-        self.invocations.append(self._environment.run(invocation))
+        self.invocations.append(environment.run(invocation))
         if invocation.kind == "timeout":
             # Lambda replaces a timed-out environment without giving it time to clean up.
-            self._environment.stop((signal.SIGKILL,))
-            self._environment = None
+            environment.stop((signal.SIGKILL,))
+            self._pool[slot] = None
         return invocation
 
-    def _replace(self) -> None:
-        self.stop()
+    def _replace(self, slot: int) -> Environment:
+        previous = self._pool[slot]
+        if previous:
+            previous.stop()
         self.environments += 1
-        self._environment = Environment(self.environments, self.binary, self.env, self.log)
+        environment = Environment(self.environments, self.binary, self.env,
+                                  self.log(self.environments))
+        self._pool[slot] = environment
+        return environment
+
+    def log(self, environment: int) -> Path:
+        """The log file of environment number `environment`."""
+        return self.logs / f"function-{environment}.log"
 
     def stop(self) -> None:
-        if self._environment:
-            self._environment.stop()
-            self._environment = None
+        for slot, environment in enumerate(self._pool):
+            if environment:
+                environment.stop()
+                self._pool[slot] = None
 
-    def log_lines(self) -> list[dict[str, Any]]:
-        """The JSON lines the function wrote (logs and embedded metrics)."""
+    def log_lines(self, environment: int | None = None) -> list[dict[str, Any]]:
+        """The JSON lines the function wrote (logs and embedded metrics), in every environment
+        (one after the other, in the order they were started) or in `environment` alone."""
+        numbers = [environment] if environment is not None else range(1, self.environments + 1)
         lines = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            try:
-                parsed = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(parsed, dict):
-                lines.append(parsed)
+        for number in numbers:
+            for line in self.log(number).read_text(errors="replace").splitlines():
+                try:
+                    parsed = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(parsed, dict):
+                    lines.append(parsed)
         return lines

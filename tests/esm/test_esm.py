@@ -1,6 +1,7 @@
 """The function binary behind simulated event source mappings, against a scripted Memfault and a
 SigV4-checking SQS FIFO quarantine queue: one test per fault scenario of issue 13 (its table, and a
-Memfault outage), and a control with a healthy Memfault.
+Memfault outage), a control with a healthy Memfault, and the stall scenarios of issues 19 and 27 at
+production's ratios (issue 27's with a pool of execution environments where it matters).
 
 Each scenario asserts what a user of the function cares about:
 - nothing is lost: every chunk was accepted by Memfault, or is in the quarantine queue with its
@@ -21,6 +22,7 @@ import json
 import random
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -28,8 +30,8 @@ import pytest
 
 from conftest import QuarantineQueue, Quarantined
 from esm import IDLE_POLL_S, KinesisEsm, KinesisShard, SqsEsm
-from memfault import (ScriptedMemfault, chunk_refused, device_fails, everything, in_phases,
-                      multipart_larger_than, nothing, seeded_failures)
+from memfault import (Request, ScriptedMemfault, chunk_refused, device_fails, everything,
+                      in_phases, multipart_larger_than, nothing, seeded_failures)
 from runtime_api import Function
 
 PROJECT_KEY = "esmProjectKey_0123456789abcdef"
@@ -61,16 +63,20 @@ class Chunk:
 
 
 def note_ratios(record: Callable[[str], None], scenario: str, *, rate: float,
-                stall_limit_s: float, batch_size: int, outage_s: float | None = None) -> None:
+                stall_limit_s: float, batch_size: int, outage_s: float | None = None,
+                stalls: StallMeasures | None = None) -> None:
     """States the ratios a stream scenario runs at (records/s × stall limit ÷ BatchSize, and
-    outage length ÷ stall limit), next to the template defaults' ratio at the same rate: a
-    scaled-down scenario is only worth as much as the ratios it keeps."""
+    outage length ÷ stall limit), next to the template defaults' ratio at the same rate, and,
+    measured after the run, how the held shard was retried and probed: a scaled-down scenario is
+    only worth as much as the ratios it keeps."""
     line = (f"{scenario}: {rate:g} records/s x {stall_limit_s:g} s / BatchSize {batch_size} = "
             f"{rate * stall_limit_s / batch_size:.2f}; template defaults: {rate:g} x "
             f"{TEMPLATE_STALL_LIMIT_S} / {TEMPLATE_BATCH_SIZE} = "
             f"{rate * TEMPLATE_STALL_LIMIT_S / TEMPLATE_BATCH_SIZE:.0f}")
     if outage_s is not None:
         line += f"; outage {outage_s:g} s / stall limit = {outage_s / stall_limit_s:.1f}"
+    if stalls is not None:
+        line += f"; {stalls}"
     record(line)
     print(line)
 
@@ -198,25 +204,44 @@ def function_env(memfault: ScriptedMemfault, queue_url: str, stall_limit_s: int 
     }
 
 
+def paced(chunks: list[Chunk], per_second: float) -> list[tuple[float, Chunk]]:
+    """`chunks` one every 1 / `per_second` from the stream's start, each with its offset."""
+    return [(n / per_second, chunk) for n, chunk in enumerate(chunks)]
+
+
+def scheduled(*streams: list[tuple[float, Chunk]]) -> tuple[list[Chunk], list[float]]:
+    """Timed streams merged into one shard: its chunks in order, and when each is put (for
+    run_stream's `offsets`)."""
+    merged = sorted((timed for stream in streams for timed in stream), key=lambda t: t[0])
+    return [chunk for _, chunk in merged], [offset for offset, _ in merged]
+
+
 def run_stream(function: Function, chunks: list[Chunk], *, batch_size: int,
                max_record_age_s: float, limit_s: float, per_second: float | None = None,
+               offsets: list[float] | None = None, start: float | None = None,
                ) -> tuple[KinesisEsm, dict[bytes, float]]:
-    """Puts `chunks` on one shard (all at once, or `per_second` from a producer thread) and runs
-    the mapping until the shard is drained or `limit_s` has passed."""
+    """Puts `chunks` on one shard and runs the mapping until the shard is drained or `limit_s` has
+    passed. The chunks are put all at once, or from a producer thread, each at its offset in
+    seconds after `start` (by default now): `offsets`, or one every 1 / `per_second`. Put on a
+    schedule rather than after a sleep per record, so that however busy the machine, a scenario
+    runs at the rate it states and a record meant to meet a scripted failure window meets it."""
     shard = KinesisShard()
     esm = KinesisEsm(shard, function, batch_size, max_record_age_s)
     arrivals: dict[bytes, float] = {}
+    if offsets is None and per_second:
+        offsets = [offset for offset, _ in paced(chunks, per_second)]
+    began = time.time() if start is None else start
 
     def produce() -> None:
-        for chunk in chunks:
+        for n, chunk in enumerate(chunks):
+            if offsets:
+                time.sleep(max(0.0, began + offsets[n] - time.time()))
             record = shard.put(json.dumps(chunk.event()).encode(), partition_key=chunk.serial)
             arrivals[chunk.data] = record.arrival
-            if per_second:
-                time.sleep(1 / per_second)
 
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
-    if not per_second:
+    if not offsets:
         producer.join()
     run_until(esm.step, lambda: not producer.is_alive(), limit_s)
     producer.join(limit_s)
@@ -577,4 +602,238 @@ def test_iv_an_outage_while_a_device_is_stalled_sets_nothing_else_aside(
     healthy = {c.data for c in chunks if c.serial != sick}
     undelivered = healthy - set(result.first_deliveries())
     result.check(not undelivered, f"{len(undelivered)} healthy chunks not delivered")
+    result.verdict()
+
+
+# Issue 27's scenarios: the stall rule under everyday conditions (a held shard retried hundreds of
+# times per stall limit, probes that sometimes fail, several environments, a burst larger than a
+# batch), at production's ratios. Each states, beside its ratios, what it measured (StallMeasures),
+# and is judged on it by check_stall_rule.
+
+# Held invocations per stall limit in production, as issue 27 measured them: about 250 in 300 s.
+PRODUCTION_RETRIES_PER_STALL = 250
+# Issue 27: a stall rule has ≥ 200 chances per stall limit to mistake a failed probe for an
+# outage, and needs at most about ten probes per stall limit in each environment.
+LEAST_RETRIES_PER_STALL = 200
+MOST_PROBES_PER_STALL = 12
+NOISE_SHARE = 0.02  # of every request, probes included, answered 503 by a Memfault that is up
+# moto's SentTimestamp is in whole milliseconds.
+SENT_TIMESTAMP_RESOLUTION_S = 0.001
+
+
+def probes_by_environment(function: Function) -> dict[int, list[dict[str, Any]]]:
+    """The probe lines each environment logged (by environment number)."""
+    return {number: [line for line in function.log_lines(number) if line.get("outcome") == "probe"]
+            for number in range(1, function.environments + 1)}
+
+
+def failing_run_before(requests: list[Request], serial: str, moment: float) -> float:
+    """How long `serial` had been failing at `moment`, by Memfault's request log: from its first
+    failed request since its last accepted one (0 when its last request before `moment` was
+    accepted, or it had none)."""
+    run_began = None
+    for request in requests:
+        if request.serial != serial or request.started >= moment:
+            continue
+        if request.status == 202:
+            run_began = None
+        elif run_began is None:
+            run_began = request.started
+    return moment - run_began if run_began is not None else 0.0
+
+
+@dataclass(frozen=True)
+class StallMeasures:
+    """What a stream scenario did to the healthy devices and how its held shard was retried and
+    probed. Held invocations per stall limit are the chances a stall rule has, within one stall
+    limit, to take a failed probe for an outage; probes are counted per stall limit the shard was
+    held (one at least), in each environment; a delivered chunk's accepted posts are its first
+    acceptance and every re-post Memfault accepted after it (ScriptedMemfault.reposts)."""
+    healthy_p99_s: float  # first delivery, from the record's arrival
+    longest_hold_s: float
+    retries_per_stall: float
+    probes_per_stall: dict[int, float]  # by environment number
+    failed_before_set_aside_s: list[float]  # per record set aside: how long its device had failed
+    most_accepted: int  # posts Memfault accepted of one chunk
+    most_posts: int  # posts of one chunk from its first acceptance on, whatever the answer
+    reposting_requests: int  # requests holding only chunks Memfault had accepted
+    most_probes_of_one_chunk: int | None  # from the probe lines' chunk_sha256, when they have it
+    pool: int
+
+    @classmethod
+    def of(cls, result: Result, esm: KinesisEsm, sick: str, stall_limit_s: float
+           ) -> StallMeasures:
+        memfault = result.memfault
+        stall_limits_held = max(1.0, esm.time_retrying() / stall_limit_s)
+        probes = probes_by_environment(result.function)
+        digests = Counter(line["chunk_sha256"] for lines in probes.values() for line in lines
+                          if "chunk_sha256" in line)
+        requests = sorted(memfault.requests, key=lambda r: r.started)
+        return cls(
+            p99(first_delivery_waits(result, [c for c in result.chunks if c.serial != sick])),
+            esm.longest_hold(), esm.retries_per(stall_limit_s),
+            {n: len(lines) / stall_limits_held for n, lines in probes.items()},
+            [failing_run_before(requests, message.group, message.sent)
+             for message in result.quarantine_queue],
+            1 + max(memfault.reposts(202).values(), default=0),
+            1 + max(memfault.reposts().values(), default=0), memfault.reposting_requests(),
+            max(digests.values()) if digests else None, result.function.pool)
+
+    def __str__(self) -> str:
+        per_environment = ", ".join(f"{probes:.1f}" for probes in self.probes_per_stall.values())
+        set_aside = len(self.failed_before_set_aside_s)
+        line = (f"healthy p99 first delivery {self.healthy_p99_s:.1f} s; checkpoint held up to "
+                f"{self.longest_hold_s:.1f} s; held invocations per stall limit "
+                f"{self.retries_per_stall:.0f} (production: about {PRODUCTION_RETRIES_PER_STALL} "
+                f"per {TEMPLATE_STALL_LIMIT_S} s); probes per stall limit held, per environment: "
+                f"{per_environment or 'none started'}; {set_aside} records set aside")
+        if set_aside:
+            line += (f", their device failing for at least "
+                     f"{min(self.failed_before_set_aside_s):.3f} s")
+        line += (f"; a delivered chunk accepted up to {self.most_accepted} times, posted up to "
+                 f"{self.most_posts} ({self.pool} environments); {self.reposting_requests} "
+                 f"requests of re-posts only")
+        if self.most_probes_of_one_chunk is not None:
+            line += f", one chunk probed up to {self.most_probes_of_one_chunk} times"
+        return line
+
+
+def check_stall_rule(result: Result, stalls: StallMeasures, sick: str, set_aside: list[Chunk],
+                     stall_limit_s: float) -> None:
+    """Issue 27's properties of the stall rule: the healthy devices' first deliveries within the
+    stall limit and 3 s (p99), none of their records in S3 or the quarantine queue; the failing
+    device's records set aside are `set_aside`, each once and in order, and each only after its
+    device had failed, by Memfault's own request log, for the stall limit; at most about ten
+    probes per stall limit in each environment; no delivered chunk posted over and over: each
+    environment may have it accepted twice (its delivery, or another's re-sent to it, and one
+    probe); posts the noise failed are retried as any failed post, and not counted."""
+    healthy = {c.data for c in result.chunks if c.serial != sick}
+    undelivered = healthy - set(result.first_deliveries())
+    result.check(not undelivered, f"{len(undelivered)} healthy chunks not delivered")
+    result.check(stalls.healthy_p99_s <= stall_limit_s + 3, f"healthy first deliveries p99 "
+                 f"{stalls.healthy_p99_s:.1f} s > stall limit + 3 s = {stall_limit_s + 3:g} s")
+    in_s3 = healthy & set(result.s3)
+    in_queue = healthy & {chunk for _, chunk in result.quarantined}
+    result.check(not in_s3 and not in_queue, f"{len(in_s3)} healthy records in S3, "
+                 f"{len(in_queue)} in the quarantine queue")
+    result.check(not result.s3 and not result.held,
+                 f"{len(result.held)} records still in the shard, {len(result.s3)} in S3")
+    check_device_order_in_queue(result, set_aside, f"{len(set_aside)} of {sick}'s records")
+    early = [seconds for seconds in stalls.failed_before_set_aside_s
+             if seconds < stall_limit_s - SENT_TIMESTAMP_RESOLUTION_S]
+    result.check(not early, f"{len(early)} records set aside after their device had failed "
+                 f"for less than the stall limit, down to {min(early, default=0):.3f} s")
+    worst = max(stalls.probes_per_stall.values(), default=0.0)
+    result.check(worst <= MOST_PROBES_PER_STALL, f"{worst:.0f} probes per stall limit held in "
+                 f"one environment > {MOST_PROBES_PER_STALL}")
+    result.check(stalls.most_accepted <= 2 * stalls.pool,
+                 f"a delivered chunk accepted {stalls.most_accepted} times with {stalls.pool} "
+                 f"environments (at most {2 * stalls.pool})")
+
+
+def stall_scenario_env(upstream: ScriptedMemfault, queue_url: str, stall_limit_s: int
+                       ) -> dict[str, str]:
+    """One attempt per upload: a held invocation ends as soon as its failing device has failed,
+    so the mapping retries the shard as fast as Lambda does in production, hundreds of times per
+    stall limit (the retry delays of function_env, short already, are then not used)."""
+    return function_env(upstream, queue_url, stall_limit_s, MEMFAULT_MAX_ATTEMPTS="1")
+
+
+def measure_stalls(ratios: Callable[[str], None], scenario: str, result: Result,
+                   esm: KinesisEsm, sick: str, *, rate: float, stall_limit_s: float,
+                   batch_size: int) -> StallMeasures:
+    """The scenario's measures, stated with its ratios."""
+    stalls = StallMeasures.of(result, esm, sick, stall_limit_s)
+    note_ratios(ratios, scenario, rate=rate, stall_limit_s=stall_limit_s, batch_size=batch_size,
+                stalls=stalls)
+    return stalls
+
+
+def test_a_stuck_batch_whose_probes_fail_2_percent_of_the_time_stalls_in_the_limit(
+        memfault, function, quarantine_queue: QuarantineQueue, ratios) -> None:
+    rate, batch_size, stall_s = 100, 100, 4
+    sick = "sick-device"
+    chunks = stream_of({sick: 8, **{f"healthy-{n:03d}": 8 for n in range(149)}}, seed=270)
+    upstream = memfault([device_fails(sick, 500),
+                         seeded_failures(seed=270, share=NOISE_SHARE, status=503)])
+    lambda_ = function(stall_scenario_env(upstream, quarantine_queue.url, stall_s),
+                       FUNCTION_TIMEOUT_S)
+
+    esm, arrivals = run_stream(lambda_, chunks, batch_size=batch_size, max_record_age_s=20,
+                               limit_s=25, per_second=rate)
+
+    result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
+    stalls = measure_stalls(ratios, "27 (i) stuck batch, 2 % of requests 503", result, esm, sick,
+                            rate=rate, stall_limit_s=stall_s, batch_size=batch_size)
+    result.check(stalls.retries_per_stall >= LEAST_RETRIES_PER_STALL,
+                 f"only {stalls.retries_per_stall:.0f} held invocations per stall limit: the "
+                 f"scenario needs {LEAST_RETRIES_PER_STALL} (machine too busy?)")
+    check_stall_rule(result, stalls, sick, [c for c in chunks if c.serial == sick], stall_s)
+    result.verdict()
+
+
+def test_environments_in_turn_set_nothing_aside_for_two_failures_shorter_than_the_limit(
+        memfault, function, quarantine_queue: QuarantineQueue, ratios) -> None:
+    rate, batch_size, stall_s, pool = 100, 100, 4, 3
+    sick = "sick-device"
+    # The device fails for 1.5 s, is quiet (delivered, then publishing nothing) for 4.1 s, then
+    # fails for 3.5 s: the second failure starts more than a stall limit after the first began,
+    # and each is shorter than the limit. Its records are timed to meet both failures.
+    first, second = (1.0, 2.5), (6.6, 10.1)
+    failures = [(first[0], nothing), (first[1] - first[0], device_fails(sick, 500)),
+                (second[0] - first[1], nothing), (second[1] - second[0], device_fails(sick, 500))]
+    sick_at = [1.1, 1.7, 6.7, 7.6, 8.5, 9.4]
+    fleet = stream_of({f"healthy-{n:03d}": 8 for n in range(149)}, seed=271)
+    chunks, offsets = scheduled(paced(fleet, rate),
+                                list(zip(sick_at, stream_of({sick: len(sick_at)}, seed=271))))
+    start = time.time()
+    upstream = memfault([in_phases(failures, then=nothing, origin=start),
+                         seeded_failures(seed=271, share=NOISE_SHARE, status=503)])
+    lambda_ = function(stall_scenario_env(upstream, quarantine_queue.url, stall_s),
+                       FUNCTION_TIMEOUT_S, pool=pool)
+
+    esm, arrivals = run_stream(lambda_, chunks, batch_size=batch_size, max_record_age_s=20,
+                               limit_s=25, offsets=offsets, start=start)
+
+    result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
+    stalls = measure_stalls(ratios, f"27 (ii) {pool} environments, a device failing 1.5 s then "
+                            "3.5 s", result, esm, sick, rate=rate, stall_limit_s=stall_s,
+                            batch_size=batch_size)
+    # The premise: the device's records met both failures.
+    for began, ended in (first, second):
+        result.check(any(r.serial == sick and r.status == 500 and began <= r.started - start
+                         < ended for r in upstream.requests),
+                     f"{sick} had no request in its failure from {began:g} s to {ended:g} s")
+    check_stall_rule(result, stalls, sick, [], stall_s)
+    undelivered = [c for c in chunks if c.serial == sick and c.data not in
+                   result.first_deliveries()]
+    result.check(not undelivered, f"{len(undelivered)} of {sick}'s records not delivered")
+    result.verdict()
+
+
+def test_a_failing_burst_larger_than_a_batch_stalls_in_the_limit(
+        memfault, function, quarantine_queue: QuarantineQueue, ratios) -> None:
+    rate, batch_size, stall_s, burst = 100, 100, 4, 150
+    sick = "sick-device"
+    # The fleet has delivered for 3 s when the device publishes a backlog of 150 records at once:
+    # from then on a held batch is the failing device's records alone.
+    fleet = stream_of({f"healthy-{n:03d}": 8 for n in range(149)}, seed=272)
+    chunks, offsets = scheduled(paced(fleet, rate),
+                                [(3.0, chunk) for chunk in stream_of({sick: burst}, seed=272)])
+    upstream = memfault([device_fails(sick, 500),
+                         seeded_failures(seed=272, share=NOISE_SHARE, status=503)])
+    lambda_ = function(stall_scenario_env(upstream, quarantine_queue.url, stall_s),
+                       FUNCTION_TIMEOUT_S)
+
+    esm, arrivals = run_stream(lambda_, chunks, batch_size=batch_size, max_record_age_s=20,
+                               limit_s=25, offsets=offsets)
+
+    result = stream_result(esm, chunks, arrivals, upstream, quarantine_queue)
+    stalls = measure_stalls(ratios, f"27 (iii) a failing burst of {burst} > BatchSize", result,
+                            esm, sick, rate=rate, stall_limit_s=stall_s, batch_size=batch_size)
+    # The premise: the failing device alone filled a batch.
+    result.check(any(all(r["kinesis"]["partitionKey"] == sick for r in i.event["Records"])
+                     and len(i.event["Records"]) == batch_size for i in lambda_.invocations),
+                 f"no invocation held {batch_size} of {sick}'s records alone")
+    check_stall_rule(result, stalls, sick, [c for c in chunks if c.serial == sick], stall_s)
     result.verdict()
