@@ -257,10 +257,10 @@ fn millis<const MIN: u64, const MAX: u64>(text: &str) -> Result<Duration, String
 }
 
 /// Reads variables through `lookup`, so that tests need not touch the process environment,
-/// and notes the name of every `MEMFAULT_` variable it is asked for.
+/// and notes every variable it is asked for, by name and default.
 struct Reader<F> {
     lookup: F,
-    asked: RefCell<Vec<&'static str>>,
+    asked: RefCell<Vec<(&'static str, &'static str)>>,
 }
 
 impl<F: Fn(&str) -> Option<String>> Reader<F> {
@@ -273,7 +273,9 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
 
     /// The variable's value: its default's when it is not set.
     fn get<T>(&self, variable: &Variable<T>) -> Result<T, ConfigError> {
-        self.asked.borrow_mut().push(variable.name);
+        self.asked
+            .borrow_mut()
+            .push((variable.name, variable.default));
         let text = (self.lookup)(variable.name);
         let text = text.as_deref().unwrap_or(variable.default);
         (variable.parse)(text).map_err(|problem| ConfigError {
@@ -429,6 +431,11 @@ impl Config {
 /// The `MEMFAULT_` variables [`Config::from_lookup`] reads: what it asks for when nothing is set
 /// (every variable is read whatever the others hold).
 fn names_read() -> Vec<&'static str> {
+    declared().into_iter().map(|(name, _)| name).collect()
+}
+
+/// Every variable with its default, in the order they are read.
+fn declared() -> Vec<(&'static str, &'static str)> {
     let env = Reader::new(|_: &str| None);
     Config::read(&env).expect("the defaults are a valid configuration");
     env.asked.into_inner()
@@ -658,6 +665,35 @@ mod tests {
             ("AWS_REGION", "eu-west-1"),
         ];
         assert_eq!(asked(&with_queue), names);
+    }
+
+    /// README.md's table of variables is the declarations': every variable, each with its
+    /// default ("unset" for an optional one), and no other.
+    #[test]
+    fn the_readme_lists_every_variable_with_its_default() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let mut rows: Vec<(String, String)> = readme
+            .lines()
+            .filter(|line| line.starts_with("| `MEMFAULT_"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                (cells[1].trim_matches('`').to_owned(), cells[2].to_owned())
+            })
+            .collect();
+        let mut expected: Vec<(String, String)> = declared()
+            .into_iter()
+            .map(|(name, default)| {
+                let shown = match default {
+                    "" => "unset".to_owned(),
+                    text => format!("`{text}`"),
+                };
+                (name.to_owned(), shown)
+            })
+            .collect();
+        rows.sort();
+        expected.sort();
+        assert_eq!(rows, expected);
     }
 
     #[test]
