@@ -23,6 +23,11 @@ impl Refusal {
             Self::Route(error) => error.kind(),
         }
     }
+
+    /// Lambda's `errorType` for it: it fails whenever it is retried.
+    pub(crate) fn error_type(&self) -> String {
+        format!("Permanent.{}", self.kind())
+    }
 }
 
 /// What became of one item.
@@ -105,7 +110,7 @@ impl Undeliverable {
     /// `Retryable.*` may pass later (a replay once the device or Memfault recovered).
     pub(crate) fn error_type(&self) -> String {
         match self {
-            Self::Refused(refusal) => format!("Permanent.{}", refusal.kind()),
+            Self::Refused(refusal) => refusal.error_type(),
             Self::Rejected(_) => "Permanent.UpstreamRejected".to_owned(),
             Self::Stalled(error) => error.error_type(),
         }

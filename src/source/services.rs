@@ -262,7 +262,7 @@ pub(super) fn note_refusal(
         outcome = "refused",
         item_id,
         device_serial,
-        error_type = %format!("Permanent.{}", refusal.kind()),
+        error_type = %refusal.error_type(),
         error = %refusal,
         "chunk refused"
     );
