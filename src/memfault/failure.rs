@@ -344,6 +344,30 @@ mod tests {
         }
     }
 
+    /// Every `FailureClass` the metrics can carry is one docs/configuration.md lists.
+    #[test]
+    fn every_failure_class_is_documented() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+        let docs = std::fs::read_to_string(path).unwrap();
+        let answered = |code: u16| {
+            let status = StatusCode::from_u16(code).unwrap();
+            let concern = classify(status).unwrap_err();
+            Failure::from_answer((status, concern), None, b"", &"Key".parse().unwrap())
+        };
+        let failures = [
+            answered(429),
+            answered(503),
+            answered(400),
+            Failure::Connect(String::new()),
+            Failure::Connection(String::new()),
+            Failure::Timeout(Duration::from_secs(1)),
+        ];
+        let classes = failures.iter().map(Failure::class);
+        for class in classes.chain([UploadError::NoTimeLeft.class()]) {
+            assert!(docs.contains(&format!("`{class}`")), "FailureClass {class}");
+        }
+    }
+
     #[test]
     fn error_bodies_are_shortened_and_flattened() {
         let long = format!("line one\nline two {}", "x".repeat(500));
