@@ -127,7 +127,7 @@ async fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let text = match forwarder.config().router.key_source() {
+        let text = match forwarder.config().router().key_source() {
             KeySource::Fixed(key) => text.replace(PLACEHOLDER_KEY, key.expose()),
             _ => text,
         };

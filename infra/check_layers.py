@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"quarantine_queue", "stream_failure_bucket"},  # the function's AWS writes
     {"config"},  # environment -> Config, validated once
     {"aws"},  # AWS destinations and SigV4 requests
-    {"http_client", "url", "routing", "event", "retry", "redact", "observability"},  # leaves
+    {"http_client", "url", "routing", "event", "retry", "redact", "observability", "source_kind"},  # leaves
 ]
 ROOT_FILES = {"lib", "main"}
 CRATE_PATH = re.compile(r"\bcrate::([a-z_]+)")

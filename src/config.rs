@@ -1,31 +1,42 @@
 //! Configuration from environment variables, validated once at init.
+//!
+//! A setting lives here in one place: its [`Variable`] (name, parser, how an error shows its
+//! value, default), the [`Config`] field it fills, and the one line of [`Config::from_lookup`]
+//! that reads it. The list of names an environment may hold is what `from_lookup` reads, so a
+//! variable declared and read is known, and nothing else is. docs/development.md has an example.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::str::FromStr;
 use std::time::Duration;
 
 use thiserror::Error;
+use tokio::time::Instant;
 
-use crate::aws::{BucketUrl, QuarantineQueueConfig, QueueUrl};
+use crate::aws::{AwsIdentity, BucketUrl, QueueUrl};
 use crate::redact::{redact, redact_key_like, redact_project_keys, redact_url};
 use crate::retry::RetryPolicy;
-use crate::routing::{KeySource, ProjectKey, ProjectKeys, Router, TopicPattern};
+use crate::routing::{
+    DEFAULT_TOPIC_PATTERN, KeySource, ProjectKey, ProjectKeys, Router, TopicPattern,
+};
 pub use crate::url::ChunksUrl;
 
-pub(crate) const DEFAULT_CHUNKS_URL: &str = "https://chunks.memfault.com";
-pub(crate) const DEFAULT_METRICS_NAMESPACE: &str = "MemfaultChunkProxy";
-/// The least time uploads leave between giving up and the invocation deadline
-/// (`MEMFAULT_DEADLINE_MARGIN_MS`), so that the function can still log, count and answer.
-/// Measured on a development machine (debug build): 0.4 ms from giving up to the answer for a
-/// direct event, 22 ms for an SQS batch of 1,000 devices with no time left. Lambda at 128 MB has
-/// 128/1,769 of a vCPU (Lambda developer guide, "Configure Lambda function memory"), about 14
-/// times less than that machine's core: 100 ms covers a direct event many times over and such a
-/// batch with room to spare. Larger batches want the default 500 ms or more.
-/// Devices uploaded at once: a batch of 500 devices at a 50 ms round trip takes
-/// ceil(500 / 64) = 8 round trips, 0.4 s, so one invocation keeps up with a shard's 1,000
-/// records/s (docs/benchmark.md).
+/// Devices uploaded at once, `MEMFAULT_UPLOAD_CONCURRENCY`'s default: a batch of 500 devices at
+/// a 50 ms round trip takes ceil(500 / 64) = 8 round trips, so one invocation keeps up with a
+/// shard's 1,000 records/s (docs/benchmark.md).
 pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 64;
+/// The least time uploads leave between giving up and the invocation deadline
+/// (`MEMFAULT_DEADLINE_MARGIN_MS`), so that the function can still log, count and answer. Giving
+/// up, logging and answering take well under a millisecond for a direct event and tens of
+/// milliseconds for a batch of a thousand devices on a fast machine; Lambda's smallest memory
+/// setting has a small fraction of one vCPU, so this leaves room for that many times over.
+/// Larger batches want the default or more.
 pub const MIN_DEADLINE_MARGIN: Duration = Duration::from_millis(100);
+/// How much of an invocation's time uploads leave to the quarantine queue's writes, before the
+/// margin: two SQS round trips (the write and its one retry) in the function's own region.
+/// docs/delivery.md ("Deadlines") gives the arithmetic.
+const QUARANTINE_WRITE_BUDGET: Duration = Duration::from_millis(500);
 
 /// A configuration variable with a value that cannot work. The message names the variable and
 /// the problem, and quotes the value with anything that may be a secret in it redacted.
@@ -37,59 +48,92 @@ pub struct ConfigError {
     problem: String,
 }
 
+/// The function's settings. Only [`Config::from_lookup`] (and [`Config::from_env`] through it)
+/// makes one, so every value in it passed its variable's checks: nothing downstream re-checks.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub chunks_url: ChunksUrl,
+    chunks_url: ChunksUrl,
     /// `MEMFAULT_TOPIC_PATTERN` with where project keys come from: `MEMFAULT_PROJECT_KEY` (one
     /// project), `MEMFAULT_PROJECT_KEYS` (a project per topic slug), or each message.
-    pub router: Router,
-    pub retry: RetryPolicy,
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
-    /// Uploads stop this long before the invocation deadline, so the function always answers.
-    pub deadline_margin: Duration,
+    router: Router,
+    retry: RetryPolicy,
+    connect_timeout: Duration,
+    request_timeout: Duration,
     /// `None` turns CloudWatch embedded metrics off.
-    pub metrics_namespace: Option<String>,
-    pub batch_max_chunks: usize,
-    pub upload_concurrency: usize,
+    metrics_namespace: Option<String>,
+    batch_max_chunks: NonZeroUsize,
+    upload_concurrency: NonZeroUsize,
     /// How long a stream device's failing record may hold its shard while other devices are
     /// delivered, before its records are set aside.
-    pub stall_limit: Duration,
+    stall_limit: Duration,
     /// Where records that can never be delivered are written; `None` leaves them with their
     /// source, reported as failures.
-    pub quarantine_queue: Option<QuarantineQueueConfig>,
-    /// Where a failure record too large for the queue is put instead (stream mode).
-    pub stream_failure_bucket: Option<BucketUrl>,
+    quarantine: Option<QuarantineSettings>,
+    /// How the time before each invocation's deadline is shared out.
+    time_budget: TimeBudget,
 }
 
-impl Default for Config {
-    fn default() -> Self {
+/// The quarantine queue, the stream failure bucket beside it (for records too large for the
+/// queue), and the identity both are written as.
+#[derive(Debug, Clone)]
+pub(crate) struct QuarantineSettings {
+    pub queue: QueueUrl,
+    pub bucket: Option<BucketUrl>,
+    pub identity: AwsIdentity,
+}
+
+/// How the time before an invocation's deadline is shared out (docs/delivery.md, "Deadlines"):
+/// uploads stop at the upload bound, the margin and, with a quarantine queue, its write budget
+/// before the deadline; a probe may take half of that write budget; writes to the quarantine
+/// stop at the margin, so that the function can still log, count and answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimeBudget {
+    margin: Duration,
+    write_budget: Duration,
+}
+
+impl TimeBudget {
+    fn new(margin: Duration, quarantine: bool) -> Self {
+        let write_budget = if quarantine {
+            QUARANTINE_WRITE_BUDGET
+        } else {
+            Duration::ZERO
+        };
         Self {
-            chunks_url: DEFAULT_CHUNKS_URL
-                .parse()
-                .expect("the default URL is valid"),
-            router: Router::default(),
-            retry: RetryPolicy::default(),
-            connect_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(10),
-            deadline_margin: Duration::from_millis(500),
-            metrics_namespace: Some(DEFAULT_METRICS_NAMESPACE.to_owned()),
-            batch_max_chunks: 500,
-            upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
-            stall_limit: Duration::from_secs(300),
-            quarantine_queue: None,
-            stream_failure_bucket: None,
+            margin,
+            write_budget,
         }
+    }
+
+    /// When uploads give up.
+    pub(crate) fn upload_bound(&self, deadline: Instant) -> Instant {
+        before(deadline, self.margin + self.write_budget)
+    }
+
+    /// When a probe, made after the invocation's uploads, gives up: a device whose uploads ran
+    /// to the upload bound still leaves it half of the write budget, and the writes the other.
+    pub(crate) fn probe_bound(&self, deadline: Instant) -> Instant {
+        before(deadline, self.margin + self.write_budget / 2)
+    }
+
+    /// When writes to the quarantine give up.
+    pub(crate) fn write_bound(&self, deadline: Instant) -> Instant {
+        before(deadline, self.margin)
     }
 }
 
-/// One environment variable: its name, how its text becomes a value, and how an error shows a
-/// value it refuses (redacted wherever the value may hold a secret). A variable that is not set
-/// keeps `Config::default()`'s value; one declared `Variable<Option<_>>` is optional.
+fn before(deadline: Instant, margin: Duration) -> Instant {
+    deadline.checked_sub(margin).unwrap_or(deadline)
+}
+
+/// One environment variable: its name, how its text becomes a value, how an error shows a value
+/// it refuses (redacted wherever the value may hold a secret), and the text it has when it is
+/// not set, read by the same parser. A variable declared `Variable<Option<_>>` is optional.
 struct Variable<T> {
     name: &'static str,
     parse: fn(&str) -> Result<T, String>,
     show: fn(&str) -> String,
+    default: &'static str,
 }
 
 // The variables, in the order of `Config`'s fields.
@@ -97,72 +141,63 @@ const CHUNKS_URL: Variable<ChunksUrl> = Variable {
     name: "MEMFAULT_CHUNKS_URL",
     parse: from_str,
     show: |text| format!("{:?}", redact_url(text)),
+    default: "https://chunks.memfault.com",
 };
 const PROJECT_KEY: Variable<Option<ProjectKey>> = Variable {
     name: "MEMFAULT_PROJECT_KEY",
     parse: empty_is_unset,
     show: redact,
+    default: "",
 };
 const PROJECT_KEYS: Variable<Option<ProjectKeys>> = Variable {
     name: "MEMFAULT_PROJECT_KEYS",
     parse: |text| empty_is_unset(text.trim()),
     show: |text| format!("{:?}", redact_project_keys(text)),
+    default: "",
 };
 const TOPIC_PATTERN: Variable<TopicPattern> = Variable {
     name: "MEMFAULT_TOPIC_PATTERN",
     parse: from_str,
     show: |text| format!("{:?}", redact_key_like(text)),
+    default: DEFAULT_TOPIC_PATTERN,
 };
-const MAX_ATTEMPTS: Variable<u32> = plain("MEMFAULT_MAX_ATTEMPTS", whole::<u32, 1, 20>);
+const MAX_ATTEMPTS: Variable<u32> = plain("MEMFAULT_MAX_ATTEMPTS", whole::<u32, 1, 20>, "4");
 const RETRY_BASE_DELAY: Variable<Duration> =
-    plain("MEMFAULT_RETRY_BASE_DELAY_MS", millis::<1, 60_000>);
+    plain("MEMFAULT_RETRY_BASE_DELAY_MS", millis::<1, 60_000>, "200");
 const RETRY_MAX_DELAY: Variable<Duration> =
-    plain("MEMFAULT_RETRY_MAX_DELAY_MS", millis::<1, 300_000>);
+    plain("MEMFAULT_RETRY_MAX_DELAY_MS", millis::<1, 300_000>, "5000");
 const CONNECT_TIMEOUT: Variable<Duration> =
-    plain("MEMFAULT_CONNECT_TIMEOUT_MS", millis::<1, 60_000>);
+    plain("MEMFAULT_CONNECT_TIMEOUT_MS", millis::<1, 60_000>, "2000");
 const REQUEST_TIMEOUT: Variable<Duration> =
-    plain("MEMFAULT_REQUEST_TIMEOUT_MS", millis::<1, 900_000>);
+    plain("MEMFAULT_REQUEST_TIMEOUT_MS", millis::<1, 900_000>, "10000");
 const DEADLINE_MARGIN: Variable<Duration> = plain(
     "MEMFAULT_DEADLINE_MARGIN_MS",
     millis::<{ MIN_DEADLINE_MARGIN.as_millis() as u64 }, 60_000>,
+    "500",
 );
 /// Set but empty turns metrics off.
-const METRICS_NAMESPACE: Variable<Option<String>> =
-    plain("MEMFAULT_METRICS_NAMESPACE", |text| match text {
+const METRICS_NAMESPACE: Variable<Option<String>> = plain(
+    "MEMFAULT_METRICS_NAMESPACE",
+    |text| match text {
         "" => Ok(None),
         name => check_namespace(name).map(Some),
-    });
-const BATCH_MAX_CHUNKS: Variable<usize> =
-    plain("MEMFAULT_BATCH_MAX_CHUNKS", whole::<usize, 1, 10_000>);
-const UPLOAD_CONCURRENCY: Variable<usize> =
-    plain("MEMFAULT_UPLOAD_CONCURRENCY", whole::<usize, 1, 256>);
-const STALL_LIMIT: Variable<Duration> = plain("MEMFAULT_STALL_LIMIT_SECONDS", |text| {
-    whole::<u64, 1, 604_800>(text).map(Duration::from_secs)
-});
+    },
+    "MemfaultChunkProxy",
+);
+const BATCH_MAX_CHUNKS: Variable<NonZeroUsize> =
+    plain("MEMFAULT_BATCH_MAX_CHUNKS", some::<10_000>, "500");
+const UPLOAD_CONCURRENCY: Variable<NonZeroUsize> =
+    plain("MEMFAULT_UPLOAD_CONCURRENCY", some::<256>, "64");
+const STALL_LIMIT: Variable<Duration> = plain(
+    "MEMFAULT_STALL_LIMIT_SECONDS",
+    |text| whole::<u64, 1, 604_800>(text).map(Duration::from_secs),
+    "300",
+);
 const QUARANTINE_QUEUE_URL: Variable<Option<QueueUrl>> =
-    plain("MEMFAULT_QUARANTINE_QUEUE_URL", empty_is_unset);
+    plain("MEMFAULT_QUARANTINE_QUEUE_URL", empty_is_unset, "");
 const STREAM_FAILURE_BUCKET_URL: Variable<Option<BucketUrl>> =
-    plain("MEMFAULT_STREAM_FAILURE_BUCKET_URL", empty_is_unset);
+    plain("MEMFAULT_STREAM_FAILURE_BUCKET_URL", empty_is_unset, "");
 
-/// The names of the variables above: a `MEMFAULT_` variable that is none of them is refused.
-const NAMES: [&str; 16] = [
-    CHUNKS_URL.name,
-    PROJECT_KEY.name,
-    PROJECT_KEYS.name,
-    TOPIC_PATTERN.name,
-    MAX_ATTEMPTS.name,
-    RETRY_BASE_DELAY.name,
-    RETRY_MAX_DELAY.name,
-    CONNECT_TIMEOUT.name,
-    REQUEST_TIMEOUT.name,
-    DEADLINE_MARGIN.name,
-    METRICS_NAMESPACE.name,
-    BATCH_MAX_CHUNKS.name,
-    UPLOAD_CONCURRENCY.name,
-    STALL_LIMIT.name,
-    QUARANTINE_QUEUE_URL.name,
-    STREAM_FAILURE_BUCKET_URL.name,
-];
 /// Variables renamed before 0.1.0 (CHANGELOG.md), each with its new name.
 const RENAMED: [(&str, &str); 2] = [
     ("MEMFAULT_FAILURE_QUEUE_URL", QUARANTINE_QUEUE_URL.name),
@@ -174,11 +209,16 @@ const RENAMED: [(&str, &str); 2] = [
 const PREFIX: &str = "MEMFAULT_";
 
 /// A variable whose value holds no secret: an error quotes it as it is.
-const fn plain<T>(name: &'static str, parse: fn(&str) -> Result<T, String>) -> Variable<T> {
+const fn plain<T>(
+    name: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+    default: &'static str,
+) -> Variable<T> {
     Variable {
         name,
         parse,
         show: |text| format!("{text:?}"),
+        default,
     }
 }
 
@@ -206,36 +246,43 @@ fn whole<T: TryFrom<u64>, const MIN: u64, const MAX: u64>(text: &str) -> Result<
     }
 }
 
+/// A count from 1 to `MAX`.
+fn some<const MAX: u64>(text: &str) -> Result<NonZeroUsize, String> {
+    let count = whole::<usize, 1, MAX>(text)?;
+    NonZeroUsize::new(count).ok_or_else(|| format!("must be between 1 and {MAX}"))
+}
+
 fn millis<const MIN: u64, const MAX: u64>(text: &str) -> Result<Duration, String> {
     whole::<u64, MIN, MAX>(text).map(Duration::from_millis)
 }
 
-/// Reads variables through `lookup`, so that tests need not touch the process environment.
+/// Reads variables through `lookup`, so that tests need not touch the process environment,
+/// and notes every variable it is asked for, by name and default.
 struct Reader<F> {
     lookup: F,
+    asked: RefCell<Vec<(&'static str, &'static str)>>,
 }
 
 impl<F: Fn(&str) -> Option<String>> Reader<F> {
-    /// The variable's value, `None` when it is not set.
-    fn get<T>(&self, variable: &Variable<T>) -> Result<Option<T>, ConfigError> {
-        let Some(text) = (self.lookup)(variable.name) else {
-            return Ok(None);
-        };
-        (variable.parse)(&text)
-            .map(Some)
-            .map_err(|problem| ConfigError {
-                variable: variable.name.into(),
-                shown: (variable.show)(&text),
-                problem,
-            })
+    fn new(lookup: F) -> Self {
+        Self {
+            lookup,
+            asked: RefCell::default(),
+        }
     }
 
-    fn or<T>(&self, variable: &Variable<T>, default: T) -> Result<T, ConfigError> {
-        Ok(self.get(variable)?.unwrap_or(default))
-    }
-
-    fn optional<T>(&self, variable: &Variable<Option<T>>) -> Result<Option<T>, ConfigError> {
-        Ok(self.get(variable)?.flatten())
+    /// The variable's value: its default's when it is not set.
+    fn get<T>(&self, variable: &Variable<T>) -> Result<T, ConfigError> {
+        self.asked
+            .borrow_mut()
+            .push((variable.name, variable.default));
+        let text = (self.lookup)(variable.name);
+        let text = text.as_deref().unwrap_or(variable.default);
+        (variable.parse)(text).map_err(|problem| ConfigError {
+            variable: variable.name.into(),
+            shown: (variable.show)(text),
+            problem,
+        })
     }
 
     /// A variable Lambda sets for every function, needed here because `needed_by` is set.
@@ -265,10 +312,11 @@ impl Config {
     /// its quarantine queue. The message names the variable, never its value (it may be a key):
     /// a renamed one with its new name, a misspelt one with the name it is closest to.
     pub fn check_names(names: impl IntoIterator<Item = String>) -> Result<(), ConfigError> {
+        let known = names_read();
         let mut unread: Vec<String> = names
             .into_iter()
             .filter(|name| {
-                name.to_ascii_uppercase().starts_with(PREFIX) && !NAMES.contains(&name.as_str())
+                name.to_ascii_uppercase().starts_with(PREFIX) && !known.contains(&name.as_str())
             })
             .collect();
         // The environment's order is arbitrary: the same deployment always names the same one.
@@ -276,7 +324,7 @@ impl Config {
         let Some(variable) = unread.into_iter().next() else {
             return Ok(());
         };
-        let problem = match (renamed(&variable), closest_name(&variable)) {
+        let problem = match (renamed(&variable), closest_name(&variable, &known)) {
             (Some(new), _) => format!(
                 "was renamed {new} in 0.1.0 and is no longer read; set {new} instead (CHANGELOG.md)"
             ),
@@ -294,28 +342,103 @@ impl Config {
         })
     }
 
+    /// The configuration of an environment in which `lookup` finds each variable's value: the
+    /// one way to make a `Config`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Reader { lookup };
-        let defaults = Self::default();
-        let router = router(&env)?;
-        let retry = retry(&env, defaults.retry)?;
-        let (quarantine_queue, stream_failure_bucket) = failure_destinations(&env)?;
-        let metrics_namespace = env.or(&METRICS_NAMESPACE, defaults.metrics_namespace)?;
+        Self::read(&Reader::new(lookup))
+    }
+
+    fn read<F: Fn(&str) -> Option<String>>(env: &Reader<F>) -> Result<Self, ConfigError> {
+        let router = router(env)?;
+        let retry = retry(env)?;
+        let quarantine = quarantine(env)?;
+        let metrics_namespace = env.get(&METRICS_NAMESPACE)?;
+        let chunks_url = env.get(&CHUNKS_URL)?;
+        let connect_timeout = env.get(&CONNECT_TIMEOUT)?;
+        let request_timeout = env.get(&REQUEST_TIMEOUT)?;
+        let margin = env.get(&DEADLINE_MARGIN)?;
         Ok(Self {
-            chunks_url: env.or(&CHUNKS_URL, defaults.chunks_url)?,
+            chunks_url,
             router,
             retry,
-            connect_timeout: env.or(&CONNECT_TIMEOUT, defaults.connect_timeout)?,
-            request_timeout: env.or(&REQUEST_TIMEOUT, defaults.request_timeout)?,
-            deadline_margin: env.or(&DEADLINE_MARGIN, defaults.deadline_margin)?,
+            connect_timeout,
+            request_timeout,
             metrics_namespace,
-            batch_max_chunks: env.or(&BATCH_MAX_CHUNKS, defaults.batch_max_chunks)?,
-            upload_concurrency: env.or(&UPLOAD_CONCURRENCY, defaults.upload_concurrency)?,
-            stall_limit: env.or(&STALL_LIMIT, defaults.stall_limit)?,
-            quarantine_queue,
-            stream_failure_bucket,
+            batch_max_chunks: env.get(&BATCH_MAX_CHUNKS)?,
+            upload_concurrency: env.get(&UPLOAD_CONCURRENCY)?,
+            stall_limit: env.get(&STALL_LIMIT)?,
+            time_budget: TimeBudget::new(margin, quarantine.is_some()),
+            quarantine,
         })
     }
+
+    pub(crate) fn chunks_url(&self) -> &ChunksUrl {
+        &self.chunks_url
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    pub(crate) fn retry(&self) -> RetryPolicy {
+        self.retry
+    }
+
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    pub(crate) fn metrics_namespace(&self) -> Option<&str> {
+        self.metrics_namespace.as_deref()
+    }
+
+    pub(crate) fn batch_max_chunks(&self) -> NonZeroUsize {
+        self.batch_max_chunks
+    }
+
+    pub(crate) fn upload_concurrency(&self) -> NonZeroUsize {
+        self.upload_concurrency
+    }
+
+    pub(crate) fn stall_limit(&self) -> Duration {
+        self.stall_limit
+    }
+
+    pub(crate) fn quarantine(&self) -> Option<&QuarantineSettings> {
+        self.quarantine.as_ref()
+    }
+
+    pub(crate) fn time_budget(&self) -> TimeBudget {
+        self.time_budget
+    }
+
+    /// Every URL the function sends requests to: Memfault's, and the quarantine's if any.
+    pub(crate) fn destinations(&self) -> Vec<String> {
+        let quarantine = self.quarantine.iter().flat_map(|quarantine| {
+            std::iter::once(quarantine.queue.to_string())
+                .chain(quarantine.bucket.iter().map(ToString::to_string))
+        });
+        std::iter::once(self.chunks_url.to_string())
+            .chain(quarantine)
+            .collect()
+    }
+}
+
+/// The `MEMFAULT_` variables [`Config::from_lookup`] reads: what it asks for when nothing is set
+/// (every variable is read whatever the others hold).
+fn names_read() -> Vec<&'static str> {
+    declared().into_iter().map(|(name, _)| name).collect()
+}
+
+/// Every variable with its default, in the order they are read.
+fn declared() -> Vec<(&'static str, &'static str)> {
+    let env = Reader::new(|_: &str| None);
+    Config::read(&env).expect("the defaults are a valid configuration");
+    env.asked.into_inner()
 }
 
 /// The new name of a variable renamed before 0.1.0.
@@ -328,11 +451,11 @@ fn renamed(name: &str) -> Option<&'static str> {
 
 /// The variable `name` most likely misspells: the nearest in edits (letters added, dropped or
 /// changed, case ignored), if a few edits reach it.
-fn closest_name(name: &str) -> Option<&'static str> {
+fn closest_name(name: &str, known: &[&'static str]) -> Option<&'static str> {
     // Four: a dropped `_URL` or `_MS`, or two slips anywhere.
     const MOST_EDITS: usize = 4;
     let name = name.to_ascii_uppercase();
-    NAMES
+    known
         .iter()
         .map(|known| (strsim::levenshtein(&name, known), *known))
         .filter(|(edits, _)| *edits <= MOST_EDITS)
@@ -345,9 +468,9 @@ fn closest_name(name: &str) -> Option<&'static str> {
 /// rather than resolved by a precedence nobody would guess. Every such refusal is reported as
 /// one of `MEMFAULT_PROJECT_KEYS`, the variable the layouts with several projects need.
 fn router<F: Fn(&str) -> Option<String>>(env: &Reader<F>) -> Result<Router, ConfigError> {
-    let key = env.optional(&PROJECT_KEY)?;
-    let keys = env.optional(&PROJECT_KEYS)?;
-    let pattern = env.or(&TOPIC_PATTERN, TopicPattern::default())?;
+    let key = env.get(&PROJECT_KEY)?;
+    let keys = env.get(&PROJECT_KEYS)?;
+    let pattern = env.get(&TOPIC_PATTERN)?;
     let refused = |problem: String| ConfigError {
         variable: PROJECT_KEYS.name.into(),
         shown: match (env.lookup)(PROJECT_KEYS.name) {
@@ -369,14 +492,11 @@ fn router<F: Fn(&str) -> Option<String>>(env: &Reader<F>) -> Result<Router, Conf
     Router::new(pattern, source).map_err(|mismatch| refused(mismatch.to_string()))
 }
 
-fn retry<F: Fn(&str) -> Option<String>>(
-    env: &Reader<F>,
-    defaults: RetryPolicy,
-) -> Result<RetryPolicy, ConfigError> {
+fn retry<F: Fn(&str) -> Option<String>>(env: &Reader<F>) -> Result<RetryPolicy, ConfigError> {
     let retry = RetryPolicy {
-        max_attempts: env.or(&MAX_ATTEMPTS, defaults.max_attempts)?,
-        base_delay: env.or(&RETRY_BASE_DELAY, defaults.base_delay)?,
-        max_delay: env.or(&RETRY_MAX_DELAY, defaults.max_delay)?,
+        max_attempts: env.get(&MAX_ATTEMPTS)?,
+        base_delay: env.get(&RETRY_BASE_DELAY)?,
+        max_delay: env.get(&RETRY_MAX_DELAY)?,
     };
     if retry.max_delay < retry.base_delay {
         return Err(ConfigError {
@@ -394,40 +514,41 @@ fn retry<F: Fn(&str) -> Option<String>>(
 
 /// The quarantine queue, with the region and credentials its requests are signed with (Lambda
 /// sets them in the environment of every function), and the stream failure bucket beside it.
-fn failure_destinations<F: Fn(&str) -> Option<String>>(
+fn quarantine<F: Fn(&str) -> Option<String>>(
     env: &Reader<F>,
-) -> Result<(Option<QuarantineQueueConfig>, Option<BucketUrl>), ConfigError> {
-    let queue = match env.optional(&QUARANTINE_QUEUE_URL)? {
-        None => None,
-        Some(url) => {
-            let needed_by = QUARANTINE_QUEUE_URL.name;
-            let credentials = aws_credential_types::Credentials::new(
-                env.required("AWS_ACCESS_KEY_ID", needed_by)?,
-                env.required("AWS_SECRET_ACCESS_KEY", needed_by)?,
-                (env.lookup)("AWS_SESSION_TOKEN").filter(|token| !token.is_empty()),
-                None,
-                "environment",
-            );
-            let region = env.required("AWS_REGION", needed_by)?;
-            Some(QuarantineQueueConfig {
-                url,
-                region,
-                credentials,
-            })
-        }
+) -> Result<Option<QuarantineSettings>, ConfigError> {
+    let queue = env.get(&QUARANTINE_QUEUE_URL)?;
+    let bucket = env.get(&STREAM_FAILURE_BUCKET_URL)?;
+    let Some(queue) = queue else {
+        return match bucket {
+            None => Ok(None),
+            Some(_) => Err(ConfigError {
+                variable: STREAM_FAILURE_BUCKET_URL.name.into(),
+                shown: "(set)".into(),
+                problem: format!(
+                    "needs {}: the bucket only takes records too large for the queue",
+                    QUARANTINE_QUEUE_URL.name
+                ),
+            }),
+        };
     };
-    let bucket = env.optional(&STREAM_FAILURE_BUCKET_URL)?;
-    if bucket.is_some() && queue.is_none() {
-        return Err(ConfigError {
-            variable: STREAM_FAILURE_BUCKET_URL.name.into(),
-            shown: "(set)".into(),
-            problem: format!(
-                "needs {}: the bucket only takes records too large for the queue",
-                QUARANTINE_QUEUE_URL.name
-            ),
-        });
-    }
-    Ok((queue, bucket))
+    let needed_by = QUARANTINE_QUEUE_URL.name;
+    let credentials = aws_credential_types::Credentials::new(
+        env.required("AWS_ACCESS_KEY_ID", needed_by)?,
+        env.required("AWS_SECRET_ACCESS_KEY", needed_by)?,
+        (env.lookup)("AWS_SESSION_TOKEN").filter(|token| !token.is_empty()),
+        None,
+        "environment",
+    );
+    let region = env.required("AWS_REGION", needed_by)?;
+    Ok(Some(QuarantineSettings {
+        queue,
+        bucket,
+        identity: AwsIdentity {
+            region,
+            credentials,
+        },
+    }))
 }
 
 /// CloudWatch namespaces: 1 to 255 characters, letters, digits and `. - _ / # :` (and no leading colon).
@@ -506,30 +627,122 @@ mod tests {
         assert_eq!(config.retry.max_delay, Duration::from_millis(900));
         assert_eq!(config.connect_timeout, Duration::from_millis(300));
         assert_eq!(config.request_timeout, Duration::from_millis(4000));
-        assert_eq!(config.deadline_margin, Duration::from_millis(250));
+        assert_eq!(config.time_budget.margin, Duration::from_millis(250));
         assert_eq!(config.metrics_namespace.as_deref(), Some("Fleet/Chunks"));
-        assert_eq!(config.batch_max_chunks, 100);
-        assert_eq!(config.upload_concurrency, 3);
+        assert_eq!(config.batch_max_chunks.get(), 100);
+        assert_eq!(config.upload_concurrency.get(), 3);
         assert_eq!(config.stall_limit, Duration::from_secs(45));
     }
 
-    /// `NAMES` is what `from_lookup` reads: a variable added without its name would be refused,
-    /// one whose name stayed behind would be accepted and ignored.
+    /// The names checked are every `MEMFAULT_` variable `from_lookup` asks for, whatever the
+    /// environment holds: a variable read only in some configurations would be refused in others.
     #[test]
     fn the_names_checked_are_the_names_read() {
-        let read = std::cell::RefCell::new(Vec::new());
-        Config::from_lookup(|name| {
-            read.borrow_mut().push(name.to_owned());
-            None
+        let asked = |vars: &[(&str, &str)]| {
+            let read = std::cell::RefCell::new(Vec::new());
+            Config::from_lookup(|name| {
+                read.borrow_mut().push(name.to_owned());
+                vars.iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            })
+            .unwrap();
+            let mut read: Vec<String> = read.into_inner();
+            read.retain(|name| name.starts_with(PREFIX));
+            read.sort();
+            read.dedup();
+            read
+        };
+        let mut names: Vec<String> = names_read().into_iter().map(str::to_owned).collect();
+        names.sort();
+        assert_eq!(names.len(), 16);
+        assert_eq!(asked(&[]), names);
+        let queue = "https://sqs.eu-west-1.amazonaws.com/123456789012/quarantine.fifo";
+        let with_queue = [
+            ("MEMFAULT_QUARANTINE_QUEUE_URL", queue),
+            ("AWS_ACCESS_KEY_ID", "AKID"),
+            ("AWS_SECRET_ACCESS_KEY", "SECRET"),
+            ("AWS_REGION", "eu-west-1"),
+        ];
+        assert_eq!(asked(&with_queue), names);
+    }
+
+    /// README.md's table of variables is the declarations': every variable, each with its
+    /// default ("unset" for an optional one), and no other.
+    #[test]
+    fn the_readme_lists_every_variable_with_its_default() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let mut rows: Vec<(String, String)> = readme
+            .lines()
+            .filter(|line| line.starts_with("| `MEMFAULT_"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                (cells[1].trim_matches('`').to_owned(), cells[2].to_owned())
+            })
+            .collect();
+        let mut expected: Vec<(String, String)> = declared()
+            .into_iter()
+            .map(|(name, default)| {
+                let shown = match default {
+                    "" => "unset".to_owned(),
+                    text => format!("`{text}`"),
+                };
+                (name.to_owned(), shown)
+            })
+            .collect();
+        rows.sort();
+        expected.sort();
+        assert_eq!(rows, expected);
+    }
+
+    #[test]
+    fn every_default_passes_its_own_check_and_the_published_constants_agree() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.upload_concurrency.get(), DEFAULT_UPLOAD_CONCURRENCY);
+        assert_eq!(config.time_budget.margin, Duration::from_millis(500));
+        assert_eq!(config.time_budget.write_budget, Duration::ZERO);
+        let retry = RetryPolicy {
+            max_attempts: 4,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+        };
+        assert_eq!(config.retry, retry);
+        assert_eq!(config.stall_limit, Duration::from_secs(300));
+        assert!(config.quarantine.is_none());
+    }
+
+    #[test]
+    fn the_time_budget_leaves_the_margin_and_the_write_budget() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let queue = "https://sqs.eu-west-1.amazonaws.com/123456789012/quarantine.fifo";
+        let config = Config::from_lookup(|name| {
+            Some(match name {
+                "MEMFAULT_QUARANTINE_QUEUE_URL" => queue.to_owned(),
+                "MEMFAULT_DEADLINE_MARGIN_MS" => "200".to_owned(),
+                name if name.starts_with("AWS_") => "x".to_owned(),
+                _ => return None,
+            })
         })
         .unwrap();
-        let mut read: Vec<String> = read.into_inner();
-        read.retain(|name| name.starts_with(PREFIX));
-        read.sort();
-        read.dedup();
-        let mut names = NAMES.map(str::to_owned).to_vec();
-        names.sort();
-        assert_eq!(read, names);
+        let budget = config.time_budget();
+        assert_eq!(
+            deadline - budget.write_bound(deadline),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            deadline - budget.upload_bound(deadline),
+            Duration::from_millis(700)
+        );
+        assert_eq!(
+            deadline - budget.probe_bound(deadline),
+            Duration::from_millis(450)
+        );
+        let early = Instant::now();
+        assert_eq!(
+            budget.upload_bound(early),
+            early.min(budget.upload_bound(early))
+        );
     }
 
     #[test]
@@ -739,39 +952,37 @@ mod tests {
     /// it is, a secret one redacted; and an unset variable is no error.
     #[test]
     fn a_variable_is_read_and_refused_as_declared() {
-        const SECRET: Variable<u8> = Variable {
+        const SECRET: Variable<Option<u8>> = Variable {
             name: "SECRET_NUMBER",
-            parse: from_str,
+            parse: empty_is_unset,
             show: redact,
+            default: "",
         };
-        const PLAIN: Variable<u8> = plain("PLAIN_NUMBER", from_str);
-        let env = Reader {
-            lookup: |name: &str| Some(format!("{name}-is-no-number")),
-        };
-        for (variable, shown) in [
-            (&SECRET, "SECR…"),
-            (&PLAIN, "\"PLAIN_NUMBER-is-no-number\""),
+        const PLAIN: Variable<u8> = plain("PLAIN_NUMBER", from_str, "3");
+        let env = Reader::new(|name: &str| Some(format!("{name}-is-no-number")));
+        for (message, name, shown) in [
+            (env.get(&SECRET).unwrap_err(), SECRET.name, "SECR…"),
+            (
+                env.get(&PLAIN).unwrap_err(),
+                PLAIN.name,
+                "\"PLAIN_NUMBER-is-no-number\"",
+            ),
         ] {
-            let message = env.get(variable).unwrap_err().to_string();
+            let message = message.to_string();
             assert!(
-                message.starts_with(&format!(
-                    "invalid configuration: {}={shown}: ",
-                    variable.name
-                )),
+                message.starts_with(&format!("invalid configuration: {name}={shown}: ")),
                 "{message}"
             );
         }
-        let unset = Reader {
-            lookup: |_: &str| None,
-        };
+        let unset = Reader::new(|_: &str| None);
         assert_eq!(unset.get(&SECRET).unwrap(), None);
-        assert_eq!(unset.or(&PLAIN, 3).unwrap(), 3);
+        assert_eq!(unset.get(&PLAIN).unwrap(), 3);
     }
 
     #[test]
     fn the_smallest_deadline_margin_is_accepted() {
         let config = config(&[("MEMFAULT_DEADLINE_MARGIN_MS", "100")]).unwrap();
-        assert_eq!(config.deadline_margin, MIN_DEADLINE_MARGIN);
+        assert_eq!(config.time_budget.margin, MIN_DEADLINE_MARGIN);
     }
 
     #[test]

@@ -7,22 +7,23 @@ use lambda_runtime::LambdaEvent;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
+use crate::aws::AwsClient;
 use crate::config::Config;
 use crate::delivery::{Deliverer, Settings};
-use crate::memfault::{ClientInitError, MemfaultClient};
-use crate::quarantine::{Invocation, Quarantine};
+use crate::http_client::{self, ClientInitError, ClientSettings, HttpClient};
+use crate::memfault::MemfaultClient;
+use crate::quarantine::{Quarantine, RequestContext};
 use crate::quarantine_queue::QuarantineQueue;
-use crate::source::{self, Envelope, Services};
+use crate::source::{self, Services};
 use crate::source::{ForwardError, Response};
 use crate::stream_failure_bucket::StreamFailureBucket;
 
-/// Holds what lives from one invocation to the next: the configuration, the delivery core
-/// (the HTTP client with its connections, the memory of settled records, the stall clocks) and
-/// the quarantine queue.
+/// Holds what lives from one invocation to the next: the configuration and the delivery core
+/// (the Memfault client with its connections, the quarantine, the memory of settled records,
+/// the stall clocks).
 pub struct Forwarder {
     config: Config,
     deliverer: Deliverer,
-    quarantine: Option<Quarantine>,
 }
 
 /// Lambda gives the deadline as wall-clock milliseconds; timers want a monotonic instant. A
@@ -35,31 +36,25 @@ fn deadline_instant(deadline_ms: u64) -> Instant {
 }
 
 impl Forwarder {
+    /// Everything the function builds once is built here and handed down: the one HTTP client
+    /// (its connection pool serves Memfault and AWS alike), the Memfault client and the delivery
+    /// core on it, and the quarantine with the identity its writes are signed with.
     pub fn new(config: Config) -> Result<Self, ClientInitError> {
-        let client = MemfaultClient::new(&config)?;
-        let quarantine = config.quarantine_queue.clone().map(|queue| {
-            let http = client.http();
-            let queue = QuarantineQueue::new(queue, http.clone(), config.request_timeout);
-            let bucket = config
-                .stream_failure_bucket
-                .clone()
-                .map(|url| StreamFailureBucket::new(url, http.clone(), config.request_timeout));
-            Quarantine::new(
-                queue,
-                bucket,
-                config.deadline_margin,
-                config.upload_concurrency,
-            )
-        });
+        let http = http_client::build(&ClientSettings {
+            destinations: &config.destinations(),
+            connect_timeout: config.connect_timeout(),
+            idle_per_host: config.upload_concurrency().get(),
+        })?;
+        let quarantine = quarantine(&config, &http);
         let settings = Settings {
-            batch_max_chunks: config.batch_max_chunks,
-            upload_concurrency: config.upload_concurrency,
-            stall_limit: config.stall_limit,
+            batch_max_chunks: config.batch_max_chunks(),
+            upload_concurrency: config.upload_concurrency(),
+            stall_limit: config.stall_limit(),
         };
+        let client = MemfaultClient::new(http, &config);
         Ok(Self {
-            deliverer: Deliverer::new(client, settings),
+            deliverer: Deliverer::new(client, settings).with_quarantine(quarantine),
             config,
-            quarantine,
         })
     }
 
@@ -79,24 +74,32 @@ impl Forwarder {
         let services = Services {
             config: &self.config,
             deliverer: &self.deliverer,
-            quarantine: self.quarantine.as_ref(),
-            invocation: Invocation {
+            context: RequestContext {
                 request_id: &event.context.request_id,
                 function_arn: &event.context.invoked_function_arn,
             },
             deadline,
         };
-        let payload = event.payload.get();
-        match source::envelope(payload) {
-            Envelope::Direct => source::direct::forward(&services, payload).await,
-            Envelope::Sqs(records) => source::sqs::forward(&services, records).await,
-            Envelope::Kinesis(records) => source::kinesis::forward(&services, records).await,
-            Envelope::KinesisFailureRecord(batch) => {
-                source::kinesis::forward_failure_record(&services, &batch).await
-            }
-            Envelope::Malformed(what) => Err(source::malformed(what)),
-        }
+        source::forward(&services, event.payload.get()).await
     }
+}
+
+/// The quarantine queue and the stream failure bucket, when configured, written as the
+/// execution role on the shared client.
+fn quarantine(config: &Config, http: &HttpClient) -> Option<Quarantine> {
+    let settings = config.quarantine()?;
+    let aws = AwsClient {
+        identity: settings.identity.clone(),
+        http: http.clone(),
+        request_timeout: config.request_timeout(),
+    };
+    let bucket = (settings.bucket.clone()).map(|url| StreamFailureBucket::new(url, aws.clone()));
+    Some(Quarantine::new(
+        QuarantineQueue::new(settings.queue.clone(), aws),
+        bucket,
+        config.time_budget(),
+        config.upload_concurrency(),
+    ))
 }
 
 #[cfg(test)]

@@ -97,6 +97,25 @@ fn trusted_roots() -> Result<rustls::RootCertStore, std::io::Error> {
     Ok(roots)
 }
 
+/// Enough of an error answer's body to say what the server objected to; the rest is not shown.
+pub(crate) const ERROR_BODY_SHOWN: usize = 300;
+
+/// An error answer's body as a log line or an error message shows it: trimmed, on one line, and
+/// cut after [`ERROR_BODY_SHOWN`] characters with an ellipsis. Scrub secrets out before this,
+/// so that no part of one survives a cut.
+pub(crate) fn shown_body(text: &str) -> String {
+    let text = text.trim();
+    let mut shown: String = text
+        .chars()
+        .take(ERROR_BODY_SHOWN)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().count() > ERROR_BODY_SHOWN {
+        shown.push('…');
+    }
+    shown
+}
+
 /// hyper's errors say little at the top ("client error (Connect)"); the cause is further down.
 pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();

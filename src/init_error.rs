@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::ConfigError;
-use crate::memfault::ClientInitError;
+use crate::http_client::ClientInitError;
 
 /// The Runtime API is local and answers in milliseconds; init as a whole has ten seconds. A
 /// report that takes longer than this is abandoned, and the process exits all the same.

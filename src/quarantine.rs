@@ -9,7 +9,7 @@
 //! from its identity.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::num::NonZeroUsize;
 
 use futures_util::StreamExt as _;
 use serde::Serialize;
@@ -18,7 +18,9 @@ use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 use crate::aws::StoreError;
+use crate::config::TimeBudget;
 use crate::quarantine_queue::{MAX_MESSAGE_BYTES, QuarantineQueue};
+use crate::source_kind::SourceKind;
 use crate::stream_failure_bucket::StreamFailureBucket;
 
 /// The message group of records that name no valid device.
@@ -50,75 +52,36 @@ pub(crate) struct FailureRecord {
     pub cause: Cause,
 }
 
-/// Where a record came from, written under the source's own key.
+/// Where a record came from: its source, and what its adapter says of the item there, written
+/// under the source's own key as Lambda's destination records do.
 #[derive(Debug, Clone)]
-pub(crate) enum Origin {
-    Direct,
-    Sqs(SqsOrigin),
-    Kinesis(KinesisOrigin),
-}
-
-/// The SQS message a record came from.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct SqsOrigin {
-    #[serde(rename = "messageId")]
-    pub message_id: String,
-    #[serde(rename = "eventSourceARN")]
-    pub event_source_arn: String,
-    /// The body as it came, when it held no rule event to replay (null when it was no text).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub body: Option<Option<String>>,
-}
-
-/// The Kinesis record a record came from.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct KinesisOrigin {
-    #[serde(rename = "sequenceNumber")]
-    pub sequence_number: String,
-    #[serde(flatten)]
-    pub record: KinesisOriginRecord,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub(crate) enum KinesisOriginRecord {
-    /// A record read as a Kinesis record.
-    Read {
-        #[serde(rename = "partitionKey")]
-        partition_key: Option<String>,
-        #[serde(rename = "eventSourceARN")]
-        event_source_arn: String,
-        #[serde(rename = "approximateArrivalTimestamp")]
-        approximate_arrival_timestamp: Value,
-        /// The record's data as it came, when it held no rule event to replay.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        data: Option<String>,
-    },
-    /// Not even readable as a Kinesis record: kept whole, as text, for inspection.
-    Unread { record: String },
+pub(crate) struct Origin {
+    source: SourceKind,
+    details: Value,
 }
 
 impl Origin {
-    fn key_and_details(&self) -> (&'static str, Value) {
-        let details = match self {
-            Self::Direct => Ok(json!({})),
-            Self::Sqs(origin) => serde_json::to_value(origin),
-            Self::Kinesis(origin) => serde_json::to_value(origin),
-        };
-        // Plain strings and JSON values: nothing here can fail to serialise.
-        let details = details.unwrap_or_default();
-        let key = match self {
-            Self::Direct => "DirectInvocation",
-            Self::Sqs(_) => "SQSMessage",
-            Self::Kinesis(_) => "KinesisRecord",
-        };
-        (key, details)
+    /// `details` as JSON: plain strings and JSON values, which cannot fail to serialise.
+    pub(crate) fn new(source: SourceKind, details: &impl Serialize) -> Self {
+        Self {
+            source,
+            details: serde_json::to_value(details).unwrap_or_default(),
+        }
     }
 }
 
-/// What the invocation is, for the records' `requestContext`.
+/// Whether a record handed to the quarantine is in it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stored {
+    Yes,
+    /// Not written (no time left, refused, or behind a record of its device that was not), or
+    /// there is no quarantine: it stays with its source.
+    No,
+}
+
+/// The invocation that sets records aside, for the records' `requestContext`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Invocation<'a> {
+pub(crate) struct RequestContext<'a> {
     pub request_id: &'a str,
     pub function_arn: &'a str,
 }
@@ -126,36 +89,44 @@ pub(crate) struct Invocation<'a> {
 pub(crate) struct Quarantine {
     queue: QuarantineQueue,
     bucket: Option<StreamFailureBucket>,
-    margin: Duration,
-    concurrency: usize,
+    budget: TimeBudget,
+    concurrency: NonZeroUsize,
 }
 
 impl Quarantine {
     pub(crate) fn new(
         queue: QuarantineQueue,
         bucket: Option<StreamFailureBucket>,
-        margin: Duration,
-        concurrency: usize,
+        budget: TimeBudget,
+        concurrency: NonZeroUsize,
     ) -> Self {
         Self {
             queue,
             bucket,
-            margin,
-            concurrency: concurrency.max(1),
+            budget,
+            concurrency,
         }
     }
 
-    /// Writes `records` and says, in the same order, which were stored. One device's records are
-    /// written one after another, in order; devices in parallel. Once a write of a device fails,
-    /// its later records are not written: they stay with their source, behind the one that
-    /// failed, so that the device's message group never holds them out of order.
-    pub(crate) async fn set_aside(
+    /// Whether `arn` (an SQS record's `eventSourceARN`) names the quarantine queue.
+    pub(crate) fn is_queue_arn(&self, arn: &str) -> bool {
+        self.queue.is_queue_arn(arn)
+    }
+
+    /// Writes `records` and says of each, by the tag it came with, whether it was stored. One
+    /// device's records are written one after another, in order; devices in parallel. Once a
+    /// write of a device fails, its later records are not written: they stay with their source,
+    /// behind the one that failed, so that the device's message group never holds them out of
+    /// order.
+    pub(crate) async fn set_aside<T>(
         &self,
-        records: &[FailureRecord],
-        invocation: Invocation<'_>,
+        records: Vec<(T, FailureRecord)>,
+        context: RequestContext<'_>,
         deadline: Instant,
-    ) -> Vec<bool> {
-        let give_up_at = deadline.checked_sub(self.margin).unwrap_or(deadline);
+    ) -> Vec<(T, Stored)> {
+        let (tags, records): (Vec<T>, Vec<FailureRecord>) = records.into_iter().unzip();
+        let records = &records;
+        let give_up_at = self.budget.write_bound(deadline);
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         let mut group_of: HashMap<String, usize> = HashMap::new();
         for (index, record) in records.iter().enumerate() {
@@ -166,14 +137,14 @@ impl Quarantine {
             });
             groups[slot].1.push(index);
         }
-        let mut stored = vec![false; records.len()];
+        let mut stored = vec![Stored::No; records.len()];
         let mut runs = futures_util::stream::iter(groups)
             .map(|(group, indices)| async move {
                 let mut results = Vec::with_capacity(indices.len());
                 let mut indices = indices.into_iter();
                 for index in indices.by_ref() {
                     let written = self
-                        .write(&records[index], &group, invocation, give_up_at)
+                        .write(&records[index], &group, context, give_up_at)
                         .await;
                     let failed = written.is_err();
                     results.push((index, Written::Tried(written)));
@@ -184,14 +155,17 @@ impl Quarantine {
                 results.extend(indices.map(|index| (index, Written::BehindFailedWrite)));
                 results
             })
-            .buffer_unordered(self.concurrency);
+            .buffer_unordered(self.concurrency.get());
         while let Some(results) = runs.next().await {
             for (index, written) in results {
-                stored[index] = matches!(written, Written::Tried(Ok(())));
+                if matches!(written, Written::Tried(Ok(()))) {
+                    stored[index] = Stored::Yes;
+                }
                 log_write(&records[index], written);
             }
         }
-        stored
+        drop(runs);
+        tags.into_iter().zip(stored).collect()
     }
 
     /// One record, with one more try if the first fails and time is left.
@@ -199,17 +173,16 @@ impl Quarantine {
         &self,
         record: &FailureRecord,
         group: &str,
-        invocation: Invocation<'_>,
+        context: RequestContext<'_>,
         give_up_at: Instant,
     ) -> Result<(), StoreError> {
-        let message = document(record, invocation);
+        let message = document(record, context);
         let deduplication_id = hex::encode(Sha256::digest(record.identity.as_bytes()));
         let store = || async {
             match &self.bucket {
                 Some(bucket) if message.len() > MAX_MESSAGE_BYTES => {
                     let key = format!("quarantine/{group}/{deduplication_id}.json");
-                    let identity = self.queue.identity();
-                    bucket.put(&key, &message, identity, give_up_at).await
+                    bucket.put(&key, &message, give_up_at).await
                 }
                 _ => {
                     self.queue
@@ -273,13 +246,13 @@ fn message_group(device_serial: Option<&str>) -> String {
 }
 
 /// The record as Lambda's on-failure destinations write theirs.
-fn document(record: &FailureRecord, invocation: Invocation<'_>) -> String {
+fn document(record: &FailureRecord, context: RequestContext<'_>) -> String {
     let mut document = json!({
         "version": "1.0",
         "timestamp": now_rfc3339(),
         "requestContext": {
-            "requestId": invocation.request_id,
-            "functionArn": invocation.function_arn,
+            "requestId": context.request_id,
+            "functionArn": context.function_arn,
             "condition": record.cause.condition,
             "approximateInvokeCount": 1,
         },
@@ -288,8 +261,7 @@ fn document(record: &FailureRecord, invocation: Invocation<'_>) -> String {
             "errorMessage": record.cause.error_message,
         },
     });
-    let (key, details) = record.origin.key_and_details();
-    document[key] = details;
+    document[record.origin.source.origin_key()] = record.origin.details.clone();
     if let Some(payload) = &record.request_payload {
         document["requestPayload"] = payload.clone();
     }
@@ -333,6 +305,7 @@ mod tests {
         assert_eq!(now_rfc3339().len(), "2025-11-25T12:00:00.000Z".len());
     }
 
+    /// The origin as the record's document holds it, under the one key of its source.
     fn origin_of(origin: Origin) -> Value {
         let record = FailureRecord {
             identity: "id".into(),
@@ -345,11 +318,11 @@ mod tests {
                 error_message: "refused".into(),
             },
         };
-        let invocation = Invocation {
+        let context = RequestContext {
             request_id: "r",
             function_arn: "f",
         };
-        let mut document: Value = serde_json::from_str(&document(&record, invocation)).unwrap();
+        let mut document: Value = serde_json::from_str(&document(&record, context)).unwrap();
         assert_eq!(
             document["responseContext"]["errorType"],
             "Permanent.InvalidEvent"
@@ -365,54 +338,11 @@ mod tests {
 
     #[test]
     fn origins_are_written_under_their_sources_key_in_lambdas_words() {
-        assert_eq!(origin_of(Origin::Direct), json!({}));
-        let sqs = |body| {
-            origin_of(Origin::Sqs(SqsOrigin {
-                message_id: "m1".into(),
-                event_source_arn: "arn:q".into(),
-                body,
-            }))
-        };
+        let details = json!({"messageId": "m1"});
+        assert_eq!(origin_of(Origin::new(SourceKind::Sqs, &details)), details);
         assert_eq!(
-            sqs(None),
-            json!({"messageId": "m1", "eventSourceARN": "arn:q"})
-        );
-        assert_eq!(
-            sqs(Some(None)),
-            json!({"messageId": "m1", "eventSourceARN": "arn:q", "body": null})
-        );
-        assert_eq!(
-            sqs(Some(Some("text".into()))),
-            json!({"messageId": "m1", "eventSourceARN": "arn:q", "body": "text"})
-        );
-        let read = KinesisOriginRecord::Read {
-            partition_key: None,
-            event_source_arn: "arn:s".into(),
-            approximate_arrival_timestamp: json!(1700000000.5),
-            data: Some("AQ==".into()),
-        };
-        assert_eq!(
-            origin_of(Origin::Kinesis(KinesisOrigin {
-                sequence_number: "7".into(),
-                record: read,
-            })),
-            json!({
-                "sequenceNumber": "7",
-                "partitionKey": null,
-                "eventSourceARN": "arn:s",
-                "approximateArrivalTimestamp": 1700000000.5,
-                "data": "AQ=="
-            })
-        );
-        let unread = KinesisOriginRecord::Unread {
-            record: "{\"kinesis\": 1}".into(),
-        };
-        assert_eq!(
-            origin_of(Origin::Kinesis(KinesisOrigin {
-                sequence_number: "8".into(),
-                record: unread,
-            })),
-            json!({"sequenceNumber": "8", "record": "{\"kinesis\": 1}"})
+            origin_of(Origin::new(SourceKind::Direct, &json!({}))),
+            json!({})
         );
     }
 

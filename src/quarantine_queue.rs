@@ -7,15 +7,12 @@
 //! by the next invocation, is stored once, and a device's records replay in the order they were
 //! written. A standard queue gets neither.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::aws::{AwsRequest, QuarantineQueueConfig, StoreError};
-use crate::http_client::HttpClient;
+use crate::aws::{AwsClient, AwsRequest, QueueUrl, StoreError};
 
 const SQS_TARGET: &str = "AmazonSQS.SendMessage";
 const SQS_CONTENT_TYPE: &str = "application/x-amz-json-1.0";
@@ -26,22 +23,18 @@ pub(crate) const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Sends failure records to the queue. Shares the function's HTTP client and its connections.
 pub(crate) struct QuarantineQueue {
-    config: QuarantineQueueConfig,
-    http: HttpClient,
-    request_timeout: Duration,
+    url: QueueUrl,
+    aws: AwsClient,
 }
 
 impl QuarantineQueue {
-    pub(crate) fn new(
-        config: QuarantineQueueConfig,
-        http: HttpClient,
-        request_timeout: Duration,
-    ) -> Self {
-        Self {
-            config,
-            http,
-            request_timeout,
-        }
+    pub(crate) fn new(url: QueueUrl, aws: AwsClient) -> Self {
+        Self { url, aws }
+    }
+
+    /// Whether `arn` (an SQS record's `eventSourceARN`) names this queue.
+    pub(crate) fn is_queue_arn(&self, arn: &str) -> bool {
+        self.url.is_queue_arn(arn)
     }
 
     /// Sends one message; `Ok` once SQS has stored it. `group` and `deduplication_id` are used
@@ -56,7 +49,7 @@ impl QuarantineQueue {
         if message.len() > MAX_MESSAGE_BYTES {
             return Err(StoreError::TooLarge(message.len(), MAX_MESSAGE_BYTES));
         }
-        let url = &self.config.url;
+        let url = &self.url;
         let mut call = json!({"QueueUrl": url.to_string(), "MessageBody": message});
         if url.fifo {
             call["MessageGroupId"] = json!(group);
@@ -72,13 +65,6 @@ impl QuarantineQueue {
             ],
             body: Bytes::from(call.to_string()),
         };
-        request
-            .send(&self.http, &self.config, self.request_timeout, deadline)
-            .await
-    }
-
-    /// The identity the queue's requests are signed with, for the function's other AWS writes.
-    pub(crate) fn identity(&self) -> &QuarantineQueueConfig {
-        &self.config
+        self.aws.send(request, deadline).await
     }
 }

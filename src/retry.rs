@@ -1,27 +1,18 @@
-//! Retry timing: exponential backoff with full jitter, and the server's `Retry-After`.
+//! Retry timing: exponential backoff with full jitter, and the server's `Retry-After`. Which
+//! answers are worth another attempt is Memfault's classification (src/memfault/failure.rs).
 
 use std::time::{Duration, SystemTime};
 
-use http::StatusCode;
-
+/// How an upload is retried: `MEMFAULT_MAX_ATTEMPTS`, `MEMFAULT_RETRY_BASE_DELAY_MS` and
+/// `MEMFAULT_RETRY_MAX_DELAY_MS`, checked and defaulted in src/config.rs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Attempts per upload, the first one included.
     pub max_attempts: u32,
     /// The backoff ceiling before the first retry; it doubles for each later retry.
     pub base_delay: Duration,
     /// No backoff waits longer than this, whatever the attempt number.
     pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 4,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(5),
-        }
-    }
 }
 
 impl RetryPolicy {
@@ -44,15 +35,6 @@ impl RetryPolicy {
         let jittered = self.ceiling(failed_attempts).mul_f64(unit.clamp(0.0, 1.0));
         retry_after.map_or(jittered, |floor| floor.max(jittered))
     }
-}
-
-/// Which answers are worth another attempt. Memfault documents 429, 503 and 529 as "retry after
-/// Retry-After"; other 5xx are treated alike since they are the server's fault, and 408 means the
-/// server gave up waiting for us. All other statuses say the request itself is wrong.
-pub(crate) fn is_retryable_status(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-        || status.is_server_error()
 }
 
 /// `Retry-After` as delta-seconds or as an HTTP date (RFC 9110 §10.2.3); a date in the past
@@ -128,21 +110,5 @@ mod tests {
         assert_eq!(parse_retry_after("", now), None);
         assert_eq!(parse_retry_after("1.5", now), None);
         assert_eq!(parse_retry_after("soon", now), None);
-    }
-
-    #[test]
-    fn which_statuses_are_retried() {
-        for code in [429, 408, 500, 502, 503, 504, 529] {
-            assert!(
-                is_retryable_status(StatusCode::from_u16(code).unwrap()),
-                "{code}"
-            );
-        }
-        for code in [301, 400, 401, 403, 404, 411, 413, 415, 422] {
-            assert!(
-                !is_retryable_status(StatusCode::from_u16(code).unwrap()),
-                "{code}"
-            );
-        }
     }
 }

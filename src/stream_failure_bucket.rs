@@ -3,28 +3,20 @@
 //! does not hold its shard until the mapping gives up on it. Its key is derived from the record's
 //! identity, so a write repeated after a timeout replaces the same object.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use tokio::time::Instant;
 
-use crate::aws::{AwsRequest, BucketUrl, QuarantineQueueConfig, StoreError};
-use crate::http_client::HttpClient;
+use crate::aws::{AwsClient, AwsRequest, BucketUrl, StoreError};
 
 pub(crate) struct StreamFailureBucket {
     url: BucketUrl,
-    http: HttpClient,
-    request_timeout: Duration,
+    aws: AwsClient,
 }
 
 impl StreamFailureBucket {
-    pub(crate) fn new(url: BucketUrl, http: HttpClient, request_timeout: Duration) -> Self {
-        Self {
-            url,
-            http,
-            request_timeout,
-        }
+    pub(crate) fn new(url: BucketUrl, aws: AwsClient) -> Self {
+        Self { url, aws }
     }
 
     /// Puts one object; `Ok` once S3 has stored it.
@@ -32,7 +24,6 @@ impl StreamFailureBucket {
         &self,
         key: &str,
         document: &str,
-        identity: &QuarantineQueueConfig,
         deadline: Instant,
     ) -> Result<(), StoreError> {
         let url = self.url.object(key);
@@ -43,8 +34,6 @@ impl StreamFailureBucket {
             headers: &[(CONTENT_TYPE.as_str(), "application/json")],
             body: Bytes::copy_from_slice(document.as_bytes()),
         };
-        request
-            .send(&self.http, identity, self.request_timeout, deadline)
-            .await
+        self.aws.send(request, deadline).await
     }
 }

@@ -1,5 +1,5 @@
 //! The plain http(s) URLs the configuration accepts: Memfault's chunks API, and the AWS
-//! endpoints the failure stores are reached at.
+//! endpoints the quarantine is reached at.
 
 use std::fmt;
 use std::str::FromStr;

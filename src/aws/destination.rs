@@ -11,7 +11,7 @@ use crate::url::PlainUrl;
 /// `MEMFAULT_QUARANTINE_QUEUE_URL`: an SQS queue URL such as
 /// `https://sqs.eu-west-1.amazonaws.com/123456789012/memfault-quarantine.fifo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueueUrl {
+pub(crate) struct QueueUrl {
     url: String,
     /// Where the JSON protocol's requests go: the queue URL's scheme and authority.
     pub(crate) endpoint: String,
@@ -54,7 +54,7 @@ impl fmt::Display for QueueUrl {
 /// `MEMFAULT_STREAM_FAILURE_BUCKET_URL`: where objects of the stream failure bucket are put, virtual-hosted
 /// (`https://<bucket>.s3.<region>.amazonaws.com`) or path-style (`http://127.0.0.1:9000/<bucket>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BucketUrl {
+pub(crate) struct BucketUrl {
     base: String,
 }
 
@@ -85,10 +85,9 @@ impl fmt::Display for BucketUrl {
     }
 }
 
-/// Where and as whom the function writes what it sets aside.
+/// As whom the function writes what it sets aside, to SQS and S3 alike.
 #[derive(Debug, Clone)]
-pub struct QuarantineQueueConfig {
-    pub url: QueueUrl,
+pub(crate) struct AwsIdentity {
     /// The signing region: Lambda's `AWS_REGION`.
     pub region: String,
     /// The execution role's credentials, which Lambda puts in the environment. Their `Debug`

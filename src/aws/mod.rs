@@ -3,6 +3,5 @@
 mod destination;
 mod request;
 
-pub use destination::QuarantineQueueConfig;
-pub(crate) use destination::{BucketUrl, QueueUrl};
-pub(crate) use request::{AwsRequest, StoreError};
+pub(crate) use destination::{AwsIdentity, BucketUrl, QueueUrl};
+pub(crate) use request::{AwsClient, AwsRequest, StoreError};

@@ -14,11 +14,10 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use thiserror::Error;
 use tokio::time::Instant;
 
-use super::QuarantineQueueConfig;
-use crate::http_client::{HttpClient, USER_AGENT_VALUE, error_chain};
+use super::AwsIdentity;
+use crate::http_client::{HttpClient, USER_AGENT_VALUE, error_chain, shown_body};
 
 const ERROR_BODY_LIMIT: usize = 16 * 1024;
-const ERROR_BODY_SHOWN: usize = 200;
 
 #[derive(Debug, Error)]
 pub(crate) enum StoreError {
@@ -46,6 +45,29 @@ pub(crate) enum StoreError {
     },
 }
 
+/// The function's AWS writes as one identity on the shared HTTP client: built once at init and
+/// handed to the quarantine queue and the stream failure bucket alike.
+#[derive(Clone)]
+pub(crate) struct AwsClient {
+    pub identity: AwsIdentity,
+    pub http: HttpClient,
+    pub request_timeout: Duration,
+}
+
+impl AwsClient {
+    /// Signs and sends `request`; `Ok` for a 2xx answer within the request timeout and before
+    /// `deadline`.
+    pub(crate) async fn send(
+        &self,
+        request: AwsRequest<'_>,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        request
+            .send(&self.http, &self.identity, self.request_timeout, deadline)
+            .await
+    }
+}
+
 /// One signed AWS request: `service` is SigV4's name for it (`sqs`, `s3`).
 pub(crate) struct AwsRequest<'a> {
     pub service: &'static str,
@@ -56,7 +78,7 @@ pub(crate) struct AwsRequest<'a> {
 }
 
 impl AwsRequest<'_> {
-    fn signed(&self, identity: &QuarantineQueueConfig) -> Result<Request<Full<Bytes>>, StoreError> {
+    fn signed(&self, identity: &AwsIdentity) -> Result<Request<Full<Bytes>>, StoreError> {
         let signing_error = |error: &dyn fmt::Display| StoreError::Signing(error.to_string());
         let aws_identity = identity.credentials.clone().into();
         let mut settings = SigningSettings::default();
@@ -97,10 +119,10 @@ impl AwsRequest<'_> {
 
     /// Signs and sends the request; `Ok` for a 2xx answer within `request_timeout` and before
     /// `deadline`.
-    pub(crate) async fn send(
+    async fn send(
         &self,
         http: &HttpClient,
-        identity: &QuarantineQueueConfig,
+        identity: &AwsIdentity,
         request_timeout: Duration,
         deadline: Instant,
     ) -> Result<(), StoreError> {
@@ -131,11 +153,7 @@ impl AwsRequest<'_> {
             Err(StoreError::Refused {
                 service,
                 status: status.as_u16(),
-                body: String::from_utf8_lossy(&body)
-                    .chars()
-                    .take(ERROR_BODY_SHOWN)
-                    .map(|c| if c.is_control() { ' ' } else { c })
-                    .collect(),
+                body: shown_body(&String::from_utf8_lossy(&body)),
             })
         };
         tokio::time::timeout(timeout, exchange)

@@ -21,11 +21,13 @@
 mod healthy_time;
 mod outcome;
 mod probe;
+mod set_aside;
 mod stall;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -37,12 +39,15 @@ use tokio::time::Instant;
 
 pub(crate) use outcome::{Kept, NotStarted, Outcome, Refusal, Undeliverable};
 use probe::ProbeChunks;
+pub(crate) use set_aside::ToSetAside;
 use stall::{Failing, Observed, ProbeResult, Seen, StallClocks};
 
 use crate::memfault::{Concern, Delivery, MemfaultClient, Upload, UploadError};
 use crate::observability::InvocationMetrics;
+use crate::quarantine::Quarantine;
 use crate::routing::{ProjectKey, Route};
 use crate::settled::{RecordKey, SettledMemory, Settlement};
+use crate::source_kind::SourceKind;
 
 /// A chunk that passed validation and knows where it goes.
 #[derive(Debug, Clone)]
@@ -62,29 +67,13 @@ pub(crate) struct Item {
     pub arrived: Option<SystemTime>,
 }
 
-/// What holds an item's source behind a failing device, and how much one run logs.
-///
-/// A batch has a summary line of its own, and at fleet scale a line per delivered upload would
-/// cost about as much CloudWatch Logs ingestion as the rest of the pipeline together
-/// (docs/cost-model.md): a batch's delivered uploads are logged at DEBUG. Failures are logged
-/// one by one, always.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
-    /// One item per invocation: its delivered upload at INFO is the invocation's outcome.
-    Single,
-    /// A queue's batch: nothing waits behind a failing device.
-    Queue,
-    /// A stream's batch: a failing device holds its shard, up to the stall limit.
-    Stream,
-}
-
 /// Limits from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Settings {
     /// Most chunks in one request.
-    pub batch_max_chunks: usize,
+    pub batch_max_chunks: NonZeroUsize,
     /// Most devices uploaded at once.
-    pub upload_concurrency: usize,
+    pub upload_concurrency: NonZeroUsize,
     /// How long a failing device may hold its stream while Memfault is up.
     pub stall_limit: Duration,
 }
@@ -130,10 +119,11 @@ impl Uploader for MemfaultClient {
 }
 
 /// The core as the execution environment holds it, built once: the uploader with its
-/// connections, the memory of settled records, the stall clocks, the chunks to probe with and
-/// the limits.
+/// connections, the quarantine, the memory of settled records, the stall clocks, the chunks to
+/// probe with and the limits.
 pub(crate) struct Deliverer<U = MemfaultClient> {
     uploader: U,
+    quarantine: Option<Quarantine>,
     memory: SettledMemory,
     clocks: StallClocks,
     probe_chunks: ProbeChunks,
@@ -144,6 +134,7 @@ impl<U: Uploader> Deliverer<U> {
     pub(crate) fn new(uploader: U, settings: Settings) -> Self {
         Self {
             uploader,
+            quarantine: None,
             memory: SettledMemory::default(),
             clocks: StallClocks::new(settings.stall_limit),
             probe_chunks: ProbeChunks::default(),
@@ -151,9 +142,9 @@ impl<U: Uploader> Deliverer<U> {
         }
     }
 
-    /// The memory of records this environment settled, which adapters name records in.
-    pub(crate) fn memory(&self) -> &SettledMemory {
-        &self.memory
+    /// Names a record for the memory of settled records.
+    pub(crate) fn record_key(&self, parts: &[&str]) -> RecordKey {
+        self.memory.key(parts)
     }
 
     /// Delivers `items` and returns one outcome per item, in the same order.
@@ -165,7 +156,7 @@ impl<U: Uploader> Deliverer<U> {
     pub(crate) async fn deliver(
         &self,
         items: Vec<Item>,
-        source: Source,
+        source: SourceKind,
         deadline: Instant,
         metrics: &mut InvocationMetrics,
     ) -> Vec<Outcome> {
@@ -179,7 +170,7 @@ impl<U: Uploader> Deliverer<U> {
             uploader: &self.uploader,
             probe_chunks: &self.probe_chunks,
             settings: self.settings,
-            delivered_at_info: source == Source::Single,
+            delivered_at_info: source.one_item(),
             invoked,
             deadline,
             health: Health::default(),
@@ -191,7 +182,7 @@ impl<U: Uploader> Deliverer<U> {
         };
         self.clocks.note_invocation(seen, invoked, Instant::now());
         // Only a stream holds records behind a failing device: there, it may stall.
-        if source == Source::Stream {
+        if source.holds_order() {
             invocation
                 .decide_stalls(&mut runs, &self.clocks, &delivered_earlier, metrics)
                 .await;
@@ -324,9 +315,9 @@ impl Health {
 
     /// As many failing devices in a row as can run at once, with no delivery between them,
     /// is an outage rather than bad luck of a few devices.
-    fn failed_transiently(&self, upload_concurrency: usize) {
+    fn failed_transiently(&self, upload_concurrency: NonZeroUsize) {
         let failing = self.failing_devices.fetch_add(1, Ordering::Relaxed) + 1;
-        if failing >= upload_concurrency.max(1) {
+        if failing >= upload_concurrency.get() {
             self.outage.store(true, Ordering::Relaxed);
         }
     }
@@ -373,7 +364,7 @@ impl<U: Uploader> Invocation<'_, U> {
         let mut stream = std::pin::pin!(
             futures_util::stream::iter(devices)
                 .map(|device| self.deliver_device(device))
-                .buffer_unordered(self.settings.upload_concurrency.max(1))
+                .buffer_unordered(self.settings.upload_concurrency.get())
         );
         while let Some(run) = stream.next().await {
             runs.push(run);
@@ -406,7 +397,7 @@ impl<U: Uploader> Invocation<'_, U> {
                     run.delivered = true;
                     let at_info = self.delivered_at_info;
                     record_delivery(&mut run.metrics, &route, &upload, &delivery, at_info);
-                    run.settle(group, |_| Outcome::Delivered(delivery));
+                    run.record(group, |_| Outcome::Delivered(delivery));
                     continue;
                 }
                 // No attempt was made: the deadline, not Memfault, stopped this device.
@@ -425,7 +416,7 @@ impl<U: Uploader> Invocation<'_, U> {
                 pending.push_front(second);
                 pending.push_front(group);
             } else if error.concern() == Concern::Request {
-                run.settle(group, |_| {
+                run.record(group, |_| {
                     Outcome::SetAside(Undeliverable::Rejected(error.clone()))
                 });
             } else {
@@ -566,11 +557,11 @@ fn observed(runs: &[DeviceRun]) -> Observed<'_> {
 }
 
 /// A device's chunks in requests of at most `most` chunks, in order.
-fn requests(chunks: Vec<Chunk>, most: usize) -> VecDeque<Vec<Chunk>> {
+fn requests(chunks: Vec<Chunk>, most: NonZeroUsize) -> VecDeque<Vec<Chunk>> {
     let mut requests = VecDeque::new();
     let mut chunks = chunks.into_iter().peekable();
     while chunks.peek().is_some() {
-        requests.push_back(chunks.by_ref().take(most.max(1)).collect());
+        requests.push_back(chunks.by_ref().take(most.get()).collect());
     }
     requests
 }
@@ -604,7 +595,8 @@ impl DeviceRun {
         self.outcomes.iter().filter(not_started).count()
     }
 
-    fn settle(&mut self, chunks: Vec<Chunk>, outcome: impl Fn(&Chunk) -> Outcome) {
+    /// Records `outcome` for each of `chunks`, whatever it is: delivered, set aside or kept.
+    fn record(&mut self, chunks: Vec<Chunk>, outcome: impl Fn(&Chunk) -> Outcome) {
         self.outcomes.extend(
             chunks
                 .into_iter()
@@ -616,7 +608,7 @@ impl DeviceRun {
         if self.oldest_kept.is_none() {
             self.oldest_kept = chunks.first().and_then(|chunk| chunk.arrived);
         }
-        self.settle(chunks, outcome);
+        self.record(chunks, outcome);
     }
 
     fn keep_all(&mut self, chunks: Vec<Chunk>, reason: NotStarted) {
@@ -734,7 +726,7 @@ fn record_failure(
         status = error.status().map(|status| status.as_u16()),
         attempts = error.attempts(),
         failure_class = error.class(),
-        error_type = %outcome::upload_error_type(error),
+        error_type = %error.error_type(),
         error = %error,
         "{message}"
     );

@@ -3,7 +3,7 @@
 use thiserror::Error;
 
 use crate::event::EventError;
-use crate::memfault::{Concern, Delivery, UploadError};
+use crate::memfault::{Delivery, UploadError};
 use crate::routing::RouteError;
 use crate::settled::Settlement;
 
@@ -23,6 +23,11 @@ impl Refusal {
             Self::Route(error) => error.kind(),
         }
     }
+
+    /// Lambda's `errorType` for it: it fails whenever it is retried.
+    pub(crate) fn error_type(&self) -> String {
+        format!("Permanent.{}", self.kind())
+    }
 }
 
 /// What became of one item.
@@ -30,17 +35,17 @@ impl Refusal {
 pub(crate) enum Outcome {
     /// Memfault accepted it, from the request this invocation sent.
     Delivered(Delivery),
-    /// Retrying cannot help: it belongs in the failure store, with its data.
+    /// Retrying cannot help: it belongs in the quarantine, with its data.
     SetAside(Undeliverable),
     /// Retrying may help: the source keeps it for a later invocation.
     Kept(Kept),
     /// The source sent it again after this execution environment settled it (delivered it, or
-    /// stored it in the failure store): answered from memory, nothing sent or written again.
+    /// stored it in the quarantine): answered from memory, nothing sent or written again.
     Earlier(Settlement),
 }
 
 impl Outcome {
-    /// Settled before any failure-store write of this invocation: delivered now or earlier, or
+    /// Settled before any quarantine write of this invocation: delivered now or earlier, or
     /// set aside earlier.
     pub(crate) fn is_settled(&self) -> bool {
         matches!(self, Self::Delivered(_) | Self::Earlier(_))
@@ -76,7 +81,7 @@ impl Kept {
     /// Lambda's `errorType` for it: always `Retryable.*`.
     pub(crate) fn error_type(&self) -> String {
         match self {
-            Self::Failed(error) => upload_error_type(error),
+            Self::Failed(error) => error.error_type(),
             Self::BehindFailure => "Retryable.BehindFailure".to_owned(),
             Self::NotStarted(NotStarted::Deadline) => "Retryable.UpstreamDeadline".to_owned(),
             Self::NotStarted(NotStarted::Outage) => "Retryable.UpstreamOutage".to_owned(),
@@ -105,13 +110,13 @@ impl Undeliverable {
     /// `Retryable.*` may pass later (a replay once the device or Memfault recovered).
     pub(crate) fn error_type(&self) -> String {
         match self {
-            Self::Refused(refusal) => format!("Permanent.{}", refusal.kind()),
+            Self::Refused(refusal) => refusal.error_type(),
             Self::Rejected(_) => "Permanent.UpstreamRejected".to_owned(),
-            Self::Stalled(error) => upload_error_type(error),
+            Self::Stalled(error) => error.error_type(),
         }
     }
 
-    /// What the failure store's record says happened.
+    /// What the quarantine's record says happened.
     pub(crate) fn condition(&self) -> &'static str {
         match self {
             Self::Stalled(_) => "Stalled",
@@ -127,15 +132,5 @@ impl Undeliverable {
                 "the device's uploads kept failing past MEMFAULT_STALL_LIMIT_SECONDS while other devices' were delivered: {error}"
             ),
         }
-    }
-}
-
-/// `Retryable.Upstream<Class>` for failures that may pass, `Retryable.UpstreamConfiguration`
-/// for a key or URL Memfault refuses, `Permanent.UpstreamRejected` for a refused chunk.
-pub(crate) fn upload_error_type(error: &UploadError) -> String {
-    match error.concern() {
-        Concern::Request => "Permanent.UpstreamRejected".to_owned(),
-        Concern::Configuration => "Retryable.UpstreamConfiguration".to_owned(),
-        Concern::Transient => format!("Retryable.Upstream{}", error.class()),
     }
 }

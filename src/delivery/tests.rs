@@ -10,7 +10,7 @@ use http::StatusCode;
 use tokio::time::Instant;
 
 use super::*;
-use crate::memfault::{Failure, GiveUpReason};
+use crate::memfault::{Failure, GiveUpReason, classify};
 
 /// What the script answers for one request.
 #[derive(Clone, Copy)]
@@ -76,6 +76,7 @@ impl Script {
         };
         let failure = Failure::Status {
             status,
+            concern: classify(status).unwrap_err(),
             body: String::new(),
             retry_after: None,
         };
@@ -128,8 +129,8 @@ fn text(chunk: &Bytes) -> String {
 
 fn settings() -> Settings {
     Settings {
-        batch_max_chunks: 500,
-        upload_concurrency: 4,
+        batch_max_chunks: NonZeroUsize::new(500).unwrap(),
+        upload_concurrency: NonZeroUsize::new(4).unwrap(),
         stall_limit: Duration::from_millis(40),
     }
 }
@@ -164,7 +165,7 @@ fn chunk_of(serial: &str, key: &str, name: &str) -> Item {
 /// The same chunk, named for the memory of settled records by `record`.
 fn remembered(deliverer: &Deliverer<Script>, serial: &str, name: &str, record: &str) -> Item {
     Item {
-        key: Some(deliverer.memory().key(&["test", record])),
+        key: Some(deliverer.record_key(&["test", record])),
         ..chunk(serial, name)
     }
 }
@@ -173,7 +174,7 @@ fn soon() -> Instant {
     Instant::now() + Duration::from_secs(10)
 }
 
-async fn run(deliverer: &Deliverer<Script>, items: Vec<Item>, source: Source) -> Vec<String> {
+async fn run(deliverer: &Deliverer<Script>, items: Vec<Item>, source: SourceKind) -> Vec<String> {
     let mut metrics = InvocationMetrics::default();
     let outcomes = deliverer.deliver(items, source, soon(), &mut metrics).await;
     outcomes.iter().map(class).collect()
@@ -204,7 +205,7 @@ async fn a_devices_chunks_go_in_order_in_requests_of_at_most_the_batch_limit() {
     let core = deliverer(
         script,
         Settings {
-            batch_max_chunks: 2,
+            batch_max_chunks: NonZeroUsize::new(2).unwrap(),
             ..settings()
         },
     );
@@ -215,7 +216,7 @@ async fn a_devices_chunks_go_in_order_in_requests_of_at_most_the_batch_limit() {
         chunk("A", "a2"),
     ];
 
-    let outcomes = run(&core, items, Source::Queue).await;
+    let outcomes = run(&core, items, SourceKind::Sqs).await;
 
     assert_eq!(outcomes, strings(&["delivered"; 4]));
     let mut requests = core.uploader.requests();
@@ -245,7 +246,7 @@ async fn a_refused_request_is_split_until_the_refused_chunk_stands_alone() {
         .map(|name| chunk("A", name))
         .collect();
 
-    let outcomes = run(&core, items, Source::Queue).await;
+    let outcomes = run(&core, items, SourceKind::Sqs).await;
 
     assert_eq!(
         outcomes,
@@ -281,7 +282,7 @@ async fn a_transient_failure_keeps_the_device_and_holds_back_its_later_chunks_on
     let core = deliverer(
         Script::new(failing),
         Settings {
-            batch_max_chunks: 1,
+            batch_max_chunks: NonZeroUsize::new(1).unwrap(),
             ..settings()
         },
     );
@@ -292,7 +293,7 @@ async fn a_transient_failure_keeps_the_device_and_holds_back_its_later_chunks_on
         chunk("A", "a2"),
     ];
 
-    let outcomes = run(&core, items, Source::Queue).await;
+    let outcomes = run(&core, items, SourceKind::Sqs).await;
 
     assert_eq!(
         outcomes,
@@ -313,7 +314,7 @@ async fn an_outage_stops_further_devices_from_starting() {
     let core = deliverer(
         Script::new(|_, _| Answer::Status(500)),
         Settings {
-            upload_concurrency: 2,
+            upload_concurrency: NonZeroUsize::new(2).unwrap(),
             ..settings()
         },
     );
@@ -322,7 +323,7 @@ async fn an_outage_stops_further_devices_from_starting() {
         .map(|serial| chunk(serial, "x"))
         .collect();
 
-    let outcomes = run(&core, items, Source::Queue).await;
+    let outcomes = run(&core, items, SourceKind::Sqs).await;
 
     assert_eq!(&outcomes[..2], strings(&["failed", "failed"]));
     assert_eq!(outcomes[2..], strings(&["not started: Outage"; 3]));
@@ -345,7 +346,7 @@ async fn a_refused_key_stops_that_projects_devices_and_no_other() {
     let core = deliverer(
         Script::new(refused),
         Settings {
-            upload_concurrency: 1,
+            upload_concurrency: NonZeroUsize::new(1).unwrap(),
             ..settings()
         },
     );
@@ -355,7 +356,7 @@ async fn a_refused_key_stops_that_projects_devices_and_no_other() {
         chunk_of("C", "Good", "c0"),
     ];
 
-    let outcomes = run(&core, items, Source::Stream).await;
+    let outcomes = run(&core, items, SourceKind::Kinesis).await;
 
     assert_eq!(
         outcomes,
@@ -368,18 +369,18 @@ async fn records_settled_earlier_are_answered_from_memory_without_a_request() {
     let core = deliverer(Script::new(|_, _| Answer::Accept), settings());
     let first = vec![remembered(&core, "A", "a0", "r0")];
     assert_eq!(
-        run(&core, first, Source::Queue).await,
+        run(&core, first, SourceKind::Sqs).await,
         strings(&["delivered"])
     );
-    let set_aside = core.memory().key(&["test", "r1"]);
-    core.memory().remember(set_aside, Settlement::SetAside);
+    let set_aside = core.record_key(&["test", "r1"]);
+    core.memory.remember(set_aside, Settlement::SetAside);
 
     let again = vec![
         remembered(&core, "A", "a0", "r0"),
         remembered(&core, "A", "a1", "r1"),
         remembered(&core, "A", "a2", "r2"),
     ];
-    let outcomes = run(&core, again, Source::Queue).await;
+    let outcomes = run(&core, again, SourceKind::Sqs).await;
 
     assert_eq!(
         outcomes,
@@ -400,7 +401,7 @@ async fn items_refused_before_upload_are_set_aside_and_their_neighbours_delivere
     };
     let items = vec![chunk("A", "a0"), refused, chunk("A", "a1")];
 
-    let outcomes = run(&core, items, Source::Stream).await;
+    let outcomes = run(&core, items, SourceKind::Kinesis).await;
 
     assert_eq!(outcomes, strings(&["delivered", "refused", "delivered"]));
     assert_eq!(
@@ -425,13 +426,13 @@ async fn the_deadline_keeps_what_was_not_sent() {
     let core = deliverer(
         Script::new(first_only),
         Settings {
-            batch_max_chunks: 1,
+            batch_max_chunks: NonZeroUsize::new(1).unwrap(),
             ..settings()
         },
     );
     let items = vec![chunk("A", "a0"), chunk("A", "a1"), chunk("A", "a2")];
 
-    let outcomes = run(&core, items, Source::Stream).await;
+    let outcomes = run(&core, items, SourceKind::Kinesis).await;
 
     assert_eq!(
         outcomes,
@@ -451,7 +452,7 @@ const STALL_LIMIT: Duration = Duration::from_millis(200);
 async fn until_not_failing(
     core: &Deliverer<Script>,
     items: impl Fn() -> Vec<Item>,
-    source: Source,
+    source: SourceKind,
 ) -> (Duration, Vec<String>) {
     let started = Instant::now();
     for _ in 0..24 {
@@ -495,12 +496,12 @@ fn a_fails(probe_fails: impl Fn(usize) -> bool + Send + Sync + 'static) -> Scrip
 async fn a_device_failing_while_memfault_is_up_stalls_after_the_limit_in_a_stream() {
     let items = || vec![chunk("A", "a0"), chunk("B", "b0")];
     let core = deliverer(a_fails(|_| false), stalling());
-    let (after, outcomes) = until_not_failing(&core, items, Source::Stream).await;
+    let (after, outcomes) = until_not_failing(&core, items, SourceKind::Kinesis).await;
     assert_eq!(outcomes, strings(&["stalled", "delivered"]));
     assert!(after >= STALL_LIMIT, "stalled after {after:?}");
 
     let core = deliverer(a_fails(|_| false), stalling());
-    let (_, outcomes) = until_not_failing(&core, items, Source::Queue).await;
+    let (_, outcomes) = until_not_failing(&core, items, SourceKind::Sqs).await;
     assert_eq!(outcomes, strings(&["failed"]), "a queue holds nothing back");
 }
 
@@ -520,7 +521,8 @@ fn held_batch(core: &Deliverer<Script>) -> Vec<Item> {
 #[tokio::test]
 async fn probes_tell_a_stall_from_an_outage_each_chunk_once_a_few_per_stall_limit() {
     let core = deliverer(a_fails(|_| false), stalling());
-    let (after, outcomes) = until_not_failing(&core, || held_batch(&core), Source::Stream).await;
+    let (after, outcomes) =
+        until_not_failing(&core, || held_batch(&core), SourceKind::Kinesis).await;
 
     assert_eq!(outcomes[0], "stalled");
     assert!(
@@ -555,7 +557,8 @@ async fn probes_tell_a_stall_from_an_outage_each_chunk_once_a_few_per_stall_limi
 #[tokio::test]
 async fn a_failed_probe_among_good_ones_does_not_restart_the_clock() {
     let core = deliverer(a_fails(|probe| probe % 4 == 1), stalling());
-    let (after, outcomes) = until_not_failing(&core, || held_batch(&core), Source::Stream).await;
+    let (after, outcomes) =
+        until_not_failing(&core, || held_batch(&core), SourceKind::Kinesis).await;
     assert_eq!(outcomes[0], "stalled", "after {after:?}");
     assert!(after >= STALL_LIMIT, "stalled after {after:?}");
     assert!(
@@ -572,13 +575,13 @@ async fn a_batch_of_the_failing_device_alone_is_decided_with_earlier_deliveries(
     let others: Vec<Item> = (0..12)
         .map(|n| chunk(&format!("B{n}"), &format!("b{n}")))
         .collect();
-    run(&core, others, Source::Stream).await;
+    run(&core, others, SourceKind::Kinesis).await;
     let burst = || {
         (0..4)
             .map(|n| chunk("A", &format!("a{n}")))
             .collect::<Vec<_>>()
     };
-    let (after, outcomes) = until_not_failing(&core, burst, Source::Stream).await;
+    let (after, outcomes) = until_not_failing(&core, burst, SourceKind::Kinesis).await;
     assert_eq!(outcomes, strings(&["stalled"; 4]), "after {after:?}");
     assert!(!core.uploader.probes.lock().unwrap().is_empty());
 }
@@ -588,6 +591,6 @@ async fn a_batch_of_the_failing_device_alone_is_decided_with_earlier_deliveries(
 async fn an_outage_stalls_nobody() {
     let core = deliverer(Script::new(|_, _| Answer::Status(500)), stalling());
     let items = || vec![chunk("A", "a0"), chunk("B", "b0")];
-    let (_, outcomes) = until_not_failing(&core, items, Source::Stream).await;
+    let (_, outcomes) = until_not_failing(&core, items, SourceKind::Kinesis).await;
     assert_eq!(outcomes, strings(&["failed"]));
 }

@@ -10,12 +10,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
 use tokio::time::Instant;
 
-use super::failure::{Failure, GiveUpReason, UploadError};
+use super::failure::{Concern, Failure, GiveUpReason, UploadError, classify};
 use super::multipart::Upload;
-use crate::config::{ChunksUrl, Config, MIN_DEADLINE_MARGIN};
-pub use crate::http_client::ClientInitError;
-use crate::http_client::{self, ClientSettings, HttpClient, USER_AGENT_VALUE};
-use crate::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
+use crate::config::{ChunksUrl, Config, TimeBudget};
+use crate::http_client::{HttpClient, USER_AGENT_VALUE};
+use crate::retry::{RetryPolicy, parse_retry_after};
 use crate::routing::{ProjectKey, Route};
 
 const PROJECT_KEY_HEADER: &str = "Memfault-Project-Key";
@@ -25,10 +24,6 @@ const RESPONSE_BODY_LIMIT: usize = 64 * 1024;
 /// 250 ms still allows one between distant AWS regions (assumed at most about 200 ms); a body
 /// incomplete after that is not coming, and a fresh connection costs less than waiting longer.
 const BODY_GRACE: Duration = Duration::from_millis(250);
-/// How much of an invocation's time uploads leave to the quarantine queue's writes, before the
-/// safety margin: two SQS round trips (the write and its one retry), each assumed under 250 ms
-/// in the function's own region. docs/delivery.md ("Deadlines") gives the arithmetic.
-const QUARANTINE_WRITE_BUDGET: Duration = Duration::from_millis(500);
 /// Memfault accepted the upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Delivery {
@@ -44,77 +39,51 @@ struct Answer {
     body: Bytes,
 }
 
-/// Built once at init and shared by every invocation, so that consecutive chunks reuse one
-/// keep-alive connection instead of paying a TCP and TLS handshake each.
+/// Built once at init and shared by every invocation, on the function's one HTTP client, so
+/// that consecutive chunks reuse one keep-alive connection instead of paying a TCP and TLS
+/// handshake each.
 #[derive(Clone)]
 pub(crate) struct MemfaultClient {
     http: HttpClient,
     chunks_url: Arc<ChunksUrl>,
     retry: RetryPolicy,
     request_timeout: Duration,
-    /// How long before the deadline uploads stop: the margin, and the write budget when there
-    /// is a quarantine queue to write to.
-    upload_margin: Duration,
-    /// The quarantine queue's share of the time before the margin (zero without one).
-    write_budget: Duration,
+    budget: TimeBudget,
 }
 
 impl MemfaultClient {
-    pub(crate) fn new(config: &Config) -> Result<Self, ClientInitError> {
-        let destinations: Vec<String> = std::iter::once(config.chunks_url.to_string())
-            .chain(
-                config
-                    .quarantine_queue
-                    .iter()
-                    .map(|queue| queue.url.to_string()),
-            )
-            .chain(config.stream_failure_bucket.iter().map(ToString::to_string))
-            .collect();
-        let http = http_client::build(&ClientSettings {
-            destinations: &destinations,
-            connect_timeout: config.connect_timeout,
-            idle_per_host: config.upload_concurrency,
-        })?;
-        Ok(Self {
+    pub(crate) fn new(http: HttpClient, config: &Config) -> Self {
+        Self {
             http,
-            chunks_url: Arc::new(config.chunks_url.clone()),
-            retry: config.retry,
-            request_timeout: config.request_timeout,
-            upload_margin: upload_margin(config),
-            write_budget: write_budget(config),
-        })
-    }
-
-    /// The shared connection pool, for the function's other HTTP destinations.
-    pub(crate) fn http(&self) -> &HttpClient {
-        &self.http
+            chunks_url: Arc::new(config.chunks_url().clone()),
+            retry: config.retry(),
+            request_timeout: config.request_timeout(),
+            budget: config.time_budget(),
+        }
     }
 
     /// Posts `upload` for `route` until Memfault accepts it, refuses it, the attempts run out,
-    /// or the next try would end after the upload bound: `deadline` less the safety margin and,
-    /// with a quarantine queue, its write budget (docs/delivery.md, "Deadlines").
+    /// or the next try would end after the upload bound ([`TimeBudget::upload_bound`]).
     pub(crate) async fn upload(
         &self,
         route: &Route,
         upload: &Upload,
         deadline: Instant,
     ) -> Result<Delivery, UploadError> {
-        let give_up_at = deadline.checked_sub(self.upload_margin).unwrap_or(deadline);
+        let give_up_at = self.budget.upload_bound(deadline);
         self.post_until(route, upload, give_up_at, self.retry.max_attempts)
             .await
     }
 
-    /// One request to learn whether Memfault is up, made after the invocation's uploads: it
-    /// may use half of the write budget, so that a device whose uploads ran to the upload bound
-    /// still leaves it time, and the writes keep the other half.
+    /// One request to learn whether Memfault is up, made after the invocation's uploads, by
+    /// [`TimeBudget::probe_bound`].
     pub(crate) async fn probe(
         &self,
         route: &Route,
         upload: &Upload,
         deadline: Instant,
     ) -> Result<Delivery, UploadError> {
-        let margin = self.upload_margin.saturating_sub(self.write_budget / 2);
-        let give_up_at = deadline.checked_sub(margin).unwrap_or(deadline);
+        let give_up_at = self.budget.probe_bound(deadline);
         self.post_until(route, upload, give_up_at, 1).await
     }
 
@@ -149,8 +118,10 @@ impl MemfaultClient {
                         upstream: started.elapsed(),
                     });
                 }
-                Err((failure, false)) => return Err(UploadError::Rejected { failure, attempts }),
-                Err((failure, true)) => failure,
+                Err(failure) if failure.concern() != Concern::Transient => {
+                    return Err(UploadError::Rejected { failure, attempts });
+                }
+                Err(failure) => failure,
             };
             // A pooled connection may have died while the container was frozen; the failed one
             // has left the pool, so try once more straight away, and not at the expense of the
@@ -256,19 +227,6 @@ fn out_of_time(last: Option<Failure>, attempts: u32) -> UploadError {
     }
 }
 
-/// The margin before the deadline at which uploads stop (docs/delivery.md, "Deadlines").
-fn upload_margin(config: &Config) -> Duration {
-    // Also for a Config built in code, past the check of MEMFAULT_DEADLINE_MARGIN_MS.
-    config.deadline_margin.max(MIN_DEADLINE_MARGIN) + write_budget(config)
-}
-
-fn write_budget(config: &Config) -> Duration {
-    match config.quarantine_queue {
-        Some(_) => QUARANTINE_WRITE_BUDGET,
-        None => Duration::ZERO,
-    }
-}
-
 fn post(
     uri: &str,
     content_type: &HeaderValue,
@@ -284,19 +242,20 @@ fn post(
         .expect("validated parts make a valid request")
 }
 
-/// A success status, or the failure of an answer (or of no answer) and whether it may pass.
+/// A success status, or the failure of an answer (or of no answer).
 fn answer_or_failure(
     answer: Result<Answer, Failure>,
     key: &ProjectKey,
-) -> Result<StatusCode, (Failure, bool)> {
-    match answer {
-        Ok(answer) if answer.status.is_success() => Ok(answer.status),
-        Ok(answer) => {
-            let failure =
-                Failure::from_answer(answer.status, answer.retry_after, &answer.body, key);
-            Err((failure, is_retryable_status(answer.status)))
-        }
-        Err(failure) => Err((failure, true)),
+) -> Result<StatusCode, Failure> {
+    let answer = answer?;
+    match classify(answer.status) {
+        Ok(()) => Ok(answer.status),
+        Err(concern) => Err(Failure::from_answer(
+            (answer.status, concern),
+            answer.retry_after,
+            &answer.body,
+            key,
+        )),
     }
 }
 

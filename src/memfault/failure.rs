@@ -1,4 +1,7 @@
-//! Why an upload did not deliver, in words fit for a log line and Lambda's console.
+//! What Memfault's answers mean, read in one place (memfaultd's `retriable_error.rs` is the
+//! model): [`classify`] says whom a status concerns, [`Failure::class`] names it for metrics, and
+//! [`UploadError::error_type`] gives Lambda's words for it; and why an upload did not deliver, in
+//! words fit for a log line and Lambda's console.
 
 use std::fmt;
 use std::time::Duration;
@@ -6,17 +9,37 @@ use std::time::Duration;
 use http::StatusCode;
 use thiserror::Error;
 
-use crate::http_client::error_chain;
+use crate::http_client::{error_chain, shown_body};
 use crate::routing::ProjectKey;
 
-/// Enough of an error body to say what Memfault objected to; the rest is not shown.
-const ERROR_BODY_SHOWN: usize = 300;
+/// Memfault's status, read once: accepted, or a failure and whom it concerns. Memfault documents
+/// 429, 503 and 529 as "retry after Retry-After"; other 5xx are the server's fault alike, and 408
+/// means the server gave up waiting for us: all may pass. A redirect (the chunks URL is not the
+/// API's), 401/403 (key missing, wrong or revoked), 404/405 (no such endpoint) and 407 (a proxy
+/// wants credentials) blame the project key or the URL. Every other status says the request
+/// itself is wrong.
+pub(crate) fn classify(status: StatusCode) -> Result<(), Concern> {
+    if status.is_success() {
+        Ok(())
+    } else if status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error()
+    {
+        Err(Concern::Transient)
+    } else if status.is_redirection() || matches!(status.as_u16(), 401 | 403 | 404 | 405 | 407) {
+        Err(Concern::Configuration)
+    } else {
+        Err(Concern::Request)
+    }
+}
 
 /// Why one attempt did not deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Failure {
+    /// An answer that was not a success, with whom [`classify`] says it concerns.
     Status {
         status: StatusCode,
+        concern: Concern,
         body: String,
         retry_after: Option<Duration>,
     },
@@ -32,13 +55,14 @@ impl Failure {
     /// firewalls in front of Memfault may repeat the request's headers in it: the key the request
     /// carried is scrubbed out before the text is shortened, so that no part of it survives a cut.
     pub(super) fn from_answer(
-        status: StatusCode,
+        (status, concern): (StatusCode, Concern),
         retry_after: Option<Duration>,
         body: &[u8],
         key: &ProjectKey,
     ) -> Self {
         Self::Status {
             status,
+            concern,
             body: shown_body(&key.scrub(&String::from_utf8_lossy(body))),
             retry_after,
         }
@@ -55,6 +79,14 @@ impl Failure {
             Self::Connect(reason)
         } else {
             Self::Connection(reason)
+        }
+    }
+
+    /// Whom the failure concerns: a request without an answer may pass.
+    pub(crate) fn concern(&self) -> Concern {
+        match self {
+            Self::Status { concern, .. } => *concern,
+            Self::Connect(_) | Self::Connection(_) | Self::Timeout(_) => Concern::Transient,
         }
     }
 
@@ -80,6 +112,7 @@ impl fmt::Display for Failure {
                 status,
                 body,
                 retry_after,
+                ..
             } => {
                 write!(f, "HTTP {status} ({})", status_meaning(*status))?;
                 if let Some(wait) = retry_after {
@@ -169,15 +202,23 @@ impl UploadError {
         }
     }
 
-    /// Who the failure concerns, which decides what happens next (docs/delivery.md).
+    /// Who the failure concerns, which decides what happens next (docs/delivery.md): a refusal
+    /// whom its answer concerns; giving up, or no time to try, Memfault's availability.
     pub(crate) fn concern(&self) -> Concern {
         match self {
-            Self::Rejected {
-                failure: Failure::Status { status, .. },
-                ..
-            } if is_configuration_status(*status) => Concern::Configuration,
-            Self::Rejected { .. } => Concern::Request,
+            Self::Rejected { failure, .. } => failure.concern(),
             Self::GaveUp { .. } | Self::NoTimeLeft => Concern::Transient,
+        }
+    }
+
+    /// Lambda's `errorType` for it: `Retryable.Upstream<Class>` for failures that may pass,
+    /// `Retryable.UpstreamConfiguration` for a key or URL Memfault refuses,
+    /// `Permanent.UpstreamRejected` for a refused chunk.
+    pub(crate) fn error_type(&self) -> String {
+        match self.concern() {
+            Concern::Request => "Permanent.UpstreamRejected".to_owned(),
+            Concern::Configuration => "Retryable.UpstreamConfiguration".to_owned(),
+            Concern::Transient => format!("Retryable.Upstream{}", self.class()),
         }
     }
 
@@ -209,13 +250,6 @@ pub(crate) enum Concern {
     Transient,
 }
 
-/// Answers that blame the project key or the URL rather than the chunks: a redirect (the
-/// chunks URL is not the API's), 401/403 (key missing, wrong or revoked), 404/405 (no such
-/// endpoint) and 407 (a proxy wants credentials).
-fn is_configuration_status(status: StatusCode) -> bool {
-    status.is_redirection() || matches!(status.as_u16(), 401 | 403 | 404 | 405 | 407)
-}
-
 /// A wait a server asked for, in whole seconds; `Duration::MAX` stands for more than can be counted.
 struct Seconds(Duration);
 
@@ -229,19 +263,6 @@ impl fmt::Display for Seconds {
     }
 }
 
-fn shown_body(text: &str) -> String {
-    let mut shown: String = text
-        .trim()
-        .chars()
-        .take(ERROR_BODY_SHOWN)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.trim().chars().count() > ERROR_BODY_SHOWN {
-        shown.push('…');
-    }
-    shown
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +271,7 @@ mod tests {
     fn failures_read_like_memfaults_documentation() {
         let failure = Failure::Status {
             status: StatusCode::FORBIDDEN,
+            concern: Concern::Configuration,
             body: "Invalid project key".into(),
             retry_after: None,
         };
@@ -260,6 +282,7 @@ mod tests {
         assert_eq!(failure.class(), "Rejected");
         let failure = Failure::Status {
             status: StatusCode::TOO_MANY_REQUESTS,
+            concern: Concern::Transient,
             body: String::new(),
             retry_after: Some(Duration::from_secs(30)),
         };
@@ -277,13 +300,17 @@ mod tests {
 
     #[test]
     fn refusals_blame_the_request_or_the_configuration() {
-        let rejected = |code: u16| UploadError::Rejected {
-            failure: Failure::Status {
-                status: StatusCode::from_u16(code).unwrap(),
-                body: String::new(),
-                retry_after: None,
-            },
-            attempts: 1,
+        let rejected = |code: u16| {
+            let status = StatusCode::from_u16(code).unwrap();
+            UploadError::Rejected {
+                failure: Failure::from_answer(
+                    (status, classify(status).unwrap_err()),
+                    None,
+                    b"",
+                    &"Key".parse().unwrap(),
+                ),
+                attempts: 1,
+            }
         };
         for code in [400, 409, 411, 413, 415, 422] {
             assert_eq!(rejected(code).concern(), Concern::Request, "{code}");
@@ -301,12 +328,56 @@ mod tests {
     }
 
     #[test]
+    fn which_statuses_may_pass_and_which_blame_the_request_or_the_configuration() {
+        let concern = |code: u16| classify(StatusCode::from_u16(code).unwrap());
+        for code in [200, 202, 204] {
+            assert_eq!(concern(code), Ok(()), "{code}");
+        }
+        for code in [429, 408, 500, 502, 503, 504, 529] {
+            assert_eq!(concern(code), Err(Concern::Transient), "{code}");
+        }
+        for code in [301, 302, 307, 401, 403, 404, 405, 407] {
+            assert_eq!(concern(code), Err(Concern::Configuration), "{code}");
+        }
+        for code in [400, 409, 411, 413, 415, 422] {
+            assert_eq!(concern(code), Err(Concern::Request), "{code}");
+        }
+    }
+
+    /// Every `FailureClass` the metrics can carry is one docs/configuration.md lists.
+    #[test]
+    fn every_failure_class_is_documented() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md");
+        let docs = std::fs::read_to_string(path).unwrap();
+        let answered = |code: u16| {
+            let status = StatusCode::from_u16(code).unwrap();
+            let concern = classify(status).unwrap_err();
+            Failure::from_answer((status, concern), None, b"", &"Key".parse().unwrap())
+        };
+        let failures = [
+            answered(429),
+            answered(503),
+            answered(400),
+            Failure::Connect(String::new()),
+            Failure::Connection(String::new()),
+            Failure::Timeout(Duration::from_secs(1)),
+        ];
+        let classes = failures.iter().map(Failure::class);
+        for class in classes.chain([UploadError::NoTimeLeft.class()]) {
+            assert!(docs.contains(&format!("`{class}`")), "FailureClass {class}");
+        }
+    }
+
+    #[test]
     fn error_bodies_are_shortened_and_flattened() {
         let long = format!("line one\nline two {}", "x".repeat(500));
         let shown = shown_body(&long);
         assert!(shown.starts_with("line one line two"));
         assert!(shown.ends_with('…'));
-        assert_eq!(shown.chars().count(), ERROR_BODY_SHOWN + 1);
+        assert_eq!(
+            shown.chars().count(),
+            crate::http_client::ERROR_BODY_SHOWN + 1
+        );
         assert_eq!(shown_body("  \u{fffd} ok "), "\u{fffd} ok");
     }
 
@@ -317,10 +388,11 @@ mod tests {
         // The key straddles the point where the shown body is cut.
         let body = format!(
             "{}{KEY} and {}",
-            "x".repeat(ERROR_BODY_SHOWN - 10),
+            "x".repeat(crate::http_client::ERROR_BODY_SHOWN - 10),
             KEY.to_uppercase()
         );
-        let failure = Failure::from_answer(StatusCode::FORBIDDEN, None, body.as_bytes(), &key);
+        let status = (StatusCode::FORBIDDEN, Concern::Configuration);
+        let failure = Failure::from_answer(status, None, body.as_bytes(), &key);
         let shown = failure.to_string();
         assert!(shown.contains("0123…"), "{shown}");
         assert!(!shown.to_lowercase().contains(&KEY[..5]), "{shown}");

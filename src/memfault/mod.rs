@@ -7,10 +7,9 @@ mod client;
 mod failure;
 mod multipart;
 
-pub use client::ClientInitError;
 pub(crate) use client::Delivery;
 pub(crate) use client::MemfaultClient;
 pub(crate) use failure::{Concern, UploadError};
 #[cfg(test)]
-pub(crate) use failure::{Failure, GiveUpReason};
+pub(crate) use failure::{Failure, GiveUpReason, classify};
 pub(crate) use multipart::Upload;

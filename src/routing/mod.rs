@@ -14,8 +14,8 @@ use crate::redact::redact_key_like;
 
 pub use identity::ProjectKey;
 pub(crate) use identity::{DeviceSerial, IdentifierProblem};
-pub(crate) use pattern::TopicMismatch;
 pub use pattern::TopicPattern;
+pub(crate) use pattern::{DEFAULT_TOPIC_PATTERN, TopicMismatch};
 pub use project_keys::ProjectKeys;
 
 /// Where one chunk goes.

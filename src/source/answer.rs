@@ -8,6 +8,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::delivery::{Kept, Undeliverable};
+use crate::source_kind::SourceKind;
 
 /// Why an invocation failed, as Lambda reports it: an `errorType` and a message, nothing to
 /// match on.
@@ -76,7 +77,8 @@ impl BatchRefused {
     const ERROR_TYPE: &'static str = "Permanent.MalformedBatch";
 
     /// A record without a field its failure would be reported or named by.
-    pub(super) fn new(source_name: &'static str, field: &'static str) -> Self {
+    pub(super) fn new(source: SourceKind, field: &'static str) -> Self {
+        let source_name = source.name();
         Self::logged(format!(
             "a record of the {source_name} batch has no usable {field}, so its failure could be neither reported nor named"
         ))

@@ -7,11 +7,12 @@ use serde_json::Value;
 
 use super::services::{cause, note_refusal};
 use super::{Delivered, DeliveredEarlier, ForwardError, Response, Services, SetAside};
-use crate::delivery::{Item, Outcome, Refusal, Source, Undeliverable};
-use crate::event::{EventError, parse_rule_event};
+use crate::delivery::{Item, Outcome, Refusal, ToSetAside, Undeliverable};
+use crate::event::{EventError, parse_rule_event, unwrap_failure_record};
 use crate::observability::{InvocationMetrics, emit_metrics};
-use crate::quarantine::{FailureRecord, Origin};
+use crate::quarantine::{FailureRecord, Origin, Stored};
 use crate::settled::{RecordKey, Settlement};
+use crate::source_kind::SourceKind;
 
 /// The one event of the invocation, as far as its answer and its failure record need it.
 struct Direct {
@@ -30,7 +31,7 @@ pub(crate) async fn forward(
     let mut metrics = InvocationMetrics::default();
     let (direct, item) = read(services, payload);
     let outcome = services
-        .deliver(vec![item], Source::Single, &mut metrics)
+        .deliver(vec![item], SourceKind::Direct, &mut metrics)
         .await
         .pop()
         .expect("one outcome per item");
@@ -39,8 +40,8 @@ pub(crate) async fn forward(
         metrics.chunks_undelivered += 1;
     }
     emit_metrics(
-        services.config.metrics_namespace.as_deref(),
-        "Direct",
+        services.config.metrics_namespace(),
+        SourceKind::Direct,
         &metrics,
     );
     result
@@ -58,7 +59,7 @@ fn read(services: &Services<'_>, payload: &str) -> (Direct, Item) {
         .and_then(|message| services.routed(message));
     // Lambda retries an asynchronous invocation under the same request id: one that timed out
     // after its upload went through is answered from the memory of settled records.
-    let request_id = services.invocation.request_id;
+    let request_id = services.context.request_id;
     let identity = format!("direct {request_id}");
     let key = (!request_id.is_empty()).then(|| services.record_key(&[&identity]));
     let device_serial = services.device_of(&content, event.as_ref().ok());
@@ -119,14 +120,22 @@ async fn set_aside_now(
     let record = FailureRecord {
         identity: direct.identity,
         device_serial: direct.device_serial,
-        request_payload: direct.event.map(rule_event).filter(Value::is_object),
-        origin: Origin::Direct,
+        request_payload: direct
+            .event
+            .as_ref()
+            .map(unwrap_failure_record)
+            .filter(|payload| payload.is_object())
+            .cloned(),
+        origin: Origin::new(SourceKind::Direct, &serde_json::json!({})),
         cause: cause(&undeliverable),
     };
-    let stored = services
-        .set_aside(vec![(record, direct.key)], metrics)
-        .await;
-    if stored.first().copied().unwrap_or(false) {
+    let record = ToSetAside {
+        tag: (),
+        record,
+        key: direct.key,
+    };
+    let stored = services.set_aside(vec![record], metrics).await;
+    if stored.first().map(|(_, stored)| *stored) == Some(Stored::Yes) {
         let cause = cause(&undeliverable);
         Ok(Response::SetAside(SetAside {
             error_type: cause.error_type,
@@ -134,14 +143,5 @@ async fn set_aside_now(
         }))
     } else {
         Err(ForwardError::undeliverable(undeliverable))
-    }
-}
-
-/// The rule's event an event holds: itself, or the one its failure record wraps.
-fn rule_event(mut event: Value) -> Value {
-    if event.get("requestPayload").is_some() {
-        event["requestPayload"].take()
-    } else {
-        event
     }
 }

@@ -5,6 +5,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::source_kind::SourceKind;
+
 /// What an invocation's payload is. Batches borrow their records from the payload text.
 #[derive(Debug)]
 pub(crate) enum Envelope<'a> {
@@ -73,10 +75,16 @@ pub(crate) fn envelope(payload: &str) -> Envelope<'_> {
     };
     let sources: Vec<Option<Cow<'_, str>>> =
         records.iter().map(|record| event_source(record)).collect();
-    let known = |source: &Option<Cow<'_, str>>| {
-        matches!(source.as_deref(), Some(SQS_SOURCE | KINESIS_SOURCE))
+    let kind = |source: &Option<Cow<'_, str>>| {
+        SourceKind::BATCHES.into_iter().find(|kind| {
+            kind.event_source()
+                .is_some_and(|name| Some(name) == source.as_deref())
+        })
     };
-    let Some(first) = sources.iter().find(|source| known(source)) else {
+    let Some((first, kind)) = sources
+        .iter()
+        .find_map(|source| Some((source, kind(source)?)))
+    else {
         return Envelope::Direct;
     };
     if sources.iter().any(|source| source != first) {
@@ -84,14 +92,12 @@ pub(crate) fn envelope(payload: &str) -> Envelope<'_> {
             "records of an SQS or Kinesis batch with other eventSource values",
         );
     }
-    match first.as_deref() {
-        Some(SQS_SOURCE) => Envelope::Sqs(records),
-        _ => Envelope::Kinesis(records),
+    match kind {
+        SourceKind::Sqs => Envelope::Sqs(records),
+        SourceKind::Kinesis => Envelope::Kinesis(records),
+        SourceKind::Direct => Envelope::Direct,
     }
 }
-
-const SQS_SOURCE: &str = "aws:sqs";
-const KINESIS_SOURCE: &str = "aws:kinesis";
 
 fn event_source(record: &RawValue) -> Option<Cow<'_, str>> {
     serde_json::from_str::<RecordHead<'_>>(record.get())

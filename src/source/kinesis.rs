@@ -20,16 +20,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::services::{BatchRecord, cause, log_batch};
+use super::services::{Batch, BatchRecord, cause, forward_batch};
 use super::{BatchRefused, Envelope, ForwardError, Response, Services, envelope};
-use crate::delivery::{Item, Refusal, Source, Undeliverable};
+use crate::delivery::{Item, Refusal, Undeliverable};
 use crate::event::{ChunkMessage, EventError, parse_rule_event, rule_json};
-use crate::observability::{InvocationMetrics, emit_metrics};
-use crate::quarantine::{FailureRecord, KinesisOrigin, KinesisOriginRecord, Origin};
+use crate::quarantine::{FailureRecord, Origin};
+use crate::source_kind::SourceKind;
 
 /// Kinesis sequence numbers are decimal strings of up to 129 digits (Kinesis API `Record`).
 const MAX_SEQUENCE_DIGITS: usize = 129;
@@ -85,23 +85,65 @@ struct SequenceHead {
     sequence_number: String,
 }
 
+/// The Kinesis record a record came from.
+#[derive(Debug, Clone, Serialize)]
+struct KinesisOrigin {
+    #[serde(rename = "sequenceNumber")]
+    sequence_number: String,
+    #[serde(flatten)]
+    record: KinesisOriginRecord,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+enum KinesisOriginRecord {
+    /// A record read as a Kinesis record.
+    Read {
+        #[serde(rename = "partitionKey")]
+        partition_key: Option<String>,
+        #[serde(rename = "eventSourceARN")]
+        event_source_arn: String,
+        #[serde(rename = "approximateArrivalTimestamp")]
+        approximate_arrival_timestamp: Value,
+        /// The record's data as it came, when it held no rule event to replay.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        data: Option<String>,
+    },
+    /// Not even readable as a Kinesis record: kept whole, as text, for inspection.
+    Unread { record: String },
+}
+
 /// One record of the batch, in the batch's order, with what its failure record needs.
 struct StreamRecord<'a> {
     sequence_number: String,
     stream: Cow<'a, str>,
     raw: &'a RawValue,
-    parsed: Option<KinesisRecord<'a>>,
-    /// The JSON the record's data holds, read once: the rule's event, or not one.
-    event: Option<Value>,
+    contents: Contents<'a>,
+}
+
+/// What could be read of a record.
+enum Contents<'a> {
+    /// Not readable as a Kinesis record: kept whole, as text, for inspection.
+    Unread,
+    /// A Kinesis record, with the JSON its data holds, read once, when it holds any: the rule's
+    /// event, or not one.
+    Read {
+        record: KinesisRecord<'a>,
+        event: Option<Value>,
+    },
 }
 
 impl StreamRecord<'_> {
+    fn parsed(&self) -> Option<&KinesisRecord<'_>> {
+        match &self.contents {
+            Contents::Read { record, .. } => Some(record),
+            Contents::Unread => None,
+        }
+    }
+
     /// Stream and shard position: what names the record across resends.
     fn identity(&self) -> String {
-        let event_id = self
-            .parsed
-            .as_ref()
-            .and_then(|record| record.event_id.as_deref());
+        let event_id = self.parsed().and_then(|record| record.event_id.as_deref());
         format!(
             "kinesis {} {}",
             self.stream,
@@ -110,11 +152,7 @@ impl StreamRecord<'_> {
     }
 
     fn arrived(&self) -> Option<SystemTime> {
-        let raw = self
-            .parsed
-            .as_ref()?
-            .kinesis
-            .approximate_arrival_timestamp?;
+        let raw = self.parsed()?.kinesis.approximate_arrival_timestamp?;
         let seconds: f64 = serde_json::from_str(raw.get()).ok()?;
         // Any JSON may stand here (an edited failure record, a direct invoke): a timestamp that
         // is negative, not a number or beyond what the clock holds is no time at all.
@@ -124,7 +162,7 @@ impl StreamRecord<'_> {
 
     /// The rule's event to replay: the record's JSON, when it is an object.
     fn request_payload(&self) -> Option<&Value> {
-        self.event.as_ref().filter(|event| event.is_object())
+        self.event().filter(|event| event.is_object())
     }
 }
 
@@ -134,7 +172,10 @@ impl BatchRecord for StreamRecord<'_> {
     }
 
     fn event(&self) -> Option<&Value> {
-        self.event.as_ref()
+        match &self.contents {
+            Contents::Read { event, .. } => event.as_ref(),
+            Contents::Unread => None,
+        }
     }
 
     fn failure_record(
@@ -143,7 +184,7 @@ impl BatchRecord for StreamRecord<'_> {
         undeliverable: &Undeliverable,
     ) -> FailureRecord {
         let request_payload = self.request_payload().cloned();
-        let record = match &self.parsed {
+        let record = match self.parsed() {
             Some(parsed) => KinesisOriginRecord::Read {
                 partition_key: parsed.kinesis.partition_key.as_deref().map(str::to_owned),
                 event_source_arn: self.stream.to_string(),
@@ -164,10 +205,13 @@ impl BatchRecord for StreamRecord<'_> {
             identity: self.identity(),
             device_serial,
             request_payload,
-            origin: Origin::Kinesis(KinesisOrigin {
-                sequence_number: self.sequence_number.clone(),
-                record,
-            }),
+            origin: Origin::new(
+                SourceKind::Kinesis,
+                &KinesisOrigin {
+                    sequence_number: self.sequence_number.clone(),
+                    record,
+                },
+            ),
             cause: cause(undeliverable),
         }
     }
@@ -186,16 +230,27 @@ pub(crate) async fn forward(
     services: &Services<'_>,
     records: Vec<&RawValue>,
 ) -> Result<Response, ForwardError> {
-    let mut read = Vec::with_capacity(records.len());
-    for raw in records {
-        read.push(stream_record(raw).map_err(ForwardError::batch)?);
-    }
-    // A shard's batch arrives in order; sorting (stably) makes the order a guarantee of this
-    // code rather than an assumption about the caller, replays included.
-    read.sort_by(|(a, _), (b, _)| sequence_order(&a.sequence_number, &b.sequence_number));
-    let entries = read
-        .into_iter()
-        .map(|(record, message)| {
+    forward_batch::<Kinesis>(services, records).await
+}
+
+struct Kinesis;
+
+impl<'a> Batch<'a> for Kinesis {
+    const KIND: SourceKind = SourceKind::Kinesis;
+    type Record = StreamRecord<'a>;
+
+    fn read(
+        services: &Services<'_>,
+        records: Vec<&'a RawValue>,
+    ) -> Result<Vec<(StreamRecord<'a>, Item)>, BatchRefused> {
+        let mut read = records
+            .into_iter()
+            .map(stream_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        // A shard's batch arrives in order; sorting (stably) makes the order a guarantee of this
+        // code rather than an assumption about the caller, replays included.
+        read.sort_by(|(a, _), (b, _)| sequence_order(&a.sequence_number, &b.sequence_number));
+        let entries = read.into_iter().map(|(record, message)| {
             let item = Item {
                 content: message
                     .map_err(Refusal::from)
@@ -204,23 +259,17 @@ pub(crate) async fn forward(
                 arrived: record.arrived(),
             };
             (record, item)
-        })
-        .collect();
-    let mut metrics = InvocationMetrics::default();
-    let answered = services
-        .deliver_batch(entries, Source::Stream, &mut metrics)
-        .await;
-    let mut response = KinesisEventResponse::default();
-    for record in answered.iter().filter(|answered| !answered.settled) {
-        response.add_failure(record.record.sequence_number.clone());
+        });
+        Ok(entries.collect())
     }
-    log_batch(&metrics, "Kinesis", answered.iter());
-    emit_metrics(
-        services.config.metrics_namespace.as_deref(),
-        "Stream",
-        &metrics,
-    );
-    Ok(Response::Kinesis(response))
+
+    fn answer(failures: Vec<String>) -> Response {
+        let mut response = KinesisEventResponse::default();
+        for sequence_number in failures {
+            response.add_failure(sequence_number);
+        }
+        Response::Kinesis(response)
+    }
 }
 
 /// What a record's data holds: the rule's message, or why there is none.
@@ -250,29 +299,32 @@ fn stream_record(raw: &RawValue) -> Result<(StreamRecord<'_>, Read), BatchRefuse
     };
     let (sequence_number, stream) = head;
     if !is_sequence_number(&sequence_number) {
-        return Err(BatchRefused::new("Kinesis", "kinesis.sequenceNumber"));
+        return Err(BatchRefused::new(
+            SourceKind::Kinesis,
+            "kinesis.sequenceNumber",
+        ));
     }
     let Some(stream) = stream.filter(|stream| !stream.is_empty()) else {
-        return Err(BatchRefused::new("Kinesis", "eventSourceARN"));
+        return Err(BatchRefused::new(SourceKind::Kinesis, "eventSourceARN"));
     };
-    let (parsed, event, message) = match parsed {
-        Ok(parsed) => {
+    let (contents, message) = match parsed {
+        Ok(record) => {
             let event =
-                decoded(&parsed.kinesis).and_then(|data| rule_json(&data, "Kinesis record data"));
+                decoded(&record.kinesis).and_then(|data| rule_json(&data, "Kinesis record data"));
             let message = event
                 .as_ref()
                 .map_err(Clone::clone)
                 .and_then(parse_rule_event);
-            (Some(parsed), event.ok(), message)
+            let event = event.ok();
+            (Contents::Read { record, event }, message)
         }
-        Err(unreadable) => (None, None, Err(unreadable)),
+        Err(unreadable) => (Contents::Unread, Err(unreadable)),
     };
     let record = StreamRecord {
         sequence_number,
         stream,
         raw,
-        parsed,
-        event,
+        contents,
     };
     Ok((record, message))
 }
@@ -293,6 +345,41 @@ pub(crate) async fn forward_failure_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_origin_names_the_record_in_lambdas_words() {
+        let origin = |record| {
+            let origin = KinesisOrigin {
+                sequence_number: "7".into(),
+                record,
+            };
+            serde_json::to_value(origin).unwrap()
+        };
+        let read = KinesisOriginRecord::Read {
+            partition_key: None,
+            event_source_arn: "arn:s".into(),
+            approximate_arrival_timestamp: json!(1700000000.5),
+            data: Some("AQ==".into()),
+        };
+        assert_eq!(
+            origin(read),
+            json!({
+                "sequenceNumber": "7",
+                "partitionKey": null,
+                "eventSourceARN": "arn:s",
+                "approximateArrivalTimestamp": 1700000000.5,
+                "data": "AQ=="
+            })
+        );
+        let unread = KinesisOriginRecord::Unread {
+            record: "{\"kinesis\": 1}".into(),
+        };
+        assert_eq!(
+            origin(unread),
+            json!({"sequenceNumber": "7", "record": "{\"kinesis\": 1}"})
+        );
+    }
 
     #[test]
     fn sequence_numbers_are_decimal_strings_in_numeric_order() {
@@ -324,8 +411,10 @@ mod tests {
                 sequence_number: "1".to_owned(),
                 stream: Cow::Borrowed("arn:aws:kinesis:eu-west-1:1:stream/s"),
                 raw: &raw,
-                parsed: Some(parsed),
-                event: None,
+                contents: Contents::Read {
+                    record: parsed,
+                    event: None,
+                },
             };
             record.arrived()
         };

@@ -8,18 +8,29 @@
 //! | Kinesis batch, or the ESM's S3 failure record of one | [`kinesis`] | `batchItemFailures` by sequence number |
 
 mod answer;
-pub(crate) mod direct;
+mod direct;
 mod envelope;
-pub(crate) mod kinesis;
+mod kinesis;
 mod services;
-pub(crate) mod sqs;
+mod sqs;
 
 use answer::BatchRefused;
 pub use answer::{Delivered, DeliveredEarlier, ForwardError, Response, SetAside};
-pub(crate) use envelope::{Envelope, envelope};
+use envelope::{Envelope, envelope};
 pub(crate) use services::Services;
 
-/// The answer to an envelope that claims to be a batch and is not a readable one.
-pub(crate) fn malformed(what: &'static str) -> ForwardError {
-    ForwardError::batch(BatchRefused::malformed(what))
+/// Hands an invocation's payload to the adapter of its envelope.
+pub(crate) async fn forward(
+    services: &Services<'_>,
+    payload: &str,
+) -> Result<Response, ForwardError> {
+    match envelope(payload) {
+        Envelope::Direct => direct::forward(services, payload).await,
+        Envelope::Sqs(records) => sqs::forward(services, records).await,
+        Envelope::Kinesis(records) => kinesis::forward(services, records).await,
+        Envelope::KinesisFailureRecord(batch) => {
+            kinesis::forward_failure_record(services, &batch).await
+        }
+        Envelope::Malformed(what) => Err(ForwardError::batch(BatchRefused::malformed(what))),
+    }
 }

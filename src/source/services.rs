@@ -1,23 +1,25 @@
 //! What the adapters share: routing a parsed message, running the delivery core, setting records
-//! aside, and the log lines of refusals and batches.
+//! aside through it, the one loop of a batch, and the log lines of refusals and batches.
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 
+use super::{BatchRefused, ForwardError, Response};
 use crate::config::Config;
-use crate::delivery::{Deliverer, Item, Outcome, Refusal, Routed, Source, Undeliverable};
+use crate::delivery::{Deliverer, Item, Outcome, Refusal, Routed, ToSetAside, Undeliverable};
 use crate::event::{ChunkMessage, unwrap_failure_record};
-use crate::observability::InvocationMetrics;
-use crate::quarantine::{Cause, FailureRecord, Invocation, Quarantine};
+use crate::observability::{InvocationMetrics, emit_metrics};
+use crate::quarantine::{Cause, FailureRecord, RequestContext, Stored};
 use crate::routing::{Claims, DeviceSerial, Route, RouteError};
-use crate::settled::{RecordKey, Settlement};
+use crate::settled::RecordKey;
+use crate::source_kind::SourceKind;
 
 /// What an adapter works with, for one invocation.
 pub(crate) struct Services<'a> {
     pub config: &'a Config,
     pub deliverer: &'a Deliverer,
-    pub quarantine: Option<&'a Quarantine>,
-    pub invocation: Invocation<'a>,
+    pub context: RequestContext<'a>,
     pub deadline: Instant,
 }
 
@@ -54,7 +56,7 @@ impl Services<'_> {
             None | Some(Value::Null) => None,
             Some(_) => Some(text("device_serial")?),
         };
-        self.config.router.named_device(Claims {
+        self.config.router().named_device(Claims {
             topic: text("topic")?,
             device_serial,
             project_key: None,
@@ -67,14 +69,14 @@ impl Services<'_> {
             device_serial: message.device_serial.as_deref(),
             project_key: message.project_key.as_deref(),
         };
-        self.config.router.resolve(claims)
+        self.config.router().resolve(claims)
     }
 
     /// Runs the delivery core on `items`, by this invocation's deadline.
     pub(super) async fn deliver(
         &self,
         items: Vec<Item>,
-        source: Source,
+        source: SourceKind,
         metrics: &mut InvocationMetrics,
     ) -> Vec<Outcome> {
         self.deliverer
@@ -82,36 +84,41 @@ impl Services<'_> {
             .await
     }
 
-    /// Names a record for the memory of settled records.
-    pub(super) fn record_key(&self, parts: &[&str]) -> RecordKey {
-        self.deliverer.memory().key(parts)
+    /// Whether `queue_arn` names the quarantine queue: its messages are replays.
+    pub(super) fn is_quarantine_queue(&self, queue_arn: &str) -> bool {
+        self.deliverer.is_quarantine_queue(queue_arn)
     }
 
-    /// Writes `records` to the quarantine queue and returns, in the same order, which were stored;
-    /// a stored record is remembered as settled. Without a quarantine queue nothing is stored.
-    pub(super) async fn set_aside(
-        &self,
-        records: Vec<(FailureRecord, Option<RecordKey>)>,
-        metrics: &mut InvocationMetrics,
-    ) -> Vec<bool> {
-        let Some(quarantine) = self.quarantine else {
-            return vec![false; records.len()];
-        };
-        let (records, keys): (Vec<FailureRecord>, Vec<Option<RecordKey>>) =
-            records.into_iter().unzip();
-        let stored = quarantine
-            .set_aside(&records, self.invocation, self.deadline)
-            .await;
-        for (key, stored) in keys.iter().zip(&stored) {
-            if *stored {
-                metrics.chunks_quarantined += 1;
-                if let Some(key) = key {
-                    self.deliverer.memory().remember(*key, Settlement::SetAside);
-                }
-            }
-        }
-        stored
+    /// Names a record for the memory of settled records.
+    pub(super) fn record_key(&self, parts: &[&str]) -> RecordKey {
+        self.deliverer.record_key(parts)
     }
+
+    /// Sets `records` aside through the delivery core, by this invocation's deadline.
+    pub(super) async fn set_aside<T>(
+        &self,
+        records: Vec<ToSetAside<T>>,
+        metrics: &mut InvocationMetrics,
+    ) -> Vec<(T, Stored)> {
+        self.deliverer
+            .set_aside(records, self.context, self.deadline, metrics)
+            .await
+    }
+}
+
+/// An SQS or Kinesis batch: how its records are read, and how its answer names the records
+/// that must come back. Everything else about a batch is [`forward_batch`]'s.
+pub(super) trait Batch<'a> {
+    const KIND: SourceKind;
+    type Record: BatchRecord;
+    /// The batch's records, each with its item, in the order they are to be delivered; a record
+    /// that could be neither reported nor named refuses the whole batch.
+    fn read(
+        services: &Services<'_>,
+        records: Vec<&'a RawValue>,
+    ) -> Result<Vec<(Self::Record, Item)>, BatchRefused>;
+    /// The answer naming `failures` (item ids, in batch order) as the batch's item failures.
+    fn answer(failures: Vec<String>) -> Response;
 }
 
 /// A record of an SQS or Kinesis batch, as its adapter names it and would set it aside.
@@ -132,27 +139,54 @@ pub(super) trait BatchRecord {
     ) -> FailureRecord;
 }
 
+/// The one loop of a batch: read, deliver, set aside, answer with the item failures, log the
+/// summary line and write the metrics.
+pub(super) async fn forward_batch<'a, B: Batch<'a>>(
+    services: &Services<'_>,
+    records: Vec<&'a RawValue>,
+) -> Result<Response, ForwardError> {
+    let entries = B::read(services, records).map_err(ForwardError::batch)?;
+    let mut metrics = InvocationMetrics::default();
+    let answered = services.deliver_batch(entries, B::KIND, &mut metrics).await;
+    let failures = answered
+        .iter()
+        .filter(|answered| !answered.settled())
+        .map(|answered| answered.record.item_id().to_owned())
+        .collect();
+    log_batch(&metrics, B::KIND, &answered);
+    emit_metrics(services.config.metrics_namespace(), B::KIND, &metrics);
+    Ok(B::answer(failures))
+}
+
 /// What became of one record of a batch.
 pub(super) struct Answered<R> {
     pub record: R,
     /// The valid device it names, if any.
     pub device_serial: Option<String>,
     pub outcome: Outcome,
+    /// Whether this invocation stored it on the quarantine queue (only an undeliverable record
+    /// is written there).
+    pub stored: Stored,
+}
+
+impl<R> Answered<R> {
     /// Delivered, settled earlier, or stored on the quarantine queue: not an item failure.
-    pub settled: bool,
+    pub(super) fn settled(&self) -> bool {
+        self.outcome.is_settled() || self.stored == Stored::Yes
+    }
 }
 
 impl Services<'_> {
-    /// Delivers a batch's records, each with its item, sets aside what can never be delivered,
-    /// and says of each record whether it is settled. The others are the batch's item failures.
+    /// Delivers a batch's records, each with its item, and sets aside what can never be
+    /// delivered. Those not [settled](Answered::settled) are the batch's item failures.
     ///
     /// A queue sets aside every undeliverable record: it never sends a settled one again. A
     /// stream sets aside those before the first record kept for a retry: it resends everything
     /// from there, so those after it come back anyway.
-    pub(super) async fn deliver_batch<R: BatchRecord>(
+    async fn deliver_batch<R: BatchRecord>(
         &self,
         entries: Vec<(R, Item)>,
-        source: Source,
+        source: SourceKind,
         metrics: &mut InvocationMetrics,
     ) -> Vec<Answered<R>> {
         let mut records = Vec::with_capacity(entries.len());
@@ -163,12 +197,11 @@ impl Services<'_> {
             items.push(item);
         }
         let outcomes = self.deliver(items, source, metrics).await;
-        let reachable = match source {
-            Source::Stream => outcomes
-                .iter()
-                .position(|outcome| matches!(outcome, Outcome::Kept(_)))
-                .unwrap_or(outcomes.len()),
-            Source::Queue | Source::Single => outcomes.len(),
+        let first_kept = || outcomes.iter().position(|o| matches!(o, Outcome::Kept(_)));
+        let reachable = if source.holds_order() {
+            first_kept().unwrap_or(outcomes.len())
+        } else {
+            outcomes.len()
         };
         let mut answered: Vec<Answered<R>> = Vec::with_capacity(records.len());
         let mut to_set_aside = Vec::new();
@@ -182,24 +215,27 @@ impl Services<'_> {
                 }
                 if index < reachable && record.may_set_aside() {
                     let failure = record.failure_record(device_serial.clone(), undeliverable);
-                    to_set_aside.push((index, (failure, key)));
+                    to_set_aside.push(ToSetAside {
+                        tag: index,
+                        record: failure,
+                        key,
+                    });
                 }
             }
-            let settled = outcome.is_settled();
             answered.push(Answered {
                 record,
                 device_serial,
                 outcome,
-                settled,
+                stored: Stored::No,
             });
         }
-        let (at, to_set_aside): (Vec<usize>, Vec<_>) = to_set_aside.into_iter().unzip();
-        let stored = self.set_aside(to_set_aside, metrics).await;
-        for (index, stored) in at.into_iter().zip(stored) {
-            answered[index].settled = stored;
+        for (index, stored) in self.set_aside(to_set_aside, metrics).await {
+            answered[index].stored = stored;
         }
-        metrics.chunks_undelivered +=
-            answered.iter().filter(|answered| !answered.settled).count() as u64;
+        metrics.chunks_undelivered += answered
+            .iter()
+            .filter(|answered| !answered.settled())
+            .count() as u64;
         answered
     }
 }
@@ -226,7 +262,7 @@ pub(super) fn note_refusal(
         outcome = "refused",
         item_id,
         device_serial,
-        error_type = %format!("Permanent.{}", refusal.kind()),
+        error_type = %refusal.error_type(),
         error = %refusal,
         "chunk refused"
     );
@@ -234,12 +270,13 @@ pub(super) fn note_refusal(
 
 /// The one summary line of a batch, with its slowest delivered upload, the item it carried and
 /// its device.
-pub(super) fn log_batch<'a, R: BatchRecord + 'a>(
+fn log_batch<R: BatchRecord>(
     metrics: &InvocationMetrics,
-    source_name: &str,
-    answered: impl Iterator<Item = &'a Answered<R>>,
+    source: SourceKind,
+    answered: &[Answered<R>],
 ) {
     let slowest = answered
+        .iter()
         .filter_map(|answered| match &answered.outcome {
             Outcome::Delivered(delivery) => Some((
                 delivery.upstream,
@@ -251,7 +288,7 @@ pub(super) fn log_batch<'a, R: BatchRecord + 'a>(
         .max();
     tracing::info!(
         outcome = "batch",
-        source = source_name,
+        source = source.name(),
         slowest_upstream_ms = slowest.map(|(upstream, _, _)| upstream.as_millis() as u64),
         slowest_item_id = slowest.map(|(_, item_id, _)| item_id),
         slowest_device_serial = slowest.and_then(|(_, _, device_serial)| device_serial),

@@ -8,16 +8,16 @@
 //! quarantine dead-letter queue.
 
 use aws_lambda_events::event::sqs::SqsBatchResponse;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::services::{BatchRecord, cause, log_batch};
+use super::services::{Batch, BatchRecord, cause, forward_batch};
 use super::{BatchRefused, ForwardError, Response, Services};
-use crate::delivery::{Item, Refusal, Source, Undeliverable};
+use crate::delivery::{Item, Refusal, Undeliverable};
 use crate::event::{EventError, parse_rule_event, rule_json, unwrap_failure_record};
-use crate::observability::{InvocationMetrics, emit_metrics};
-use crate::quarantine::{FailureRecord, Origin, SqsOrigin};
+use crate::quarantine::{FailureRecord, Origin};
+use crate::source_kind::SourceKind;
 
 /// The parts of an SQS record the function reads; everything else is skipped unparsed.
 #[derive(Deserialize)]
@@ -43,29 +43,48 @@ struct Received {
 /// A body that holds no JSON: kept as it came (none when it was no text), for inspection.
 struct Body(Option<String>);
 
+/// The SQS message a record came from.
+#[derive(Debug, Clone, Serialize)]
+struct SqsOrigin {
+    #[serde(rename = "messageId")]
+    message_id: String,
+    #[serde(rename = "eventSourceARN")]
+    event_source_arn: String,
+    /// The body as it came, when it held no rule event to replay (null when it was no text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<Option<String>>,
+}
+
 pub(crate) async fn forward(
     services: &Services<'_>,
     records: Vec<&RawValue>,
 ) -> Result<Response, ForwardError> {
-    let mut entries = Vec::with_capacity(records.len());
-    for record in records {
-        entries.push(received(services, record).map_err(ForwardError::batch)?);
+    forward_batch::<Sqs>(services, records).await
+}
+
+struct Sqs;
+
+impl Batch<'_> for Sqs {
+    const KIND: SourceKind = SourceKind::Sqs;
+    type Record = Received;
+
+    fn read(
+        services: &Services<'_>,
+        records: Vec<&RawValue>,
+    ) -> Result<Vec<(Received, Item)>, BatchRefused> {
+        records
+            .into_iter()
+            .map(|record| received(services, record))
+            .collect()
     }
-    let mut metrics = InvocationMetrics::default();
-    let answered = services
-        .deliver_batch(entries, Source::Queue, &mut metrics)
-        .await;
-    let mut response = SqsBatchResponse::default();
-    for message in answered.iter().filter(|answered| !answered.settled) {
-        response.add_failure(message.record.id.clone());
+
+    fn answer(failures: Vec<String>) -> Response {
+        let mut response = SqsBatchResponse::default();
+        for id in failures {
+            response.add_failure(id);
+        }
+        Response::Sqs(response)
     }
-    log_batch(&metrics, "SQS", answered.iter());
-    emit_metrics(
-        services.config.metrics_namespace.as_deref(),
-        "Queued",
-        &metrics,
-    );
-    Ok(Response::Sqs(response))
 }
 
 /// Reads one message. Failures are reported by message ID, and replays are told apart by the
@@ -82,8 +101,8 @@ fn received(services: &Services<'_>, record: &RawValue) -> Result<(Received, Ite
         Some(Message {
             message_id: Some(id),
             ..
-        }) if !id.is_empty() => return Err(BatchRefused::new("SQS", "eventSourceARN")),
-        _ => return Err(BatchRefused::new("SQS", "messageId")),
+        }) if !id.is_empty() => return Err(BatchRefused::new(SourceKind::Sqs, "eventSourceARN")),
+        _ => return Err(BatchRefused::new(SourceKind::Sqs, "messageId")),
     };
     let body = body
         .ok_or(EventError::MissingField("body"))
@@ -108,11 +127,7 @@ fn received(services: &Services<'_>, record: &RawValue) -> Result<(Received, Ite
         key: Some(services.record_key(&["sqs", &queue_arn, &id])),
         arrived: None,
     };
-    let replayed = services
-        .config
-        .quarantine_queue
-        .as_ref()
-        .is_some_and(|queue| queue.url.is_queue_arn(&queue_arn));
+    let replayed = services.is_quarantine_queue(&queue_arn);
     let received = Received {
         id,
         queue_arn,
@@ -155,12 +170,45 @@ impl BatchRecord for Received {
             identity: format!("sqs {} {}", self.queue_arn, self.id),
             device_serial,
             request_payload,
-            origin: Origin::Sqs(SqsOrigin {
-                message_id: self.id.clone(),
-                event_source_arn: self.queue_arn.clone(),
-                body,
-            }),
+            origin: Origin::new(
+                SourceKind::Sqs,
+                &SqsOrigin {
+                    message_id: self.id.clone(),
+                    event_source_arn: self.queue_arn.clone(),
+                    body,
+                },
+            ),
             cause: cause(undeliverable),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_origin_names_the_message_in_lambdas_words() {
+        let origin = |body| {
+            let origin = SqsOrigin {
+                message_id: "m1".into(),
+                event_source_arn: "arn:q".into(),
+                body,
+            };
+            serde_json::to_value(origin).unwrap()
+        };
+        assert_eq!(
+            origin(None),
+            json!({"messageId": "m1", "eventSourceARN": "arn:q"})
+        );
+        assert_eq!(
+            origin(Some(None)),
+            json!({"messageId": "m1", "eventSourceARN": "arn:q", "body": null})
+        );
+        assert_eq!(
+            origin(Some(Some("text".into()))),
+            json!({"messageId": "m1", "eventSourceARN": "arn:q", "body": "text"})
+        );
     }
 }

@@ -3,11 +3,9 @@
 use std::time::{Duration, Instant};
 
 use crate::support::*;
-use memfault_chunk_proxy::ProjectKey;
 use memfault_chunk_proxy::Response;
 use memfault_chunk_proxy::USER_AGENT_VALUE;
 use memfault_chunk_proxy::{Delivered, ForwardError};
-use memfault_chunk_proxy::{KeySource, Router, TopicPattern};
 use serde_json::json;
 use wiremock::matchers::{body_bytes, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -100,8 +98,8 @@ async fn custom_layout_with_explicit_fields() {
         .mount(&server)
         .await;
     let mut config = config_for(&server.uri());
-    let pattern = "fleet/+/devices/{device_serial}/memfault".parse().unwrap();
-    config.router = Router::new(pattern, KeySource::FromMessage).unwrap();
+    let pattern = "fleet/+/devices/{device_serial}/memfault";
+    config.set("MEMFAULT_TOPIC_PATTERN", pattern);
     let forwarder = forwarder(config);
 
     let result = invoke(&forwarder, sample_event("custom-layout.json"), BUDGET).await;
@@ -188,8 +186,7 @@ async fn bad_events_are_refused_without_any_request() {
 async fn a_device_cannot_choose_another_project() {
     let server = accepting_server().await;
     let mut config = config_for(&server.uri());
-    let key = "ConfiguredKey0001".parse::<ProjectKey>().unwrap();
-    config.router = Router::new(TopicPattern::default(), KeySource::Fixed(key)).unwrap();
+    config.set("MEMFAULT_PROJECT_KEY", "ConfiguredKey0001");
     let forwarder = forwarder(config);
 
     let error = failed(invoke(&forwarder, sample_event("heartbeat.json"), BUDGET).await);
@@ -209,8 +206,8 @@ async fn configured_key_replaces_a_topic_without_one() {
         .mount(&server)
         .await;
     let mut config = config_for(&server.uri());
-    let key = KeySource::Fixed("ConfiguredKey0001".parse().unwrap());
-    config.router = Router::new("things/{device_serial}/chunks".parse().unwrap(), key).unwrap();
+    config.set("MEMFAULT_PROJECT_KEY", "ConfiguredKey0001");
+    config.set("MEMFAULT_TOPIC_PATTERN", "things/{device_serial}/chunks");
     let forwarder = forwarder(config);
     let event = json!({"data": "CAKn", "topic": "things/D-1/chunks"});
 
@@ -238,7 +235,7 @@ async fn unavailable_forever_stops_after_the_configured_attempts() {
         let server =
             server_answering(ResponseTemplate::new(status).set_body_string("try later")).await;
         let mut config = config_for(&server.uri());
-        config.retry.max_attempts = 4;
+        config.set("MEMFAULT_MAX_ATTEMPTS", 4);
         let forwarder = forwarder(config);
 
         let error = failed(invoke(&forwarder, sample_event("heartbeat.json"), BUDGET).await);
@@ -360,8 +357,8 @@ async fn a_hanging_upstream_cannot_make_the_function_miss_its_deadline() {
     let server =
         server_answering(ResponseTemplate::new(202).set_delay(Duration::from_secs(60))).await;
     let mut config = config_for(&server.uri());
-    config.request_timeout = Duration::from_secs(30);
-    config.deadline_margin = Duration::from_millis(300);
+    config.set("MEMFAULT_REQUEST_TIMEOUT_MS", 30_000);
+    config.set("MEMFAULT_DEADLINE_MARGIN_MS", 300);
     let forwarder = forwarder(config);
     let budget = Duration::from_millis(1_500);
     let started = Instant::now();
@@ -388,7 +385,7 @@ async fn per_request_timeout_leaves_room_for_another_attempt() {
     )
     .await;
     let mut config = config_for(&server.uri());
-    config.request_timeout = Duration::from_millis(300);
+    config.set("MEMFAULT_REQUEST_TIMEOUT_MS", 300);
     let forwarder = forwarder(config);
 
     let result = invoke(&forwarder, sample_event("heartbeat.json"), BUDGET).await;
@@ -427,7 +424,7 @@ async fn a_connection_that_went_stale_between_invocations_does_not_lose_the_chun
     let relay = Relay::start(*server.address()).await;
     let mut config = config_for(&relay.uri());
     // Even with no retries configured, a dead pooled connection must not fail the chunk.
-    config.retry.max_attempts = 1;
+    config.set("MEMFAULT_MAX_ATTEMPTS", 1);
     let forwarder = forwarder(config);
     delivered(invoke(&forwarder, sample_event("heartbeat.json"), BUDGET).await);
 

@@ -66,8 +66,8 @@ static WORLD: LazyLock<World> = LazyLock::new(|| {
         (memfault, quarantine_queue_answering(200).await)
     });
     let mut config = with_quarantine_queue(config_for(&memfault.uri()), &queue);
-    config.retry.max_attempts = 1;
-    config.stall_limit = Duration::from_secs(1);
+    config.set("MEMFAULT_MAX_ATTEMPTS", 1);
+    config.set("MEMFAULT_STALL_LIMIT_SECONDS", 1);
     World {
         runtime,
         forwarder: forwarder(config),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::support::*;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use base64::Engine as _;
-use memfault_chunk_proxy::{Config, Forwarder, Response};
+use memfault_chunk_proxy::{Forwarder, Response};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -94,7 +94,7 @@ fn data_of(record: &Value) -> Vec<u8> {
 fn stream_forwarder(
     memfault: &MockServer,
     queue: &MockServer,
-    tune: impl Fn(&mut Config),
+    tune: impl Fn(&mut Env),
 ) -> Forwarder {
     let mut config = with_quarantine_queue(config_for(&memfault.uri()), queue);
     tune(&mut config);
@@ -195,7 +195,9 @@ async fn a_request_memfault_finds_too_large_is_split_until_it_is_taken() {
 async fn a_refused_key_holds_its_chunks_sets_nothing_aside_and_stops_its_other_devices() {
     let server = memfault(|_: &Request| ResponseTemplate::new(403)).await;
     let queue = quarantine_queue_answering(200).await;
-    let forwarder = stream_forwarder(&server, &queue, |config| config.upload_concurrency = 4);
+    let forwarder = stream_forwarder(&server, &queue, |config| {
+        config.set("MEMFAULT_UPLOAD_CONCURRENCY", 4)
+    });
     let records: Vec<Value> = (0..40)
         .map(|index| {
             let event = chunk_event(&format!("D{}", index % 20), "Key", &chunk(index, 0));
@@ -221,7 +223,7 @@ async fn a_refused_key_holds_its_chunks_sets_nothing_aside_and_stops_its_other_d
     );
 }
 
-const STALL_LIMIT: Duration = Duration::from_millis(600);
+const STALL_LIMIT: Duration = Duration::from_secs(1);
 /// Healthy devices in a held batch: more than the probes of one stall limit.
 const HEALTHY_IN_BATCH: usize = 30;
 
@@ -291,9 +293,9 @@ async fn a_device_failing_while_memfault_is_up_is_set_aside_after_the_stall_limi
     let server = memfault_with_device_down().await;
     let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| {
-        config.stall_limit = STALL_LIMIT;
-        config.batch_max_chunks = 1;
-        config.retry.max_attempts = 1;
+        config.set("MEMFAULT_STALL_LIMIT_SECONDS", STALL_LIMIT.as_secs());
+        config.set("MEMFAULT_BATCH_MAX_CHUNKS", 1);
+        config.set("MEMFAULT_MAX_ATTEMPTS", 1);
     });
 
     // Old records, but the device has just started failing: it keeps its place.
@@ -332,9 +334,9 @@ async fn an_outage_restarts_the_stall_clock() {
     let server = MockServer::start().await;
     let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| {
-        config.stall_limit = STALL_LIMIT;
-        config.batch_max_chunks = 1;
-        config.retry.max_attempts = 1;
+        config.set("MEMFAULT_STALL_LIMIT_SECONDS", STALL_LIMIT.as_secs());
+        config.set("MEMFAULT_BATCH_MAX_CHUNKS", 1);
+        config.set("MEMFAULT_MAX_ATTEMPTS", 1);
     });
     let device_down =
         Mock::given(path("/api/v0/chunks/DOWN")).respond_with(ResponseTemplate::new(503));
@@ -385,8 +387,8 @@ async fn a_refused_project_stalls_alone_while_other_projects_are_delivered() {
         .await;
     let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| {
-        config.stall_limit = STALL_LIMIT;
-        config.upload_concurrency = 1;
+        config.set("MEMFAULT_STALL_LIMIT_SECONDS", STALL_LIMIT.as_secs());
+        config.set("MEMFAULT_UPLOAD_CONCURRENCY", 1);
     });
     // Project A's devices A1 and A2, project B's B1 and B2, interleaved; then more of B's.
     let layout = [
@@ -441,9 +443,9 @@ async fn in_an_outage_nothing_is_set_aside_and_few_devices_are_tried() {
     let server = memfault(|_: &Request| ResponseTemplate::new(503)).await;
     let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| {
-        config.upload_concurrency = 4;
-        config.retry.max_attempts = 1;
-        config.stall_limit = Duration::from_secs(1);
+        config.set("MEMFAULT_UPLOAD_CONCURRENCY", 4);
+        config.set("MEMFAULT_MAX_ATTEMPTS", 1);
+        config.set("MEMFAULT_STALL_LIMIT_SECONDS", 1);
     });
     let records = (0..100)
         .map(|index| {
@@ -470,7 +472,9 @@ async fn in_an_outage_nothing_is_set_aside_and_few_devices_are_tried() {
 async fn records_sent_again_after_a_failure_are_answered_from_memory() {
     let server = memfault_with_device_down().await;
     let queue = quarantine_queue_answering(200).await;
-    let forwarder = stream_forwarder(&server, &queue, |config| config.retry.max_attempts = 1);
+    let forwarder = stream_forwarder(&server, &queue, |config| {
+        config.set("MEMFAULT_MAX_ATTEMPTS", 1)
+    });
     let serials = ["DOWN", "A", "B", "C", "D", "E"];
     let records: Vec<Value> = serials
         .iter()
@@ -632,8 +636,8 @@ async fn a_direct_event_that_can_never_be_delivered_is_set_aside_in_device_order
     let server = memfault(|_: &Request| ResponseTemplate::new(400)).await;
     let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| {
-        let url = config.quarantine_queue.as_ref().unwrap().url.to_string();
-        config.quarantine_queue.as_mut().unwrap().url = format!("{url}.fifo").parse().unwrap();
+        let url = format!("{}/123456789012/memfault-failures.fifo", queue.uri());
+        config.set("MEMFAULT_QUARANTINE_QUEUE_URL", url);
     });
 
     let response = invoke(&forwarder, sample_event("heartbeat.json"), BUDGET).await;
@@ -659,7 +663,7 @@ async fn quarantine_queue_writes_end_by_the_deadline_less_the_margin() {
         .mount(&queue)
         .await;
     let forwarder = stream_forwarder(&server, &queue, |config| {
-        config.deadline_margin = Duration::from_millis(500);
+        config.set("MEMFAULT_DEADLINE_MARGIN_MS", 500);
     });
     let records = vec![record_of(0, &chunk_event("DEV", "Key", b"x"))];
     let started = Instant::now();
@@ -699,7 +703,10 @@ async fn a_record_too_large_for_sqs_goes_to_the_stream_failure_bucket_instead_of
         record_of(1, &chunk_event("DEV", "Key", b"after")),
     ];
     let with_bucket = stream_forwarder(&server, &queue, |config| {
-        config.stream_failure_bucket = Some(format!("{}/failures", bucket.uri()).parse().unwrap());
+        config.set(
+            "MEMFAULT_STREAM_FAILURE_BUCKET_URL",
+            format!("{}/failures", bucket.uri()),
+        );
     });
     let without_bucket = stream_forwarder(&server, &queue, |_| {});
 
@@ -760,7 +767,8 @@ async fn uploads_leave_the_quarantine_queue_its_write_budget_and_report_their_la
         .await;
     let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| {
-        config.retry.max_attempts = 100;
+        // The most attempts there may be: more than 1.3 s of 100 ms answers hold.
+        config.set("MEMFAULT_MAX_ATTEMPTS", 20);
     });
     let started = Instant::now();
 
@@ -803,8 +811,8 @@ async fn a_device_whose_uploads_hang_until_the_bound_still_leaves_time_for_the_p
         .await;
     let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| {
-        config.stall_limit = Duration::from_secs(2);
-        config.batch_max_chunks = 1;
+        config.set("MEMFAULT_STALL_LIMIT_SECONDS", 2);
+        config.set("MEMFAULT_BATCH_MAX_CHUNKS", 1);
     });
     // Each invocation: DOWN's upload runs to the upload bound (2 s − 200 ms − 500 ms), then the
     // probe has half the write budget.

@@ -180,8 +180,8 @@ async fn batch_item_failures_name_exactly_the_undelivered_messages() {
 async fn a_failed_request_holds_back_the_rest_of_that_devices_chunks() {
     let server = server_answering(ResponseTemplate::new(503)).await;
     let mut config = config_for(&server.uri());
-    config.batch_max_chunks = 2;
-    config.retry.max_attempts = 1;
+    config.set("MEMFAULT_BATCH_MAX_CHUNKS", 2);
+    config.set("MEMFAULT_MAX_ATTEMPTS", 1);
     let forwarder = forwarder(config);
     let records = (0..5)
         .map(|i| record(&format!("m{i}"), &chunk_event("D1", "Key", &[i as u8 + 1])))
@@ -199,8 +199,8 @@ async fn large_groups_are_split_and_sent_one_after_another() {
         server_answering(ResponseTemplate::new(202).set_delay(Duration::from_millis(50))).await;
     let relay = Relay::start(*server.address()).await;
     let mut config = config_for(&relay.uri());
-    config.batch_max_chunks = 4;
-    config.upload_concurrency = 8;
+    config.set("MEMFAULT_BATCH_MAX_CHUNKS", 4);
+    config.set("MEMFAULT_UPLOAD_CONCURRENCY", 8);
     let forwarder = forwarder(config);
     let chunks: Vec<Vec<u8>> = (0..10).map(|i| chunk(1, i)).collect();
     let records = chunks
@@ -235,7 +235,7 @@ async fn concurrent_uploads_stay_within_the_bound() {
         server_answering(ResponseTemplate::new(202).set_delay(Duration::from_millis(100))).await;
     let relay = Relay::start(*server.address()).await;
     let mut config = config_for(&relay.uri());
-    config.upload_concurrency = 3;
+    config.set("MEMFAULT_UPLOAD_CONCURRENCY", 3);
     let forwarder = forwarder(config);
     let records = (0..12)
         .map(|device| {

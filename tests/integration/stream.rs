@@ -56,8 +56,8 @@ async fn one_devices_requests_never_overlap_while_devices_run_in_parallel() {
         server_answering(ResponseTemplate::new(202).set_delay(Duration::from_millis(60))).await;
     let relay = Relay::start(*server.address()).await;
     let mut config = config_for(&relay.uri());
-    config.batch_max_chunks = 2;
-    config.upload_concurrency = 4;
+    config.set("MEMFAULT_BATCH_MAX_CHUNKS", 2);
+    config.set("MEMFAULT_UPLOAD_CONCURRENCY", 4);
     let forwarder = forwarder(config);
     let records = (0..8)
         .map(|index| record_of(index, &chunk_event("ONLY", "Key", &chunk(0, index))))
@@ -96,7 +96,7 @@ async fn the_checkpoint_is_the_first_record_not_delivered_and_holds_back_its_dev
         .mount(&server)
         .await;
     let mut config = config_for(&server.uri());
-    config.batch_max_chunks = 1;
+    config.set("MEMFAULT_BATCH_MAX_CHUNKS", 1);
     let queue = quarantine_queue_answering(200).await;
     let forwarder = forwarder(with_quarantine_queue(config, &queue));
     let devices = ["UP1", "UP2", "DOWN", "UP1", "DOWN", "UP2", "UP3"];
@@ -461,7 +461,7 @@ async fn when_the_deadline_cuts_a_batch_short_the_earliest_records_were_tried() 
     let server =
         server_answering(ResponseTemplate::new(202).set_delay(Duration::from_millis(150))).await;
     let mut config = config_for(&server.uri());
-    config.upload_concurrency = 1;
+    config.set("MEMFAULT_UPLOAD_CONCURRENCY", 1);
     let forwarder = forwarder(config);
     // Device names sort against the order of their records, so grouping by name alone would
     // try the last records first.

@@ -192,13 +192,15 @@ async fn a_retry_after_too_large_to_represent_ends_the_upload_at_once() {
 }
 
 #[tokio::test]
-async fn even_a_zero_margin_leaves_time_to_answer_before_the_deadline() {
+async fn the_smallest_margin_leaves_time_to_answer_before_the_deadline() {
     let server =
         server_answering(ResponseTemplate::new(202).set_delay(Duration::from_secs(60))).await;
     let mut config = config_for(&server.uri());
-    config.request_timeout = Duration::from_secs(30);
-    // Set directly, past the validation of MEMFAULT_DEADLINE_MARGIN_MS.
-    config.deadline_margin = Duration::ZERO;
+    config.set("MEMFAULT_REQUEST_TIMEOUT_MS", 30_000);
+    config.set(
+        "MEMFAULT_DEADLINE_MARGIN_MS",
+        MIN_DEADLINE_MARGIN.as_millis(),
+    );
     let forwarder = forwarder(config);
     let budget = Duration::from_millis(1_000);
     let started = Instant::now();

@@ -1,19 +1,17 @@
 //! Shared test scaffolding: configuration for a loopback upstream, invocation helpers, the
 //! sample events, and a TCP relay that sees what an HTTP mock cannot (connections).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_credential_types::Credentials;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use base64::Engine as _;
 use lambda_runtime::{Context, LambdaEvent};
 use memfault_chunk_proxy::ForwardError;
-use memfault_chunk_proxy::QuarantineQueueConfig;
-use memfault_chunk_proxy::RetryPolicy;
 use memfault_chunk_proxy::{Config, Forwarder, Response};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,25 +21,40 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 pub(crate) const SAMPLE_KEY: &str = "YOUR_PROJECT_KEY";
 
-/// A configuration for a loopback upstream, with retry waits short enough for tests.
-pub(crate) fn config_for(base_url: &str) -> Config {
-    Config {
-        chunks_url: base_url.parse().expect("test URL"),
-        retry: RetryPolicy {
-            max_attempts: 3,
-            base_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(20),
-        },
-        connect_timeout: Duration::from_millis(500),
-        request_timeout: Duration::from_secs(5),
-        deadline_margin: Duration::from_millis(200),
-        metrics_namespace: None,
-        ..Config::default()
+/// A function's environment in a test: its variables, made into a [`Config`] by the one
+/// constructor the function uses, so that a test can only configure what a deployment can.
+#[derive(Debug, Clone)]
+pub(crate) struct Env(BTreeMap<&'static str, String>);
+
+impl Env {
+    pub(crate) fn set(&mut self, name: &'static str, value: impl ToString) {
+        self.0.insert(name, value.to_string());
+    }
+
+    pub(crate) fn config(&self) -> Config {
+        Config::check_names(self.0.keys().map(|name| (*name).to_owned()))
+            .and_then(|()| Config::from_lookup(|name| self.0.get(name).cloned()))
+            .unwrap_or_else(|error| panic!("{error}"))
     }
 }
 
-pub(crate) fn forwarder(config: Config) -> Forwarder {
-    Forwarder::new(config).expect("client builds")
+/// The environment of a function with a loopback upstream, retry waits short enough for tests
+/// and no metrics.
+pub(crate) fn config_for(base_url: &str) -> Env {
+    let mut env = Env(BTreeMap::new());
+    env.set("MEMFAULT_CHUNKS_URL", base_url);
+    env.set("MEMFAULT_MAX_ATTEMPTS", 3);
+    env.set("MEMFAULT_RETRY_BASE_DELAY_MS", 5);
+    env.set("MEMFAULT_RETRY_MAX_DELAY_MS", 20);
+    env.set("MEMFAULT_CONNECT_TIMEOUT_MS", 500);
+    env.set("MEMFAULT_REQUEST_TIMEOUT_MS", 5_000);
+    env.set("MEMFAULT_DEADLINE_MARGIN_MS", 200);
+    env.set("MEMFAULT_METRICS_NAMESPACE", "");
+    env
+}
+
+pub(crate) fn forwarder(env: Env) -> Forwarder {
+    Forwarder::new(env.config()).expect("client builds")
 }
 
 /// Invokes the handler as the runtime would, with `budget` until the invocation deadline.
@@ -157,21 +170,14 @@ pub(crate) fn serial_of(request: &Request) -> String {
     request.url.path().rsplit('/').next().unwrap().to_owned()
 }
 
-pub(crate) fn with_quarantine_queue(mut config: Config, queue: &MockServer) -> Config {
-    config.quarantine_queue = Some(QuarantineQueueConfig {
-        url: format!("{}/123456789012/memfault-failures", queue.uri())
-            .parse()
-            .unwrap(),
-        region: "eu-west-1".into(),
-        credentials: Credentials::new(
-            "AKIDEXAMPLE",
-            "SECRETEXAMPLE",
-            Some("TOKEN".into()),
-            None,
-            "test",
-        ),
-    });
-    config
+pub(crate) fn with_quarantine_queue(mut env: Env, queue: &MockServer) -> Env {
+    let url = format!("{}/123456789012/memfault-failures", queue.uri());
+    env.set("MEMFAULT_QUARANTINE_QUEUE_URL", url);
+    env.set("AWS_REGION", "eu-west-1");
+    env.set("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE");
+    env.set("AWS_SECRET_ACCESS_KEY", "SECRETEXAMPLE");
+    env.set("AWS_SESSION_TOKEN", "TOKEN");
+    env
 }
 
 /// A mock SQS that stores every message the JSON protocol's SendMessage carries.
