@@ -503,17 +503,12 @@ async fn records_sent_again_after_a_failure_are_answered_from_memory() {
 const INGEST_ARN: &str = "arn:aws:sqs:eu-west-1:123456789012:memfault-ingest";
 const FAILURES_ARN: &str = "arn:aws:sqs:eu-west-1:123456789012:memfault-failures";
 
-#[tokio::test]
-async fn queued_mode_sets_aside_a_refused_chunk_and_delivers_the_rest_of_its_device() {
-    let bad = b"BAD-CHUNK".to_vec();
-    let server = memfault(RefuseCarrying {
-        marker: bad.clone(),
-        status: 422,
-    })
-    .await;
-    let queue = quarantine_queue_answering(200).await;
-    let forwarder = stream_forwarder(&server, &queue, |_| {});
-    let chunks = [b"one".to_vec(), bad.clone(), b"three".to_vec()];
+/// Device DEV's `chunks` as one SQS batch of the ingest queue, messages `m0`, `m1`, ..., and
+/// the function's answer to it.
+async fn queued_batch_of_one_device(
+    forwarder: &Forwarder,
+    chunks: &[Vec<u8>],
+) -> aws_lambda_events::event::sqs::SqsBatchResponse {
     let records = chunks
         .iter()
         .enumerate()
@@ -525,12 +520,25 @@ async fn queued_mode_sets_aside_a_refused_chunk_and_delivers_the_rest_of_its_dev
             )
         })
         .collect();
+    match invoke(forwarder, batch(records), BUDGET).await.unwrap() {
+        Response::Sqs(response) => response,
+        other => panic!("an SQS answer: {other:?}"),
+    }
+}
 
-    let response = invoke(&forwarder, batch(records), BUDGET).await.unwrap();
+#[tokio::test]
+async fn queued_mode_sets_aside_a_refused_chunk_and_delivers_the_rest_of_its_device() {
+    let bad = b"BAD-CHUNK".to_vec();
+    let server = memfault(RefuseCarrying {
+        marker: bad.clone(),
+        status: 422,
+    })
+    .await;
+    let queue = quarantine_queue_answering(200).await;
+    let forwarder = stream_forwarder(&server, &queue, |_| {});
+    let chunks = [b"one".to_vec(), bad.clone(), b"three".to_vec()];
+    let response = queued_batch_of_one_device(&forwarder, &chunks).await;
 
-    let Response::Sqs(response) = response else {
-        panic!("an SQS answer: {response:?}");
-    };
     assert!(
         response.batch_item_failures.is_empty(),
         "nothing good reaches the DLQ"
@@ -576,23 +584,8 @@ async fn after_a_failed_write_a_devices_later_records_are_kept_not_written_out_o
     .await;
     let forwarder = stream_forwarder(&server, &queue, |_| {});
     let chunks = [b"first-refused".to_vec(), second, b"third-refused".to_vec()];
-    let records = chunks
-        .iter()
-        .enumerate()
-        .map(|(index, data)| {
-            sqs_record(
-                &format!("m{index}"),
-                INGEST_ARN,
-                &chunk_event("DEV", "Key", data),
-            )
-        })
-        .collect();
+    let response = queued_batch_of_one_device(&forwarder, &chunks).await;
 
-    let response = invoke(&forwarder, batch(records), BUDGET).await.unwrap();
-
-    let Response::Sqs(response) = response else {
-        panic!("an SQS answer: {response:?}");
-    };
     let reported: Vec<&str> = response
         .batch_item_failures
         .iter()
