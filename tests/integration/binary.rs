@@ -309,6 +309,26 @@ async fn a_runtime_api_that_does_not_answer_cannot_hold_a_failed_init() {
 }
 
 /// The JSON lines a run printed.
+/// Runs the binary on one `event` against `memfault`, with JSON logs and `env`, and returns
+/// every JSON line it wrote.
+pub(crate) async fn json_lines_of_one_invocation(
+    event: serde_json::Value,
+    memfault: &MockServer,
+    env: &[(&str, &str)],
+) -> Vec<serde_json::Value> {
+    let runtime_api = runtime_api_serving(event.to_string()).await;
+    let mut child = lambda_command(&runtime_api)
+        .env("MEMFAULT_CHUNKS_URL", memfault.uri())
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .envs(env.iter().copied())
+        .spawn()
+        .unwrap();
+    answer(&runtime_api).await;
+    child.kill().unwrap();
+    let output = child.wait_with_output().unwrap();
+    json_lines(&String::from_utf8(output.stdout).unwrap())
+}
+
 pub(crate) fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
     stdout
         .lines()
@@ -442,18 +462,10 @@ async fn uploads_the_deadline_leaves_no_time_for_get_one_line_between_them() {
 #[tokio::test]
 async fn a_batch_logs_its_deliveries_in_one_summary_line_at_info() {
     let memfault = server_answering(ResponseTemplate::new(202)).await;
-    let runtime_api = runtime_api_serving(sample_event("kinesis-batch.json").to_string()).await;
-    let mut child = lambda_command(&runtime_api)
-        .env("MEMFAULT_CHUNKS_URL", memfault.uri())
-        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-        .spawn()
-        .unwrap();
 
-    answer(&runtime_api).await;
-    child.kill().unwrap();
-    let output = child.wait_with_output().unwrap();
+    let lines =
+        json_lines_of_one_invocation(sample_event("kinesis-batch.json"), &memfault, &[]).await;
 
-    let lines = json_lines(&String::from_utf8(output.stdout).unwrap());
     let outcomes: Vec<&str> = lines
         .iter()
         .filter_map(|line| line["outcome"].as_str())

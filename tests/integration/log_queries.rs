@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::binary::{answer, json_lines, lambda_command, runtime_api_serving};
+use crate::binary::json_lines_of_one_invocation;
 use crate::support::*;
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path_regex};
@@ -371,18 +371,8 @@ fn problems(reader: &LogReader, lines: &[Value]) -> Vec<String> {
 /// Runs the function on `event` against `memfault`, with the log format and level the template
 /// gives it (JSON, INFO), and returns the lines that have an outcome.
 async fn outcome_lines(event: Value, memfault: &MockServer, env: &[(&str, &str)]) -> Vec<Value> {
-    let runtime_api = runtime_api_serving(event.to_string()).await;
-    let mut child = lambda_command(&runtime_api)
-        .env("MEMFAULT_CHUNKS_URL", memfault.uri())
-        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-        .envs(env.iter().copied())
-        .spawn()
-        .unwrap();
-    answer(&runtime_api).await;
-    child.kill().unwrap();
-    let output = child.wait_with_output().unwrap();
-    let lines = json_lines(&String::from_utf8(output.stdout).unwrap());
-    lines
+    json_lines_of_one_invocation(event, memfault, env)
+        .await
         .into_iter()
         .filter(|line| line.get("outcome").is_some())
         .collect()
