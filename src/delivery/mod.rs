@@ -168,7 +168,8 @@ impl<U: Uploader> Deliverer<U> {
         } = Plan::of(items, &self.memory);
         let invocation = Invocation {
             uploader: &self.uploader,
-            probe_chunks: &self.probe_chunks,
+            // Only a stream decides stalls, so only its deliveries are kept to probe with.
+            probe_chunks: source.holds_order().then_some(&self.probe_chunks),
             settings: self.settings,
             delivered_at_info: source.one_item(),
             invoked,
@@ -331,7 +332,7 @@ impl Health {
 
 struct Invocation<'a, U> {
     uploader: &'a U,
-    probe_chunks: &'a ProbeChunks,
+    probe_chunks: Option<&'a ProbeChunks>,
     settings: Settings,
     /// Each delivered upload logged at INFO rather than DEBUG.
     delivered_at_info: bool,
@@ -391,8 +392,8 @@ impl<U: Uploader> Invocation<'_, U> {
             let error = match self.uploader.upload(&route, &upload, self.deadline).await {
                 Ok(delivery) => {
                     self.health.delivered();
-                    if let Some(last) = group.last() {
-                        self.probe_chunks.delivered(&route, &last.payload);
+                    if let (Some(chunks), Some(last)) = (self.probe_chunks, group.last()) {
+                        chunks.delivered(&route, &last.payload);
                     }
                     run.delivered = true;
                     let at_info = self.delivered_at_info;
@@ -469,7 +470,10 @@ impl<U: Uploader> Invocation<'_, U> {
                         .any(|failing| failing.route == route)
                         && !observed.refused.contains(&&route.project_key)
                 };
-                if let Some(chunk) = self.probe_chunks.choose(delivered_earlier, eligible) {
+                let chosen = self
+                    .probe_chunks
+                    .and_then(|chunks| chunks.choose(delivered_earlier, eligible));
+                if let Some(chunk) = chosen {
                     let result = self.probe(&chunk, metrics).await;
                     clocks.note_probe(result, self.invoked, Instant::now());
                 }
