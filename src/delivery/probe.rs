@@ -4,7 +4,7 @@
 //! but a copy re-posted again and again, long after the device's later chunks, is not what a
 //! device ever sends. So each chunk is probed at most once by an environment, the newest first:
 //! those of the invocation's own batch that this environment delivered before, then the last
-//! few chunks it delivered from any batch, so that a batch holding only a failing device's
+//! few chunks it delivered from any stream batch, so that a batch holding only a failing device's
 //! records can still be decided.
 
 use std::collections::{HashSet, VecDeque};
