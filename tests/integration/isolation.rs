@@ -57,16 +57,7 @@ async fn memfault(responder: impl Respond + 'static) -> MockServer {
 
 /// Answers 503 to every upload of device DOWN, 202 to the others.
 async fn memfault_with_device_down() -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(path("/api/v0/chunks/DOWN"))
-        .respond_with(ResponseTemplate::new(503))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(202))
-        .mount(&server)
-        .await;
-    server
+    server_answering_devices(&[("DOWN", 503)]).await
 }
 
 /// Every chunk Memfault accepted, per request, in the order the requests arrived.

@@ -13,8 +13,7 @@ use std::path::Path;
 use crate::binary::json_lines_of_one_invocation;
 use crate::support::*;
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path_regex};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::MockServer;
 
 /// The error types of refusals whose record names no valid device.
 const NAMES_NO_DEVICE: [&str; 4] = [
@@ -381,20 +380,7 @@ async fn outcome_lines(event: Value, memfault: &MockServer, env: &[(&str, &str)]
 /// Memfault that refuses the chunks of device REJ, is down for device DOWN, refuses the key of
 /// device KEY and takes every other chunk.
 async fn memfault() -> MockServer {
-    let server = MockServer::start().await;
-    for (device, status) in [("REJ", 400), ("DOWN", 503), ("KEY", 403)] {
-        Mock::given(method("POST"))
-            .and(path_regex(format!("^/api/v0/chunks/{device}$")))
-            .respond_with(ResponseTemplate::new(status))
-            .with_priority(1)
-            .mount(&server)
-            .await;
-    }
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(202))
-        .mount(&server)
-        .await;
-    server
+    server_answering_devices(&[("REJ", 400), ("DOWN", 503), ("KEY", 403)]).await
 }
 
 /// The lines of every outcome the queries select and of the outcomes beside them: direct

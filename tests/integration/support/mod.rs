@@ -394,6 +394,21 @@ pub(crate) async fn server_answering(answer: ResponseTemplate) -> MockServer {
     server
 }
 
+/// A mock Memfault that answers each device of `statuses` with its status and every other
+/// upload with 202.
+pub(crate) async fn server_answering_devices(statuses: &[(&str, u16)]) -> MockServer {
+    let server = server_answering(ResponseTemplate::new(202)).await;
+    for (device, status) in statuses {
+        Mock::given(method("POST"))
+            .and(path(format!("/api/v0/chunks/{device}")))
+            .respond_with(ResponseTemplate::new(*status))
+            .with_priority(1)
+            .mount(&server)
+            .await;
+    }
+    server
+}
+
 /// A mock Memfault that answers the first POST with `first` and every later one with `then`.
 pub(crate) async fn server_answering_once_then(
     first: ResponseTemplate,
