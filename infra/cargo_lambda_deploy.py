@@ -2,7 +2,7 @@
 variable of the environment as the function's configuration.
 
     ARCH=arm64 LAMBDA_ROLE_ARN=arn:... STACK=... MEMFAULT_...=... python3 infra/cargo_lambda_deploy.py
-    (cargo with cargo-lambda on PATH: the Makefile puts .venv/bin first)
+    (cargo with cargo-lambda on PATH: the Makefile runs it with uv run)
 
 Every variable the function reads (src/config.rs) that is set, and only those: an unset one takes
 the function's own default, so a layout's settings (MEMFAULT_TOPIC_PATTERN, MEMFAULT_PROJECT_KEY or

@@ -23,7 +23,7 @@ From copies of the repository (so that a guided run's answers do not touch this 
      rule must hold its own action and the function's, the recipe's SQL and error action, and the
      role its policy; in Direct mode the function must let IoT invoke it for that rule.
 
-AWS is moto server (PyPI, pinned in infra/requirements-moto.txt) on loopback, through
+AWS is moto server (PyPI, pinned in pyproject.toml) on loopback, through
 AWS_ENDPOINT_URL, with made-up credentials: nothing leaves the machine. Two stand-ins, each for
 what cannot run here quickly or at all:
   - the build: `make sam-build` is skipped (`make -o sam-build`, the release build takes
@@ -34,7 +34,7 @@ what cannot run here quickly or at all:
   - SAM's managed bucket stack, created beforehand from SAM's own template: moto runs a change
     set's resources but not its Outputs, which SAM reads to find the bucket.
 
-    python infra/deploy_path.py     (in .venv with the template tools and moto)
+    uv run python infra/deploy_path.py
 """
 
 from __future__ import annotations
@@ -121,7 +121,8 @@ def fresh_copy(parent: Path, name: str) -> Path:
 
 def make_copy(work: Path) -> None:
     work.mkdir()
-    for file in ("Makefile", "samconfig.toml", "template.yaml", "LICENSE", "README.md"):
+    for file in ("Makefile", "samconfig.toml", "template.yaml", "LICENSE", "README.md",
+                 "pyproject.toml", "uv.lock"):
         shutil.copy2(REPO / file, work / file)
     shutil.copytree(REPO / "infra", work / "infra",
                     ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))

@@ -19,10 +19,6 @@ cd "$repo_root"
 python3 infra/versions.py
 version="$(python3 -c 'import tomllib; print(tomllib.load(open("Cargo.toml", "rb"))["package"]["version"])')"
 
-# shellcheck source=infra/venv.sh
-source infra/venv.sh
-infra_venv infra/requirements.txt infra/requirements-lambda.txt
-
 host="$(uname -m)"
 [[ "$host" == aarch64 ]] && host=arm64
 binaries=()
@@ -45,4 +41,4 @@ done
 ((${#binaries[@]})) || { echo "dist: no architecture could be built here" >&2; exit 1; }
 
 rm -rf dist
-python infra/dist.py dist --version "$version" "${binaries[@]}"
+"$UV" run --locked python infra/dist.py dist --version "$version" "${binaries[@]}"

@@ -1,17 +1,15 @@
-"""Write variants of template.yaml as JSON, for tools that cannot be given parameters.
+"""Write variants of template.yaml as JSON, for the tools that cannot be given parameters.
 
-checkov evaluates a template's Conditions with the parameters' defaults, so it only
-scans the resources of the default configuration. This writes copies whose defaults
-are overridden (e.g. Mode=Queued), optionally run through the SAM transform the way
-CloudFormation runs it at deploy time (offline: samtranslator, with CodeUri replaced
-by an S3 location as `sam package` would do), so that the processed, plain
-CloudFormation template can be linted and scanned too.
+checkov evaluates a template's Conditions with the parameters' defaults, so it only scans the
+resources of the default configuration, and cfn-lint 1.58 drops --parameters on a template with
+the SAM transform. This writes copies whose defaults are overridden (VARIANTS below), each as
+written (.sam.json) or run through the SAM transform the way CloudFormation runs it at deploy time
+(.cfn.json: offline, samtranslator, with CodeUri replaced by an S3 location as `sam package`
+does), and the release's packaged templates (infra/package_template.py), for `make validate`:
 
-    python infra/render_template.py OUT.json [--sam-transform] [Name=Value ...] \
-        [--next OUT.json [--sam-transform] [Name=Value ...]]...
+    python infra/render_template.py OUT_DIR
 
-Several variants, separated by --next, are written by one process, which reads the template
-and imports samtranslator (most of a variant's time) once.
+One process writes them all: it reads the template and imports samtranslator once.
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ from typing import Any
 
 from cfnlint.decode import cfn_yaml
 
-from runs import split_runs
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "template.yaml"
 PACKAGED_CODE_URI = "s3://example-artifacts-bucket/memfault-chunk-proxy.zip"
@@ -72,41 +69,79 @@ def sam_transform(template: dict[str, Any]) -> dict[str, Any]:
     return transform(template, parameter_values, _NoManagedPolicies(), passthrough_metadata=True)
 
 
-def render(template: dict[str, Any], argv: list[str]) -> int:
-    """Writes one variant of the template (left unchanged) as argv (OUT.json ...) says."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("output", type=Path)
-    parser.add_argument("--sam-transform", action="store_true")
-    parser.add_argument("overrides", nargs="*", metavar="Name=Value")
-    args = parser.parse_intermixed_args(argv)
+# Parameter sets beyond the defaults (Direct mode, topic rule, no device policy): name, whether
+# to write it as written and/or transformed, and the overrides. The edges of the template's Rules
+# are each just on the side that works (infra/test_template.py checks that one step further is
+# refused): the least record age, the longest (the stream's retention), the largest SQS batch
+# without a batching window, and no metrics with the alarms off.
+VARIANTS: list[tuple[str, tuple[str, ...], dict[str, str]]] = [
+    ("direct", ("cfn",), {}),
+    ("queued", ("sam", "cfn"), {"Mode": "Queued", "DeviceSerialFromClientId": "true",
+                                "CreateDevicePolicy": "true", "ReplayFailedChunks": "true",
+                                "MemfaultProjectKey": "example-project-key"}),
+    ("own-rule", ("cfn",), {"CreateTopicRule": "false", "Mode": "Queued"}),
+    ("stream", ("sam", "cfn"), {"Mode": "Stream"}),
+    ("stream-provisioned", ("sam", "cfn"), {
+        "Mode": "Stream", "StreamShardCount": "2", "DeviceSerialFromClientId": "true",
+        "BasicIngest": "true", "CreateDevicePolicy": "true", "ReplayFailedChunks": "true",
+        "AlarmEmail": "on-call@example.com"}),
+    ("own-rule-stream", ("cfn",), {"CreateTopicRule": "false", "Mode": "Stream", "BasicIngest": "true"}),
+    ("existing-topic", ("cfn",), {"Mode": "Queued",
+                                  "AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:on-call"}),
+    ("no-monitoring", ("cfn",), {"CreateAlarms": "false", "CreateDashboard": "false",
+                                 "MetricsNamespace": ""}),
+    ("guide", ("sam", "cfn"), {
+        "TopicLayout": "MemfaultGuide", "ProjectKeys": "project-a=example-key-a,project-b=example-key-b",
+        "Mode": "Stream", "BasicIngest": "true", "CreateDevicePolicy": "true",
+        "DeviceSerialFromClientId": "true"}),
+    ("custom-layout", ("cfn",), {
+        "TopicLayout": "Custom", "TopicPattern": "fleet/{project_slug}/devices/{device_serial}/#",
+        "ProjectKeys": "project-a=example-key-a", "Mode": "Stream", "CreateDevicePolicy": "true"}),
+    ("stream-record-age-edges", ("cfn",), {"Mode": "Stream", "StreamMaxRecordAgeSeconds": "60"}),
+    ("stream-record-age-retention", ("cfn",), {"Mode": "Stream", "StreamMaxRecordAgeSeconds": "86400",
+                                               "StreamShardCount": "1"}),
+    ("queued-no-window", ("cfn",), {"Mode": "Queued", "SqsBatchSize": "10",
+                                    "SqsMaxBatchingWindowSeconds": "0"}),
+]
 
-    overrides = {}
-    for item in args.overrides:
-        name, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"expected Name=Value, got {item!r}")
-        overrides[name] = value
 
+def render(template: dict[str, Any], out: Path, forms: tuple[str, ...], overrides: dict[str, str]) -> int:
+    """Writes one variant of the template (left unchanged) in each of its forms."""
     template = copy.deepcopy(template)
     override_defaults(template, overrides)
-    if args.sam_transform:
+    if "sam" in forms:
+        (out.parent / f"{out.name}.sam.json").write_text(json.dumps(template, indent=2) + "\n")
+    if "cfn" in forms:
         from samtranslator.model.exceptions import InvalidDocumentException
 
         try:
-            template = sam_transform(template)
+            transformed = sam_transform(template)
         except InvalidDocumentException as error:
             for cause in error.causes:
-                print(f"SAM transform of {args.output.name}: {cause.message}", file=sys.stderr)
+                print(f"SAM transform of {out.name}: {cause.message}", file=sys.stderr)
             return 1
-    args.output.write_text(json.dumps(template, indent=2) + "\n")
+        (out.parent / f"{out.name}.cfn.json").write_text(json.dumps(transformed, indent=2) + "\n")
     return 0
 
 
 def main(argv: list[str]) -> int:
-    variants = split_runs(argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", type=Path)
+    out_dir = parser.parse_args(argv).out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("*.json"):
+        stale.unlink()
+    from package_template import package  # it imports load() from here
+
     template = load()
+    # The release's packaged templates: code from bucket/key parameters, and the Serverless
+    # Application Repository's, with code at a fixed location.
+    for name, packaged in (("release", package(copy.deepcopy(template), "0.0.0")),
+                           ("sar", package(copy.deepcopy(template), "0.0.0", architecture="arm64",
+                                           code_uri="s3://example-artifacts-bucket/memfault-chunk-proxy-0.0.0-arm64.zip"))):
+        (out_dir / f"{name}.package.json").write_text(json.dumps(packaged, indent=1) + "\n")
     # Every variant is written, so that one failure does not hide another.
-    failed = [render(template, variant) for variant in variants]
+    failed = [render(template, out_dir / name, forms, overrides) for name, forms, overrides in VARIANTS]
     return 1 if any(failed) else 0
 
 

@@ -3,7 +3,7 @@ the repository's samconfig.toml, one of its environments, and parameters given o
 line merged over the environment's saved ones.
 
     ARCH=arm64 CONFIG_ENV=default PARAMS="Name=Value ..." [STACK=name] python3 infra/sam_deploy.py deploy|guided
-    (the SAM CLI on PATH: the Makefile puts .venv/bin first)
+    (the SAM CLI on PATH: the Makefile runs it with uv run)
 
 Why not plain `sam deploy --parameter-overrides ...`: SAM takes the command line's list *instead
 of* samconfig.toml's, not on top of it. For a stack that exists the parameters left out keep their

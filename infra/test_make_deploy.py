@@ -42,7 +42,8 @@ def make(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
            if not name.startswith(("MEMFAULT_", "MAKE")) and name not in ("STACK", "ARCH", "PARAMS",
                                                                            "CONFIG_ENV", "LAMBDA_ROLE_ARN")}
     env.update(PATH=f"{records / 'bin'}:{env['PATH']}", RECORDS=str(records))
-    return subprocess.run(["make", "--no-print-directory", *args], cwd=work, env=env,
+    # RUN= runs the tools from PATH, the stand-ins, rather than from the project's .venv.
+    return subprocess.run(["make", "--no-print-directory", "RUN=", *args], cwd=work, env=env,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -2,7 +2,7 @@
 # `make watch`: the function under cargo lambda's emulator, offline unless asked otherwise.
 #
 #   EVENT=events/NAME.json LAMBDA_ADDRESS=127.0.0.1 LAMBDA_PORT=9000 RECEIVER_PORT=9001 \
-#     bash infra/watch.sh      (cargo-lambda on PATH: the Makefile puts .venv/bin first)
+#     bash infra/watch.sh      (cargo-lambda on PATH: the Makefile runs it with uv run)
 #
 # - builds the function and the local receiver of examples/local.rs, then runs the function
 #   against cargo lambda's Runtime API (`--only-lambda-apis`) through infra/deadline_relay.py:

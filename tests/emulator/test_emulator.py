@@ -16,7 +16,7 @@ after `cargo test` it compiles about 40 crates again (over a minute on two cores
 code. Every process started here runs in its own process group and is stopped when the session
 ends, also on failure; every wait is bounded.
 
-Run through `make emulator` (part of `make test`), which puts cargo-lambda from .venv on PATH.
+Run through `make emulator` (part of `make test`), which runs it with uv run: cargo-lambda from .venv on PATH.
 """
 
 from __future__ import annotations

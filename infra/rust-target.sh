@@ -1,28 +1,17 @@
 #!/usr/bin/env bash
-# Sets up what `cargo lambda` (watch, invoke, build, deploy) and so `sam build` need:
+# The Rust standard library for a Lambda architecture, which `cargo lambda build` (and so
+# `sam build`) needs:
 #
-#   bash infra/install-cargo-lambda.sh [arm64|x86_64]
+#   bash infra/rust-target.sh arm64|x86_64
 #
-#   - cargo-lambda and zig, pinned in infra/requirements-lambda.txt, from PyPI into .venv
-#     (binary wheels: seconds). cargo-lambda links through zig (`python3 -m ziglang`), so run it
-#     with .venv/bin first on PATH, as the Makefile does;
-#   - with an architecture (for a build only): the Rust standard library for that target. The
-#     host's own target comes with every toolchain, so an x86_64 build on x86_64 needs nothing
-#     more. A cross build (arm64 on x86_64) needs `rustup target add`, which downloads from Rust's
-#     distribution server, not from a package registry: it is asked for here and nowhere else,
-#     and when it cannot be had the script says what to do instead.
+# The host's own target comes with every toolchain, so an x86_64 build on x86_64 needs nothing
+# more. A cross build (arm64 on x86_64) needs `rustup target add`, which downloads from Rust's
+# distribution server, not from a package registry: it is asked for here and nowhere else, and
+# when it cannot be had the script says what to do instead.
 set -euo pipefail
-
-repo_root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo_root"
-
-# shellcheck source=infra/venv.sh
-source infra/venv.sh
-infra_venv infra/requirements-lambda.txt
 
 architecture="${1:-}"
 case "$architecture" in
-  "") exit 0 ;;
   arm64) target=aarch64-unknown-linux-gnu ;;
   x86_64) target=x86_64-unknown-linux-gnu ;;
   *)
@@ -56,4 +45,4 @@ EOF
     exit 1
   fi
 fi
-echo "==> $(cargo lambda --version), zig $(python -m ziglang version) (.venv), Rust target $target"
+echo "==> Rust target $target installed"
