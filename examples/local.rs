@@ -18,6 +18,10 @@
 //!   cargo run --example local -- --receive ADDRESS   (only the receiver, on ADDRESS, printing
 //!                                                     each request as it arrives: `make watch`)
 
+// The integration tests' reader of multipart bodies, so that what this shows is what they check.
+#[path = "../tests/integration/support/multipart.rs"]
+mod multipart;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
@@ -276,18 +280,14 @@ fn describe(request: &Request) -> String {
         .get("content-type")
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
-    let parts = content_type
-        .starts_with("multipart/")
-        .then(|| multipart_parts(content_type, &request.body))
-        .flatten();
-    match parts {
-        Some(parts) => {
+    match multipart::read_parts(content_type, &request.body, |_| ()) {
+        Ok(parts) => {
             text += &format!(
                 "  body ({} bytes): {} parts\n",
                 request.body.len(),
                 parts.len()
             );
-            for (index, part) in parts.iter().enumerate() {
+            for (index, ((), part)) in parts.iter().enumerate() {
                 text += &format!(
                     "    part {} ({} bytes): {}\n",
                     index + 1,
@@ -296,7 +296,8 @@ fn describe(request: &Request) -> String {
                 );
             }
         }
-        None => {
+        // Not multipart, or not a body multer can read: shown as it is.
+        Err(_) => {
             text += &format!(
                 "  body ({} bytes): {}\n",
                 request.body.len(),
@@ -305,17 +306,6 @@ fn describe(request: &Request) -> String {
         }
     }
     text
-}
-
-fn multipart_parts(content_type: &str, body: &[u8]) -> Option<Vec<Vec<u8>>> {
-    let mut message = format!("Content-Type: {content_type}\r\n\r\n").into_bytes();
-    message.extend_from_slice(body);
-    let parsed = mailparse::parse_mail(&message).ok()?;
-    parsed
-        .subparts
-        .iter()
-        .map(|part| part.get_body_raw().ok())
-        .collect()
 }
 
 /// The first bytes in hex and as ASCII (`.` for the rest), `…` when there is more.

@@ -13,6 +13,9 @@
 
 mod function;
 mod machine;
+// The integration tests' builders of SQS and Kinesis records: one JSON shape for both.
+#[path = "../../tests/integration/support/records.rs"]
+mod records;
 mod report;
 mod runtime_api;
 mod server;

@@ -7,11 +7,14 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::records;
+
 pub(crate) const DEVICES: usize = 1_000;
 pub(crate) const CHUNKS_PER_DEVICE: usize = 10;
 pub(crate) const CHUNK_BYTES: usize = 80;
 pub(crate) const STREAM_ARN: &str =
     "arn:aws:kinesis:eu-west-1:123456789012:stream/memfault-chunk-proxy-ingest";
+const INGEST_QUEUE_ARN: &str = "arn:aws:sqs:eu-west-1:123456789012:memfault-chunk-proxy-ingest";
 const SEED: u64 = 0x6d65_6d66_6175_6c74;
 
 /// `events/heartbeat.json`: a real 87-byte chunk in an IoT rule event.
@@ -115,39 +118,15 @@ fn batches(fleet: &[String], batch_size: usize, record: fn(usize, &str) -> Value
 
 fn kinesis_record(position: usize, event: &str) -> Value {
     let sequence_number = format!("4965721428354628921673306348811965839672873401{position:010}");
-    json!({
-        "kinesis": {
-            "kinesisSchemaVersion": "1.0",
-            "partitionKey": "bench",
-            "sequenceNumber": sequence_number,
-            "data": BASE64.encode(event),
-            "approximateArrivalTimestamp": 1_764_072_000.125
-        },
-        "eventSource": "aws:kinesis",
-        "eventVersion": "1.0",
-        "eventID": format!("shardId-000000000000:{sequence_number}"),
-        "eventName": "aws:kinesis:record",
-        "invokeIdentityArn": "arn:aws:iam::123456789012:role/memfault-chunk-proxy",
-        "awsRegion": "eu-west-1",
-        "eventSourceARN": STREAM_ARN
-    })
+    records::kinesis(
+        STREAM_ARN,
+        &sequence_number,
+        event.as_bytes(),
+        1_764_072_000.125,
+    )
 }
 
 fn sqs_record(sequence: usize, body: &str) -> Value {
-    json!({
-        "messageId": format!("0b6a7c5e-0000-4000-8000-{sequence:012}"),
-        "receiptHandle": format!("AQEB-bench-receipt-{sequence}"),
-        "body": body,
-        "attributes": {
-            "ApproximateReceiveCount": "1",
-            "SentTimestamp": "1764072000000",
-            "SenderId": "AROAEXAMPLE:iot",
-            "ApproximateFirstReceiveTimestamp": "1764072000100"
-        },
-        "messageAttributes": {},
-        "md5OfBody": "",
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:memfault-chunk-proxy-ingest",
-        "awsRegion": "eu-west-1"
-    })
+    let id = format!("0b6a7c5e-0000-4000-8000-{sequence:012}");
+    records::sqs_message(&id, INGEST_QUEUE_ARN, body)
 }

@@ -434,7 +434,7 @@ async fn uploads_the_deadline_leaves_no_time_for_get_one_line_between_them() {
         })
         .collect();
     // Less time than the default 500 ms margin: nothing may be started.
-    let event = serde_json::json!({ "Records": records }).to_string();
+    let event = batch(records).to_string();
     let runtime_api = runtime_api_serving_within(event, Duration::from_millis(300)).await;
     let mut child = lambda_command(&runtime_api)
         .env("MEMFAULT_CHUNKS_URL", memfault.uri())

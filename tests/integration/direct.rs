@@ -10,8 +10,6 @@ use serde_json::json;
 use wiremock::matchers::{body_bytes, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const BUDGET: Duration = Duration::from_secs(10);
-
 fn delivered(result: Result<Response, ForwardError>) -> Delivered {
     match result {
         Ok(Response::Delivered(delivered)) => delivered,

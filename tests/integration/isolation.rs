@@ -12,8 +12,6 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-const BUDGET: Duration = Duration::from_secs(20);
-
 /// Answers `status` to any request that carries `marker`, 202 to the rest.
 struct RefuseCarrying {
     marker: Vec<u8>,
@@ -37,22 +35,9 @@ struct RefuseMoreThan {
 
 impl Respond for RefuseMoreThan {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let parts = request
-            .body
-            .windows(b"Content-Disposition".len())
-            .filter(|window| *window == b"Content-Disposition")
-            .count();
+        let parts = multipart_parts(request).len();
         ResponseTemplate::new(if parts > self.most { 413 } else { 202 })
     }
-}
-
-async fn memfault(responder: impl Respond + 'static) -> MockServer {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(responder)
-        .mount(&server)
-        .await;
-    server
 }
 
 /// Answers 503 to every upload of device DOWN, 202 to the others.
@@ -67,7 +52,7 @@ async fn accepted_chunks(server: &MockServer, refused: &[u8]) -> Vec<Vec<u8>> {
         let carried = if request.headers["content-type"] == "application/octet-stream" {
             vec![request.body.clone()]
         } else {
-            multipart_parts(&request).await
+            multipart_parts(&request)
         };
         if !carried.iter().any(|chunk| chunk == refused) {
             chunks.extend(carried);
@@ -104,7 +89,7 @@ fn record_aged(index: usize, event: &Value, age: Duration) -> Value {
 #[tokio::test]
 async fn a_refused_chunk_is_found_by_splitting_and_set_aside_alone() {
     let bad = b"BAD-CHUNK".to_vec();
-    let server = memfault(RefuseCarrying {
+    let server = server_answering(RefuseCarrying {
         marker: bad.clone(),
         status: 400,
     })
@@ -150,7 +135,7 @@ async fn a_refused_chunk_is_found_by_splitting_and_set_aside_alone() {
 
 #[tokio::test]
 async fn a_request_memfault_finds_too_large_is_split_until_it_is_taken() {
-    let server = memfault(RefuseMoreThan { most: 50 }).await;
+    let server = server_answering(RefuseMoreThan { most: 50 }).await;
     let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |_| {});
     let chunks: Vec<Vec<u8>> = (0..214).map(|index| chunk(1, index)).collect();
@@ -169,14 +154,9 @@ async fn a_request_memfault_finds_too_large_is_split_until_it_is_taken() {
     );
     let mut delivered = Vec::new();
     for request in server.received_requests().await.unwrap() {
-        if request
-            .body
-            .windows(19)
-            .filter(|w| *w == b"Content-Disposition")
-            .count()
-            <= 50
-        {
-            delivered.extend(multipart_parts(&request).await);
+        let parts = multipart_parts(&request);
+        if parts.len() <= 50 {
+            delivered.extend(parts);
         }
     }
     assert_eq!(delivered, chunks, "all of them, in order");
@@ -184,7 +164,7 @@ async fn a_request_memfault_finds_too_large_is_split_until_it_is_taken() {
 
 #[tokio::test]
 async fn a_refused_key_holds_its_chunks_sets_nothing_aside_and_stops_its_other_devices() {
-    let server = memfault(|_: &Request| ResponseTemplate::new(403)).await;
+    let server = server_answering(ResponseTemplate::new(403)).await;
     let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| {
         config.set("MEMFAULT_UPLOAD_CONCURRENCY", 4)
@@ -431,7 +411,7 @@ async fn a_refused_project_stalls_alone_while_other_projects_are_delivered() {
 
 #[tokio::test]
 async fn in_an_outage_nothing_is_set_aside_and_few_devices_are_tried() {
-    let server = memfault(|_: &Request| ResponseTemplate::new(503)).await;
+    let server = server_answering(ResponseTemplate::new(503)).await;
     let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| {
         config.set("MEMFAULT_UPLOAD_CONCURRENCY", 4);
@@ -491,36 +471,10 @@ async fn records_sent_again_after_a_failure_are_answered_from_memory() {
     );
 }
 
-const INGEST_ARN: &str = "arn:aws:sqs:eu-west-1:123456789012:memfault-ingest";
-const FAILURES_ARN: &str = "arn:aws:sqs:eu-west-1:123456789012:memfault-failures";
-
-/// Device DEV's `chunks` as one SQS batch of the ingest queue, messages `m0`, `m1`, ..., and
-/// the function's answer to it.
-async fn queued_batch_of_one_device(
-    forwarder: &Forwarder,
-    chunks: &[Vec<u8>],
-) -> aws_lambda_events::event::sqs::SqsBatchResponse {
-    let records = chunks
-        .iter()
-        .enumerate()
-        .map(|(index, data)| {
-            sqs_record(
-                &format!("m{index}"),
-                INGEST_ARN,
-                &chunk_event("DEV", "Key", data),
-            )
-        })
-        .collect();
-    match invoke(forwarder, batch(records), BUDGET).await.unwrap() {
-        Response::Sqs(response) => response,
-        other => panic!("an SQS answer: {other:?}"),
-    }
-}
-
 #[tokio::test]
 async fn queued_mode_sets_aside_a_refused_chunk_and_delivers_the_rest_of_its_device() {
     let bad = b"BAD-CHUNK".to_vec();
-    let server = memfault(RefuseCarrying {
+    let server = server_answering(RefuseCarrying {
         marker: bad.clone(),
         status: 422,
     })
@@ -528,7 +482,7 @@ async fn queued_mode_sets_aside_a_refused_chunk_and_delivers_the_rest_of_its_dev
     let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |_| {});
     let chunks = [b"one".to_vec(), bad.clone(), b"three".to_vec()];
-    let response = queued_batch_of_one_device(&forwarder, &chunks).await;
+    let response = run_sqs(&forwarder, queued_batch("DEV", &chunks), BUDGET).await;
 
     assert!(
         response.batch_item_failures.is_empty(),
@@ -567,15 +521,15 @@ impl Respond for QueueRefusing {
 
 #[tokio::test]
 async fn after_a_failed_write_a_devices_later_records_are_kept_not_written_out_of_order() {
-    let server = memfault(|_: &Request| ResponseTemplate::new(422)).await;
+    let server = server_answering(ResponseTemplate::new(422)).await;
     let second = b"second-refused".to_vec();
-    let queue = memfault(QueueRefusing {
+    let queue = server_answering(QueueRefusing {
         marker: base64::engine::general_purpose::STANDARD.encode(&second),
     })
     .await;
     let forwarder = stream_forwarder(&server, &queue, |_| {});
     let chunks = [b"first-refused".to_vec(), second, b"third-refused".to_vec()];
-    let response = queued_batch_of_one_device(&forwarder, &chunks).await;
+    let response = run_sqs(&forwarder, queued_batch("DEV", &chunks), BUDGET).await;
 
     let reported: Vec<&str> = response
         .batch_item_failures
@@ -593,20 +547,17 @@ async fn after_a_failed_write_a_devices_later_records_are_kept_not_written_out_o
 
 #[tokio::test]
 async fn a_replay_from_the_quarantine_queue_is_never_written_back_to_it() {
-    let server = memfault(|_: &Request| ResponseTemplate::new(400)).await;
+    let server = server_answering(ResponseTemplate::new(400)).await;
     let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |_| {});
     let records = vec![sqs_record(
         "r1",
-        FAILURES_ARN,
+        QUARANTINE_ARN,
         &chunk_event("DEV", "Key", b"x"),
     )];
 
-    let response = invoke(&forwarder, batch(records), BUDGET).await.unwrap();
+    let response = run_sqs(&forwarder, batch(records), BUDGET).await;
 
-    let Response::Sqs(response) = response else {
-        panic!("an SQS answer: {response:?}");
-    };
     assert_eq!(
         response.batch_item_failures.len(),
         1,
@@ -617,7 +568,7 @@ async fn a_replay_from_the_quarantine_queue_is_never_written_back_to_it() {
 
 #[tokio::test]
 async fn a_direct_event_that_can_never_be_delivered_is_set_aside_in_device_order() {
-    let server = memfault(|_: &Request| ResponseTemplate::new(400)).await;
+    let server = server_answering(ResponseTemplate::new(400)).await;
     let queue = quarantine_queue_answering(200).await;
     let forwarder = stream_forwarder(&server, &queue, |config| {
         let url = format!("{}/123456789012/memfault-failures.fifo", queue.uri());
@@ -640,7 +591,7 @@ async fn a_direct_event_that_can_never_be_delivered_is_set_aside_in_device_order
 
 #[tokio::test]
 async fn quarantine_queue_writes_end_by_the_deadline_less_the_margin() {
-    let server = memfault(|_: &Request| ResponseTemplate::new(400)).await;
+    let server = server_answering(ResponseTemplate::new(400)).await;
     let queue = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(3)))
@@ -669,7 +620,7 @@ async fn quarantine_queue_writes_end_by_the_deadline_less_the_margin() {
 #[tokio::test]
 async fn a_record_too_large_for_sqs_goes_to_the_stream_failure_bucket_instead_of_stalling_its_shard()
  {
-    let server = memfault(|_: &Request| ResponseTemplate::new(202)).await;
+    let server = server_answering(ResponseTemplate::new(202)).await;
     let queue = quarantine_queue_answering(200).await;
     let bucket = MockServer::start().await;
     Mock::given(method("PUT"))
@@ -722,7 +673,7 @@ async fn a_record_too_large_for_sqs_goes_to_the_stream_failure_bucket_instead_of
 
 #[tokio::test]
 async fn lambda_retrying_a_delivered_direct_event_is_answered_without_a_second_post() {
-    let server = memfault(|_: &Request| ResponseTemplate::new(202)).await;
+    let server = server_answering(ResponseTemplate::new(202)).await;
     let forwarder = forwarder(config_for(&server.uri()));
     let event = sample_event("heartbeat.json");
 

@@ -416,7 +416,7 @@ async fn lines_of_every_outcome() -> Vec<Value> {
             &json!({"data": "AQ==", "topic": "elsewhere/B64/chunk"}),
         ),
     ];
-    let event = json!({ "Records": records });
+    let event = batch(records);
     lines.extend(outcome_lines(event, &memfault, &quarantine).await);
     lines
 }

@@ -1,54 +1,21 @@
 //! The multipart body of a queued batch, read back by a MIME parser and by a form-data parser:
 //! each must find every chunk, in order, named and framed as memfault-cli frames it.
 
-use std::time::Duration;
-
 use crate::support::*;
-use base64::Engine as _;
 use mailparse::{DispositionType, MailHeaderMap};
-use memfault_chunk_proxy::Response;
-use serde_json::{Value, json};
 use wiremock::ResponseTemplate;
 
-/// Twelve chunks, so that part names run into two digits; binary, with CR LF and dashes inside.
+/// Twelve chunks, so that part names run into two digits.
 fn chunks() -> Vec<Vec<u8>> {
-    (0..12u8)
-        .map(|index| {
-            let mut chunk = vec![0x80 | index, 0xff, b'\r', b'\n', b'-', b'-', index];
-            chunk.extend(std::iter::repeat_n(0xA5, usize::from(index)));
-            chunk
-        })
-        .collect()
-}
-
-fn batch_of(chunks: &[Vec<u8>]) -> Value {
-    let records: Vec<Value> = chunks
-        .iter()
-        .enumerate()
-        .map(|(index, chunk)| {
-            let body = json!({
-                "data": base64::engine::general_purpose::STANDARD.encode(chunk),
-                "topic": "prod/board/DEVICE/memfault/Key/chunk",
-            });
-            json!({
-                "messageId": format!("m{index}"),
-                "body": body.to_string(),
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:ingest",
-            })
-        })
-        .collect();
-    json!({ "Records": records })
+    (0..12).map(|index| chunk(0, index)).collect()
 }
 
 /// The request Memfault received for a batch of `chunks`: its Content-Type and body.
 async fn posted(chunks: &[Vec<u8>]) -> (String, Vec<u8>) {
     let server = server_answering(ResponseTemplate::new(202)).await;
     let forwarder = forwarder(config_for(&server.uri()));
-    match invoke(&forwarder, batch_of(chunks), Duration::from_secs(10)).await {
-        Ok(Response::Sqs(answer)) => assert!(answer.batch_item_failures.is_empty()),
-        other => panic!("expected a batch answer, got {other:?}"),
-    }
+    let answer = run_sqs(&forwarder, queued_batch("DEVICE", chunks), BUDGET).await;
+    assert!(answer.batch_item_failures.is_empty());
     let requests = server.received_requests().await.unwrap();
     assert_eq!(requests.len(), 1);
     let content_type = requests[0].headers["content-type"].to_str().unwrap();
@@ -90,20 +57,15 @@ async fn a_form_data_parser_finds_every_chunk_as_a_named_file() {
     let (content_type, body) = posted(&chunks).await;
 
     // Servers that parse the body as form-data (as Django and Werkzeug do) see this.
-    let boundary =
-        multer::parse_boundary(content_type.replace("multipart/mixed", "multipart/form-data"))
-            .unwrap();
-    let stream =
-        futures_util::stream::once(
-            async move { Ok::<_, std::io::Error>(bytes::Bytes::from(body)) },
-        );
-    let mut form = multer::Multipart::new(stream, boundary);
-    let mut files = Vec::new();
-    while let Some(field) = form.next_field().await.unwrap() {
+    let form_data = content_type.replace("multipart/mixed", "multipart/form-data");
+    let files: Vec<(String, String, Vec<u8>)> = read_parts(&form_data, &body, |field| {
         let name = field.name().unwrap().to_owned();
-        let file_name = field.file_name().unwrap().to_owned();
-        files.push((name, file_name, field.bytes().await.unwrap().to_vec()));
-    }
+        (name, field.file_name().unwrap().to_owned())
+    })
+    .unwrap()
+    .into_iter()
+    .map(|((name, file_name), bytes)| (name, file_name, bytes))
+    .collect();
     let expected: Vec<(String, String, Vec<u8>)> = chunks
         .iter()
         .enumerate()

@@ -5,26 +5,12 @@ use std::time::Duration;
 
 use crate::support::*;
 use aws_lambda_events::event::sqs::SqsBatchResponse;
-use memfault_chunk_proxy::Response;
 use serde_json::{Value, json};
 use wiremock::matchers::{path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const BUDGET: Duration = Duration::from_secs(20);
-
 fn record(message_id: &str, body: &Value) -> Value {
     sqs_record(message_id, INGEST_ARN, body)
-}
-
-fn batch(records: Vec<Value>) -> Value {
-    json!({ "Records": records })
-}
-
-async fn run_batch(forwarder: &memfault_chunk_proxy::Forwarder, event: Value) -> SqsBatchResponse {
-    match invoke(forwarder, event, BUDGET).await {
-        Ok(Response::Sqs(response)) => response,
-        other => panic!("expected a batch response, got {other:?}"),
-    }
 }
 
 fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
@@ -60,7 +46,7 @@ async fn one_multipart_request_per_device_with_its_chunks_in_order() {
         }
     }
 
-    let response = run_batch(&forwarder, batch(records)).await;
+    let response = run_sqs(&forwarder, batch(records), BUDGET).await;
 
     assert!(response.batch_item_failures.is_empty());
     let requests = server.received_requests().await.unwrap();
@@ -72,7 +58,7 @@ async fn one_multipart_request_per_device_with_its_chunks_in_order() {
             .unwrap()
             .to_owned();
         let serial = request.url.path().rsplit('/').next().unwrap().to_owned();
-        received.insert((key, serial), multipart_parts(request).await);
+        received.insert((key, serial), multipart_parts(request));
     }
     assert_eq!(received, expected);
 }
@@ -82,7 +68,7 @@ async fn a_device_with_one_chunk_gets_a_plain_request() {
     let server = server_answering(ResponseTemplate::new(202)).await;
     let forwarder = forwarder(config_for(&server.uri()));
 
-    let response = run_batch(&forwarder, sample_event("sqs-batch.json")).await;
+    let response = run_sqs(&forwarder, sample_event("sqs-batch.json"), BUDGET).await;
 
     let requests = server.received_requests().await.unwrap();
     let second = requests
@@ -99,7 +85,7 @@ async fn a_device_with_one_chunk_gets_a_plain_request() {
         .iter()
         .map(|part| sample_payload(&format!("multi-chunk/{part}.json")))
         .collect();
-    assert_eq!(multipart_parts(first).await, expected);
+    assert_eq!(multipart_parts(first), expected);
     // The sample's last record is not base64 and is the only failure.
     assert_eq!(
         failed_ids(&response),
@@ -142,7 +128,7 @@ async fn batch_item_failures_name_exactly_the_undelivered_messages() {
         record("rejected-2", &chunk_event("REJECTED", "Key", b"g")),
     ];
 
-    let response = run_batch(&forwarder, batch(records)).await;
+    let response = run_sqs(&forwarder, batch(records), BUDGET).await;
 
     assert_eq!(
         failed_ids(&response),
@@ -183,11 +169,9 @@ async fn a_failed_request_holds_back_the_rest_of_that_devices_chunks() {
     config.set("MEMFAULT_BATCH_MAX_CHUNKS", 2);
     config.set("MEMFAULT_MAX_ATTEMPTS", 1);
     let forwarder = forwarder(config);
-    let records = (0..5)
-        .map(|i| record(&format!("m{i}"), &chunk_event("D1", "Key", &[i as u8 + 1])))
-        .collect();
+    let chunks: Vec<Vec<u8>> = (1..=5).map(|byte| vec![byte]).collect();
 
-    let response = run_batch(&forwarder, batch(records)).await;
+    let response = run_sqs(&forwarder, queued_batch("D1", &chunks), BUDGET).await;
 
     assert_eq!(failed_ids(&response), ["m0", "m1", "m2", "m3", "m4"]);
     assert_eq!(server.received_requests().await.unwrap().len(), 1);
@@ -203,20 +187,15 @@ async fn large_groups_are_split_and_sent_one_after_another() {
     config.set("MEMFAULT_UPLOAD_CONCURRENCY", 8);
     let forwarder = forwarder(config);
     let chunks: Vec<Vec<u8>> = (0..10).map(|i| chunk(1, i)).collect();
-    let records = chunks
-        .iter()
-        .enumerate()
-        .map(|(i, bytes)| record(&format!("m{i}"), &chunk_event("ONE", "Key", bytes)))
-        .collect();
 
-    let response = run_batch(&forwarder, batch(records)).await;
+    let response = run_sqs(&forwarder, queued_batch("ONE", &chunks), BUDGET).await;
 
     assert!(response.batch_item_failures.is_empty());
     let requests = server.received_requests().await.unwrap();
     let mut sizes = Vec::new();
     let mut received = Vec::new();
     for request in &requests {
-        let parts = multipart_parts(request).await;
+        let parts = multipart_parts(request);
         sizes.push(parts.len());
         received.extend(parts);
     }
@@ -244,7 +223,7 @@ async fn concurrent_uploads_stay_within_the_bound() {
         })
         .collect();
 
-    let response = run_batch(&forwarder, batch(records)).await;
+    let response = run_sqs(&forwarder, batch(records), BUDGET).await;
 
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(server.received_requests().await.unwrap().len(), 12);
@@ -268,58 +247,36 @@ async fn replayed_failure_records_are_forwarded_like_direct_events() {
         &sample_event("failure-record.json"),
     )]);
 
-    let response = run_batch(&forwarder, replay).await;
+    let response = run_sqs(&forwarder, replay, BUDGET).await;
 
     assert!(response.batch_item_failures.is_empty());
     let requests = server.received_requests().await.unwrap();
     assert_eq!(requests[0].body, sample_payload("heartbeat.json"));
 }
 
-#[tokio::test]
-async fn a_record_without_message_id_fails_the_batch_before_any_request() {
-    let server = MockServer::start().await;
-    let forwarder = forwarder(config_for(&server.uri()));
+/// A batch of two records, the second without the field `missing`.
+fn batch_with_a_record_without(missing: &str) -> Value {
     let mut anonymous = record("x", &chunk_event("D1", "Key", b"a"));
-    anonymous.as_object_mut().unwrap().remove("messageId");
-    let event = batch(vec![
+    anonymous.as_object_mut().unwrap().remove(missing);
+    batch(vec![
         record("m1", &chunk_event("D1", "Key", b"b")),
         anonymous,
-    ]);
+    ])
+}
 
-    let error = invoke(&forwarder, event, BUDGET).await.unwrap_err();
-
-    assert_eq!(error.error_type(), "Permanent.MalformedBatch");
-    assert!(error.to_string().contains("messageId"), "{error}");
-    assert!(server.received_requests().await.unwrap().is_empty());
+#[tokio::test]
+async fn a_record_without_message_id_fails_the_batch_before_any_request() {
+    assert_refused_whole(batch_with_a_record_without("messageId"), "messageId").await;
 }
 
 #[tokio::test]
 async fn a_record_without_its_queue_fails_the_batch_before_any_request() {
-    let server = MockServer::start().await;
-    let forwarder = forwarder(config_for(&server.uri()));
-    let mut anonymous = record("x", &chunk_event("D1", "Key", b"a"));
-    anonymous.as_object_mut().unwrap().remove("eventSourceARN");
-    let event = batch(vec![
-        record("m1", &chunk_event("D1", "Key", b"b")),
-        anonymous,
-    ]);
-
-    let error = invoke(&forwarder, event, BUDGET).await.unwrap_err();
-
-    assert_eq!(error.error_type(), "Permanent.MalformedBatch");
-    assert!(error.message().contains("eventSourceARN"), "{error}");
-    assert!(server.received_requests().await.unwrap().is_empty());
+    let event = batch_with_a_record_without("eventSourceARN");
+    assert_refused_whole(event, "eventSourceARN").await;
 }
 
 #[tokio::test]
 async fn a_malformed_sqs_batch_is_refused_whole() {
-    let server = MockServer::start().await;
-    let forwarder = forwarder(config_for(&server.uri()));
     let event = json!({"Records": [{"eventSource": "aws:sqs", "messageId": 5, "body": "{}"}]});
-
-    let error = invoke(&forwarder, event, BUDGET).await.unwrap_err();
-
-    assert_eq!(error.error_type(), "Permanent.MalformedBatch");
-    assert!(error.to_string().contains("no usable messageId"), "{error}");
-    assert!(server.received_requests().await.unwrap().is_empty());
+    assert_refused_whole(event, "no usable messageId").await;
 }

@@ -12,8 +12,6 @@ use serde_json::{Value, json};
 use wiremock::matchers::{path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const BUDGET: Duration = Duration::from_secs(20);
-
 async fn run(forwarder: &Forwarder, event: Value) -> KinesisEventResponse {
     run_kinesis(forwarder, event, BUDGET).await
 }
@@ -45,7 +43,7 @@ async fn each_device_gets_its_chunks_in_sequence_order_whatever_order_the_batch_
     assert_eq!(requests.len(), 4, "one request per device");
     let mut received = BTreeMap::new();
     for request in &requests {
-        received.insert(serial_of(request), multipart_parts(request).await);
+        received.insert(serial_of(request), multipart_parts(request));
     }
     assert_eq!(received, expected);
 }
@@ -319,7 +317,7 @@ async fn the_sample_batch_delivers_the_multi_chunk_message_in_order_around_a_bad
         .iter()
         .map(|part| sample_payload(&format!("multi-chunk/{part}.json")))
         .collect();
-    assert_eq!(multipart_parts(first).await, expected);
+    assert_eq!(multipart_parts(first), expected);
     let second = requests
         .iter()
         .find(|r| serial_of(r) == "SECONDDEVICE")
@@ -347,19 +345,14 @@ async fn a_quarantined_record_replays_through_the_quarantine_queue_mapping() {
     // to the function as an SQS batch.
     let accepting = server_answering(ResponseTemplate::new(202)).await;
     let forwarder_now = forwarder(config_for(&accepting.uri()));
-    let replay = json!({"Records": [{
-        "messageId": "6b1c0d3e-1111-4000-8000-000000000001",
-        "receiptHandle": "AQEB-replay",
-        "body": message["MessageBody"],
-        "attributes": {"ApproximateReceiveCount": "1"},
-        "messageAttributes": {},
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:memfault-failures",
-        "awsRegion": "eu-west-1"
-    }]});
-    let response = invoke(&forwarder_now, replay, BUDGET).await.unwrap();
+    let replay = batch(vec![sqs_message(
+        "6b1c0d3e-1111-4000-8000-000000000001",
+        QUARANTINE_ARN,
+        message["MessageBody"].as_str().unwrap(),
+    )]);
+    let response = run_sqs(&forwarder_now, replay, BUDGET).await;
 
-    assert!(matches!(response, Response::Sqs(ref sqs) if sqs.batch_item_failures.is_empty()));
+    assert!(response.batch_item_failures.is_empty());
     let requests = accepting.received_requests().await.unwrap();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].body, sample_payload("heartbeat.json"));
@@ -408,8 +401,6 @@ async fn a_failure_record_whose_payload_is_not_a_batch_is_refused() {
 
 #[tokio::test]
 async fn a_record_without_a_sequence_number_fails_the_batch_before_any_request() {
-    let server = server_answering(ResponseTemplate::new(202)).await;
-    let forwarder = forwarder(config_for(&server.uri()));
     let mut anonymous = record_of(1, &chunk_event("D", "Key", b"b"));
     anonymous["kinesis"]
         .as_object_mut()
@@ -420,11 +411,7 @@ async fn a_record_without_a_sequence_number_fails_the_batch_before_any_request()
         anonymous,
     ]);
 
-    let error = invoke(&forwarder, event, BUDGET).await.unwrap_err();
-
-    assert_eq!(error.error_type(), "Permanent.MalformedBatch");
-    assert!(error.to_string().contains("sequenceNumber"), "{error}");
-    assert!(server.received_requests().await.unwrap().is_empty());
+    assert_refused_whole(event, "sequenceNumber").await;
 }
 
 #[tokio::test]

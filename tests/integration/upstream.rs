@@ -12,8 +12,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wiremock::ResponseTemplate;
 
-const BUDGET: Duration = Duration::from_secs(20);
-
 /// The start of the first answer: a head announcing a body of a million bytes.
 const ACCEPTED_HEAD: &[u8] = b"HTTP/1.1 202 Accepted\r\nContent-Length: 1000000\r\n\r\n";
 

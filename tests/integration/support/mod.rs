@@ -1,6 +1,12 @@
 //! Shared test scaffolding: configuration for a loopback upstream, invocation helpers, the
 //! sample events, and a TCP relay that sees what an HTTP mock cannot (connections).
 
+mod multipart;
+mod records;
+
+pub(crate) use multipart::read_parts;
+pub(crate) use records::sqs_message;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -8,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_lambda_events::event::sqs::SqsBatchResponse;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use base64::Engine as _;
 use lambda_runtime::{Context, LambdaEvent};
@@ -17,9 +24,14 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wiremock::matchers::{header, method, path};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 pub(crate) const SAMPLE_KEY: &str = "YOUR_PROJECT_KEY";
+
+/// The time until the invocation deadline of a test that is not about the deadline: far more
+/// than any such invocation takes, even on a busy machine. A test about the deadline gives its
+/// own budget.
+pub(crate) const BUDGET: Duration = Duration::from_secs(20);
 
 /// A function's environment in a test: its variables, made into a [`Config`] by the one
 /// constructor the function uses, so that a test can only configure what a deployment can.
@@ -111,18 +123,27 @@ pub(crate) fn chunk_event(serial: &str, key: &str, chunk: &[u8]) -> Value {
     })
 }
 
-/// An SQS record of the queue `queue_arn` whose body is `event`.
+/// An SQS record of the queue `queue_arn` whose body is `event` (for a body that is not JSON,
+/// [`sqs_message`]).
 pub(crate) fn sqs_record(id: &str, queue_arn: &str, event: &Value) -> Value {
-    json!({
-        "messageId": id,
-        "receiptHandle": format!("handle-{id}"),
-        "body": event.to_string(),
-        "attributes": {"ApproximateReceiveCount": "1"},
-        "messageAttributes": {},
-        "eventSource": "aws:sqs",
-        "eventSourceARN": queue_arn,
-        "awsRegion": "eu-west-1"
-    })
+    sqs_message(id, queue_arn, &event.to_string())
+}
+
+/// Device `serial`'s `chunks`, in order, as one batch of the ingest queue: messages `m0`, `m1`,
+/// ...
+pub(crate) fn queued_batch(serial: &str, chunks: &[Vec<u8>]) -> Value {
+    let records = chunks
+        .iter()
+        .enumerate()
+        .map(|(index, data)| {
+            sqs_record(
+                &format!("m{index}"),
+                INGEST_ARN,
+                &chunk_event(serial, "Key", data),
+            )
+        })
+        .collect();
+    batch(records)
 }
 
 pub(crate) const INGEST_ARN: &str = "arn:aws:sqs:eu-west-1:123456789012:ingest";
@@ -146,6 +167,18 @@ pub(crate) fn batch(records: Vec<Value>) -> Value {
     json!({ "Records": records })
 }
 
+/// The function's answer to the SQS batch `event`.
+pub(crate) async fn run_sqs(
+    forwarder: &Forwarder,
+    event: Value,
+    budget: Duration,
+) -> SqsBatchResponse {
+    match invoke(forwarder, event, budget).await {
+        Ok(Response::Sqs(response)) => response,
+        other => panic!("expected an SQS batch response, got {other:?}"),
+    }
+}
+
 pub(crate) async fn run_kinesis(
     forwarder: &Forwarder,
     event: Value,
@@ -155,6 +188,19 @@ pub(crate) async fn run_kinesis(
         Ok(Response::Kinesis(response)) => response,
         other => panic!("expected a Kinesis batch response, got {other:?}"),
     }
+}
+
+/// Runs `event` against a Memfault that takes everything and checks that the function refuses
+/// the batch whole, naming `named`, before any request.
+pub(crate) async fn assert_refused_whole(event: Value, named: &str) {
+    let server = server_answering(ResponseTemplate::new(202)).await;
+    let forwarder = forwarder(config_for(&server.uri()));
+
+    let error = invoke(&forwarder, event, BUDGET).await.unwrap_err();
+
+    assert_eq!(error.error_type(), "Permanent.MalformedBatch");
+    assert!(error.to_string().contains(named), "{error}");
+    assert!(server.received_requests().await.unwrap().is_empty());
 }
 
 /// The sequence numbers a Kinesis answer reports.
@@ -169,6 +215,9 @@ pub(crate) fn reported(response: &KinesisEventResponse) -> Vec<String> {
 pub(crate) fn serial_of(request: &Request) -> String {
     request.url.path().rsplit('/').next().unwrap().to_owned()
 }
+
+/// The ARN of the quarantine queue [`with_quarantine_queue`] configures: its messages are replays.
+pub(crate) const QUARANTINE_ARN: &str = "arn:aws:sqs:eu-west-1:123456789012:memfault-failures";
 
 pub(crate) fn with_quarantine_queue(mut env: Env, queue: &MockServer) -> Env {
     let url = format!("{}/123456789012/memfault-failures", queue.uri());
@@ -219,22 +268,7 @@ pub(crate) fn arrived_now() -> f64 {
 
 /// A Kinesis record as Lambda delivers it, carrying the rule's JSON output as its data.
 pub(crate) fn kinesis_record(sequence_number: &str, data: &[u8]) -> Value {
-    json!({
-        "kinesis": {
-            "kinesisSchemaVersion": "1.0",
-            "partitionKey": "pk",
-            "sequenceNumber": sequence_number,
-            "data": base64::engine::general_purpose::STANDARD.encode(data),
-            "approximateArrivalTimestamp": arrived_now()
-        },
-        "eventSource": "aws:kinesis",
-        "eventVersion": "1.0",
-        "eventID": format!("shardId-000000000000:{sequence_number}"),
-        "eventName": "aws:kinesis:record",
-        "invokeIdentityArn": "arn:aws:iam::123456789012:role/proxy",
-        "awsRegion": "eu-west-1",
-        "eventSourceARN": STREAM_ARN
-    })
+    records::kinesis(STREAM_ARN, sequence_number, data, arrived_now())
 }
 
 /// Distinct, binary chunks with CR LF and dashes inside, so that multipart framing cannot
@@ -247,23 +281,15 @@ pub(crate) fn chunk(device: usize, index: usize) -> Vec<u8> {
 
 /// Splits a `multipart/mixed` request with multer, an independent form-data parser, into its
 /// parts, checking that each is the form field `chunk<i>` with the file name `chunk.bin<i>`, as
-/// memfault-cli names them.
-pub(crate) async fn multipart_parts(request: &Request) -> Vec<Vec<u8>> {
-    let content_type: mime::Mime = request.headers["content-type"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(content_type.essence_str(), "multipart/mixed");
-    let boundary = content_type
-        .get_param(mime::BOUNDARY)
-        .expect("multipart boundary");
-    let body = bytes::Bytes::from(request.body.clone());
-    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
-    let mut multipart = multer::Multipart::new(stream, boundary.as_str());
-    let mut parts = Vec::new();
-    while let Some(field) = multipart.next_field().await.unwrap() {
-        let index = parts.len();
+/// memfault-cli names them, and declares its length.
+pub(crate) fn multipart_parts(request: &Request) -> Vec<Vec<u8>> {
+    let content_type = request.headers["content-type"].to_str().unwrap();
+    assert!(
+        content_type.starts_with("multipart/mixed;"),
+        "{content_type}"
+    );
+    let parts = multipart::read_parts(content_type, &request.body, |field| {
+        let index = field.index();
         assert_eq!(field.name(), Some(format!("chunk{index}").as_str()));
         assert_eq!(
             field.file_name(),
@@ -273,16 +299,20 @@ pub(crate) async fn multipart_parts(request: &Request) -> Vec<Vec<u8>> {
             field.content_type().map(|m| m.essence_str()),
             Some("application/octet-stream")
         );
-        let declared: usize = field.headers()["content-length"]
+        field.headers()["content-length"]
             .to_str()
             .unwrap()
-            .parse()
-            .unwrap();
-        let bytes = field.bytes().await.unwrap().to_vec();
-        assert_eq!(declared, bytes.len());
-        parts.push(bytes);
-    }
+            .parse::<usize>()
+            .unwrap()
+    })
+    .unwrap_or_else(|error| panic!("{error}"));
     parts
+        .into_iter()
+        .map(|(declared, bytes)| {
+            assert_eq!(declared, bytes.len());
+            bytes
+        })
+        .collect()
 }
 
 /// A TCP relay in front of an HTTP mock. It counts the connections the client opens and how
@@ -384,8 +414,9 @@ pub(crate) async fn resetting_server() -> (String, Arc<AtomicUsize>) {
     (uri, accepted)
 }
 
-/// A mock Memfault that gives every POST the same answer.
-pub(crate) async fn server_answering(answer: ResponseTemplate) -> MockServer {
+/// A mock Memfault (or queue) that gives every POST the answer of `answer`: a fixed answer (a
+/// [`ResponseTemplate`]) or a [`Respond`] that reads the request.
+pub(crate) async fn server_answering(answer: impl Respond + 'static) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(answer)
