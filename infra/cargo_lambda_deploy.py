@@ -22,7 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sam_deploy import shorten
+from sam_deploy import NOT_KEYS
+from support import shorten
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = {"MEMFAULT_PROJECT_KEY", "MEMFAULT_PROJECT_KEYS"}
@@ -46,7 +47,7 @@ def main() -> int:
         return 1
     arch = os.environ.get("ARCH") or "arm64"
     found = settings(dict(os.environ))
-    shown = ", ".join(f"{name}={shorten(value) if name in SECRET else value}"
+    shown = ", ".join(f"{name}={shorten(value, NOT_KEYS) if name in SECRET else value}"
                       for name, value in found.items()) or "none: the function's defaults"
     print(f"==> The function's settings: {shown}", flush=True)
     with tempfile.NamedTemporaryFile("w", suffix=".env", prefix="memfault-chunk-proxy-") as env_file:

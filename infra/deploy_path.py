@@ -44,12 +44,9 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import tomllib
 import urllib.request
 from pathlib import Path
@@ -60,6 +57,7 @@ from samcli.commands._utils.template import get_template_data, move_template, ge
 from samcli.lib.bootstrap.bootstrap import SAM_CLI_STACK_NAME, _get_stack_template
 
 from sam_deploy import Refused, deployed_architecture, parse_pairs, secret_parameters
+from support import Failed, moto_server
 
 REPO = Path(__file__).resolve().parents[1]
 ARCH = "arm64"  # the Makefile's default ARCH, as a user's first run has it
@@ -78,33 +76,6 @@ ARNS = {  # made-up ARNs for placeholders such as <IngestStreamArn>, <role ARN>
     "function": "arn:aws:lambda:us-east-1:123456789012:function:example",
     "role": "arn:aws:iam::123456789012:role/example",
 }
-
-
-class Failed(Exception):
-    pass
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_moto(port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H",
-                                   "127.0.0.1", "-p", str(port)], stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server
-        except OSError:
-            if server.poll() is not None:
-                raise Failed(f"moto server exited: {log.read_text()}")
-            time.sleep(0.2)
-    raise Failed("moto server did not listen within 30 s")
 
 
 def fresh_copy(parent: Path, name: str) -> Path:
@@ -414,37 +385,36 @@ def aws_env(work: Path, port: int) -> dict[str, str]:
     return env
 
 
+def deploy_paths(work: Path, port: int) -> None:
+    """Steps 1 to 4, against the moto server on `port`."""
+    env = aws_env(work, port)
+    os.environ.update({k: env[k] for k in env if k.startswith("AWS_")})
+    cloudformation = boto3.client("cloudformation")
+    cloudformation.create_stack(StackName=SAM_CLI_STACK_NAME,
+                                TemplateBody=_get_stack_template(),
+                                Tags=[{"Key": "ManagedStackSource", "Value": "AwsSamCli"}])
+    commands = documented_commands()
+    if len(commands) < 4 or commands[0][0] != "README.md":
+        raise Failed(f"found only {commands} in README.md and docs/: is the search broken?")
+    guided_then_deploy(work, env, cloudformation, commands[0][1], commands[1][1])
+    for number, (document, line) in enumerate(commands[2:]):
+        documented_deploy(work, number, line, env, cloudformation)
+        print(f"--> {document}: `{line}` reached CloudFormation with its parameters", flush=True)
+    for mode in MODES:
+        run_recipe(work, env, port, mode)
+        print(f"--> docs/recipes.md: recipe 2's commands, {mode} mode, attached the function "
+              "to the user's rule with an error action and its role", flush=True)
+
+
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="deploy-path-"))
-    port = free_port()
-    env = aws_env(work, port)
-    server = None
     try:
-        server = start_moto(port, work / "moto.log")
-        os.environ.update({k: env[k] for k in env if k.startswith("AWS_")})
-        cloudformation = boto3.client("cloudformation")
-        cloudformation.create_stack(StackName=SAM_CLI_STACK_NAME,
-                                    TemplateBody=_get_stack_template(),
-                                    Tags=[{"Key": "ManagedStackSource", "Value": "AwsSamCli"}])
-        commands = documented_commands()
-        if len(commands) < 4 or commands[0][0] != "README.md":
-            raise Failed(f"found only {commands} in README.md and docs/: is the search broken?")
-        guided_then_deploy(work, env, cloudformation, commands[0][1], commands[1][1])
-        for number, (document, line) in enumerate(commands[2:]):
-            documented_deploy(work, number, line, env, cloudformation)
-            print(f"--> {document}: `{line}` reached CloudFormation with its parameters",
-                  flush=True)
-        for mode in MODES:
-            run_recipe(work, env, port, mode)
-            print(f"--> docs/recipes.md: recipe 2's commands, {mode} mode, attached the function "
-                  "to the user's rule with an error action and its role", flush=True)
+        with moto_server(work / "moto.log") as port:
+            deploy_paths(work, port)
     except (Failed, Refused, ClientError, subprocess.TimeoutExpired) as failure:
         print(f"deploy-path: FAILED: {failure}")
         return 1
     finally:
-        if server is not None:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(10)
         shutil.rmtree(work, ignore_errors=True)
     print("deploy-path: ok")
     return 0

@@ -30,9 +30,13 @@ import sys
 import tomllib
 from pathlib import Path
 
+from support import shorten
+
 REPO = Path(__file__).resolve().parents[1]
 SAMCONFIG = REPO / "samconfig.toml"
 TEMPLATE = REPO / "template.yaml"
+# Values of a NoEcho parameter that are no key, shown as they are: empty, and "-" (none).
+NOT_KEYS = ("", "-")
 
 
 class Refused(Exception):
@@ -82,11 +86,6 @@ def secret_parameters(template: Path) -> set[str]:
     return secret
 
 
-def shorten(value: str) -> str:
-    """As the function logs a key: half of it, at most four characters, then an ellipsis."""
-    return value[:min(len(value) // 2, 4)] + "…" if value not in ("", "-") else value
-
-
 def merged(saved: dict[str, str], params: dict[str, str], arch: str, config_env: str) -> dict[str, str]:
     if saved.get("Architecture", arch) != arch and "Architecture" not in params:
         raise Refused(f"samconfig.toml [{config_env}] deploys Architecture={saved['Architecture']}, "
@@ -123,7 +122,7 @@ def override(name: str, value: str) -> str:
 def shown(words: list[str], secret: set[str]) -> str:
     def hide(word: str) -> str:
         name, equals, value = word.partition("=")
-        return f"{name}={shorten(value.strip(chr(34) + chr(39)))}" if equals and name in secret else word
+        return f"{name}={shorten(value.strip(chr(34) + chr(39)), NOT_KEYS)}" if equals and name in secret else word
     return shlex.join(hide(word) for word in words)
 
 

@@ -41,6 +41,8 @@ import sys
 import time
 from pathlib import Path
 
+from support import mqtt_matches, shorten
+
 REPO = Path(__file__).resolve().parents[1]
 POLL_S = 5
 # The template's defaults of the parameters read here, and its TopicLayouts mapping
@@ -64,11 +66,6 @@ MODE_ACTIONS = {
 
 class Fail(Exception):
     pass
-
-
-def shorten(key: str) -> str:
-    """As the function logs a key: half of it, at most four characters, then an ellipsis."""
-    return key[:min(len(key) // 2, 4)] + "…"
 
 
 class Aws:
@@ -169,16 +166,6 @@ CAPTURE_HINTS = {
     "project_key": "set MEMFAULT_PROJECT_KEY to the key of the Memfault project to post to",
     "project_slug": "set SMOKE_PROJECT_SLUG to one of the slugs of ProjectKeys",
 }
-
-
-def mqtt_matches(topic_filter: str, topic: str) -> bool:
-    wanted, levels = topic_filter.split("/"), topic.split("/")
-    for index, level in enumerate(wanted):
-        if level == "#":
-            return True
-        if index >= len(levels) or (level != "+" and level != levels[index]):
-            return False
-    return len(wanted) == len(levels)
 
 
 def rule_filter(aws: Aws, parameters: dict[str, str], outputs: dict[str, str]) -> str:

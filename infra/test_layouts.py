@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from support import mqtt_matches
 from template_model import Rendered, Refused
 
 THING = "thing-42"
@@ -46,17 +47,6 @@ MODES = ("Direct", "Queued", "Stream")
 # What a device fills a pattern's levels with.
 FILLERS = {"{project_slug}": "project-b", "{project_key}": "YOUR_PROJECT_KEY", "+": "board",
            "#": "extra/levels"}
-
-
-def mqtt_matches(topic_filter: str, topic: str) -> bool:
-    """MQTT 3.1.1 section 4.7: '+' is one level, a last '#' any number of levels, zero too."""
-    levels = topic.split("/")
-    for index, wanted in enumerate(topic_filter.split("/")):
-        if wanted == "#":
-            return True
-        if index >= len(levels) or wanted not in ("+", levels[index]):
-            return False
-    return len(levels) == len(topic_filter.split("/"))
 
 
 def policy_allows(resource: str, topic: str, thing: str) -> bool:

@@ -26,7 +26,7 @@ def checkout(tmp_path: Path) -> Path:
     (work / "infra").mkdir(parents=True)
     for name in ("Makefile", "samconfig.toml", "template.yaml"):
         shutil.copy2(REPO / name, work / name)
-    for name in ("sam_deploy.py", "cargo_lambda_deploy.py"):
+    for name in ("sam_deploy.py", "cargo_lambda_deploy.py", "support.py"):
         shutil.copy2(REPO / "infra" / name, work / "infra" / name)
     stubs = tmp_path / "bin"
     stubs.mkdir()

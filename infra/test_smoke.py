@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 import smoke
+from support import shorten
 from template_model import Rendered
 
 INFRA = Path(__file__).resolve().parent
@@ -142,7 +143,7 @@ def run_smoke(env: dict[str, str], **extra: str) -> subprocess.CompletedProcess[
 
 def delivered(key: str | None = None) -> list[dict[str, Any]]:
     line = {"outcome": "delivered", "device_serial": SERIAL, "status": 202}
-    return [{**line, "project_key": smoke.shorten(key)} if key else line]
+    return [{**line, "project_key": shorten(key)} if key else line]
 
 
 def published_topic(tmp_path: Path) -> str:

@@ -21,13 +21,14 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from support import Failed, free_port, listening, shorten, start_group, wait_for_port
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "emulator"))
@@ -56,29 +57,6 @@ SESSIONS = (
 )
 
 
-class Failed(Exception):
-    pass
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
-def shorten(key: str) -> str:
-    """As the function and the receiver print a key."""
-    return key[:min(len(key) // 2, 4)] + "…"
-
-
 class Watch:
     """`make watch` in the background, its output in a file."""
 
@@ -89,23 +67,16 @@ class Watch:
         if event:
             command.append(f"EVENT=events/{event}")
         print(f"$ {' '.join(command)} &", flush=True)
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        self.process = start_group(command, log, cwd=REPO)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        port = int(self.ports["LAMBDA_PORT"])
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise Failed(f"make watch exited {self.process.returncode}:\n{self.text()[-3000:]}")
-            if "Local receiver at" in self.text() and listening(port):
-                return
-            time.sleep(0.5)
-        raise Failed(f"make watch did not serve on {port} within {START_TIMEOUT_S} s")
+        """Until both ports accept connections: cargo lambda's emulator and the local receiver."""
+        for name in ("LAMBDA_PORT", "RECEIVER_PORT"):
+            wait_for_port(int(self.ports[name]), self.process, self.log, START_TIMEOUT_S,
+                          f"make watch ({name})")
 
     def stop(self) -> None:
         """Ctrl-C, as in the shell it runs in; then the whole group must be gone."""

@@ -12,36 +12,24 @@ Usage, from the repository root: python3 tests/memfault_cli_framing.py
 """
 
 import base64
-import http.server
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 from memfault_cli.cli import cli as memfault_cli
+
+# A script, not a pytest suite: pyproject.toml's pythonpath does not put infra/ on its path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "infra"))
+from support import Recorder  # noqa: E402
 
 SERIAL = "FRAMING-TEST"
 KEY = "FramingTestKey"
 # Twelve chunks, so that part names run into two digits; binary, with CR LF and dashes inside.
 CHUNKS = [bytes([0x80 | i, 0xFF, 13, 10, 45, 45, i]) + b"\xa5" * i for i in range(12)]
 REPOSITORY = Path(__file__).resolve().parent.parent
-
-
-class Recorder(http.server.BaseHTTPRequestHandler):
-    received = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        Recorder.received.append((self.path, self.headers["Content-Type"], body))
-        self.send_response(202)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
 
 
 def normalised(content_type, body):
@@ -87,22 +75,19 @@ def post_with_the_function(url, folder):
 
 
 def main():
-    server = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}"
-    with tempfile.TemporaryDirectory() as folder:
-        post_with_memfault_cli(url, Path(folder))
-        post_with_the_function(url, Path(folder))
-    server.shutdown()
+    with Recorder() as recorder, tempfile.TemporaryDirectory() as folder:
+        post_with_memfault_cli(recorder.url, Path(folder))
+        post_with_the_function(recorder.url, Path(folder))
+        received = recorder.take()
 
-    if len(Recorder.received) != 2:
-        sys.exit(f"expected one request from each client, got {len(Recorder.received)}")
-    (cli_path, *cli_request), (our_path, *our_request) = Recorder.received
-    cli_type, cli_body = normalised(*cli_request)
-    our_type, our_body = normalised(*our_request)
-    if (cli_path, cli_type, cli_body) != (our_path, our_type, our_body):
-        print(f"memfault-cli:  {cli_path} {cli_type}\n{cli_body!r}\n")
-        print(f"this function: {our_path} {our_type}\n{our_body!r}")
+    if len(received) != 2:
+        sys.exit(f"expected one request from each client, got {len(received)}")
+    cli, ours = received
+    cli_type, cli_body = normalised(cli.headers["content-type"], cli.body)
+    our_type, our_body = normalised(ours.headers["content-type"], ours.body)
+    if (cli.path, cli_type, cli_body) != (ours.path, our_type, our_body):
+        print(f"memfault-cli:  {cli.path} {cli_type}\n{cli_body!r}\n")
+        print(f"this function: {ours.path} {our_type}\n{our_body!r}")
         sys.exit("the multipart framing differs from memfault-cli's")
     print(f"same framing as memfault-cli: {len(CHUNKS)} parts, {len(our_body)} bytes, {our_type}")
 

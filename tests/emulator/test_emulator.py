@@ -21,99 +21,27 @@ Run through `make emulator` (part of `make test`), which runs it with uv run: ca
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import threading
-import time
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra"))
-from deadline_relay import DeadlineRelay, lambda_deadline  # noqa: E402 (infra/, after the path)
+from deadline_relay import DeadlineRelay, lambda_deadline
 from expectations import EVENTS, EXPECTATIONS, Expect, Upload
+from support import (LOOPBACK, Received, Recorder, free_port, multipart_parts, start_group,
+                     stop_group, tail, wait_for_port)
 
 REPO = EVENTS.parent
 FUNCTION = "memfault-chunk-proxy"
-LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 60
 INVOKE_TIMEOUT_S = 60
-STOP_TIMEOUT_S = 10
 ERROR_TYPE = re.compile(r"^Error: (\S+)", re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-class Receiver(ThreadingHTTPServer):
-    """Answers every POST with 202, as Memfault does for an accepted chunk, and records it."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.requests: list[Received] = []
-        super().__init__((LOOPBACK, 0), _ReceiverHandler)
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.server_address[1]}"
-
-    def take(self) -> list[Received]:
-        with self.lock:
-            taken, self.requests = self.requests, []
-        return taken
-
-
-class _ReceiverHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: Receiver
-
-    def do_POST(self) -> None:  # noqa: N802 (the name http.server dispatches to)
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        with self.server.lock:
-            self.server.requests.append(Received(self.path, headers, body))
-        self.send_response(202)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def start_group(command: list[str], log: Path, env: dict[str, str] | None = None
-                ) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(command, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop_group(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the process group, SIGKILL if it is still there after STOP_TIMEOUT_S."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(STOP_TIMEOUT_S)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def sample_settings(event_file: str) -> dict[str, str]:
@@ -132,30 +60,6 @@ def sample_settings(event_file: str) -> dict[str, str]:
     return settings
 
 
-def tail(log: Path, lines: int = 12) -> str:
-    text = log.read_text(errors="replace") if log.exists() else ""
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"cargo lambda watch exited with {process.returncode}:\n{tail(log)}")
-        try:
-            socket.create_connection((LOOPBACK, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    pytest.fail(f"cargo lambda watch did not listen on {port} in {START_TIMEOUT_S} s:\n{tail(log)}")
-
-
 def function_binary() -> Path:
     """The binary `cargo test` builds (and `make test` has just built): asking cargo for it
     rebuilds nothing when it is fresh."""
@@ -171,7 +75,7 @@ def function_binary() -> Path:
 
 
 class Emulator:
-    def __init__(self, logs: Path, receiver: Receiver) -> None:
+    def __init__(self, logs: Path, receiver: Recorder) -> None:
         if shutil.which("cargo-lambda") is None:
             pytest.fail("cargo-lambda is not on PATH: run this through `make emulator`")
         self.logs = logs
@@ -182,11 +86,12 @@ class Emulator:
         self.watch = start_group(
             ["cargo", "lambda", "watch", "--only-lambda-apis",
              "--invoke-address", LOOPBACK, "--invoke-port", str(self.port)],
-            self.watch_log)
+            self.watch_log, cwd=REPO)
         self.function: subprocess.Popen[bytes] | None = None
         self.settings: dict[str, str] | None = None
         self.starts = 0
-        wait_for_port(self.port, self.watch, self.watch_log)
+        wait_for_port(self.port, self.watch, self.watch_log, START_TIMEOUT_S,
+                      "cargo lambda watch")
         # cargo-lambda sends its timeout where Lambda sends the deadline (deadline_relay.py).
         self.relay = DeadlineRelay(f"http://{LOOPBACK}:{self.port}/.rt/{FUNCTION}").start()
 
@@ -212,7 +117,7 @@ class Emulator:
         })
         self.settings = settings
         self.starts += 1
-        self.function = start_group([str(self.binary)], self.function_log(), env)
+        self.function = start_group([str(self.binary)], self.function_log(), env, REPO)
 
     def invoke(self, event_file: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -230,17 +135,13 @@ class Emulator:
 
 
 @pytest.fixture(scope="session")
-def receiver() -> Iterator[Receiver]:
-    server = Receiver()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def receiver() -> Iterator[Recorder]:
+    with Recorder() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
-def emulator(receiver: Receiver, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+def emulator(receiver: Recorder, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     # A SIGTERM (make or CI stopping the run) unwinds like Ctrl-C, so the teardown below still
     # stops the process groups, which do not share the test's own.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -281,15 +182,11 @@ def chunks_of(request: Received) -> tuple[bytes, ...]:
     if content_type == "application/octet-stream":
         return (request.body,)
     assert content_type.startswith("multipart/mixed; boundary="), content_type
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + request.body)
-    chunks = []
-    for part in message.iter_parts():
-        payload = part.get_payload(decode=True)
-        assert part.get_content_type() == "application/octet-stream", part
-        assert part["Content-Length"] == str(len(payload)), part
-        chunks.append(payload)
-    return tuple(chunks)
+    parts = multipart_parts(content_type, request.body)
+    for part in parts:
+        assert part.headers.get("content-type") == "application/octet-stream", part
+        assert part.headers.get("content-length") == str(len(part.body)), part
+    return tuple(part.body for part in parts)
 
 
 def check_uploads(expected: tuple[Upload, ...], received: list[Received]) -> None:

@@ -10,7 +10,6 @@ import itertools
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -23,10 +22,10 @@ import pytest
 
 from esm import ACCOUNT, REGION
 from memfault import Rule, ScriptedMemfault
-from runtime_api import LOOPBACK, Function
+from runtime_api import Function
+from support import LOOPBACK, moto_server
 
 REPO = Path(__file__).resolve().parents[2]
-START_TIMEOUT_S = 30
 # moto answers the first N requests without checking who signed them: the role, its policy and
 # the session of the function's identity are made with those; every later request, the
 # function's included, must carry a valid SigV4 signature and be allowed by the role's policy.
@@ -35,24 +34,6 @@ ROLE_POLICY = """{"Version": "2012-10-17", "Statement": [
   {"Effect": "Allow", "Action": "sqs:*", "Resource": "*"}]}"""
 TRUST_POLICY = """{"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
   "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]}"""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"moto_server exited with {process.returncode}"
-        try:
-            socket.create_connection((LOOPBACK, port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    pytest.fail(f"nothing listened on {port} within {START_TIMEOUT_S} s")
 
 
 @pytest.fixture(scope="session")
@@ -79,35 +60,26 @@ class Moto:
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
     # A SIGTERM (make or CI stopping the run) unwinds like Ctrl-C, so that teardowns still run.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            ["moto_server", "-H", LOOPBACK, "-p", str(port)],
-            env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_ACTIONS)},
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
     try:
-        wait_for_port(port, process)
-        url = f"http://{LOOPBACK}:{port}"
-        anonymous = {"endpoint_url": url, "region_name": REGION,
-                     "aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
-        iam = boto3.client("iam", **anonymous)
-        role = iam.create_role(RoleName="memfault-chunk-proxy",
-                               AssumeRolePolicyDocument=TRUST_POLICY)["Role"]
-        iam.put_role_policy(RoleName="memfault-chunk-proxy", PolicyName="quarantine-queue",
-                            PolicyDocument=ROLE_POLICY)
-        # A session with a token, like the credentials Lambda gives a function.
-        credentials = boto3.client("sts", **anonymous).assume_role(
-            RoleArn=role["Arn"], RoleSessionName="memfault-chunk-proxy")["Credentials"]
-        # From here on, signatures count: a request signed with the wrong secret is refused.
-        forged = {**credentials, "SecretAccessKey": "not-the-secret"}
-        with pytest.raises(botocore.exceptions.ClientError, match="SignatureDoesNotMatch"):
-            Moto(url, forged).sqs().list_queues()
-        yield Moto(url, credentials)
+        with moto_server(log, {"INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_ACTIONS)}) as port:
+            url = f"http://{LOOPBACK}:{port}"
+            anonymous = {"endpoint_url": url, "region_name": REGION,
+                         "aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
+            iam = boto3.client("iam", **anonymous)
+            role = iam.create_role(RoleName="memfault-chunk-proxy",
+                                   AssumeRolePolicyDocument=TRUST_POLICY)["Role"]
+            iam.put_role_policy(RoleName="memfault-chunk-proxy", PolicyName="quarantine-queue",
+                                PolicyDocument=ROLE_POLICY)
+            # A session with a token, like the credentials Lambda gives a function.
+            credentials = boto3.client("sts", **anonymous).assume_role(
+                RoleArn=role["Arn"], RoleSessionName="memfault-chunk-proxy")["Credentials"]
+            # From here on, signatures count: a request signed with the wrong secret is refused.
+            forged = {**credentials, "SecretAccessKey": "not-the-secret"}
+            with pytest.raises(botocore.exceptions.ClientError, match="SignatureDoesNotMatch"):
+                Moto(url, forged).sqs().list_queues()
+            yield Moto(url, credentials)
     finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(START_TIMEOUT_S)
         signal.signal(signal.SIGTERM, previous)
 
 

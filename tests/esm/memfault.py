@@ -3,14 +3,12 @@ records every request (device, chunks, times, status) for the tests' assertions.
 
 The wire format is Memfault's (docs.memfault.com, "Upload Chunk"): `POST
 /api/v0/chunks/<serial>` with the `Memfault-Project-Key` header; one chunk is an
-`application/octet-stream` body, several are a `multipart/mixed` body, read here with Python's
-email parser as tests/emulator reads them.
+`application/octet-stream` body, several are a `multipart/mixed` body, read here with
+infra/support.py's multipart_parts, as tests/emulator reads them.
 """
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import random
 import threading
 import time
@@ -18,7 +16,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Callable, Iterator
 
-from runtime_api import LoopbackServer
+from support import LoopbackServer, multipart_parts
 
 PATH_PREFIX = "/api/v0/chunks/"
 
@@ -162,9 +160,7 @@ def chunks_of(content_type: str, body: bytes) -> tuple[tuple[bytes, ...], bool]:
         return (body,), False
     if not content_type.startswith("multipart/mixed; boundary="):
         raise ValueError(f"unexpected Content-Type {content_type!r}")
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body)
-    return tuple(part.get_payload(decode=True) for part in message.iter_parts()), True
+    return tuple(part.body for part in multipart_parts(content_type, body)), True
 
 
 class _Handler(BaseHTTPRequestHandler):

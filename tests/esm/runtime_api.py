@@ -12,19 +12,17 @@ timeout, the process is killed and a new environment takes its place when its tu
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-LOOPBACK = "127.0.0.1"
+from support import LOOPBACK, LoopbackServer, start_group, stop_group
+
 PREFIX = "/2018-06-01/runtime/"
 FUNCTION_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:memfault-chunk-proxy"
 STOP_TIMEOUT_S = 5
@@ -44,25 +42,6 @@ class Invocation:
     @property
     def failed(self) -> bool:
         return self.kind != "response"
-
-
-class LoopbackServer(ThreadingHTTPServer):
-    """An HTTP server of the harness: loopback, a free port, a thread per request."""
-
-    daemon_threads = True
-
-    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
-        super().__init__((LOOPBACK, 0), handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.server_address[1]}"
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        # A killed environment, or a function giving up on a request, resets its connections:
-        # expected here, and not worth a traceback.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
 
 
 class _Server(LoopbackServer):
@@ -137,12 +116,8 @@ class Environment:
         self.number = number
         self.server = _Server()
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [str(binary)], env={**env, "AWS_LAMBDA_RUNTIME_API":
-                                    f"{LOOPBACK}:{self.server.server_address[1]}"},
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True)
+        self.process = start_group([str(binary)], log, {
+            **env, "AWS_LAMBDA_RUNTIME_API": f"{LOOPBACK}:{self.server.server_address[1]}"})
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -165,16 +140,7 @@ class Environment:
     def stop(self, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGKILL)
              ) -> None:
         self.server.closing.set()
-        for sig in signals:
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(self.process, STOP_TIMEOUT_S, signals)
         self.server.shutdown()
         self.server.server_close()
 
