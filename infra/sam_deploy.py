@@ -30,7 +30,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from support import shorten
+from project_key import shorten
 
 REPO = Path(__file__).resolve().parents[1]
 SAMCONFIG = REPO / "samconfig.toml"

@@ -41,12 +41,12 @@ import sys
 import time
 from pathlib import Path
 
-from support import mqtt_matches, shorten
+from project_key import shorten
 
 REPO = Path(__file__).resolve().parents[1]
 POLL_S = 5
 # The template's defaults of the parameters read here, and its TopicLayouts mapping
-# (infra/test_smoke.py holds both to template.yaml).
+# (tests/infra/test_smoke.py holds both to template.yaml).
 TEMPLATE_DEFAULTS = {
     "Mode": "Direct", "BasicIngest": "false", "TopicRuleName": "memfault_chunk_proxy",
     "TopicLayout": "Legacy", "TopicPattern": "", "DeviceSerialFromClientId": "false",
@@ -89,6 +89,17 @@ class Aws:
             raise Fail(f"{command[0]} {command[1]} {command[2]} failed: {done.stderr.strip()}")
         return done.stdout
 
+
+
+def mqtt_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT 3.1.1 section 4.7: '+' is one level, a last '#' any number of levels, zero too."""
+    levels = topic.split("/")
+    for index, wanted in enumerate(topic_filter.split("/")):
+        if wanted == "#":
+            return True
+        if index >= len(levels) or wanted not in ("+", levels[index]):
+            return False
+    return len(levels) == len(topic_filter.split("/"))
 
 def stack_settings(aws: Aws, stack: str) -> tuple[dict[str, str], dict[str, str]]:
     """The stack's parameters (template defaults filled in) and outputs."""

@@ -18,7 +18,6 @@ set -euo pipefail
 repo_root="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
-cargo="${CARGO:-cargo}"
 event="${EVENT:-events/heartbeat.json}"
 address="${LAMBDA_ADDRESS:-127.0.0.1}"
 port="${LAMBDA_PORT:-9000}"
@@ -29,7 +28,7 @@ echo "==> Building the function and the local receiver"
 # watch does not rebuild on a change anyway): the example brings the dev-dependencies' features
 # into it, so the dependencies, the library and the binary are the ones `cargo test` built, and
 # after `make lint` only the example compiles.
-"$cargo" build --locked --profile test --bin memfault-chunk-proxy --example local
+cargo build --locked --profile test --bin memfault-chunk-proxy --example local
 
 # The function's settings go in one file, read into its environment below: the sample's settings,
 # then this script's (later lines win; an empty MEMFAULT_METRICS_NAMESPACE turns the metrics
@@ -66,7 +65,7 @@ if [[ -f "$settings" ]]; then
 fi
 
 if [[ -z "${MEMFAULT_CHUNKS_URL:-}" ]]; then
-  "$cargo" run --locked --quiet --profile test --example local -- --receive "127.0.0.1:$receiver_port" &
+  cargo run --locked --quiet --profile test --example local -- --receive "127.0.0.1:$receiver_port" &
   receiver=$!
   setting MEMFAULT_CHUNKS_URL "http://127.0.0.1:$receiver_port"
 else

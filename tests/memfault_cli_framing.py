@@ -21,9 +21,7 @@ from pathlib import Path
 
 from memfault_cli.cli import cli as memfault_cli
 
-# A script, not a pytest suite: pyproject.toml's pythonpath does not put infra/ on its path.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "infra"))
-from support import Recorder  # noqa: E402
+from support import Recorder
 
 SERIAL = "FRAMING-TEST"
 KEY = "FramingTestKey"

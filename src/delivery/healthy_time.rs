@@ -7,7 +7,10 @@
 //! them (a failed probe, or an invocation whose devices all failed with no delivery between them). One
 //! failed request among deliveries is noise, and noise neither stops nor resets the count; two
 //! signs in a row, or a gap nobody can vouch for, are an outage: that stretch does not count and
-//! every stall clock starts again (docs/delivery.md, "Stalled devices and projects").
+//! every stall clock starts again (docs/delivery.md, "Stalled devices and projects"). Time spent
+//! writing set-aside records to the quarantine queue asked Memfault nothing: it is left out of a
+//! stretch, neither healthy nor a silence, so that setting a stalled batch aside is not taken
+//! for an outage that would start the clocks of the records behind it again.
 
 use std::time::Duration;
 
@@ -28,6 +31,8 @@ pub(super) struct HealthyTime {
     probe_interval: Duration,
     reading: Reading,
     last_accepted: Option<Instant>,
+    /// Time since the last acceptance in which Memfault was not asked anything.
+    unasked: Duration,
     /// Signs of an outage since the last acceptance.
     doubts: u32,
     last_probe: Option<Instant>,
@@ -52,6 +57,7 @@ impl HealthyTime {
                 era: 0,
             },
             last_accepted: None,
+            unasked: Duration::ZERO,
             doubts: 0,
             last_probe: None,
         }
@@ -64,7 +70,7 @@ impl HealthyTime {
     /// Memfault accepted an upload at `now`, in an invocation that began at `invoked`.
     pub(super) fn accepted(&mut self, invoked: Instant, now: Instant) {
         if let Some(last) = self.last_accepted {
-            let stretch = now.saturating_duration_since(last);
+            let stretch = now.saturating_duration_since(last).saturating_sub(self.unasked);
             let invocation = now.saturating_duration_since(invoked);
             let longest = self.probe_interval.max(invocation) * Self::LONGEST_COUNTED_STRETCH;
             if stretch <= longest && self.doubts <= Self::DOUBTS_TOLERATED {
@@ -74,7 +80,14 @@ impl HealthyTime {
             }
         }
         self.last_accepted = Some(now.max(self.last_accepted.unwrap_or(now)));
+        self.unasked = Duration::ZERO;
         self.doubts = 0;
+    }
+
+    /// The environment spent `span` on work that asked Memfault nothing (writing to the
+    /// quarantine queue).
+    pub(super) fn unasked(&mut self, span: Duration) {
+        self.unasked = self.unasked.saturating_add(span);
     }
 
     /// A sign of an outage: a failed probe, or every device of an invocation failing.
@@ -143,6 +156,26 @@ mod tests {
         // Unless the invocation that ends the stretch took that long itself.
         health.accepted(at(start, 9_000), at(start, 12_001));
         assert_eq!(health.reading().counted, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn time_spent_not_asking_memfault_is_neither_healthy_nor_a_silence() {
+        let start = Instant::now();
+        let mut health = HealthyTime::new(LIMIT);
+        health.accepted(at(start, 0), at(start, 0));
+        // Four seconds apart, three of them spent writing set-aside records.
+        health.unasked(Duration::from_secs(3));
+        health.accepted(at(start, 4_000), at(start, 4_000));
+        assert_eq!(
+            health.reading(),
+            Reading {
+                counted: Duration::from_secs(1),
+                era: 0
+            }
+        );
+        // Counted once: the next stretch is measured whole again.
+        health.accepted(at(start, 8_000), at(start, 8_000));
+        assert_eq!(health.reading().era, 1);
     }
 
     #[test]

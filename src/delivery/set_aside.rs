@@ -51,7 +51,9 @@ impl<U> Deliverer<U> {
             .into_iter()
             .map(|record| ((record.tag, record.key), record.record))
             .collect();
+        let writing = Instant::now();
         let stored = quarantine.set_aside(records, context, deadline).await;
+        self.clocks.note_unasked(writing.elapsed());
         let mut answers = Vec::with_capacity(stored.len());
         for ((tag, key), stored) in stored {
             if stored == Stored::Yes {

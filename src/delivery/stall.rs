@@ -131,6 +131,12 @@ impl StallClocks {
         }
     }
 
+    /// The environment spent `span` writing to the quarantine queue: no sign of Memfault either
+    /// way (`healthy_time`).
+    pub(crate) fn note_unasked(&self, span: Duration) {
+        self.state().health.unasked(span);
+    }
+
     /// Whether a decision may use a probe now: nothing has shown Memfault up for a probe
     /// interval, and no probe went out in that time.
     pub(crate) fn probe_due(&self, now: Instant) -> bool {

@@ -4,7 +4,7 @@ records every request (device, chunks, times, status) for the tests' assertions.
 The wire format is Memfault's (docs.memfault.com, "Upload Chunk"): `POST
 /api/v0/chunks/<serial>` with the `Memfault-Project-Key` header; one chunk is an
 `application/octet-stream` body, several are a `multipart/mixed` body, read here with
-infra/support.py's multipart_parts, as tests/emulator reads them.
+tests/support.py's multipart_parts, as tests/emulator reads them.
 """
 
 from __future__ import annotations

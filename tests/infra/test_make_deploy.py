@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECORDER = """#!/bin/sh
 printf '%s\\n' "$@" > "$RECORDS/$(basename "$0").args"
 # cargo lambda deploy: keep the env file, which is removed once the deploy returns.
@@ -26,7 +26,7 @@ def checkout(tmp_path: Path) -> Path:
     (work / "infra").mkdir(parents=True)
     for name in ("Makefile", "samconfig.toml", "template.yaml"):
         shutil.copy2(REPO / name, work / name)
-    for name in ("sam_deploy.py", "cargo_lambda_deploy.py", "support.py"):
+    for name in ("sam_deploy.py", "cargo_lambda_deploy.py", "project_key.py"):
         shutil.copy2(REPO / "infra" / name, work / "infra" / name)
     stubs = tmp_path / "bin"
     stubs.mkdir()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STAND_IN = '#!/bin/sh\n[ "$1" = sync ] && exit 0\necho "$(basename "$0") $(cat "$VERSIONS/$(basename "$0")")"\n'
 
 

@@ -204,7 +204,7 @@ def test_environment_wired_from_parameters_and_tuning(raw, direct):
         assert variables[variable] == {"Fn::FindInMap": ["Tuning", "Delivery", key]}, variable
         assert raw["Mappings"]["Tuning"]["Delivery"][key] == value, key
     rendered = direct.function()["Properties"]["Environment"]["Variables"]
-    # The pattern follows TopicLayout (infra/test_layouts.py); by default the Legacy one.
+    # The pattern follows TopicLayout (tests/infra/test_layouts.py); by default the Legacy one.
     # The function sets chunks aside on the quarantine queue, in every mode.
     expected = {v: d for v, (_, d) in (EXPECTED_ENVIRONMENT | EXPECTED_TUNED_ENVIRONMENT).items()}
     assert rendered == expected | {

@@ -12,7 +12,7 @@ be gone, with both ports free, within a few seconds.
 Ports are free ones picked here (LAMBDA_PORT, RECEIVER_PORT, given to both targets as a person
 would), so that the run does not meet a `make watch` someone left running on the defaults.
 
-    python3 infra/watch_invoke.py        (from the repository root; make and cargo on PATH)
+    python3 tests/watch_invoke.py        (from the repository root; make and cargo on PATH)
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from support import Failed, free_port, listening, shorten, start_group, wait_for_port
+from project_key import shorten
+from support import Failed, free_port, listening, start_group, wait_for_port
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "emulator"))

@@ -1,4 +1,4 @@
-"""infra/check_docs.py: names in the docs that the code or template do not have are found."""
+"""tests/check_docs.py: names in the docs that the code or template do not have are found."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import check_docs
 from template_model import load_raw
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def repo_with(tmp_path: Path, readme: str) -> Path:

@@ -14,7 +14,7 @@ import pytest
 import sam_deploy
 from sam_deploy import Refused
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Chosen at a stack's first deploy: pinned in samconfig.toml, they would be sent again by every
 # `make deploy`, whatever the stack was created with (a MemfaultGuide stack updated to Legacy).
 FIRST_DEPLOY_CHOICES = {"Mode", "TopicLayout", "TopicPattern", "ProjectKeys", "MemfaultProjectKey",

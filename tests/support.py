@@ -1,8 +1,8 @@
-"""Helpers shared by the scripts in infra/ and the Python suites in tests/, each once.
+"""Helpers the Python tests share, each once: free ports and waiting for one, process groups,
+moto server, a loopback HTTP server and a recorder of uploads, multipart parsing.
 
-Standard library only: infra/smoke.py and infra/watch_invoke.py import it before any venv.
-Scripts run as `python3 infra/NAME.py` find it beside them; the pytest suites through
-`pythonpath` in pyproject.toml; tests/memfault_cli_framing.py puts infra/ on sys.path itself.
+Standard library only: tests/watch_invoke.py runs on the system python3. The pytest suites find
+it through `pythonpath` in pyproject.toml, the scripts in tests/ beside them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Collection, Iterator, Mapping
+from typing import Iterator, Mapping
 
 LOOPBACK = "127.0.0.1"
 MOTO_START_TIMEOUT_S = 30
@@ -183,31 +183,16 @@ def multipart_parts(content_type: str, body: bytes) -> list[Part]:
 
     Read by the standard library's MIME parser, not split by hand: each part's bytes come back
     exactly as sent (CR, LF and dashes inside a part included). A body the parser finds
-    malformed (no closing boundary, say) is a ValueError."""
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+    malformed (no closing boundary, say) is a ValueError. The compat32 policy reads a 50-part
+    body in about 2 ms, a tenth of the default policy's time: the simulated Memfault of
+    tests/esm reads every upload, in the process that also plays the Runtime API."""
+    message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
         f"Content-Type: {content_type}\r\n\r\n".encode() + body)
     if not message.is_multipart():
         raise ValueError(f"not a multipart body: Content-Type {content_type!r}")
-    parts = list(message.iter_parts())
+    parts = message.get_payload()
     defects = message.defects + [defect for part in parts for defect in part.defects]
     if defects:
         raise ValueError(f"malformed multipart body: {defects}")
     return [Part({name.lower(): str(value) for name, value in part.items()},
                  part.get_payload(decode=True)) for part in parts]
-
-
-def shorten(key: str, unchanged: Collection[str] = ()) -> str:
-    """As the function logs a key: half of it, at most four characters, then an ellipsis.
-    Values in `unchanged` (such as the template's "-" for no key) are no key: shown whole."""
-    return key if key in unchanged else key[:min(len(key) // 2, 4)] + "…"
-
-
-def mqtt_matches(topic_filter: str, topic: str) -> bool:
-    """MQTT 3.1.1 section 4.7: '+' is one level, a last '#' any number of levels, zero too."""
-    levels = topic.split("/")
-    for index, wanted in enumerate(topic_filter.split("/")):
-        if wanted == "#":
-            return True
-        if index >= len(levels) or wanted not in ("+", levels[index]):
-            return False
-    return len(levels) == len(topic_filter.split("/"))

@@ -53,7 +53,7 @@ def problems(src: Path) -> list[str]:
         if module in ROOT_FILES:
             continue
         if module not in layer_of:
-            found.append(f"{module}: not in the layer map of infra/check_layers.py")
+            found.append(f"{module}: not in the layer map of tests/check_layers.py")
             continue
         for target in sorted(graph[module]):
             if target in layer_of and layer_of[target] < layer_of[module]:

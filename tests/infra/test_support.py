@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from support import mqtt_matches, multipart_parts, shorten
+from project_key import shorten
+from smoke import mqtt_matches
+from support import multipart_parts
 
 # Parts that end in CR, LF or dashes, an empty one, and bytes that are not text.
 CHUNKS = [b"\r", b"\n", b"a\r\n", b"\n\r", b"", b"--", b"\r\n--x", bytes(range(256))]

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 
 import smoke
-from support import shorten
+from project_key import shorten
 from template_model import Rendered
 
-INFRA = Path(__file__).resolve().parent
+INFRA = Path(__file__).resolve().parents[2] / "infra"
 REPO = INFRA.parent
 RECIPES = REPO / "docs" / "recipes.md"
 SMOKE = INFRA / "smoke.py"

@@ -22,7 +22,7 @@ from package_template import package
 from render_template import _NoManagedPolicies, load
 from template_model import Rendered
 
-INFRA = Path(__file__).resolve().parent
+INFRA = Path(__file__).resolve().parents[2] / "infra"
 REPO = INFRA.parent
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from support import mqtt_matches
+from smoke import mqtt_matches
 from template_model import Rendered, Refused
 
 THING = "thing-42"

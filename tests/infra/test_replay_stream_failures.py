@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent / "replay-stream-failures.sh"
+SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "replay-stream-failures.sh"
 PREFIX = "aws/lambda/9f5c0b1e-ESM/shardId-000000000000/2026/11/25/"
 
 FAKE_AWS = r'''#!/usr/bin/env python3
