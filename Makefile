@@ -59,9 +59,9 @@ test: $(UV) ## Every check CI runs: the PHASES, TEST_JOBS at once, those unchang
 	@key="$$( { git ls-files -z --cached --others --exclude-standard | sort -z | xargs -0 sha256sum 2>&1; \
 	  rustc -vV; cargo -V; python3 -V; node -v; $(UV) -V; } | sha256sum)"; \
 	  [[ "$$key" == "$$(cat target/phases/key 2>/dev/null)" ]] || echo "$$key" >target/phases/key
-	@touch target/phases/run; SECONDS=0; $(MAKE) -j$(TEST_JOBS) -Otarget $(PHASES:%=target/phases/%.passed); \
+	@touch target/phases/run; SECONDS=0; $(MAKE) --no-print-directory -j$(TEST_JOBS) -Otarget $(PHASES:%=target/phases/%.passed); \
 	  status=$$?; printf '\n%-14s %8s %6s  %s\n' phase seconds cpu result; for p in $(PHASES); do \
-	    f=target/phases/$$p; wall=- cpu=- r="not run"; [[ -e $$f.passed ]] && r="skipped (unchanged since it passed)"; \
+	    f=target/phases/$$p; wall=- cpu=- r="not run"; [[ $$f.passed -nt target/phases/key ]] && r="skipped (unchanged since it passed)"; \
 	    [[ $$f.time -nt target/phases/run ]] && { read -r wall cpu <$$f.time; r=$$([[ -e $$f.passed ]] && echo ok || echo FAILED); }; \
 	    printf '%-14s %8s %6s  %s\n' $$p $$wall $$cpu "$$r"; done; printf '%-14s %8s\n' "wall time" $$SECONDS; exit $$status
 $(AFTER_LINT:%=target/phases/%.passed): target/phases/lint.passed

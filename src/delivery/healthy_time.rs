@@ -70,7 +70,9 @@ impl HealthyTime {
     /// Memfault accepted an upload at `now`, in an invocation that began at `invoked`.
     pub(super) fn accepted(&mut self, invoked: Instant, now: Instant) {
         if let Some(last) = self.last_accepted {
-            let stretch = now.saturating_duration_since(last).saturating_sub(self.unasked);
+            let stretch = now
+                .saturating_duration_since(last)
+                .saturating_sub(self.unasked);
             let invocation = now.saturating_duration_since(invoked);
             let longest = self.probe_interval.max(invocation) * Self::LONGEST_COUNTED_STRETCH;
             if stretch <= longest && self.doubts <= Self::DOUBTS_TOLERATED {

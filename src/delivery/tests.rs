@@ -448,7 +448,9 @@ const STALL_LIMIT: Duration = Duration::from_millis(200);
 
 /// Runs invocations an eighth of the stall limit apart (a held shard is resent at once) until
 /// `first` of them is no longer "failed", and says after how long since the first it changed,
-/// and to what.
+/// and to what. The tests that use it run on tokio's paused clock, which moves only when every
+/// task waits: the stall rule's windows are tens of milliseconds here, and a busy machine's
+/// scheduling would stretch them into outages.
 async fn until_not_failing(
     core: &Deliverer<Script>,
     items: impl Fn() -> Vec<Item>,
@@ -492,7 +494,7 @@ fn a_fails(probe_fails: impl Fn(usize) -> bool + Send + Sync + 'static) -> Scrip
 
 /// A device that keeps failing while another delivers is set aside once the stall limit has
 /// passed in healthy time, in a stream only.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_device_failing_while_memfault_is_up_stalls_after_the_limit_in_a_stream() {
     let items = || vec![chunk("A", "a0"), chunk("B", "b0")];
     let core = deliverer(a_fails(|_| false), stalling());
@@ -518,7 +520,7 @@ fn held_batch(core: &Deliverer<Script>) -> Vec<Item> {
 /// With nothing else delivered in a held batch, records delivered earlier are re-posted, at
 /// most one per probe interval (a tenth of the stall limit) and never the same one twice:
 /// Memfault accepting them is the evidence that the failing device is stalled, not Memfault down.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn probes_tell_a_stall_from_an_outage_each_chunk_once_a_few_per_stall_limit() {
     let core = deliverer(a_fails(|_| false), stalling());
     let (after, outcomes) =
@@ -554,7 +556,7 @@ async fn probes_tell_a_stall_from_an_outage_each_chunk_once_a_few_per_stall_limi
 }
 
 /// One failed probe among good ones is noise: the clock neither stops nor starts again.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_probe_among_good_ones_does_not_restart_the_clock() {
     let core = deliverer(a_fails(|probe| probe % 4 == 1), stalling());
     let (after, outcomes) =
@@ -569,7 +571,7 @@ async fn a_failed_probe_among_good_ones_does_not_restart_the_clock() {
 
 /// A batch that holds only the failing device's records is decided with chunks the environment
 /// delivered in earlier invocations.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_batch_of_the_failing_device_alone_is_decided_with_earlier_deliveries() {
     let core = deliverer(a_fails(|_| false), stalling());
     let others: Vec<Item> = (0..12)
@@ -587,7 +589,7 @@ async fn a_batch_of_the_failing_device_alone_is_decided_with_earlier_deliveries(
 }
 
 /// When every device fails, Memfault is down: no clock runs, nothing stalls.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_outage_stalls_nobody() {
     let core = deliverer(Script::new(|_, _| Answer::Status(500)), stalling());
     let items = || vec![chunk("A", "a0"), chunk("B", "b0")];
