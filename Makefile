@@ -90,8 +90,8 @@ validate: $(UV) ## Validate template.yaml offline: cfn-lint, sam validate --lint
 # and its transformed and packaged variants (cfn-lint skips parameters on a SAM template), checkov, SAM, pytest.
 VALIDATE := cfn-lint-0 cfn-lint-1 checkov sam pytest
 validate-cfn-lint-%:; $(RUN) cfn-lint --include-checks I --non-zero-exit-code informational --regions us-east-1 \
-	  us-west-2 eu-west-1 eu-central-1 ap-northeast-1 -- $$(ls template.yaml target/templates/*.json | awk 'NR % 2 == $*')
-validate-checkov:; $(RUN) python infra/checkov_templates.py template.yaml target/templates/*.json
+	  us-west-2 eu-west-1 eu-central-1 ap-northeast-1 -- $$(ls template.yaml target/templates/*.{cfn,package}.json | awk 'NR % 2 == $*')
+validate-checkov:; $(RUN) python infra/checkov_templates.py template.yaml target/templates/*.{sam,cfn}.json
 validate-sam:; AWS_DEFAULT_REGION=us-east-1 $(RUN) sam validate --lint --template-file template.yaml
 validate-pytest:; $(RUN) pytest -p no:cacheprovider -q tests/infra
 emulator: $(UV) ## Every sample event through cargo lambda's Runtime API emulator (tests/emulator)
