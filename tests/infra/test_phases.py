@@ -21,7 +21,7 @@ def checkout(tmp_path: Path) -> Path:
     work = tmp_path / "repo"
     (work / "infra").mkdir(parents=True)
     for name in (".gitignore", "Makefile", "Cargo.toml", "CHANGELOG.md", "template.yaml", "uv.lock",
-                 "infra/versions.py"):
+                 "infra/versions.py", "infra/phases.sh"):
         shutil.copy2(REPO / name, work / name)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
