@@ -39,8 +39,8 @@ $(PHASES): export CLIPPY_ARGS := -D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
   watch-invoke lambda-build sam-build deploy-guided deploy deploy-path dist smoke deploy-cargo-lambda replay-stream lock clean
 help: ## List the targets and the variables with their defaults
 	@awk 'BEGIN {FS = ":.*## "; print "Targets:"} /^[a-z-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@awk 'BEGIN {print "\nVariables (make TARGET NAME=value):"} /^# / {doc = doc (doc == "" ? "" : " ") substr($$0, 3); next} /^[A-Z_]+ \?=/ \
-	  {split($$0, kv, / \?= ?/); printf "  %-16s %-24s %s\n", kv[1], (kv[2] == "" ? "(empty)" : kv[2]), doc; next} {doc = ""}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {print "\nVariables (make TARGET NAME=value):"} /^# / {doc = (last == "#" ? doc " " : "") substr($$0, 3); last = "#"; next} \
+	  /^[A-Z_]+ \?=/ {split($$0, kv, / \?= ?/); printf "  %-16s %-24s %s\n", kv[1], (kv[2] == "" ? "(empty)" : kv[2]), doc; last = "="; next} {doc = ""; last = ""}' $(MAKEFILE_LIST)
 local: ## Run the function on EVENT locally (loopback receiver unless MEMFAULT_CHUNKS_URL is set; VERBOSE=1 shows the metric documents)
 	@echo "==> Building the function and its local runner (a minute or two the first time)"
 	cargo run --locked --example local -- $(EVENT)
