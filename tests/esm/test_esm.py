@@ -705,8 +705,9 @@ class StallMeasures:
 def check_stall_rule(result: Result, stalls: StallMeasures, sick: str, set_aside: list[Chunk],
                      stall_limit_s: float) -> None:
     """Issue 27's properties of the stall rule: the healthy devices' first deliveries within the
-    stall limit, the time the first set-aside records took to write, and 3 s (p99), none of their records in S3 or the quarantine queue; the failing
-    device's records set aside are `set_aside`, each once and in order, and each only after its
+    stall limit, the time the first set-aside records took to write, and 3 s (p99), none of
+    their records in S3 or the quarantine queue; the failing device's records set aside are
+    `set_aside`, each once and in order, and each only after its
     device had failed, by Memfault's own request log, for the stall limit; at most about ten
     probes per stall limit in each environment; no delivered chunk posted over and over: each
     environment may have it accepted twice (its delivery, or another's re-sent to it, and one
