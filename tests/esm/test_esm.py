@@ -680,7 +680,7 @@ class StallMeasures:
             1 + max(memfault.reposts(202).values(), default=0),
             1 + max(memfault.reposts().values(), default=0), memfault.reposting_requests(),
             max(digests.values()) if digests else None, result.function.pool,
-            first_write(result.quarantine_queue))
+            first_write(result))
 
     def __str__(self) -> str:
         per_environment = ", ".join(f"{probes:.1f}" for probes in self.probes_per_stall.values())
@@ -747,17 +747,18 @@ def stall_scenario_env(upstream: ScriptedMemfault, queue_url: str, stall_limit_s
     return function_env(upstream, queue_url, stall_limit_s, MEMFAULT_MAX_ATTEMPTS="1")
 
 
-def first_write(messages: list[Quarantined]) -> float:
-    """How long the function took to write the first records it set aside: from the first
-    message's SentTimestamp to the last one less than a second after its predecessor. One
+def first_write(result: Result) -> float:
+    """How long the function took to write the records of its first stall: from the first
+    message's SentTimestamp to that of the last of as many as its `stalled` line counts. One
     SendMessage per record took about 15 ms against moto on loopback here, longer on a busy
     machine: 100 records are a third of this scenario's stall limit, where 500 records at SQS's
     few milliseconds a request (an assumption) are seconds of a 300 s limit."""
-    sent = sorted(message.sent for message in messages)
-    end = 0
-    while end + 1 < len(sent) and sent[end + 1] - sent[end] < 1.0:
-        end += 1
-    return sent[end] - sent[0] if sent else 0.0
+    stalls = [line["chunks"] for number in range(1, result.function.environments + 1)
+              for line in result.function.log_lines(number) if line.get("outcome") == "stalled"]
+    sent = sorted(message.sent for message in result.quarantine_queue)
+    if not stalls or not sent:
+        return 0.0
+    return sent[min(stalls[0], len(sent)) - 1] - sent[0]
 
 
 def measure_stalls(ratios: Callable[[str], None], scenario: str, result: Result,
