@@ -26,6 +26,7 @@ UV_VERSION := 0.13.8
 # STACK only when given (else the deploys keep CONFIG_ENV's); the environment passes on quotes in a value.
 STACK_GIVEN := $(if $(filter command line environment,$(origin STACK)),$(STACK))
 export CONFIG_ENV PARAMS UV
+
 # The phases of `make test` (infra/phases.sh; docs/development.md: adding one). Those that run the
 # test build start after lint builds it; BACKGROUND ones run at nice 19, on the CPU left over.
 PHASES := lint validate deploy-path unit esm emulator wire watch-invoke
@@ -37,6 +38,7 @@ $(PHASES): export RUSTC_WORKSPACE_WRAPPER := clippy-driver
 $(PHASES): export CLIPPY_ARGS := -D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__
 .PHONY: help local test lint actionlint versions unit validate emulator wire esm bench watch invoke \
   watch-invoke lambda-build sam-build deploy-guided deploy deploy-path dist smoke deploy-cargo-lambda replay-stream lock clean
+
 help: ## List the targets and the variables with their defaults
 	@awk 'BEGIN {FS = ":.*## "; print "Targets:"} /^[a-z-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@awk 'BEGIN {print "\nVariables (make TARGET NAME=value):"} /^# / {doc = (last == "#" ? doc " " : "") substr($$0, 3); last = "#"; next} \
@@ -53,6 +55,7 @@ $(AFTER_LINT:%=target/phases/%.passed): target/phases/lint.passed
 # A phase's make runs without make test's jobserver, which cargo would try to join.
 target/phases/%.passed: target/phases/key
 	@MAKEFLAGS='$(filter-out --jobserver-auth=% -j%,$(MAKEFLAGS))' bash infra/phases.sh run $* $(if $(filter $*,$(BACKGROUND)),19,0)
+
 lint: actionlint versions ## cargo fmt --check, module layers, docs' names and commands, actionlint, versions, clippy -D warnings on all targets as the tests build
 	cargo fmt --all -- --check && python3 tests/check_layers.py src && python3 tests/check_docs.py
 	@mkdir -p target && ! clippy-driver rustc --crate-type lib --emit metadata --out-dir target infra/clippy-canary.rs 2>/dev/null \
@@ -81,6 +84,7 @@ esm: $(UV) ## The function binary behind simulated Kinesis and SQS event source 
 	cargo test --locked --no-run && $(RUN) pytest -p no:cacheprovider -n 2 tests/esm
 bench: ## Benchmark the release binary (built into target/bench-release) through a mock Lambda Runtime API
 	cargo bench --locked --bench runtime_api
+
 watch: $(UV) ## Build, then run the function under cargo lambda's emulator with EVENT's settings, posting to a local receiver (then `make invoke`; VERBOSE=1 as in local)
 	EVENT=$(EVENT) LAMBDA_ADDRESS=$(LAMBDA_ADDRESS) LAMBDA_PORT=$(LAMBDA_PORT) RECEIVER_PORT=$(RECEIVER_PORT) $(RUN) bash infra/watch.sh
 invoke: $(UV) ## Send EVENT to the running `make watch` (its receiver prints what reached it)
@@ -89,6 +93,7 @@ invoke: $(UV) ## Send EVENT to the running `make watch` (its receiver prints wha
 	$(RUN) cargo lambda invoke --invoke-address $(LAMBDA_ADDRESS) --invoke-port $(LAMBDA_PORT) --data-file $(EVENT) memfault-chunk-proxy
 watch-invoke: $(UV) ## `make watch` in the background, `make invoke` on documented samples: answers and the receiver's printout checked, watch stopped
 	PYTHONPATH=infra python3 tests/watch_invoke.py
+
 lambda-build: $(UV) ## Release build for Lambda, ARCH=arm64|x86_64, into target/lambda/ARCH/memfault-chunk-proxy/bootstrap
 	bash infra/rust-target.sh $(ARCH) && $(RUN) cargo lambda build --locked --release \
 	  $(if $(filter x86_64,$(ARCH)),--x86-64,--arm64) --lambda-dir target/lambda/$(ARCH)
