@@ -34,7 +34,7 @@ what cannot run here quickly or at all:
   - SAM's managed bucket stack, created beforehand from SAM's own template: moto runs a change
     set's resources but not its Outputs, which SAM reads to find the bucket.
 
-    uv run python tests/deploy_path.py
+    PYTHONPATH=infra uv run python tests/deploy_path.py   (or make deploy-path)
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ be gone, with both ports free, within a few seconds.
 Ports are free ones picked here (LAMBDA_PORT, RECEIVER_PORT, given to both targets as a person
 would), so that the run does not meet a `make watch` someone left running on the defaults.
 
-    python3 tests/watch_invoke.py        (from the repository root; make and cargo on PATH)
+    PYTHONPATH=infra python3 tests/watch_invoke.py   (make watch-invoke; from the repository root, make and cargo on PATH)
 """
 
 from __future__ import annotations
